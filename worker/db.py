@@ -1,0 +1,140 @@
+"""Engine, sessions, transaction scope and the schema's revision.
+
+One obvious way to scope a transaction: ``with transaction(session_factory) as session:`` —
+it commits when the block ends and rolls back if it raises. ``get_db()`` is the generator a web
+layer would inject. Alembic owns the schema: :func:`init_db` upgrades to head through Alembic's
+API and :func:`check_schema` refuses to work on a database that is behind or unknown.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.config import Settings
+from worker.errors import DatabaseUnavailableError, SchemaError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
+ALEMBIC_DIR = PROJECT_ROOT / "alembic"
+
+
+def create_db_engine(url: str, *, busy_timeout_ms: int = 5000, echo: bool = False,
+                     **kwargs: Any) -> Engine:
+    """An engine for SQLite or PostgreSQL (psycopg 3), with the pragmas SQLite needs."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        connect_args = {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
+        engine = create_engine(url, echo=echo, connect_args=connect_args, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
+        return engine
+    return create_engine(url, echo=echo, pool_pre_ping=True, **kwargs)
+
+
+def engine_from_settings(settings: Settings, **kwargs: Any) -> Engine:
+    db = settings.database
+    return create_db_engine(db.url, busy_timeout_ms=db.busy_timeout_ms, echo=db.echo, **kwargs)
+
+
+def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
+    def on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # Without this SQLite ignores ON DELETE CASCADE (and every foreign key) silently.
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # WAL lets readers (status, report) run while the worker writes.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+
+    return on_connect
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: commit at the end of the block, roll back if it raises."""
+    with factory() as session, session.begin():
+        yield session
+
+
+def get_db(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """Yield a session and always close it (the dependency a web layer would inject)."""
+    session = factory()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def alembic_config(url: str | None = None) -> AlembicConfig:
+    cfg = AlembicConfig(str(ALEMBIC_INI))
+    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except OperationalError as exc:
+        raise DatabaseUnavailableError(
+            f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: "
+            f"{_first_line(exc.orig)}; check [database] url") from exc
+
+
+def init_db(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (default: head) with Alembic."""
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def downgrade_db(engine: Engine, revision: str) -> None:
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
+def check_schema(engine: Engine) -> None:
+    """Stop with a clear message unless the database is at the code's head revision."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    if current is None:
+        tables = inspect(engine).get_table_names()
+        state = "has no schema" if not tables else "has tables but no Alembic revision"
+        raise SchemaError(f"database {state}, code expects revision {head}: run make migrate")
+    raise SchemaError(f"database is at revision {current}, code expects {head}: run make migrate")
+
+
+def _first_line(exc: BaseException | None) -> str:
+    return str(exc).strip().splitlines()[0] if exc and str(exc).strip() else "unknown error"

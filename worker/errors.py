@@ -1,0 +1,103 @@
+"""The exception hierarchy.
+
+Every error the worker expects carries a message a user can act on and the process exit code
+it maps to: 2 for usage and configuration mistakes, 1 for failures at run time. The CLI prints
+``str(error)`` as one line and exits with ``error.exit_code``; the driver's own exception, when
+there is one, stays in ``__cause__`` for the logs.
+"""
+
+from __future__ import annotations
+
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+
+
+class WatcherError(Exception):
+    """openrouter-watcher failed."""
+
+    exit_code: int = EXIT_RUNTIME
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class UsageError(WatcherError):
+    """The command line is wrong: see --help."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(WatcherError):
+    """The configuration is invalid."""
+
+    exit_code = EXIT_USAGE
+
+
+class SchemaError(WatcherError):
+    """The database schema is not the one this code expects: run `make migrate`."""
+
+    exit_code = EXIT_USAGE
+
+
+class DatabaseUnavailableError(WatcherError):
+    """The database cannot be reached: check [database] url."""
+
+    exit_code = EXIT_USAGE
+
+
+class StorageError(WatcherError):
+    """Writing to the database failed."""
+
+
+class NotFoundError(WatcherError):
+    """No such object."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConflictError(WatcherError):
+    """That object already exists."""
+
+    exit_code = EXIT_USAGE
+
+
+class MasterKeyError(WatcherError):
+    """No usable master key: set OPENROUTER_WATCHER_ENCRYPTION_KEY or [encryption] key_file."""
+
+    exit_code = EXIT_USAGE
+
+
+class DecryptionError(WatcherError):
+    """A stored key cannot be decrypted."""
+
+
+class OpenRouterError(WatcherError):
+    """OpenRouter request failed."""
+
+
+class UnauthorizedError(OpenRouterError):
+    """OpenRouter rejected the key (401): it is wrong, expired or deleted."""
+
+
+class NotManagementKeyError(OpenRouterError):
+    """OpenRouter refused the request (403): per-model history needs a management key."""
+
+
+class BadRequestError(OpenRouterError):
+    """OpenRouter rejected the request (400)."""
+
+
+class RateLimitedError(OpenRouterError):
+    """OpenRouter kept answering 429 (rate limited) until the retries ran out."""
+
+
+class UpstreamUnavailableError(OpenRouterError):
+    """OpenRouter could not be reached or kept failing until the retries ran out."""
+
+
+class InvalidResponseError(OpenRouterError):
+    """OpenRouter's response does not match its contract."""

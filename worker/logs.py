@@ -1,0 +1,133 @@
+"""structlog setup and the secret-masking processor.
+
+Every log line, ours and the standard library's (apscheduler, httpx, alembic), goes through one
+processor chain whose last step before rendering is :func:`mask_secrets`: anything that looks
+like an OpenRouter key (``sk-or-…``) and every secret registered with :func:`register_secret`
+(the master keys) is replaced by ``[REDACTED]`` in messages, fields and exception text.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+REDACTED = "[REDACTED]"
+# OpenRouter keys look like sk-or-v1-<64 hex>; mask any sk-or- token whatever follows.
+OPENROUTER_KEY_RE = re.compile(r"sk-or-[A-Za-z0-9_\-]*")
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_secret_re: re.Pattern[str] | None = None
+
+
+def register_secret(value: str) -> None:
+    """Mask this exact string (e.g. a master key) in every later log line and error."""
+    global _secret_re
+    if not value or len(value) < 8:
+        return
+    with _secrets_lock:
+        _secrets.add(value)
+        alternatives = sorted(_secrets, key=len, reverse=True)
+        _secret_re = re.compile("|".join(re.escape(s) for s in alternatives))
+
+
+def mask_text(text: str) -> str:
+    """The text with OpenRouter keys and registered secrets replaced by [REDACTED]."""
+    text = OPENROUTER_KEY_RE.sub(REDACTED, text)
+    pattern = _secret_re
+    if pattern is not None:
+        text = pattern.sub(REDACTED, text)
+    return text
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, bytes):
+        return mask_text(value.decode("utf-8", "replace"))
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_mask(v) for v in value]
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return mask_text(str(value))
+
+
+def mask_secrets(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """structlog processor: mask secrets in every field (run after exceptions are formatted)."""
+    return {key: _mask(value) for key, value in event_dict.items()}
+
+
+def _shared_processors() -> list[Any]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+
+
+def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Route structlog and the standard library's logging to one stream, masked.
+
+    ``fmt`` is ``json`` (one JSON object per line), ``console`` (readable, for a terminal) or
+    ``auto`` (console on a terminal, JSON otherwise, e.g. under systemd).
+    """
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    renderer: Any
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    shared = _shared_processors()
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            mask_secrets,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # httpx logs one INFO line per request; keep those for DEBUG.
+    for noisy in ("httpx", "httpcore", "alembic", "apscheduler.executors.default"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level)
+                                          if level.upper() != "DEBUG" else logging.DEBUG)
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str | None = None, **initial: Any) -> Any:
+    return structlog.get_logger(name, **initial)
+
+
+def bound_contextvars(**values: Any) -> Any:
+    """Context manager binding run_id / api_key_id / user_id to every log line inside it."""
+    return structlog.contextvars.bound_contextvars(**values)

@@ -1,0 +1,280 @@
+"""The tables, as SQLAlchemy 2 typed declarative models.
+
+The four tables of the original design (``users``, ``api_keys``, ``usage_stats``,
+``api_tokens``) plus the sync ledger (``sync_runs``, ``sync_key_results``) added by migration
+0002. Alembic owns the schema: these models are what the migrations must produce, and a test
+asserts that Alembic's autogenerate comparison between the two is empty.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+    true,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import conv
+
+# Stable, explicit names for every index and constraint, so migrations can refer to them and
+# the same schema has the same names on SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+MONEY_SCALE = 9
+# A 64-bit id on PostgreSQL (INSERT … ON CONFLICT burns a sequence value per attempted row);
+# SQLite's INTEGER PRIMARY KEY is already 64-bit and must stay INTEGER to be the rowid.
+BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware, in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp stored in UTC and always returned timezone-aware in UTC.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones, so the value is stored as naive
+    UTC (which is also what its ``CURRENT_TIMESTAMP`` default produces).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column: attach a timezone")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class Money(TypeDecorator[Decimal]):
+    """US dollars as ``NUMERIC(18, 9)``, always read back as an exact ``Decimal``.
+
+    OpenRouter reports up to 9 decimals. Migration 0001 created ``cost`` as NUMERIC(10, 6) (the
+    original design); 0002 widened it. SQLite stores NUMERIC as a binary float, so there the
+    value is read as a float and quantized back to 9 decimals, which restores exactly what was
+    written for any amount below about ten million dollars (15 significant digits).
+    """
+
+    impl = Numeric(18, MONEY_SCALE)
+    cache_ok = True
+    _QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            # asdecimal=False: SQLAlchemy's own float→Decimal path warns; we quantize below.
+            return dialect.type_descriptor(Numeric(18, MONEY_SCALE, asdecimal=False))
+        return dialect.type_descriptor(Numeric(18, MONEY_SCALE))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, float):
+            raise TypeError("money must be a Decimal, not a float")
+        value = Decimal(value)
+        return float(value) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return to_money(value)
+
+
+def to_money(value: Any) -> Decimal | None:
+    """A database value (Decimal, float, int or str) as a Decimal with 9 decimals."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        value = f"{value:.{MONEY_SCALE}f}"
+    return Decimal(value).quantize(Money._QUANTUM)
+
+
+MONEY = Money()
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _created_at() -> Mapped[dt.datetime]:
+    return mapped_column(UTCDateTime(), default=utcnow, server_default=text("CURRENT_TIMESTAMP"),
+                         nullable=True)
+
+
+def _is_active() -> Mapped[bool]:
+    return mapped_column(Boolean(), default=True, server_default=true(), nullable=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("email LIKE '%_@__%.__%'", name=conv("chk_email_format")),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(255), nullable=False, unique=True, index=True)
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    created_at: Mapped[dt.datetime] = _created_at()
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        UTCDateTime(), default=utcnow, onupdate=utcnow,
+        server_default=text("CURRENT_TIMESTAMP"), nullable=True)
+    is_active: Mapped[bool] = _is_active()
+
+    api_keys: Mapped[list[ApiKey]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True)
+    api_tokens: Mapped[list[ApiToken]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True)
+
+    def __repr__(self) -> str:
+        return f"<User id={self.id} email={self.email!r}>"
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    key_encrypted: Mapped[str] = mapped_column(Text, nullable=False)  # AES-256-GCM, see crypto
+    is_active: Mapped[bool] = mapped_column(
+        Boolean(), default=True, server_default=true(), nullable=True, index=True)
+    created_at: Mapped[dt.datetime] = _created_at()
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Added by 0002: "management", "ordinary" or NULL (not known yet). Learned from GET /key
+    # when the key is added and from /activity's 200 or 403 on every sync.
+    kind: Mapped[str | None] = mapped_column(String(20), nullable=True)
+
+    user: Mapped[User] = relationship(back_populates="api_keys")
+    usage_stats: Mapped[list[UsageStats]] = relationship(
+        back_populates="api_key", cascade="all, delete-orphan", passive_deletes=True)
+
+    def __repr__(self) -> str:  # never the key itself
+        return f"<ApiKey id={self.id} user_id={self.user_id} name={self.name!r}>"
+
+
+class UsageStats(Base):
+    __tablename__ = "usage_stats"
+    __table_args__ = (
+        UniqueConstraint("api_key_id", "date", "model", name=conv("uniq_key_date_model")),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False, index=True)
+    date: Mapped[dt.date] = mapped_column(Date, nullable=False, index=True)
+    model: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
+    requests_count: Mapped[int] = mapped_column(
+        Integer, default=0, server_default=text("0"), nullable=True)
+    # BIGINT since 0002: one busy account can pass 2^31 tokens on one model in a day.
+    tokens_input: Mapped[int] = mapped_column(
+        BigInteger, default=0, server_default=text("0"), nullable=True)
+    tokens_output: Mapped[int] = mapped_column(
+        BigInteger, default=0, server_default=text("0"), nullable=True)
+    cost: Mapped[Decimal] = mapped_column(
+        MONEY, default=Decimal(0), server_default=text("0.0"), nullable=True)
+    created_at: Mapped[dt.datetime] = _created_at()
+    # Added by 0002.
+    tokens_reasoning: Mapped[int] = mapped_column(
+        BigInteger, default=0, server_default=text("0"), nullable=True)
+    byok_cost: Mapped[Decimal] = mapped_column(
+        MONEY, default=Decimal(0), server_default=text("0.0"), nullable=True)
+
+    api_key: Mapped[ApiKey] = relationship(back_populates="usage_stats")
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    token_hash: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    created_at: Mapped[dt.datetime] = _created_at()
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    is_active: Mapped[bool] = mapped_column(
+        Boolean(), default=True, server_default=true(), nullable=True, index=True)
+
+    user: Mapped[User] = relationship(back_populates="api_tokens")
+
+
+class SyncRun(Base):
+    """One sync or backfill: when, why, and how it ended."""
+
+    __tablename__ = "sync_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # sync | backfill | schedule
+    trigger: Mapped[str] = mapped_column(String(20), nullable=False)
+    # running | ok | failed (some key failed) | interrupted
+    status: Mapped[str] = mapped_column(String(20), nullable=False, index=True)
+    keys_ok: Mapped[int] = mapped_column(Integer, nullable=False, default=0,
+                                         server_default=text("0"))
+    keys_failed: Mapped[int] = mapped_column(Integer, nullable=False, default=0,
+                                             server_default=text("0"))
+
+    key_results: Mapped[list[SyncKeyResult]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True)
+
+
+class SyncKeyResult(Base):
+    """The outcome of one key within one run."""
+
+    __tablename__ = "sync_key_results"
+    __table_args__ = (Index(None, "api_key_id", "run_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("sync_runs.id", ondelete="CASCADE"), nullable=False, index=True)
+    api_key_id: Mapped[int] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False)
+    # ok | failed
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    rows_inserted: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    rows_updated: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    rows_unchanged: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    rows_deleted: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    http_requests: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    finished_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+    run: Mapped[SyncRun] = relationship(back_populates="key_results")

@@ -1,0 +1,145 @@
+"""A throw-away PostgreSQL server for tests and benchmarks.
+
+``initdb`` into a fresh temporary directory, ``postgres`` listening on 127.0.0.1 on a free port
+(and a socket in that directory), trust authentication, durability off (the data dies with the
+directory anyway). PostgreSQL refuses to run as root, so when we are root the server runs as
+the unprivileged user ``nobody`` and the directory is handed to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def find_bindir() -> Path | None:
+    """Where initdb and postgres live: $PG_BINDIR, PATH, or /usr/lib/postgresql/*/bin."""
+    candidates: list[str] = []
+    if os.environ.get("PG_BINDIR"):
+        candidates.append(os.environ["PG_BINDIR"])
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(str(Path(on_path).parent))
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    for directory in candidates:
+        if (Path(directory) / "initdb").is_file() and (Path(directory) / "postgres").is_file():
+            return Path(directory)
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PostgresServer:
+    """Start with :meth:`start`, stop with :meth:`stop` (or use it as a context manager)."""
+
+    def __init__(self, bindir: Path, *, settings: dict[str, str] | None = None) -> None:
+        self.bindir = bindir
+        self.port = free_port()
+        self.settings = {"fsync": "off", "synchronous_commit": "off",
+                         "full_page_writes": "off", "max_connections": "200",
+                         **(settings or {})}
+        self.tmp = Path(tempfile.mkdtemp(prefix="orw-pg-"))
+        self.datadir = self.tmp / "data"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._user: str | None = "nobody" if os.geteuid() == 0 else None
+
+    def _prepare_dir(self) -> None:
+        if self._user:
+            entry = pwd.getpwnam(self._user)
+            os.chown(self.tmp, entry.pw_uid, entry.pw_gid)
+        self.tmp.chmod(0o700)
+
+    def _run(self, *args: str) -> None:
+        result = subprocess.run([str(self.bindir / args[0]), *args[1:]], user=self._user,
+                                cwd=self.tmp, capture_output=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed: {result.stderr.decode(errors='replace')}")
+
+    def start(self, timeout: float = 30.0) -> PostgresServer:
+        self._prepare_dir()
+        self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "-A", "trust",
+                  "-E", "UTF8", "--locale=C", "--no-sync")
+        options = [arg for key, value in self.settings.items() for arg in ("-c", f"{key}={value}")]
+        log = (self.tmp / "server.log").open("wb")
+        self.process = subprocess.Popen(
+            [str(self.bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
+             "-h", "127.0.0.1", "-k", str(self.tmp), *options],
+            user=self._user, cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("postgres exited at start: "
+                                   + (self.tmp / "server.log").read_text(errors="replace"))
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=0.5):
+                if self._accepts_queries():
+                    return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"postgres did not start within {timeout} s")
+
+    def _accepts_queries(self) -> bool:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.dsn("postgres"), connect_timeout=2):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={database}"
+
+    def url(self, database: str = "postgres") -> str:
+        """A SQLAlchemy URL for the worker (postgresql+psycopg://…)."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str, template: str | None = None) -> str:
+        import psycopg
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            suffix = f' TEMPLATE "{template}"' if template else ""
+            conn.execute(f'CREATE DATABASE "{name}"{suffix}')
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def version(self) -> str:
+        import psycopg
+
+        with psycopg.connect(self.dsn()) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        return str(row[0]) if row else "unknown"
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # SIGTERM: smart shutdown
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> PostgresServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
