@@ -1,0 +1,44 @@
+"""The sync lock: one holder per database, released when the holder ends or dies."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from sqlalchemy import Engine
+
+from worker.db import create_db_engine
+from worker.locking import sync_lock
+
+
+def test_second_taker_is_refused_while_first_holds(engine: Engine, db_url: str) -> None:
+    other = create_db_engine(db_url)
+    with sync_lock(engine) as first:
+        with sync_lock(other) as second:
+            assert (first, second) == (True, False)
+    with sync_lock(other) as again:
+        assert again is True
+    other.dispose()
+
+
+def test_lock_of_a_killed_process_does_not_outlive_it(engine: Engine, db_url: str) -> None:
+    """A holder killed with SIGKILL (no cleanup at all) must not block the next sync."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        from worker.db import create_db_engine
+        from worker.locking import sync_lock
+        with sync_lock(create_db_engine({db_url!r})) as held:
+            print("held" if held else "refused", flush=True)
+            sys.stdin.readline()
+    """)
+    with subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "held"
+        with sync_lock(engine) as while_alive:
+            assert while_alive is False
+        proc.kill()
+        proc.wait(timeout=10)
+        with sync_lock(engine) as after_death:
+            assert after_death is True
