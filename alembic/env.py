@@ -7,9 +7,9 @@ engine from the worker's settings. Batch mode is used on SQLite only, where ALTE
 
 from __future__ import annotations
 
-from alembic import context
 from sqlalchemy import Connection, pool
 
+from alembic import context
 from worker.config import load_settings
 from worker.db import create_db_engine
 from worker.models import Base

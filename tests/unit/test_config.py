@@ -103,7 +103,8 @@ def test_bad_file_values_name_the_key_and_file(tmp_path: Path, toml: str, messag
     ("OPENROUTER_WATCHER_OPENROUTER_READ_TIMEOUT", "soon", "must be a number"),
     ("OPENROUTER_WATCHER_SCHEDULE_RUN_AT_STARTUP", "maybe", "must be true or false"),
     ("OPENROUTER_WATCHER_SYNC_CONCURRENCY", "1000", "must be at most 256"),
-    ("OPENROUTER_WATCHER_SYNC_SPEED", "1", "unknown environment variable OPENROUTER_WATCHER_SYNC_SPEED"),
+    ("OPENROUTER_WATCHER_SYNC_SPEED", "1",
+     "unknown environment variable OPENROUTER_WATCHER_SYNC_SPEED"),
 ])
 def test_bad_env_values_name_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           var: str, value: str, message: str) -> None:
