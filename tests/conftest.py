@@ -134,3 +134,21 @@ def sample_key(session: Session, sample_user: User) -> ApiKey:
     session.add(key)
     session.commit()
     return key
+
+
+# Appended by issue 3 (keys at rest): a master key and its keyring for any test that encrypts.
+import base64  # noqa: E402
+
+from worker.crypto import Keyring, generate_master_key  # noqa: E402
+
+
+@pytest.fixture
+def master_key() -> str:
+    """A fresh base64 master key (what `generate-key` prints)."""
+    return generate_master_key()
+
+
+@pytest.fixture
+def keyring(master_key: str) -> Keyring:
+    """A keyring holding only ``master_key``."""
+    return Keyring.from_keys(base64.b64decode(master_key))

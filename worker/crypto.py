@@ -1,0 +1,205 @@
+"""AES-256-GCM for the OpenRouter keys stored in ``api_keys.key_encrypted``.
+
+Stored format (self-describing and versioned)::
+
+    v1:<key-id>:<base64(nonce ‖ ciphertext ‖ tag)>
+
+``key-id`` is the first 8 hex digits of SHA-256 of the master key, so a ciphertext names the
+master key it needs and a wrong or missing key is reported as such. Every encryption uses a
+fresh random 96-bit nonce. The associated data binds the ciphertext to its owner
+(``users.id``) and its row (``api_keys.id``): a ciphertext copied into another row fails to
+decrypt instead of silently handing one user's key to another.
+
+Where the master key comes from, first match wins:
+
+1. ``[encryption] key`` — normally from ``OPENROUTER_WATCHER_ENCRYPTION_KEY``, which the
+   configuration loader merges into the settings;
+2. ``[encryption] key_file`` — a file holding the base64 key, refused unless only its owner
+   can read it (mode 0600 or 0400);
+3. ``$CREDENTIALS_DIRECTORY/encryption-key`` — a systemd credential (``LoadCredential=``).
+
+``[encryption] previous_keys`` (or ``OPENROUTER_WATCHER_ENCRYPTION_PREVIOUS_KEYS``, comma
+separated) lists old master keys still accepted for decryption while rotating.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import secrets
+import stat
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from worker.config import Settings
+from worker.errors import DecryptionError, MasterKeyError
+from worker.logs import register_secret
+
+FORMAT_VERSION = "v1"
+KEY_BYTES = 32
+NONCE_BYTES = 12
+CREDENTIAL_NAME = "encryption-key"
+
+
+def generate_master_key() -> str:
+    """A new random 256-bit master key, base64 encoded (what ``generate-key`` prints)."""
+    return base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode("ascii")
+
+
+def key_fingerprint(key: bytes) -> str:
+    """The short id of a master key: 8 hex digits of its SHA-256 (not enough to guess it)."""
+    return hashlib.sha256(key).hexdigest()[:8]
+
+
+def decode_master_key(text: str, origin: str) -> bytes:
+    """Base64 text → 32 key bytes, or a :class:`MasterKeyError` naming ``origin``, never the key."""
+    stripped = text.strip()
+    try:
+        raw = base64.b64decode(stripped, validate=True)
+    except (binascii.Error, ValueError):
+        raise MasterKeyError(f"the master key from {origin} is not valid base64: generate one "
+                             "with `openrouter-watcher generate-key`") from None
+    if len(raw) != KEY_BYTES:
+        raise MasterKeyError(f"the master key from {origin} is {len(raw)} bytes, expected "
+                             f"{KEY_BYTES} (base64 of 32 random bytes): generate one with "
+                             "`openrouter-watcher generate-key`")
+    return raw
+
+
+def _read_key_file(path: Path, origin: str, *, check_mode: bool) -> str:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise MasterKeyError(f"{origin} {path} does not exist") from None
+    except OSError as exc:
+        raise MasterKeyError(f"cannot read {origin} {path}: {exc.strerror}") from None
+    if check_mode and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise MasterKeyError(f"{origin} {path} is readable by group or others (mode "
+                             f"{stat.S_IMODE(st.st_mode):04o}): run chmod 600 {path}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise MasterKeyError(f"cannot read {origin} {path}: {reason}") from None
+
+
+def _aad(user_id: int, key_id: int) -> bytes:
+    # Binds the ciphertext to its owner and row; the format version is included so a future
+    # v2 cannot be fed a v1 ciphertext that happens to decrypt.
+    return f"openrouter-watcher:{FORMAT_VERSION}:user={int(user_id)}:api_key={int(key_id)}".encode()
+
+
+class Keyring:
+    """The current master key (used to encrypt) and the previous ones (still decrypt)."""
+
+    def __init__(self, current: bytes, previous: Sequence[bytes] = ()) -> None:
+        for key in (current, *previous):
+            if len(key) != KEY_BYTES:
+                raise MasterKeyError(f"a master key must be {KEY_BYTES} bytes, got {len(key)}")
+        self._current = AESGCM(current)
+        self.key_id: str = key_fingerprint(current)
+        self._ciphers: dict[str, AESGCM] = {self.key_id: self._current}
+        for key in previous:
+            self._ciphers.setdefault(key_fingerprint(key), AESGCM(key))
+
+    def __repr__(self) -> str:  # never the keys
+        return f"<Keyring current={self.key_id} known={sorted(self._ciphers)}>"
+
+    @property
+    def key_ids(self) -> list[str]:
+        """Ids of every configured master key, the current one first."""
+        return list(self._ciphers)
+
+    @classmethod
+    def from_keys(cls, current: bytes, previous: Sequence[bytes] = ()) -> Keyring:
+        """A keyring from raw 32-byte keys (tests, and code that already has the bytes)."""
+        return cls(current, previous)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Keyring:
+        """The keyring the configuration describes; :class:`MasterKeyError` if there is none.
+
+        Every master key found (its base64 text) is registered with the log masker.
+        """
+        env = os.environ if env is None else env
+        enc = settings.encryption
+        if enc.key.strip():
+            text, origin = enc.key, "[encryption] key (or OPENROUTER_WATCHER_ENCRYPTION_KEY)"
+        elif enc.key_file.strip():
+            path = Path(enc.key_file).expanduser()
+            origin = "[encryption] key_file"
+            text = _read_key_file(path, origin, check_mode=True)
+        elif env.get("CREDENTIALS_DIRECTORY"):
+            path = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
+            origin = "systemd credential"
+            # systemd creates credentials readable only by the service user; its directory
+            # mode is its business, so no mode check here.
+            text = _read_key_file(path, origin, check_mode=False)
+        else:
+            raise MasterKeyError(
+                "no master key configured: set OPENROUTER_WATCHER_ENCRYPTION_KEY, "
+                "[encryption] key_file, or a systemd credential named encryption-key "
+                "(generate one with `openrouter-watcher generate-key`)")
+        register_secret(text.strip())
+        current = decode_master_key(text, origin)
+        previous = []
+        for index, old in enumerate(enc.previous_keys):
+            register_secret(old.strip())
+            previous.append(decode_master_key(old, f"[encryption] previous_keys entry {index + 1}"))
+        return cls(current, previous)
+
+    def encrypt(self, plaintext: str, *, user_id: int, key_id: int) -> str:
+        """``v1:<key-id>:<base64(nonce‖ciphertext)>`` under the current master key."""
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        sealed = self._current.encrypt(nonce, plaintext.encode("utf-8"), _aad(user_id, key_id))
+        blob = base64.b64encode(nonce + sealed).decode("ascii")
+        return f"{FORMAT_VERSION}:{self.key_id}:{blob}"
+
+    def decrypt(self, stored: str, *, user_id: int, key_id: int) -> str:
+        """The plaintext, or a :class:`DecryptionError` naming the row and master key id."""
+        _version, master_id, blob = _split(stored, key_id)
+        cipher = self._ciphers.get(master_id)
+        if cipher is None:
+            raise DecryptionError(
+                f"cannot decrypt api key {key_id}: it was encrypted with master key {master_id}, "
+                f"which is not configured (have: {', '.join(self._ciphers)})")
+        try:
+            raw = base64.b64decode(blob, validate=True)
+        except (binascii.Error, ValueError):
+            raise DecryptionError(f"cannot decrypt api key {key_id}: stored value is not "
+                                  "valid base64 (altered?)") from None
+        if len(raw) <= NONCE_BYTES:
+            raise DecryptionError(f"cannot decrypt api key {key_id}: stored value is too short "
+                                  "(altered?)")
+        try:
+            plain = cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(user_id, key_id))
+        except InvalidTag:
+            raise DecryptionError(f"cannot decrypt api key {key_id}: ciphertext was altered or "
+                                  "belongs to another key row") from None
+        return plain.decode("utf-8")
+
+    def needs_rotation(self, stored: str) -> bool:
+        """True unless the value is a v1 ciphertext under the current master key."""
+        parts = stored.split(":", 2)
+        return not (len(parts) == 3 and parts[0] == FORMAT_VERSION and parts[1] == self.key_id)
+
+    def master_key_id_of(self, stored: str) -> str | None:
+        """The master key id a stored value names, or None if it is not in the v1 format."""
+        parts = stored.split(":", 2)
+        return parts[1] if len(parts) == 3 and parts[0] == FORMAT_VERSION else None
+
+
+def _split(stored: str, key_id: int) -> tuple[str, str, str]:
+    parts = stored.split(":", 2)
+    if len(parts) != 3 or not parts[1]:
+        raise DecryptionError(f"cannot decrypt api key {key_id}: stored value is not in the "
+                              f"{FORMAT_VERSION}:<key-id>:<data> format")
+    if parts[0] != FORMAT_VERSION:
+        raise DecryptionError(f"cannot decrypt api key {key_id}: unknown format version "
+                              f"{parts[0][:10]!r} (this code reads {FORMAT_VERSION})")
+    return parts[0], parts[1], parts[2]
