@@ -1,0 +1,521 @@
+"""Typed httpx client for OpenRouter's ``/activity`` and ``/key``, and its retry policy.
+
+One :class:`OpenRouterClient` serves a whole run: one connection pool (keep-alive), the
+``User-Agent`` and attribution headers, and a tenacity retry policy for connect errors,
+timeouts, 429 and 5xx (``Retry-After`` honoured, otherwise exponential backoff with jitter),
+bounded by both an attempt count and a total deadline per request.
+
+Every response is validated against OpenRouter's contract (``ActivityItem``) before anything
+downstream sees it: money is parsed as :class:`~decimal.Decimal` straight from the JSON text,
+and a row that breaks the contract rejects the whole response with an error naming the row and
+field. Nothing is coerced.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import tenacity
+
+import worker
+from worker.config import OpenRouterSettings
+from worker.errors import (
+    BadRequestError,
+    InvalidResponseError,
+    NotManagementKeyError,
+    RateLimitedError,
+    UnauthorizedError,
+    UpstreamUnavailableError,
+)
+from worker.logs import get_logger, mask_text
+
+USER_AGENT = f"openrouter-watcher/{worker.__version__}"
+MAX_MODEL_LENGTH = 100  # usage_stats.model column
+WINDOW_DAYS = 30  # OpenRouter reports the last 30 completed UTC days
+# usage_stats.cost is Numeric(18, 9): 9 decimals, 9 integer digits.
+MONEY_DECIMALS = 9
+MONEY_LIMIT = Decimal(10) ** (18 - MONEY_DECIMALS)
+MANAGEMENT_KEY_HELP = (
+    "per-model history needs a management key: create one in OpenRouter under "
+    "Settings → Management Keys (https://openrouter.ai/settings/management-keys) "
+    "and register that key instead"
+)
+
+_log = get_logger(__name__)
+
+# "2026-04-22" or "2026-04-22 00:00:00" (also ISO 'T', fractions, Z/+00:00): the day is the
+# first ten characters. A non-UTC offset would move the day, so it is not accepted.
+_DATE_RE = re.compile(
+    r"(\d{4}-\d{2}-\d{2})(?:[ T]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]00:?00)?)?"
+)
+_COUNT_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "reasoning_tokens")
+_MONEY_FIELDS = ("usage", "byok_usage_inference")
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
+
+
+def utc_today() -> dt.date:
+    """Today's date in UTC (OpenRouter's days are UTC days)."""
+    return dt.datetime.now(dt.UTC).date()
+
+
+def completed_window(today: dt.date) -> tuple[dt.date, dt.date]:
+    """The last 30 completed UTC days before ``today``, as an inclusive (first, last) pair."""
+    return today - dt.timedelta(days=WINDOW_DAYS), today - dt.timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityRow:
+    """One validated ``/activity`` item: one (date, model, endpoint) with its counts and cost."""
+
+    date: dt.date
+    model: str
+    endpoint_id: str
+    provider_name: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    usage: Decimal
+    byok_usage_inference: Decimal
+
+
+@dataclass(frozen=True)
+class ActivityResult:
+    """The rows of one ``get_activity`` call and what it cost in HTTP requests."""
+
+    rows: list[ActivityRow]  # validated; exact duplicate rows removed (counted once)
+    requests_made: int  # HTTP requests sent for this call, retries included
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What ``GET /key`` says about the key used for the call."""
+
+    is_management_key: bool
+    label: str
+    limit: Decimal | None
+    limit_remaining: Decimal | None
+    usage: Decimal
+
+
+class _Invalid(Exception):
+    """A contract violation inside one row; the caller adds the row index."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(field, problem)
+        self.field = field
+        self.problem = problem
+
+
+def _show(value: Any) -> str:
+    """A short, safe rendering of a bad value for an error message."""
+    text = mask_text(json.dumps(value, default=str) if not isinstance(value, Decimal)
+                     else str(value))
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; Python's parser would accept them as floats.
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _parse_json(text: str) -> Any:
+    """JSON with every non-integer number as an exact Decimal (never through binary float)."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+
+
+def _count(item: Mapping[str, Any], field: str) -> int:
+    value = item[field]
+    # bool is an int subclass in Python but not an integer in JSON.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _Invalid(field, f"must be a non-negative integer, got {_show(value)}")
+    return value
+
+
+def _money(item: Mapping[str, Any], field: str, *, nullable: bool = False) -> Decimal | None:
+    value = item[field]
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise _Invalid(field, f"must be a JSON number, got {_show(value)}")
+    amount = Decimal(value)
+    if amount < 0:
+        raise _Invalid(field, f"must not be negative, got {_show(value)}")
+    if amount >= MONEY_LIMIT:
+        raise _Invalid(field, f"must be below {MONEY_LIMIT} USD, got {_show(value)}")
+    exponent = amount.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MONEY_DECIMALS:
+        # The column keeps 9 decimals: storing more would round silently.
+        raise _Invalid(field, f"has more than {MONEY_DECIMALS} decimals, got {_show(value)}")
+    return amount
+
+
+def _string(item: Mapping[str, Any], field: str) -> str:
+    value = item[field]
+    if not isinstance(value, str):
+        raise _Invalid(field, f"must be a string, got {_show(value)}")
+    return value
+
+
+def _day(item: Mapping[str, Any]) -> dt.date:
+    value = item["date"]
+    match = _DATE_RE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise _Invalid("date", f"must be a YYYY-MM-DD date, got {_show(value)}")
+    try:
+        return dt.date.fromisoformat(match.group(1))
+    except ValueError:
+        raise _Invalid("date", f"is not a calendar date, got {_show(value)}") from None
+
+
+_REQUIRED = ("date", "model", "endpoint_id", "provider_name", *_COUNT_FIELDS, *_MONEY_FIELDS)
+
+
+def _activity_row(item: Any, first: dt.date, last: dt.date, day: dt.date | None) -> ActivityRow:
+    """Validate one raw ``ActivityItem``; raise :class:`_Invalid` naming the field."""
+    if not isinstance(item, dict):
+        raise _Invalid("(row)", f"must be an object, got {_show(item)}")
+    for field in _REQUIRED:
+        if field not in item:
+            raise _Invalid(field, "is missing")
+    date = _day(item)
+    if day is not None and date != day:
+        raise _Invalid("date", f"must be the requested day {day}, got {_show(item['date'])}")
+    if not first <= date <= last:
+        raise _Invalid("date", f"must lie in the window {first}..{last}, "
+                               f"got {_show(item['date'])}")
+    model = _string(item, "model")
+    if not model:
+        raise _Invalid("model", "must not be empty")
+    if len(model) > MAX_MODEL_LENGTH:
+        raise _Invalid("model", f"must be at most {MAX_MODEL_LENGTH} characters, "
+                                f"got {len(model)}")
+    # model_permaslug is required by the contract but unused here: check its type only if sent.
+    if item.get("model_permaslug") is not None:
+        _string(item, "model_permaslug")
+    counts = {field: _count(item, field) for field in _COUNT_FIELDS}
+    money = {field: _money(item, field) for field in _MONEY_FIELDS}
+    return ActivityRow(
+        date=date,
+        model=model,
+        endpoint_id=_string(item, "endpoint_id"),
+        provider_name=_string(item, "provider_name"),
+        **counts,
+        **money,  # type: ignore[arg-type]
+    )
+
+
+def parse_activity(text: str, *, today: dt.date, day: dt.date | None = None) -> list[ActivityRow]:
+    """Validate an ``/activity`` body; return its rows with exact duplicates counted once.
+
+    Raises :class:`InvalidResponseError` naming the row index and field of the first problem.
+    Two *different* rows for one (date, model, endpoint_id) make the response invalid: summing
+    or picking one would both be guesses.
+    """
+    prefix = "invalid /activity response"
+    try:
+        body = _parse_json(text)
+    except ValueError as exc:
+        raise InvalidResponseError(f"{prefix}: body is not JSON ({exc})") from None
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        raise InvalidResponseError(f"{prefix}: expected an object with a 'data' list")
+    first, last = completed_window(today)
+    rows: list[ActivityRow] = []
+    seen: dict[tuple[dt.date, str, str], tuple[int, ActivityRow]] = {}
+    for index, item in enumerate(body["data"]):
+        try:
+            row = _activity_row(item, first, last, day)
+        except _Invalid as exc:
+            where = f"row {index}" if exc.field == "(row)" else f"row {index} field {exc.field!r}"
+            raise InvalidResponseError(f"{prefix}: {where}: {exc.problem}") from None
+        key = (row.date, row.model, row.endpoint_id)
+        if key in seen:
+            other_index, other = seen[key]
+            if other == row:
+                continue  # an exact duplicate is the same fact reported twice
+            raise InvalidResponseError(
+                f"{prefix}: row {index} repeats date {row.date}, model {row.model!r}, "
+                f"endpoint {row.endpoint_id!r} of row {other_index} with different values")
+        seen[key] = (index, row)
+        rows.append(row)
+    return rows
+
+
+def parse_key(text: str) -> KeyInfo:
+    """Validate a ``/key`` body into :class:`KeyInfo`; raise :class:`InvalidResponseError`."""
+    prefix = "invalid /key response"
+    try:
+        body = _parse_json(text)
+    except ValueError as exc:
+        raise InvalidResponseError(f"{prefix}: body is not JSON ({exc})") from None
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, dict):
+        raise InvalidResponseError(f"{prefix}: expected an object with a 'data' object")
+    try:
+        for field in ("is_management_key", "label", "limit", "limit_remaining", "usage"):
+            if field not in data:
+                raise _Invalid(field, "is missing")
+        if not isinstance(data["is_management_key"], bool):
+            raise _Invalid("is_management_key",
+                           f"must be true or false, got {_show(data['is_management_key'])}")
+        label = _string(data, "label")
+        usage = _money(data, "usage")
+        limit = _money(data, "limit", nullable=True)
+        # limit_remaining can go below zero once a key overspends: allow the sign.
+        remaining = data["limit_remaining"]
+        if remaining is not None and (isinstance(remaining, bool)
+                                      or not isinstance(remaining, int | Decimal)):
+            raise _Invalid("limit_remaining", f"must be a JSON number, got {_show(remaining)}")
+    except _Invalid as exc:
+        raise InvalidResponseError(f"{prefix}: field {exc.field!r}: {exc.problem}") from None
+    return KeyInfo(
+        is_management_key=data["is_management_key"],
+        label=mask_text(label),
+        limit=limit,
+        limit_remaining=None if remaining is None else Decimal(remaining),
+        usage=usage,  # type: ignore[arg-type]
+    )
+
+
+def _error_message(response: httpx.Response, api_key: str) -> str:
+    """OpenRouter's own error message (``{"error": {"message": …}}``), masked, or ''."""
+    try:
+        body = json.loads(response.text)
+    except ValueError:
+        return ""
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    if not isinstance(message, str):
+        return ""
+    message = " ".join(message.split())
+    if api_key:
+        message = message.replace(api_key, "[REDACTED]")
+    return mask_text(message)[:200]
+
+
+def parse_retry_after(value: str | None, now: dt.datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _wall_clock() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class _Attempt:
+    """Per-request state shared by the tenacity callbacks."""
+
+    __slots__ = ("api_key", "path", "sent", "start")
+
+    def __init__(self, path: str, api_key: str, start: float) -> None:
+        self.path = path
+        self.api_key = api_key
+        self.start = start
+        self.sent = 0
+
+
+class OpenRouterClient:
+    """OpenRouter API client: one connection pool, typed results, typed errors, retries.
+
+    Thread-safe: one instance may serve every key of a run from several threads. The key is
+    passed per call and sent only in the ``Authorization`` header.
+    """
+
+    def __init__(
+        self,
+        settings: OpenRouterSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], dt.datetime] = _wall_clock,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self._sleep = sleep
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._lock = threading.Lock()
+        self.requests_made = 0
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if settings.http_referer:
+            headers["HTTP-Referer"] = settings.http_referer
+        if settings.x_title:
+            headers["X-Title"] = settings.x_title
+        self._http = httpx.Client(
+            base_url=settings.base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def __enter__(self) -> OpenRouterClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    # -- public API ------------------------------------------------------------------------
+
+    def get_key(self, api_key: str) -> KeyInfo:
+        """``GET /key``: what OpenRouter knows about this key (management or not, limits)."""
+        response, _sent = self._get("key", api_key, params=None)
+        return parse_key(response.text)
+
+    def get_activity(self, api_key: str, *, day: dt.date | None = None,
+                     today: dt.date | None = None) -> ActivityResult:
+        """``GET /activity``: the whole 30-day window, or one ``day`` (``?date=YYYY-MM-DD``).
+
+        Every row must lie in :func:`completed_window` of ``today`` (default: the UTC date now)
+        and, when ``day`` is given, on that day.
+        """
+        today = today or utc_today()
+        params = {"date": day.isoformat()} if day is not None else None
+        response, sent = self._get("activity", api_key, params=params)
+        return ActivityResult(rows=parse_activity(response.text, today=today, day=day),
+                              requests_made=sent)
+
+    # -- transport and retries -------------------------------------------------------------
+
+    def _get(self, path: str, api_key: str,
+             params: Mapping[str, str] | None) -> tuple[httpx.Response, int]:
+        """GET with retries; return a 200 response or raise the typed error."""
+        state = _Attempt("/" + path, api_key, self._clock())
+        headers = {"Authorization": f"Bearer {api_key}"}
+
+        def attempt() -> httpx.Response:
+            remaining = self.settings.request_deadline - (self._clock() - state.start)
+            timeout = httpx.Timeout(
+                max(0.1, min(self.settings.read_timeout, remaining)),
+                connect=max(0.1, min(self.settings.connect_timeout, remaining)),
+            )
+            state.sent += 1
+            with self._lock:
+                self.requests_made += 1
+            response = self._http.get(path, params=params, headers=headers, timeout=timeout)
+            response.read()
+            return response
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(self._is_transient)
+            | tenacity.retry_if_result(lambda r: r.status_code in _RETRY_STATUSES),
+            wait=self._wait,
+            stop=lambda rs: self._stop(rs, state),
+            sleep=self._sleep,
+            before_sleep=lambda rs: self._log_retry(rs, state),
+            retry_error_callback=lambda rs: rs.outcome,
+        )
+        try:
+            outcome = retrying(attempt)
+        except httpx.HTTPError as exc:  # not transient (e.g. a malformed URL): no retry
+            raise UpstreamUnavailableError(
+                f"cannot call OpenRouter {state.path} ({type(exc).__name__}): "
+                "check [openrouter] base_url") from exc
+        if isinstance(outcome, httpx.Response):
+            return self._check(outcome, state), state.sent
+        # Retries exhausted: tenacity handed back the last attempt's future.
+        try:
+            last = outcome.result()
+        except httpx.TimeoutException as exc:
+            raise UpstreamUnavailableError(
+                f"OpenRouter {state.path} timed out after {state.sent} attempt(s) "
+                f"({type(exc).__name__}); try again later") from exc
+        except httpx.TransportError as exc:
+            raise UpstreamUnavailableError(
+                f"cannot reach OpenRouter {state.path} after {state.sent} attempt(s) "
+                f"({type(exc).__name__}): check [openrouter] base_url and the network") from exc
+        return self._check(last, state), state.sent
+
+    @staticmethod
+    def _is_transient(exc: BaseException) -> bool:
+        return isinstance(exc, httpx.TimeoutException | httpx.NetworkError
+                          | httpx.RemoteProtocolError)
+
+    def _wait(self, rs: tenacity.RetryCallState) -> float:
+        """Retry-After when the server sent one (capped), else exponential backoff + jitter."""
+        outcome = rs.outcome
+        if outcome is not None and not outcome.failed:
+            response: httpx.Response = outcome.result()
+            after = parse_retry_after(response.headers.get("Retry-After"), self._wall_clock())
+            if after is not None:
+                return min(after, self.settings.retry_after_max)
+        base = min(self.settings.backoff_max,
+                   self.settings.backoff_initial * 2 ** (rs.attempt_number - 1))
+        # "Equal jitter": at least half the backoff, so waits still grow, never in lockstep.
+        return min(self.settings.backoff_max, base / 2 + self._rng.uniform(0, base / 2))
+
+    def _stop(self, rs: tenacity.RetryCallState, state: _Attempt) -> bool:
+        if rs.attempt_number >= self.settings.max_attempts:
+            return True
+        elapsed = self._clock() - state.start
+        # Stop now rather than sleep past the deadline only to give up afterwards.
+        return elapsed + rs.upcoming_sleep >= self.settings.request_deadline
+
+    def _log_retry(self, rs: tenacity.RetryCallState, state: _Attempt) -> None:
+        outcome = rs.outcome
+        fields: dict[str, Any] = {"path": state.path, "attempt": rs.attempt_number,
+                                  "wait": round(rs.upcoming_sleep, 3)}
+        if outcome is not None and outcome.failed:
+            fields["error"] = type(outcome.exception()).__name__
+        elif outcome is not None:
+            fields["status"] = outcome.result().status_code
+        _log.warning("openrouter_retry", **fields)
+
+    def _check(self, response: httpx.Response, state: _Attempt) -> httpx.Response:
+        """Map a final response to itself (200) or to the typed error."""
+        status = response.status_code
+        if status == 200:
+            return response
+        said = _error_message(response, state.api_key)
+        detail = f"{status}: {said}" if said else str(status)
+        path = state.path
+        if status == 401:
+            raise UnauthorizedError(
+                f"OpenRouter rejected the key on {path} ({detail}): it is wrong, expired, "
+                "disabled or deleted")
+        if status == 403:
+            raise NotManagementKeyError(f"OpenRouter refused {path} ({detail}): "
+                                        f"{MANAGEMENT_KEY_HELP}")
+        if status == 400:
+            raise BadRequestError(f"OpenRouter rejected the request to {path} ({detail})")
+        if status == 429:
+            raise RateLimitedError(
+                f"OpenRouter kept rate limiting {path} ({detail}) after {state.sent} "
+                "attempt(s); try again later")
+        if status == 404:
+            raise UpstreamUnavailableError(
+                f"OpenRouter has no {path} ({detail}): check [openrouter] base_url "
+                f"({self.settings.base_url})")
+        if status >= 500:
+            raise UpstreamUnavailableError(
+                f"OpenRouter {path} kept failing ({detail}) after {state.sent} attempt(s); "
+                "try again later")
+        raise UpstreamUnavailableError(f"unexpected answer from OpenRouter {path} ({detail})")
