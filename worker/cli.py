@@ -47,6 +47,10 @@ class Context:
             self._settings = load_settings(self.config_path)
         return self._settings
 
+    def override_settings(self, settings: Settings) -> None:
+        """Replace the loaded settings (before the engine is created)."""
+        self._settings = settings
+
     @property
     def engine(self) -> Engine:
         if self._engine is None:
