@@ -1,0 +1,330 @@
+"""``generate-key``, ``users …``, ``keys …``, ``tokens …``: the operator's account commands.
+
+Handlers parse, call :mod:`worker.accounts` and print. Secrets never come from argv: the
+OpenRouter key and the password are read from stdin when it is piped, or from a hidden prompt
+on a terminal. Lists print a table, or with ``--json`` a stable JSON array (README documents it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from worker import accounts
+from worker.crypto import Keyring, generate_master_key
+from worker.errors import OpenRouterError, UsageError
+from worker.logs import get_logger
+
+if TYPE_CHECKING:
+    from worker.cli import Context
+    from worker.openrouter import KeyInfo
+
+log = get_logger("worker.commands.accounts")
+
+
+# --- output helpers ------------------------------------------------------------------------
+
+def iso(value: dt.datetime | None) -> str | None:
+    """ISO-8601 in UTC with a Z suffix, seconds precision; None stays None."""
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+
+
+def _jsonable(view: Any) -> dict[str, Any]:
+    return {k: iso(v) if isinstance(v, dt.datetime) else v for k, v in asdict(view).items()}
+
+
+def print_table(ctx: Context, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Left-aligned columns separated by two spaces; None shows as '-'."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    for row in [list(headers), *cells]:
+        ctx.out("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dt.datetime):
+        return iso(value) or "-"
+    return str(value)
+
+
+def _print_json(ctx: Context, views: Sequence[Any]) -> None:
+    ctx.out(json.dumps([_jsonable(v) for v in views], indent=2))
+
+
+# --- secrets from stdin or a hidden prompt ----------------------------------------------------
+
+def _is_tty(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def read_secret(ctx: Context, prompt: str) -> str:
+    """A secret from piped stdin (all of it) or, on a terminal, a hidden prompt."""
+    if _is_tty(ctx.stdin):
+        return getpass.getpass(prompt, stream=ctx.stderr)
+    return ctx.stdin.read()
+
+
+def _confirm(ctx: Context, question: str) -> bool:
+    ctx.stderr.write(f"{question} [y/N] ")
+    ctx.stderr.flush()
+    return ctx.stdin.readline().strip().lower() in ("y", "yes")
+
+
+# --- generate-key ---------------------------------------------------------------------------
+
+def cmd_generate_key(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.out(generate_master_key())
+    return 0
+
+
+# --- users ----------------------------------------------------------------------------------
+
+def cmd_users_add(ctx: Context, args: argparse.Namespace) -> int:
+    password: str | None = None
+    if args.password_stdin:
+        # One line, like `docker login --password-stdin`: the trailing newline is not part of it.
+        password = ctx.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise UsageError("--password-stdin given but stdin held no password")
+    user = accounts.add_user(ctx.sessions(), args.email, password)
+    log.info("user_added", user_id=user.id)
+    kind = "with a password" if password else "without a password (cannot log in)"
+    ctx.out(f"added user {user.id} {user.email} {kind}")
+    return 0
+
+
+def cmd_users_list(ctx: Context, args: argparse.Namespace) -> int:
+    users = accounts.list_users(ctx.sessions())
+    if args.json:
+        _print_json(ctx, users)
+    else:
+        print_table(ctx, ["ID", "EMAIL", "ACTIVE", "PASSWORD", "KEYS", "TOKENS", "CREATED"],
+                    [[u.id, u.email, u.active, u.has_password, u.keys, u.tokens, u.created_at]
+                     for u in users])
+    return 0
+
+
+def _cmd_users_set(active: bool) -> Any:
+    def handler(ctx: Context, args: argparse.Namespace) -> int:
+        changed = accounts.set_user_active(ctx.sessions(), args.email, active)
+        state = "enabled" if active else "disabled"
+        email = accounts.normalize_email(args.email)
+        log.info(f"user_{state}", email=email, changed=changed)
+        ctx.out(f"user {email} {state}" if changed else f"user {email} was already {state}")
+        return 0
+
+    return handler
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+def _money(value: Decimal | None) -> str:
+    return "none" if value is None else f"${value}"
+
+
+def _verify(ctx: Context, secret: str) -> KeyInfo:
+    from worker.openrouter import OpenRouterClient
+
+    try:
+        with OpenRouterClient(ctx.settings.openrouter) as client:
+            return client.get_key(secret)
+    except OpenRouterError as exc:
+        raise type(exc)(f"cannot verify the key with OpenRouter: {exc}; nothing was stored "
+                        "(--no-verify stores a key without checking it)") from exc
+
+
+def cmd_keys_add(ctx: Context, args: argparse.Namespace) -> int:
+    keyring = Keyring.from_settings(ctx.settings)  # before asking for the secret
+    factory = ctx.sessions()
+    email, name = accounts.check_new_key(factory, args.user, args.name)
+    secret = accounts.check_openrouter_key(read_secret(ctx, "OpenRouter key (hidden): "))
+    info = None if args.no_verify else _verify(ctx, secret)
+    kind = None if info is None else (
+        accounts.KIND_MANAGEMENT if info.is_management_key else accounts.KIND_ORDINARY)
+    key = accounts.add_key(factory, keyring, email, name, secret, kind)
+    log.info("key_added", api_key_id=key.id, user_id=key.user_id, kind=kind,
+             master_key_id=keyring.key_id)
+    ctx.out(f"added key {key.id} {key.name!r} for {key.user}, encrypted with master key "
+            f"{keyring.key_id}")
+    if info is None:
+        ctx.out("not verified (--no-verify): its kind is learned on the first sync")
+    elif info.is_management_key:
+        ctx.out(f"management key {info.label!r}: per-model history available; limit "
+                f"{_money(info.limit)}, remaining {_money(info.limit_remaining)}, "
+                f"usage {_money(info.usage)}")
+    else:
+        ctx.out(f"ordinary key {info.label!r}: limit {_money(info.limit)}, remaining "
+                f"{_money(info.limit_remaining)}, usage {_money(info.usage)}; per-model "
+                "history needs a management key")
+    return 0
+
+
+def cmd_keys_list(ctx: Context, args: argparse.Namespace) -> int:
+    keys = accounts.list_keys(ctx.sessions(), args.user)
+    if args.json:
+        _print_json(ctx, keys)
+    else:
+        print_table(ctx, ["ID", "USER", "NAME", "ACTIVE", "KIND", "MASTER KEY", "CREATED",
+                          "LAST USED"],
+                    [[k.id, k.user, k.name, k.active, k.kind, k.master_key_id, k.created_at,
+                      k.last_used_at] for k in keys])
+    return 0
+
+
+def _cmd_keys_set(active: bool) -> Any:
+    def handler(ctx: Context, args: argparse.Namespace) -> int:
+        changed = accounts.set_key_active(ctx.sessions(), args.id, active)
+        state = "enabled" if active else "disabled"
+        log.info(f"key_{state}", api_key_id=args.id, changed=changed)
+        ctx.out(f"key {args.id} {state}" if changed else f"key {args.id} was already {state}")
+        return 0
+
+    return handler
+
+
+def cmd_keys_remove(ctx: Context, args: argparse.Namespace) -> int:
+    factory = ctx.sessions()
+    key = accounts.get_key(factory, args.id)
+    if not args.yes:
+        if not _is_tty(ctx.stdin):
+            raise UsageError(f"keys remove {args.id} deletes the key and its usage history: "
+                             "add --yes to confirm when not on a terminal")
+        if not _confirm(ctx, f"delete key {key.id} {key.name!r} of {key.user} and all its "
+                             "usage rows?"):
+            ctx.out("nothing deleted")
+            return 0
+    usage = accounts.remove_key(factory, args.id)
+    log.info("key_removed", api_key_id=args.id, usage_rows=usage)
+    ctx.out(f"removed key {key.id} {key.name!r} of {key.user} and {usage} usage rows")
+    return 0
+
+
+def cmd_keys_rotate_master(ctx: Context, args: argparse.Namespace) -> int:
+    keyring = Keyring.from_settings(ctx.settings)
+    result = accounts.rotate_master(ctx.sessions(), keyring)
+    log.info("master_key_rotated", rotated=result.rotated, unchanged=result.unchanged,
+             master_key_id=result.master_key_id)
+    ctx.out(f"re-encrypted {result.rotated} keys under master key {result.master_key_id} "
+            f"({result.unchanged} already were)")
+    if result.rotated:
+        ctx.out("every key now uses the current master key: previous_keys can be removed")
+    return 0
+
+
+# --- tokens ---------------------------------------------------------------------------------
+
+def cmd_tokens_create(ctx: Context, args: argparse.Namespace) -> int:
+    view, token = accounts.create_token(ctx.sessions(), args.user, args.name)
+    log.info("token_created", token_id=view.id, user_id=view.user_id)
+    # The token alone on stdout (so `TOKEN=$(… tokens create …)` works), the note on stderr.
+    ctx.out(token)
+    print(f"created token {view.id} {view.name!r} for {view.user}: it is shown only once, "
+          "store it now", file=ctx.stderr)
+    return 0
+
+
+def cmd_tokens_list(ctx: Context, args: argparse.Namespace) -> int:
+    toks = accounts.list_tokens(ctx.sessions(), args.user)
+    if args.json:
+        _print_json(ctx, toks)
+    else:
+        print_table(ctx, ["ID", "USER", "NAME", "ACTIVE", "CREATED", "LAST USED"],
+                    [[t.id, t.user, t.name, t.active, t.created_at, t.last_used_at]
+                     for t in toks])
+    return 0
+
+
+def cmd_tokens_revoke(ctx: Context, args: argparse.Namespace) -> int:
+    was_active = accounts.revoke_token(ctx.sessions(), args.id)
+    log.info("token_revoked", token_id=args.id, changed=was_active)
+    ctx.out(f"token {args.id} revoked" if was_active else f"token {args.id} was already revoked")
+    return 0
+
+
+# --- registration ---------------------------------------------------------------------------
+
+def _positive_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an id (a positive number)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an id (a positive number)")
+    return value
+
+
+def _group(sub: Any, name: str, help_text: str) -> Any:
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    inner = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND",
+                                  parser_class=type(parser))
+    inner.required = True
+    return inner
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add generate-key, users, keys and tokens to the command line."""
+    gen = subparsers.add_parser("generate-key", help="print a new random base64 master key")
+    gen.set_defaults(func=cmd_generate_key, logging=False)
+
+    users = _group(subparsers, "users", "manage users")
+    p = users.add_parser("add", help="add a user (no password: it cannot log in)")
+    p.add_argument("email")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password from the first line of stdin")
+    p.set_defaults(func=cmd_users_add)
+    p = users.add_parser("list", help="list users")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_users_list)
+    for verb, active in (("enable", True), ("disable", False)):
+        p = users.add_parser(verb, help=f"{verb} a user")
+        p.add_argument("email")
+        p.set_defaults(func=_cmd_users_set(active))
+
+    keys = _group(subparsers, "keys", "manage stored OpenRouter keys")
+    p = keys.add_parser("add", help="store an OpenRouter key, read from stdin or a hidden prompt")
+    p.add_argument("--user", required=True, metavar="EMAIL")
+    p.add_argument("--name", required=True)
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not call OpenRouter's GET /key to check the key first")
+    p.set_defaults(func=cmd_keys_add)
+    p = keys.add_parser("list", help="list keys (never the key itself)")
+    p.add_argument("--user", metavar="EMAIL")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_keys_list)
+    for verb, active in (("enable", True), ("disable", False)):
+        p = keys.add_parser(verb, help=f"{verb} a key (disabled keys are not synced)")
+        p.add_argument("id", type=_positive_id)
+        p.set_defaults(func=_cmd_keys_set(active))
+    p = keys.add_parser("remove", help="delete a key and its usage rows")
+    p.add_argument("id", type=_positive_id)
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_keys_remove)
+    p = keys.add_parser("rotate-master",
+                        help="re-encrypt every key under the current master key")
+    p.set_defaults(func=cmd_keys_rotate_master)
+
+    toks = _group(subparsers, "tokens", "manage API tokens")
+    p = toks.add_parser("create", help="create a token (printed once, only its hash is stored)")
+    p.add_argument("--user", required=True, metavar="EMAIL")
+    p.add_argument("--name", required=True)
+    p.set_defaults(func=cmd_tokens_create)
+    p = toks.add_parser("list", help="list tokens")
+    p.add_argument("--user", metavar="EMAIL")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_tokens_list)
+    p = toks.add_parser("revoke", help="revoke a token")
+    p.add_argument("id", type=_positive_id)
+    p.set_defaults(func=cmd_tokens_revoke)
