@@ -152,3 +152,94 @@ def master_key() -> str:
 def keyring(master_key: str) -> Keyring:
     """A keyring holding only ``master_key``."""
     return Keyring.from_keys(base64.b64decode(master_key))
+
+
+# --- reports (issue 6) -----------------------------------------------------------------------
+# Known usage for the report and view tests: two users, three keys, four models, days with a
+# gap, rows just outside the range, and sub-cent / 9-decimal costs where float sums would drift.
+REPORT_USERS = ("alice@example.com", "bob@example.com")
+REPORT_KEYS = (("production", 0), ("staging", 0), ("research", 1))  # (name, user index)
+REPORT_USAGE = (  # (key index, date, model, requests, in, out, reasoning, cost, byok cost)
+    (0, "2026-10-31", "openai/gpt-4o", 9, 900, 90, 0, "9.999999999", "0"),  # before the range
+    (0, "2026-11-01", "openai/gpt-4o", 12, 12_000, 3_400, 0, "0.1", "0"),
+    (0, "2026-11-01", "anthropic/claude-3.5-sonnet", 3, 4_500, 1_200, 0, "0.2", "0.000000001"),
+    (1, "2026-11-01", "openai/gpt-4o", 1, 10, 5, 0, "0.000000001", "0"),
+    (2, "2026-11-01", "google/gemini-flash", 40, 1_234_567, 89_012, 5_000, "0.004999999", "0"),
+    (0, "2026-11-02", "openai/gpt-4o", 7, 7_000, 1_000, 0, "1234.567891234", "0.3"),
+    (2, "2026-11-02", "anthropic/claude-3.5-sonnet", 2, 300, 200, 100, "0.000004999", "0"),
+    (1, "2026-11-03", "meta/llama-3", 5, 500, 50, 0, "0.000000499", "0.000000499"),
+    (2, "2026-11-03", "openai/gpt-4o", 1, 1, 1, 1, "0.7", "0.1"),
+    # 2026-11-04: no usage at all
+    (2, "2026-11-05", "google/gemini-flash", 10, 100_000, 20_000, 0, "0.333333333", "0"),
+    (0, "2026-11-06", "openai/gpt-4o", 1, 1, 1, 0, "5", "0"),  # after the range
+)
+REPORT_SINCE, REPORT_UNTIL = "2026-11-01", "2026-11-05"
+
+
+class ReportData:
+    """Inserts REPORT_* into a migrated database: ``report_data(engine) -> {key name: id}``."""
+
+    users = REPORT_USERS
+    keys = REPORT_KEYS
+    usage = REPORT_USAGE
+    since, until = REPORT_SINCE, REPORT_UNTIL
+
+    def __call__(self, engine: Engine) -> dict[str, int]:
+        import datetime as dt
+        from decimal import Decimal
+
+        from sqlalchemy import text
+
+        from worker.models import UsageStats
+
+        with engine.begin() as conn:
+            user_ids = []
+            for email in REPORT_USERS:
+                conn.execute(text("INSERT INTO users (email, password_hash) VALUES (:e, '!')"),
+                             {"e": email})
+                user_ids.append(conn.execute(text("SELECT id FROM users WHERE email = :e"),
+                                             {"e": email}).scalar_one())
+            key_ids = {}
+            for name, user in REPORT_KEYS:
+                conn.execute(text("INSERT INTO api_keys (user_id, name, key_encrypted) "
+                                  "VALUES (:u, :n, 'v1:test:AAAA')"),
+                             {"u": user_ids[user], "n": name})
+                key_ids[name] = conn.execute(text("SELECT id FROM api_keys WHERE name = :n"),
+                                             {"n": name}).scalar_one()
+        # Through the ORM so money is bound exactly as the sync binds it.
+        with Session(engine) as session, session.begin():
+            for key, day, model, requests, t_in, t_out, t_reason, cost, byok in REPORT_USAGE:
+                session.add(UsageStats(
+                    api_key_id=key_ids[REPORT_KEYS[key][0]], date=dt.date.fromisoformat(day),
+                    model=model, requests_count=requests, tokens_input=t_in,
+                    tokens_output=t_out, tokens_reasoning=t_reason, cost=Decimal(cost),
+                    byok_cost=Decimal(byok)))
+        return key_ids
+
+
+    def expected(self, by: str, since: str | None = None, until: str | None = None, *,
+                 user: str | None = None, key: str | None = None,
+                 model: str | None = None) -> dict[tuple[str, ...], tuple[object, ...]]:
+        """The reference answer, summed in Python with Decimal: {group: (requests, in, out,
+        reasoning, cost, byok cost)}; groups are (date,), (model,), (key name,) or (email,)."""
+        from decimal import Decimal
+
+        since, until = since or self.since, until or self.until
+        out: dict[tuple[str, ...], list[object]] = {}
+        for k, day, mdl, *metrics in self.usage:
+            name, owner = self.keys[k]
+            email = self.users[owner]
+            if not since <= day <= until or (user and email != user) or (key and name != key) \
+                    or (model and mdl != model):
+                continue
+            group = {"day": (day,), "model": (mdl,), "key": (name,), "user": (email,)}[by]
+            sums = out.setdefault(group, [0, 0, 0, 0, Decimal(0), Decimal(0)])
+            for i, value in enumerate(metrics):
+                sums[i] += Decimal(value) if i >= 4 else value  # type: ignore[operator]
+        return {g: tuple(v) for g, v in out.items()}
+
+
+@pytest.fixture
+def report_data() -> ReportData:
+    """Call it with an engine to fill the database with the known report rows."""
+    return ReportData()
