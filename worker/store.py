@@ -271,3 +271,19 @@ def finish_run(session: Session, run_id: int, *, status: str, keys_ok: int,
         raise ValueError(f"unknown run status {status!r}")
     session.execute(update(SyncRun).where(SyncRun.id == run_id).values(
         status=status, keys_ok=keys_ok, keys_failed=keys_failed, finished_at=utcnow()))
+
+
+def interrupt_stale_runs(session: Session) -> list[int]:
+    """Mark every run still ``running`` as ``interrupted``; returns their ids.
+
+    Call it only while holding the sync lock (:mod:`worker.locking`): then no other process is
+    syncing, so a run still marked running was cut short (killed, machine lost).
+    """
+    stale = list(session.execute(
+        select(SyncRun.id).where(SyncRun.status == "running").order_by(SyncRun.id)).scalars())
+    for run_id in stale:
+        outcomes = list(session.execute(
+            select(SyncKeyResult.status).where(SyncKeyResult.run_id == run_id)).scalars())
+        finish_run(session, run_id, status="interrupted", keys_ok=outcomes.count("ok"),
+                   keys_failed=outcomes.count("failed"))
+    return stale

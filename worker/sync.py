@@ -1,0 +1,481 @@
+"""The ETL: for every active key, fetch → validate → aggregate → store, one transaction per key.
+
+:func:`run_sync` is one run (``sync``, ``backfill`` or a scheduled one):
+
+1. open a ``sync_runs`` row and read the keys to poll (short transaction);
+2. fetch keys concurrently (``[sync] concurrency`` threads, each with its own
+   :class:`~worker.openrouter.OpenRouterClient`), never more than ``concurrency`` keys in flight,
+   so memory grows with the concurrency and not with the number of keys. A worker thread
+   decrypts the key, fetches its activity and aggregates it by (date, model) in ``Decimal``;
+3. as each key's result arrives, write it in the calling thread, in one short transaction
+   (:func:`worker.store.write_key_days` plus the key's kind, last use and ledger row). The
+   network is never called with a transaction open, and writes are serialized;
+4. a key that fails (cannot be decrypted, 401, 403, invalid response, retries exhausted, a
+   database error) is rolled back whole, recorded in the ledger and logged
+   (``key_sync_failed``); the others go on;
+5. close the run: ``ok``, ``failed`` (some key failed) or ``interrupted`` (``stop`` was set
+   before every key had started), and log one ``sync_finished`` line.
+
+Collaborators (session factory, settings, keyring, client factory, clock) are arguments, so
+tests need no monkeypatching.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker import store
+from worker.config import Settings
+from worker.crypto import Keyring
+from worker.db import transaction
+from worker.errors import (
+    BadRequestError,
+    DecryptionError,
+    InvalidResponseError,
+    NotFoundError,
+    NotManagementKeyError,
+    OpenRouterError,
+    RateLimitedError,
+    UnauthorizedError,
+    UpstreamUnavailableError,
+    UsageError,
+    WatcherError,
+)
+from worker.logs import bound_contextvars, get_logger, mask_text
+from worker.models import utcnow
+from worker.openrouter import ActivityResult, ActivityRow, OpenRouterClient, completed_window
+from worker.openrouter import utc_today as _utc_today
+from worker.store import ActiveKey, UsageRow, WriteCounts
+
+log = get_logger(__name__)
+
+MANAGEMENT_KEY_NOTE = "per-model history needs a management key"
+
+
+class ActivityClient(Protocol):
+    """What the sync needs from an OpenRouter client (tests pass stubs)."""
+
+    def get_activity(self, api_key: str, *, day: dt.date | None = None,
+                     today: dt.date | None = None) -> ActivityResult: ...
+
+    def close(self) -> None: ...
+
+
+ClientFactory = Callable[[], ActivityClient]
+
+
+@dataclass(slots=True)
+class KeyOutcome:
+    """One key's result in a run."""
+
+    api_key_id: int
+    user_id: int
+    name: str
+    status: str  # ok | failed
+    counts: WriteCounts = field(default_factory=WriteCounts)
+    http_requests: int = 0
+    reason: str | None = None  # a stable code when failed, e.g. not_management_key
+    error: str | None = None  # the one-line message, never a secret
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"api_key_id": self.api_key_id, "user_id": self.user_id, "name": self.name,
+                "status": self.status, "rows": self.counts.as_dict(),
+                "requests": self.http_requests, "reason": self.reason, "error": self.error}
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """What a run did: the command prints it, the daemon logs it."""
+
+    run_id: int
+    trigger: str
+    status: str  # ok | failed | interrupted
+    days: list[dt.date]
+    keys: list[KeyOutcome] = field(default_factory=list)
+    keys_skipped: int = 0  # not started because the run was stopped
+
+    @property
+    def keys_ok(self) -> int:
+        return sum(1 for k in self.keys if k.status == "ok")
+
+    @property
+    def keys_failed(self) -> int:
+        return sum(1 for k in self.keys if k.status == "failed")
+
+    @property
+    def counts(self) -> WriteCounts:
+        total = WriteCounts()
+        for outcome in self.keys:
+            total = total + outcome.counts
+        return total
+
+    @property
+    def requests(self) -> int:
+        return sum(k.http_requests for k in self.keys)
+
+    @property
+    def failed(self) -> list[KeyOutcome]:
+        return [k for k in self.keys if k.status == "failed"]
+
+    def as_dict(self) -> dict[str, Any]:
+        """A stable, JSON-ready description (the ``--json`` output)."""
+        return {
+            "run_id": self.run_id,
+            "trigger": self.trigger,
+            "status": self.status,
+            "days": {"first": self.days[0].isoformat() if self.days else None,
+                     "last": self.days[-1].isoformat() if self.days else None,
+                     "count": len(self.days)},
+            "keys_ok": self.keys_ok,
+            "keys_failed": self.keys_failed,
+            "keys_skipped": self.keys_skipped,
+            "rows": self.counts.as_dict(),
+            "requests": self.requests,
+            "results": [k.as_dict() for k in self.keys],
+        }
+
+
+@dataclass(slots=True)
+class _Fetched:
+    """A worker thread's result for one key: aggregated rows, or the error that stopped it."""
+
+    key: ActiveKey
+    rows: list[UsageRow] | None
+    http_requests: int
+    accepted: bool  # OpenRouter answered 200 at least once
+    error: BaseException | None = None
+
+
+# --- days -----------------------------------------------------------------------------------
+
+
+def window_days(today: dt.date) -> list[dt.date]:
+    """Every day of OpenRouter's window (the last 30 completed UTC days), oldest first."""
+    first, last = completed_window(today)
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def check_days(days: Iterable[dt.date], today: dt.date) -> list[dt.date]:
+    """The days sorted and deduplicated; a :class:`UsageError` if one is outside the window."""
+    first, last = completed_window(today)
+    result = sorted(set(days))
+    if not result:
+        raise UsageError("no days to fetch")
+    for day in result:
+        if day >= today:
+            raise UsageError(f"{day} is not a completed UTC day yet (today is {today}): "
+                             f"OpenRouter reports days up to {last}")
+        if day < first:
+            raise UsageError(f"{day} is older than OpenRouter's window of 30 completed days "
+                             f"({first} … {last}): it can no longer be fetched")
+    return result
+
+
+def backfill_days(today: dt.date, *, days: int | None = None, since: dt.date | None = None,
+                  until: dt.date | None = None) -> list[dt.date]:
+    """The days a backfill asks for: the last ``days`` completed days, or ``since``…``until``.
+
+    ``until`` defaults to yesterday. Raises :class:`UsageError` for a count outside 1…30, an
+    inverted range or a day outside OpenRouter's window.
+    """
+    first, last = completed_window(today)
+    if (days is None) == (since is None):
+        raise UsageError("give either --days N or --since YYYY-MM-DD")
+    if days is not None:
+        if until is not None:
+            raise UsageError("--until goes with --since, not with --days")
+        span = (last - first).days + 1
+        if not 1 <= days <= span:
+            raise UsageError(f"--days must be between 1 and {span} (OpenRouter keeps the last "
+                             f"{span} completed days), got {days}")
+        return [today - dt.timedelta(days=n) for n in range(days, 0, -1)]
+    assert since is not None
+    until = until if until is not None else last
+    if until < since:
+        raise UsageError(f"--until {until} is before --since {since}")
+    return check_days((since + dt.timedelta(days=i) for i in range((until - since).days + 1)),
+                      today)
+
+
+# --- aggregation ----------------------------------------------------------------------------
+
+
+def aggregate(rows: Iterable[ActivityRow], days: Sequence[dt.date] | None = None) -> list[UsageRow]:
+    """Sum endpoint rows per (date, model), exactly, in ``Decimal``.
+
+    ``requests`` → requests_count, ``prompt_tokens`` → tokens_input, ``completion_tokens`` →
+    tokens_output, ``reasoning_tokens`` → tokens_reasoning (already part of the completion
+    tokens for billing, so never added to the output), ``usage`` → cost,
+    ``byok_usage_inference`` → byok_cost. A row dated outside ``days`` is an invalid response.
+    """
+    allowed = set(days) if days is not None else None
+    totals: dict[tuple[dt.date, str], list[Any]] = {}
+    for row in rows:
+        if allowed is not None and row.date not in allowed:
+            raise InvalidResponseError(f"OpenRouter /activity: a row for {row.model} is dated "
+                                       f"{row.date}, which was not requested")
+        acc = totals.get((row.date, row.model))
+        if acc is None:
+            acc = totals[(row.date, row.model)] = [0, 0, 0, 0, Decimal(0), Decimal(0)]
+        acc[0] += row.requests
+        acc[1] += row.prompt_tokens
+        acc[2] += row.completion_tokens
+        acc[3] += row.reasoning_tokens
+        acc[4] += row.usage
+        acc[5] += row.byok_usage_inference
+    return [UsageRow(date, model, *acc) for (date, model), acc in sorted(totals.items())]
+
+
+# --- failures -------------------------------------------------------------------------------
+
+_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (DecryptionError, "decrypt_failed"),
+    (UnauthorizedError, "unauthorized"),
+    (NotManagementKeyError, "not_management_key"),
+    (BadRequestError, "bad_request"),
+    (RateLimitedError, "rate_limited"),
+    (UpstreamUnavailableError, "upstream_unavailable"),
+    (InvalidResponseError, "invalid_response"),
+    (OpenRouterError, "openrouter_error"),
+    (WatcherError, "error"),
+)
+
+
+def describe_failure(exc: BaseException) -> tuple[str, str]:
+    """(reason code, one-line message) for a key's failure; never contains a secret."""
+    reason = next((code for cls, code in _REASONS if isinstance(exc, cls)), "unexpected")
+    if reason == "unexpected":
+        # A database or programming error: name it, the traceback goes to the log.
+        text = f"unexpected {type(exc).__name__}: {exc}"
+    else:
+        text = str(exc)
+    if reason == "not_management_key" and "management key" not in text:
+        text = f"{text}: {MANAGEMENT_KEY_NOTE}"
+    lines = mask_text(text).strip().splitlines()
+    return reason, (lines[0] if lines else reason)
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+class _ClientPool:
+    """One client per worker thread (created on first use), all closed at the end."""
+
+    def __init__(self, factory: ClientFactory) -> None:
+        self._factory = factory
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._clients: list[ActivityClient] = []
+
+    def get(self) -> ActivityClient:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._factory()
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            try:
+                client.close()
+            except Exception:  # closing must not hide the run's own outcome
+                log.warning("client_close_failed", exc_info=True)
+
+
+def _fetch_key(key: ActiveKey, *, keyring: Keyring, pool: _ClientPool, days: list[dt.date],
+               whole_window: bool, today: dt.date, run_id: int) -> _Fetched:
+    """In a worker thread: decrypt, fetch and aggregate one key. Never raises."""
+    with bound_contextvars(run_id=run_id, api_key_id=key.id, user_id=key.user_id):
+        requests = 0
+        accepted = False
+        client: ActivityClient | None = None
+        before = 0
+        try:
+            secret = keyring.decrypt(key.key_encrypted, user_id=key.user_id, key_id=key.id)
+            client = pool.get()
+            before = getattr(client, "requests_made", 0)
+            raw: list[ActivityRow] = []
+            if whole_window:
+                result = client.get_activity(secret, today=today)
+                raw.extend(result.rows)
+                requests += result.requests_made
+                accepted = True
+            else:
+                for day in days:
+                    result = client.get_activity(secret, day=day, today=today)
+                    raw.extend(result.rows)
+                    requests += result.requests_made
+                    accepted = True
+            del secret
+            rows = aggregate(raw, days)
+            return _Fetched(key, rows, requests, accepted)
+        except Exception as exc:
+            # A per-thread client counts every request it sent, the failed call's retries
+            # included; a stub without the counter falls back to the successful calls.
+            counted = getattr(client, "requests_made", None) if client is not None else None
+            if isinstance(counted, int):
+                requests = max(requests, counted - before)
+            return _Fetched(key, None, requests, accepted, error=exc)
+
+
+def _default_client_factory(settings: Settings) -> ClientFactory:
+    return lambda: OpenRouterClient(settings.openrouter)
+
+
+def run_sync(session_factory: sessionmaker[Session], settings: Settings, keyring: Keyring, *,
+             trigger: str = "sync", days: Sequence[dt.date] | None = None,
+             key_ids: Iterable[int] | None = None, today: dt.date | None = None,
+             client_factory: ClientFactory | None = None,
+             stop: threading.Event | None = None,
+             utc_today: Callable[[], dt.date] = _utc_today) -> RunSummary:
+    """Run one sync over every active key (or ``key_ids``); returns what happened.
+
+    ``days=None`` fetches OpenRouter's whole window in one request per key, and every day of
+    the window is written (a day without rows deletes that key's rows for the day). A list of
+    ``days`` (a backfill) fetches one request per day with ``date=``, and only those days are
+    written. Raises :class:`UsageError` for a day outside the window and
+    :class:`NotFoundError` for an unknown or inactive id in ``key_ids``, before anything is
+    fetched or recorded.
+    """
+    today = today or utc_today()
+    whole_window = days is None
+    fetch_days = window_days(today) if days is None else check_days(days, today)
+    wanted = None if key_ids is None else sorted(set(key_ids))
+    factory = client_factory or _default_client_factory(settings)
+    stop = stop or threading.Event()
+    started = time.monotonic()
+
+    with transaction(session_factory) as session:
+        keys = store.active_keys(session, wanted)
+        if wanted is not None:
+            missing = sorted(set(wanted) - {k.id for k in keys})
+            if missing:
+                raise NotFoundError(
+                    f"no active API key with id {', '.join(map(str, missing))}: "
+                    "see `openrouter-watcher keys list`")
+        run_id = store.start_run(session, trigger)
+
+    summary = RunSummary(run_id=run_id, trigger=trigger, status="running", days=fetch_days)
+    with bound_contextvars(run_id=run_id):
+        log.info("sync_started", trigger=trigger, keys=len(keys), first_day=str(fetch_days[0]),
+                 last_day=str(fetch_days[-1]), days=len(fetch_days))
+        status = "interrupted"
+        try:
+            _run_keys(session_factory, keyring, keys, summary, factory=factory,
+                      concurrency=settings.sync.concurrency, days=fetch_days,
+                      whole_window=whole_window, today=today, stop=stop)
+            if summary.keys_skipped:
+                status = "interrupted"
+            else:
+                status = "failed" if summary.keys_failed else "ok"
+        finally:
+            # Also on KeyboardInterrupt or a database outage: never leave the run "running".
+            summary.status = status
+            try:
+                with transaction(session_factory) as session:
+                    store.finish_run(session, run_id, status=status, keys_ok=summary.keys_ok,
+                                     keys_failed=summary.keys_failed)
+            except Exception:
+                log.exception("sync_run_not_closed")
+            counts = summary.counts
+            log.info("sync_finished", trigger=trigger, status=status, keys_ok=summary.keys_ok,
+                     keys_failed=summary.keys_failed, keys_skipped=summary.keys_skipped,
+                     **{f"rows_{k}": v for k, v in counts.as_dict().items()},
+                     requests=summary.requests,
+                     duration_s=round(time.monotonic() - started, 3))
+    return summary
+
+
+def _run_keys(session_factory: sessionmaker[Session], keyring: Keyring, keys: list[ActiveKey],
+              summary: RunSummary, *, factory: ClientFactory, concurrency: int,
+              days: list[dt.date], whole_window: bool, today: dt.date,
+              stop: threading.Event) -> None:
+    """Fetch with at most ``concurrency`` keys in flight; write each result as it completes."""
+    pool = _ClientPool(factory)
+    pending = iter(keys)
+    in_flight: set[cf.Future[_Fetched]] = set()
+    executor = cf.ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(keys) or 1)),
+                                     thread_name_prefix="sync-fetch")
+    try:
+        exhausted = False
+        while True:
+            # Top up to `concurrency` keys in flight, unless asked to stop.
+            while not exhausted and len(in_flight) < concurrency and not stop.is_set():
+                key = next(pending, None)
+                if key is None:
+                    exhausted = True
+                    break
+                in_flight.add(executor.submit(
+                    _fetch_key, key, keyring=keyring, pool=pool, days=days,
+                    whole_window=whole_window, today=today, run_id=summary.run_id))
+            if not in_flight:
+                break
+            done, in_flight = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                summary.keys.append(_store_key(session_factory, summary.run_id, future.result(),
+                                               days))
+        summary.keys_skipped = sum(1 for _ in pending) if not exhausted else 0
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+        pool.close()
+
+
+def _store_key(session_factory: sessionmaker[Session], run_id: int, fetched: _Fetched,
+               days: list[dt.date]) -> KeyOutcome:
+    """In the calling thread: one transaction for the key's rows, kind, last use and ledger."""
+    key = fetched.key
+    outcome = KeyOutcome(api_key_id=key.id, user_id=key.user_id, name=key.name, status="ok",
+                         http_requests=fetched.http_requests)
+    with bound_contextvars(api_key_id=key.id, user_id=key.user_id):
+        error = fetched.error
+        if error is None:
+            assert fetched.rows is not None
+            try:
+                with transaction(session_factory) as session:
+                    outcome.counts = store.write_key_days(session, key.id, days, fetched.rows)
+                    store.mark_key_seen(session, key.id, kind=store.KEY_MANAGEMENT,
+                                        accepted_at=utcnow())
+                    store.record_key_result(session, run_id, key.id, status="ok",
+                                            counts=outcome.counts,
+                                            http_requests=fetched.http_requests)
+            except Exception as exc:  # the key's transaction is rolled back whole
+                error = exc
+                outcome.counts = WriteCounts()
+        if error is None:
+            log.info("key_synced", **{f"rows_{k}": v for k, v in outcome.counts.as_dict().items()},
+                     requests=fetched.http_requests)
+            return outcome
+
+        outcome.status = "failed"
+        outcome.reason, outcome.error = describe_failure(error)
+        # The traceback only for the unexpected; an expected failure is its one-line message.
+        trace = {"exc_info": error} if outcome.reason == "unexpected" else {}
+        log.warning("key_sync_failed", reason=outcome.reason, error=outcome.error,
+                    requests=fetched.http_requests, **trace)
+        try:
+            with transaction(session_factory) as session:
+                if isinstance(error, NotManagementKeyError):
+                    store.mark_key_seen(session, key.id, kind=store.KEY_ORDINARY)
+                elif fetched.accepted:
+                    store.mark_key_seen(session, key.id, kind=store.KEY_MANAGEMENT,
+                                        accepted_at=utcnow())
+                store.record_key_result(session, run_id, key.id, status="failed",
+                                        http_requests=fetched.http_requests,
+                                        error=outcome.error)
+        except Exception:
+            # E.g. the key was deleted meanwhile; the outcome is still reported and logged.
+            log.exception("key_result_not_recorded")
+        return outcome
