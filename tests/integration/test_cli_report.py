@@ -1,0 +1,177 @@
+"""`openrouter-watcher report` as the installed console script against a real SQLite file."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker.db import create_db_engine
+
+CLI = str(Path(sys.executable).parent / "openrouter-watcher")
+RANGE = ["--since", "2026-11-01", "--until", "2026-11-05"]
+
+
+@pytest.fixture
+def database(sqlite_url: str, report_data: Any) -> dict[str, int]:
+    engine = create_db_engine(sqlite_url)
+    key_ids = dict(report_data(engine))
+    engine.dispose()
+    return key_ids
+
+
+@pytest.fixture
+def run(sqlite_url: str, tmp_path: Path) -> Any:
+    """Run the CLI with only the database URL configured, from an empty directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENROUTER_WATCHER_")}
+    env["OPENROUTER_WATCHER_DATABASE_URL"] = sqlite_url
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        # Bytes, decoded here: text=True would turn CSV's \r\n into \n before we see it.
+        done = subprocess.run([CLI, "report", *args], env=env, cwd=workdir,
+                              capture_output=True, timeout=60, check=False)
+        return subprocess.CompletedProcess(done.args, done.returncode,
+                                           done.stdout.decode(), done.stderr.decode())
+
+    return run
+
+
+def _from_csv(text: str, by: str) -> tuple[dict[tuple[str, ...], tuple[object, ...]],
+                                             dict[str, str]]:
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    total = rows.pop()
+    first = {"day": "date", "model": "model", "key": "key_id", "user": "user_email"}[by]
+    assert total[first] == "total"
+    name = {"day": "date", "model": "model", "key": "key_name", "user": "user_email"}[by]
+    parsed = {}
+    for row in rows:
+        metrics = (int(row["requests"]), int(row["tokens_input"]), int(row["tokens_output"]),
+                   int(row["tokens_reasoning"]), Decimal(row["cost"]),
+                   Decimal(row["byok_cost"]))
+        if by == "day" and metrics[0] == 0 and metrics[4] == 0:
+            continue  # a day without usage, listed so gaps show
+        parsed[(row[name],)] = metrics
+    return parsed, total
+
+
+@pytest.mark.parametrize("by", ["day", "model", "key", "user"])
+def test_csv_for_every_dimension_matches_the_reference(run: Any, database: dict[str, int],
+                                                       report_data: Any, by: str) -> None:
+    result = run(*RANGE, "--by", by, "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(
+        {"day": "date,", "model": "model,", "key": "key_id,key_name,user_email,",
+         "user": "user_email,"}[by] + "requests,tokens_input,tokens_output,tokens_reasoning,"
+        "cost,byok_cost\r\n")
+    parsed, total = _from_csv(result.stdout, by)
+    expected = report_data.expected(by)
+    assert parsed == expected
+    assert Decimal(total["cost"]) == sum((v[4] for v in expected.values()), Decimal(0))
+    assert total["cost"] == "1235.906230065"  # all nine decimals, exact
+    assert total["byok_cost"] == "0.400000500"
+
+
+@pytest.mark.parametrize(("options", "kwargs", "by"), [
+    (["--user", "bob@example.com"], {"user": "bob@example.com"}, "model"),
+    (["--key", "{staging}"], {"key": "staging"}, "day"),
+    (["--model", "openai/gpt-4o"], {"model": "openai/gpt-4o"}, "user"),
+    (["--user", "alice@example.com", "--model", "openai/gpt-4o"],
+     {"user": "alice@example.com", "model": "openai/gpt-4o"}, "key"),
+])
+def test_json_with_filters_matches_the_reference(run: Any, database: dict[str, int],
+                                                 report_data: Any, options: list[str],
+                                                 kwargs: dict[str, str], by: str) -> None:
+    options = [o.format(**database) for o in options]
+    result = run(*RANGE, "--by", by, "--format", "json", *options)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert set(document) == {"range", "by", "filters", "rows", "total"}
+    assert document["range"] == {"since": "2026-11-01", "until": "2026-11-05", "days": 5}
+    assert document["by"] == by
+    assert document["filters"] == {"user": kwargs.get("user"), "model": kwargs.get("model"),
+                                   "key": database[kwargs["key"]] if "key" in kwargs else None}
+    name = {"day": "date", "model": "model", "key": "key_name", "user": "user_email"}[by]
+    parsed = {(row[name],): (row["requests"], row["tokens_input"], row["tokens_output"],
+                             row["tokens_reasoning"], Decimal(row["cost"]),
+                             Decimal(row["byok_cost"]))
+              for row in document["rows"] if row["requests"] or Decimal(row["cost"])}
+    expected = report_data.expected(by, **kwargs)
+    assert parsed == expected
+    assert Decimal(document["total"]["cost"]) == sum((v[4] for v in expected.values()),
+                                                     Decimal(0))
+    assert all(isinstance(row["cost"], str) for row in document["rows"])
+
+
+def test_day_table_states_the_range_and_draws_bars(run: Any, database: dict[str, int]) -> None:
+    result = run(*RANGE, "--by", "day")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "spend by day, 2026-11-01 to 2026-11-05 (UTC, 5 days)"
+    spike = next(line for line in lines if line.startswith("2026-11-02"))
+    assert spike.endswith("█" * 20) and "$1,234.57" in spike and "7,300" in spike
+    quiet = next(line for line in lines if line.startswith("2026-11-04"))
+    assert quiet.endswith("$0.00")  # no usage: a zero row, no bar
+    assert lines[-1].split() == ["total", "81", "1,358,878", "114,868", "5,101", "$1,235.91",
+                                 "$0.40"]
+
+
+def test_default_range_is_the_last_30_days_and_empty_is_not_an_error(run: Any) -> None:
+    before = dt.datetime.now(dt.UTC).date()
+    result = run()
+    after = dt.datetime.now(dt.UTC).date()
+    assert result.returncode == 0, result.stderr
+    expected = {f"no usage between {d - dt.timedelta(days=30)} and {d - dt.timedelta(days=1)}"
+                for d in (before, after)}
+    assert result.stdout.strip() in expected
+
+
+def test_empty_json_stays_parseable_and_says_why_on_stderr(run: Any,
+                                                           database: dict[str, int]) -> None:
+    result = run("--since", "2020-01-01", "--until", "2020-01-02", "--format", "json")
+    assert result.returncode == 0
+    document = json.loads(result.stdout)
+    assert document["rows"] == [] and document["total"]["cost"] == "0.000000000"
+    assert result.stderr.strip() == "no usage between 2020-01-01 and 2020-01-02"
+
+
+def test_output_writes_the_file_and_nothing_to_stdout(run: Any, database: dict[str, int],
+                                                      tmp_path: Path) -> None:
+    target = tmp_path / "out" / "spend.csv"
+    target.parent.mkdir()
+    target.write_text("previous report")
+    result = run(*RANGE, "--by", "model", "--format", "csv", "--output", str(target))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    rows = list(csv.DictReader(io.StringIO(target.read_bytes().decode(), newline="")))
+    assert rows[0]["model"] == "openai/gpt-4o" and rows[-1]["cost"] == "1235.906230065"
+    assert [p.name for p in target.parent.iterdir()] == ["spend.csv"]  # no temp file left
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--since", "2026-11-05", "--until", "2026-11-01"], "inverted range"),
+    (["--since", "2026-02-30"], "bad date '2026-02-30'"),
+    (["--until", "yesterday"], "bad date 'yesterday'"),
+    (["--since", "2026-11-01", "--last", "3"], "not allowed with argument --since"),
+    (["--last", "0"], "not a positive number of days"),
+    (["--user", "nobody@example.com"], "no user with email nobody@example.com"),
+    (["--key", "999"], "no API key with id 999"),
+    (["--by", "week"], "invalid choice: 'week'"),
+])
+def test_bad_input_is_a_one_line_usage_error(run: Any, database: dict[str, int],
+                                             args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
