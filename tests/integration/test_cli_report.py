@@ -175,3 +175,49 @@ def test_bad_input_is_a_one_line_usage_error(run: Any, database: dict[str, int],
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+# In-process through worker.cli.main as well, so the handler counts towards coverage (the
+# subprocess runs above are not measured).
+
+
+@pytest.fixture
+def in_process(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from worker.cli import main
+
+    for name in [k for k in os.environ if k.startswith("OPENROUTER_WATCHER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OPENROUTER_WATCHER_DATABASE_URL", sqlite_url)
+    monkeypatch.chdir(tmp_path)
+
+    def call(*args: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = main(["--log-level", "WARNING", "report", *args], stdout=out, stderr=err)
+        return code, out.getvalue(), err.getvalue()
+
+    return call
+
+
+def test_in_process_table_json_and_output(in_process: Any, database: dict[str, int],
+                                          tmp_path: Path) -> None:
+    code, out, _ = in_process(*RANGE, "--by", "key")
+    assert code == 0 and out.splitlines()[0].startswith("spend by key, 2026-11-01 to 2026-11-05")
+    code, out, _ = in_process(*RANGE, "--format", "json", "--key", str(database["research"]))
+    assert code == 0 and json.loads(out)["total"]["cost"] == "1.038338331"
+    code, out, err = in_process(*RANGE, "--by", "day", "--output", "report.txt")
+    assert (code, out, err.strip()) == (0, "", "report written to report.txt")
+    assert (tmp_path / "report.txt").read_text().startswith("spend by day")
+    code, out, err = in_process("--since", "2020-01-01", "--until", "2020-01-01",
+                                "--format", "csv")
+    assert code == 0 and out.startswith("model,requests")
+    assert err.strip() == "no usage between 2020-01-01 and 2020-01-01"
+    code, _, err = in_process("--key", "999")
+    assert code == 2 and err.strip() == ("error: no API key with id 999: see "
+                                         "`openrouter-watcher keys list`")
+
+
+@pytest.mark.parametrize("args", [["--since", "2026-02-30"], ["--until", "26-11-01"],
+                                  ["--last", "x"], ["--last", "-1"]])
+def test_in_process_bad_dates_and_counts_exit_2(in_process: Any, args: list[str]) -> None:
+    code, out, err = in_process(*args)
+    assert (code, out) == (2, "") and err.startswith(f"error: argument {args[0]}: ")
