@@ -1,0 +1,234 @@
+"""End to end: the installed `sync` and `backfill` commands against a fake OpenRouter on 127.0.0.1.
+
+The database (a migrated SQLite file) is checked row by row against the sums of the raw rows
+the fake serves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from worker.crypto import Keyring
+from worker.db import create_db_engine, make_session_factory
+from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats, User
+from worker.testing.fake_openrouter import FakeOpenRouter, Fault, expected_totals, generate_activity
+
+CLI = Path(sys.executable).parent / "openrouter-watcher"
+GOOD_A = "sk-or-v1-" + "1" * 64
+GOOD_B = "sk-or-v1-" + "2" * 64
+ORDINARY = "sk-or-v1-" + "3" * 64
+DOWN = "sk-or-v1-" + "4" * 64
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenRouter]:
+    # The real UTC date, as the subprocess uses it.
+    with FakeOpenRouter() as server:
+        yield server
+
+
+@pytest.fixture
+def env(sqlite_url: str, master_key: str, fake: FakeOpenRouter) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OPENROUTER_WATCHER_")}
+    return {**base,
+            "OPENROUTER_WATCHER_DATABASE_URL": sqlite_url,
+            "OPENROUTER_WATCHER_OPENROUTER_BASE_URL": fake.base_url,
+            "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key,
+            "OPENROUTER_WATCHER_OPENROUTER_MAX_ATTEMPTS": "3",
+            "OPENROUTER_WATCHER_OPENROUTER_BACKOFF_INITIAL": "0.01",
+            "OPENROUTER_WATCHER_OPENROUTER_BACKOFF_MAX": "0.05",
+            "OPENROUTER_WATCHER_LOGGING_FORMAT": "json"}
+
+
+@pytest.fixture
+def factory(sqlite_url: str) -> Iterator[Any]:
+    engine = create_db_engine(sqlite_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def add_keys(factory: Any, keyring: Keyring) -> Any:
+    """add_keys(secret, …) → ids: one user owning the keys, stored encrypted."""
+
+    def add(*secrets: str) -> list[int]:
+        ids = []
+        with factory() as session, session.begin():
+            user = User(email="ops@example.com", password_hash="!x")
+            session.add(user)
+            session.flush()
+            for i, secret in enumerate(secrets):
+                key = ApiKey(user_id=user.id, name=f"key{i}", key_encrypted="pending")
+                session.add(key)
+                session.flush()
+                key.key_encrypted = keyring.encrypt(secret, user_id=user.id, key_id=key.id)
+                ids.append(key.id)
+        return ids
+
+    return add
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def stored(factory: Any, key_id: int) -> dict[tuple[dt.date, str], dict[str, Any]]:
+    with factory() as session:
+        rows = session.execute(select(UsageStats).where(UsageStats.api_key_id == key_id))
+        return {(r.date, r.model): {"id": r.id, "requests": r.requests_count,
+                                   "prompt_tokens": r.tokens_input,
+                                   "completion_tokens": r.tokens_output,
+                                   "reasoning_tokens": r.tokens_reasoning,
+                                   "usage": r.cost, "byok_usage_inference": r.byok_cost}
+                for r in rows.scalars()}
+
+
+def assert_rows_match(factory: Any, key_id: int, raw: list[dict[str, Any]]) -> None:
+    """Every stored row equals the sum of its raw endpoint rows, and nothing else is stored."""
+    want = expected_totals(raw)
+    got = stored(factory, key_id)
+    assert set(got) == set(want)
+    for pair, expected in want.items():
+        row = dict(got[pair])
+        row.pop("id")
+        assert row == expected, pair
+
+
+def test_sync_twice_stores_exactly_the_expected_rows_once(
+        fake: FakeOpenRouter, env: dict[str, str], factory: Any, add_keys: Any) -> None:
+    raw_a = generate_activity(today=fake.today, days=30, models=4, endpoints=3, seed=1)
+    raw_b = generate_activity(today=fake.today, days=30, models=2, endpoints=1, seed=2)
+    fake.add_key(GOOD_A, rows=raw_a)
+    fake.add_key(GOOD_B, rows=raw_b)
+    key_a, key_b = add_keys(GOOD_A, GOOD_B)
+
+    first = cli(env, "sync")
+    assert first.returncode == 0, first.stderr
+    assert "keys: 2 ok, 0 failed" in first.stdout
+    assert "rows: 180 inserted, 0 updated, 0 unchanged, 0 deleted" in first.stdout
+    assert "requests: 2" in first.stdout
+    assert_rows_match(factory, key_a, raw_a)
+    assert_rows_match(factory, key_b, raw_b)
+    before = stored(factory, key_a)
+
+    second = cli(env, "sync", "--json")
+    assert second.returncode == 0, second.stderr
+    summary = json.loads(second.stdout)
+    assert (summary["trigger"], summary["status"], summary["keys_ok"]) == ("sync", "ok", 2)
+    assert summary["rows"] == {"inserted": 0, "updated": 0, "unchanged": 180, "deleted": 0}
+    assert summary["days"]["count"] == 30
+    assert stored(factory, key_a) == before  # same ids, same values
+    assert_rows_match(factory, key_b, raw_b)
+    for secret in (GOOD_A, GOOD_B):
+        assert secret not in first.stdout + first.stderr + second.stdout + second.stderr
+    with factory() as session:
+        runs = session.execute(select(SyncRun).order_by(SyncRun.id)).scalars().all()
+    assert [(r.trigger, r.status, r.keys_ok, r.keys_failed) for r in runs] == [
+        ("sync", "ok", 2, 0), ("sync", "ok", 2, 0)]
+
+
+def test_backfill_days_3_touches_only_those_days(
+        fake: FakeOpenRouter, env: dict[str, str], factory: Any, add_keys: Any) -> None:
+    raw = generate_activity(today=fake.today, days=30, models=3, endpoints=2, seed=3)
+    fake.add_key(GOOD_A, rows=raw)
+    (key,) = add_keys(GOOD_A)
+    assert cli(env, "sync").returncode == 0
+    before = stored(factory, key)
+
+    # OpenRouter restates every day (costs doubled): a 3-day backfill takes only 3 of them.
+    restated = [{**r, "usage": Decimal(str(r["usage"])) * 2} for r in raw]
+    fake.set_rows(GOOD_A, restated)
+    requests_before = fake.request_count(GOOD_A)
+    result = cli(env, "backfill", "--days", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["trigger"] == "backfill"
+    assert summary["days"]["count"] == 3
+    assert fake.request_count(GOOD_A) - requests_before == 3  # one request per day
+    assert summary["requests"] == 3
+
+    last3 = {fake.today - dt.timedelta(days=n) for n in (1, 2, 3)}
+    want = expected_totals(restated)
+    after = stored(factory, key)
+    assert set(after) == set(before)
+    changed = 0
+    for pair, row in after.items():
+        if pair[0] in last3:
+            assert row["usage"] == want[pair]["usage"]
+            changed += row["usage"] != before[pair]["usage"]
+        else:
+            assert row == before[pair]
+    assert summary["rows"]["updated"] == changed > 0
+    assert summary["rows"]["unchanged"] == 3 * 3 - changed
+
+
+def test_a_403_key_and_a_500_forever_key_are_reported_while_the_others_land(
+        fake: FakeOpenRouter, env: dict[str, str], factory: Any, add_keys: Any) -> None:
+    raw = generate_activity(today=fake.today, days=30, models=2, seed=4)
+    fake.add_key(GOOD_A, rows=raw)
+    fake.add_key(ORDINARY, management=False)
+    fake.add_key(DOWN, rows=raw)
+    fake.fail_forever(DOWN, Fault(status=500))
+    good, ordinary, down = add_keys(GOOD_A, ORDINARY, DOWN)
+
+    result = cli(env, "sync")
+    assert result.returncode == 1, result.stderr
+    assert "keys: 1 ok, 2 failed" in result.stdout
+    lines = result.stdout.splitlines()
+    (line_403,) = [x for x in lines if x.startswith(f"failed: key {ordinary} ")]
+    assert "management key" in line_403
+    (line_500,) = [x for x in lines if x.startswith(f"failed: key {down} ")]
+    assert "upstream_unavailable" in line_500
+    assert fake.request_count(DOWN) == 3  # retried up to max_attempts, then given up
+    assert fake.request_count(ORDINARY) == 1  # a 403 is never retried
+
+    assert_rows_match(factory, good, raw)
+    assert stored(factory, ordinary) == {}
+    assert stored(factory, down) == {}
+    with factory() as session:
+        results = {r.api_key_id: r for r in session.execute(select(SyncKeyResult)).scalars()}
+        kinds = {k.id: k.kind for k in session.execute(select(ApiKey)).scalars()}
+    assert {k: r.status for k, r in results.items()} == {
+        good: "ok", ordinary: "failed", down: "failed"}
+    assert results[down].http_requests == 3
+    assert kinds == {good: "management", ordinary: "ordinary", down: None}
+    events = [json.loads(x) for x in result.stderr.splitlines() if x.startswith("{")]
+    failed = {e["api_key_id"]: e["reason"] for e in events if e["event"] == "key_sync_failed"}
+    assert failed == {ordinary: "not_management_key", down: "upstream_unavailable"}
+    assert [e["event"] for e in events].count("sync_finished") == 1
+    for secret in (GOOD_A, ORDINARY, DOWN):
+        assert secret not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["backfill", "--days", "31"],
+    ["backfill", "--days", "0"],
+    ["backfill", "--since", "2001-01-01"],
+    ["backfill", "--since", "yesterday"],
+    ["sync", "--key", "999"],
+])
+def test_bad_days_and_unknown_keys_exit_2_before_anything_is_fetched(
+        fake: FakeOpenRouter, env: dict[str, str], factory: Any, add_keys: Any,
+        args: list[str]) -> None:
+    fake.add_key(GOOD_A, rows=[])
+    add_keys(GOOD_A)
+    result = cli(env, *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert fake.request_count() == 0
+    with factory() as session:
+        assert isinstance(session, Session)
+        assert session.execute(select(SyncRun)).scalars().all() == []

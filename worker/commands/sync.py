@@ -1,0 +1,128 @@
+"""``sync`` and ``backfill``: run one sync cycle now, or re-fetch chosen days.
+
+Both hold the database's sync lock (:mod:`worker.locking`) so they never overlap the daemon or
+each other, print a summary (or with ``--json`` a stable JSON object) and exit 1 when any key
+failed, 0 otherwise. Days outside OpenRouter's window are refused with exit code 2 before
+anything is fetched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from typing import TYPE_CHECKING, Any
+
+from worker.crypto import Keyring
+from worker.db import transaction
+from worker.errors import EXIT_RUNTIME, WatcherError
+from worker.locking import sync_lock
+from worker.logs import get_logger
+from worker.openrouter import utc_today
+
+if TYPE_CHECKING:
+    from worker.cli import Context
+    from worker.sync import RunSummary
+
+log = get_logger("worker.commands.sync")
+
+
+class SyncBusyError(WatcherError):
+    """Another sync is running against this database: try again when it has finished."""
+
+
+def _day(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from None
+
+
+def format_summary(summary: RunSummary) -> list[str]:
+    """The human-readable summary, one line per fact."""
+    days = summary.days
+    span = f"{days[0]} … {days[-1]}, {len(days)} day{'s' if len(days) != 1 else ''}"
+    counts = summary.counts
+    lines = [
+        f"{summary.trigger} run {summary.run_id} ({span}): {summary.status}",
+        f"keys: {summary.keys_ok} ok, {summary.keys_failed} failed"
+        + (f", {summary.keys_skipped} not started" if summary.keys_skipped else ""),
+        f"rows: {counts.inserted} inserted, {counts.updated} updated, "
+        f"{counts.unchanged} unchanged, {counts.deleted} deleted",
+        f"requests: {summary.requests}",
+    ]
+    for key in summary.failed:
+        lines.append(f"failed: key {key.api_key_id} ({key.name!r}, user {key.user_id}): "
+                     f"{key.reason}: {key.error}")
+    return lines
+
+
+def _run(ctx: Context, args: argparse.Namespace, *, trigger: str,
+         days: list[dt.date] | None, today: dt.date) -> int:
+    from worker import store
+    from worker.sync import run_sync
+
+    factory = ctx.sessions()
+    keyring = Keyring.from_settings(ctx.settings)
+    with sync_lock(ctx.engine) as held:
+        if not held:
+            raise SyncBusyError()
+        # Holding the lock proves no other sync runs: a run still "running" was cut short.
+        with transaction(factory) as session:
+            stale = store.interrupt_stale_runs(session)
+        if stale:
+            log.warning("stale_runs_marked_interrupted", run_ids=stale)
+        summary = run_sync(factory, ctx.settings, keyring, trigger=trigger, days=days,
+                           key_ids=args.key, today=today)
+    if args.json:
+        ctx.out(json.dumps(summary.as_dict(), indent=2))
+    else:
+        for line in format_summary(summary):
+            ctx.out(line)
+    return EXIT_RUNTIME if summary.keys_failed or summary.status == "interrupted" else 0
+
+
+def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
+    """One full cycle now: the whole 30-day window, one request per key."""
+    return _run(ctx, args, trigger="sync", days=None, today=utc_today())
+
+
+def cmd_backfill(ctx: Context, args: argparse.Namespace) -> int:
+    """Re-fetch the given days only: one request per key and day."""
+    from worker.sync import backfill_days
+
+    today = utc_today()
+    # Validated before the database or the network is touched: exit 2 on a bad range.
+    days = backfill_days(today, days=args.days, since=args.since, until=args.until)
+    return _run(ctx, args, trigger="backfill", days=days, today=today)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--key", metavar="ID", type=int, action="append",
+                        help="only this key id (repeatable); default: every active key")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``sync`` and ``backfill`` to the command line."""
+    sync = subparsers.add_parser(
+        "sync", help="fetch OpenRouter's last 30 completed days for every active key now",
+        description="Fetch the last 30 completed UTC days of every active key (one request "
+                    "per key) and store them. Exit 1 if any key failed.")
+    _common(sync)
+    sync.set_defaults(func=cmd_sync)
+
+    backfill = subparsers.add_parser(
+        "backfill", help="re-fetch chosen days (one request per key and day)",
+        description="Re-fetch chosen completed UTC days, one request per key and day with "
+                    "date=. OpenRouter keeps only the last 30 completed days; older days, "
+                    "today and future days are refused (exit 2). Exit 1 if any key failed.")
+    which = backfill.add_mutually_exclusive_group(required=True)
+    which.add_argument("--days", metavar="N", type=int,
+                       help="the last N completed days (1-30)")
+    which.add_argument("--since", metavar="YYYY-MM-DD", type=_day,
+                       help="first day to fetch")
+    backfill.add_argument("--until", metavar="YYYY-MM-DD", type=_day,
+                          help="last day to fetch (with --since; default: yesterday)")
+    _common(backfill)
+    backfill.set_defaults(func=cmd_backfill)
