@@ -7,6 +7,7 @@ the fake serves.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import subprocess
@@ -20,8 +21,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from worker.cli import main
 from worker.crypto import Keyring
 from worker.db import create_db_engine, make_session_factory
+from worker.locking import sync_lock
 from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats, User
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault, expected_totals, generate_activity
 
@@ -232,3 +235,52 @@ def test_bad_days_and_unknown_keys_exit_2_before_anything_is_fetched(
     with factory() as session:
         assert isinstance(session, Session)
         assert session.execute(select(SyncRun)).scalars().all() == []
+
+
+def test_sync_in_process_prints_the_summary_and_marks_stale_runs_interrupted(
+        fake: FakeOpenRouter, env: dict[str, str], factory: Any, add_keys: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same command through cli.main (what coverage measures), plus the lock's chores."""
+    raw = generate_activity(today=fake.today, days=30, models=1, seed=5)
+    fake.add_key(GOOD_A, rows=raw)
+    fake.add_key(ORDINARY, management=False)
+    good, ordinary = add_keys(GOOD_A, ORDINARY)
+    with factory() as session, session.begin():
+        session.add(SyncRun(trigger="schedule", status="running"))  # a run cut short earlier
+    for name, value in env.items():
+        if name.startswith("OPENROUTER_WATCHER_"):
+            monkeypatch.setenv(name, value)
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--log-level", "WARNING", "sync", "--key", str(good), "--key", str(ordinary)],
+                stdout=out, stderr=err)
+    assert code == 1, err.getvalue()
+    assert out.getvalue().splitlines()[1:4] == [
+        "keys: 1 ok, 1 failed", "rows: 30 inserted, 0 updated, 0 unchanged, 0 deleted",
+        "requests: 2"]
+    assert f"failed: key {ordinary} ('key1', user 1): not_management_key" in out.getvalue()
+    with factory() as session:
+        runs = session.execute(select(SyncRun).order_by(SyncRun.id)).scalars().all()
+    assert [(r.trigger, r.status) for r in runs] == [("schedule", "interrupted"),
+                                                     ("sync", "failed")]
+
+
+def test_a_second_sync_while_one_holds_the_lock_fetches_nothing(
+        fake: FakeOpenRouter, env: dict[str, str], sqlite_url: str, add_keys: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.add_key(GOOD_A, rows=[])
+    add_keys(GOOD_A)
+    for name, value in env.items():
+        if name.startswith("OPENROUTER_WATCHER_"):
+            monkeypatch.setenv(name, value)
+    engine = create_db_engine(sqlite_url)
+    try:
+        with sync_lock(engine) as held:
+            assert held
+            out, err = io.StringIO(), io.StringIO()
+            code = main(["--log-level", "WARNING", "backfill", "--days", "1"], stdout=out,
+                        stderr=err)
+    finally:
+        engine.dispose()
+    assert code == 1
+    assert "another sync is running" in err.getvalue().lower()
+    assert fake.request_count() == 0
