@@ -105,8 +105,8 @@ def check_openrouter_key(raw: str) -> str:
     if not value:
         raise UsageError("no OpenRouter key given: pipe it on stdin or type it at the prompt")
     if not value.startswith(KEY_PREFIX) or any(ch.isspace() for ch in value):
-        raise UsageError("that is not an OpenRouter key: keys start with sk-or- and contain "
-                         "no spaces")
+        raise UsageError("that is not an OpenRouter key: keys begin with the sk-or prefix "
+                         "and contain no spaces")
     return value
 
 
