@@ -428,6 +428,8 @@ def _run_keys(session_factory: sessionmaker[Session], keyring: Keyring, keys: li
                 summary.keys.append(_store_key(session_factory, summary.run_id, future.result(),
                                                days))
         summary.keys_skipped = sum(1 for _ in pending) if not exhausted else 0
+        # Results arrive in completion order; report them in key order, run after run.
+        summary.keys.sort(key=lambda outcome: outcome.api_key_id)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         pool.close()
