@@ -143,10 +143,12 @@ def _count(item: Mapping[str, Any], field: str) -> int:
     return value
 
 
-def _money(item: Mapping[str, Any], field: str, *, nullable: bool = False) -> Decimal | None:
+def _money_or_none(item: Mapping[str, Any], field: str) -> Decimal | None:
+    return None if item[field] is None else _money(item, field)
+
+
+def _money(item: Mapping[str, Any], field: str) -> Decimal:
     value = item[field]
-    if value is None and nullable:
-        return None
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
         raise _Invalid(field, f"must be a JSON number, got {_show(value)}")
     amount = Decimal(value)
@@ -204,15 +206,17 @@ def _activity_row(item: Any, first: dt.date, last: dt.date, day: dt.date | None)
     # model_permaslug is required by the contract but unused here: check its type only if sent.
     if item.get("model_permaslug") is not None:
         _string(item, "model_permaslug")
-    counts = {field: _count(item, field) for field in _COUNT_FIELDS}
-    money = {field: _money(item, field) for field in _MONEY_FIELDS}
     return ActivityRow(
         date=date,
         model=model,
         endpoint_id=_string(item, "endpoint_id"),
         provider_name=_string(item, "provider_name"),
-        **counts,
-        **money,  # type: ignore[arg-type]
+        requests=_count(item, "requests"),
+        prompt_tokens=_count(item, "prompt_tokens"),
+        completion_tokens=_count(item, "completion_tokens"),
+        reasoning_tokens=_count(item, "reasoning_tokens"),
+        usage=_money(item, "usage"),
+        byok_usage_inference=_money(item, "byok_usage_inference"),
     )
 
 
@@ -271,7 +275,7 @@ def parse_key(text: str) -> KeyInfo:
                            f"must be true or false, got {_show(data['is_management_key'])}")
         label = _string(data, "label")
         usage = _money(data, "usage")
-        limit = _money(data, "limit", nullable=True)
+        limit = _money_or_none(data, "limit")
         # limit_remaining can go below zero once a key overspends: allow the sign.
         remaining = data["limit_remaining"]
         if remaining is not None and (isinstance(remaining, bool)
@@ -284,7 +288,7 @@ def parse_key(text: str) -> KeyInfo:
         label=mask_text(label),
         limit=limit,
         limit_remaining=None if remaining is None else Decimal(remaining),
-        usage=usage,  # type: ignore[arg-type]
+        usage=usage,
     )
 
 
