@@ -52,6 +52,9 @@ KEY_ORDINARY = "ordinary"
 
 T = TypeVar("T")
 
+# Core-level access to the table (no ORM identity map): bulk statements only.
+USAGE: Table = UsageStats.__table__  # type: ignore[assignment]
+
 
 @dataclass(frozen=True, slots=True)
 class UsageRow:
@@ -148,7 +151,7 @@ def stored_rows(session: Session, api_key_id: int,
     day_list = sorted(set(days))
     if not day_list:
         return {}
-    table = UsageStats.__table__
+    table = USAGE
     cols = [table.c.id, table.c.date, table.c.model, *(table.c[c] for c in VALUE_COLUMNS)]
     stmt = select(*cols).where(table.c.api_key_id == api_key_id, table.c.date.in_(day_list))
     result: dict[tuple[dt.date, str], tuple[int, UsageRow]] = {}
@@ -173,7 +176,7 @@ def _dialect_insert(session: Session) -> Callable[[Table], Any]:
 
 
 def _upsert_statement(session: Session) -> Any:
-    table: Table = UsageStats.__table__  # type: ignore[assignment]
+    table = USAGE
     stmt = _dialect_insert(session)(table)
     excluded = stmt.excluded
     return stmt.on_conflict_do_update(
@@ -228,7 +231,7 @@ def write_key_days(session: Session, api_key_id: int, days: Iterable[dt.date],
         stmt = _upsert_statement(session)
         for chunk in _chunks(to_upsert, chunk_size):
             session.execute(stmt, list(chunk))
-    table = UsageStats.__table__
+    table = USAGE
     for id_chunk in _chunks(vanished, chunk_size):
         session.execute(delete(table).where(table.c.api_key_id == api_key_id,
                                             table.c.id.in_(list(id_chunk))))
