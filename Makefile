@@ -24,5 +24,20 @@ lint: $(STAMP)
 migrate: $(STAMP)
 	$(BIN)/openrouter-watcher migrate
 
+# Local foreground run on the defaults: console logs, and a local master key in
+# ./data/master.key created on the first run when none is configured.
+run: $(STAMP)
+	$(BIN)/openrouter-watcher migrate
+	OPENROUTER_WATCHER_LOGGING_FORMAT=$${OPENROUTER_WATCHER_LOGGING_FORMAT:-console} \
+		$(BIN)/openrouter-watcher run --local-key-file ./data/master.key
+
+# Offline: a fake OpenRouter, a throw-away database, one sync, the resulting spend.
+demo: $(STAMP)
+	$(BIN)/python -m worker.demo
+
+# Speed and memory figures (not tests): BENCH_SCALE=small for a one-minute run.
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage build *.egg-info

@@ -1,0 +1,244 @@
+"""`openrouter-watcher run` as a real subprocess against the fake OpenRouter on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from worker.crypto import Keyring
+from worker.db import create_db_engine
+from worker.models import ApiKey, SyncRun, UsageStats, User
+from worker.openrouter import utc_today
+from worker.testing.fake_openrouter import FakeOpenRouter, generate_activity
+
+CLI = str(Path(sys.executable).parent / "openrouter-watcher")
+KEYS = {
+    "fast": "sk-or-v1-daemon-fast-0000000000000000000000000000000000000000000001",
+    "slow": "sk-or-v1-daemon-slow-0000000000000000000000000000000000000000000002",
+    "third": "sk-or-v1-daemon-third-000000000000000000000000000000000000000000003",
+}
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll a real condition until it holds, failing the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenRouter]:
+    today = utc_today()
+    with FakeOpenRouter(today=today) as server:
+        for seed, key in enumerate(KEYS.values()):
+            server.add_key(key, management=True,
+                           rows=generate_activity(today=today, models=3, seed=seed))
+        yield server
+
+
+@pytest.fixture
+def database(sqlite_url: str, keyring: Keyring) -> str:
+    """A migrated SQLite file holding one user and the two keys above."""
+    engine = create_db_engine(sqlite_url)
+    with Session(engine) as session, session.begin():
+        user = User(email="ops@example.com", password_hash="!")
+        session.add(user)
+        session.flush()
+        for name, secret in KEYS.items():
+            key = ApiKey(user_id=user.id, name=name, key_encrypted="pending")
+            session.add(key)
+            session.flush()
+            key.key_encrypted = keyring.encrypt(secret, user_id=user.id, key_id=key.id)
+    engine.dispose()
+    return sqlite_url
+
+
+def daemon_env(database: str, fake: FakeOpenRouter, master_key: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENROUTER_WATCHER_")}
+    env.update({
+        "OPENROUTER_WATCHER_CONFIG": os.devnull,
+        "OPENROUTER_WATCHER_DATABASE_URL": database,
+        "OPENROUTER_WATCHER_OPENROUTER_BASE_URL": fake.base_url,
+        "OPENROUTER_WATCHER_OPENROUTER_MAX_ATTEMPTS": "2",
+        "OPENROUTER_WATCHER_OPENROUTER_BACKOFF_INITIAL": "0.01",
+        "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key,
+        "OPENROUTER_WATCHER_LOGGING_FORMAT": "json",
+        "OPENROUTER_WATCHER_SCHEDULE_SHUTDOWN_GRACE_SECONDS": "20",
+        "OPENROUTER_WATCHER_SYNC_CONCURRENCY": "1",
+    })
+    env.update(extra)
+    return env
+
+
+def start(env: dict[str, str], tmp_path: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
+    log = tmp_path / f"{name}.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen([CLI, "run"], env=env, stdout=fh, stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def events(log: Path) -> list[dict[str, object]]:
+    out = []
+    for line in log.read_text().splitlines():
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+def usage_rows(url: str) -> dict[str, int]:
+    engine = create_db_engine(url)
+    with Session(engine) as session:
+        counts = dict(session.execute(select(ApiKey.name, func.count(UsageStats.id))
+                                      .join(UsageStats, isouter=True).group_by(ApiKey.name)).all())
+    engine.dispose()
+    return counts  # type: ignore[return-value]
+
+
+def runs(url: str) -> list[tuple[str, str]]:
+    engine = create_db_engine(url)
+    with Session(engine) as session:
+        result = [(r.trigger, r.status) for r in session.scalars(select(SyncRun).order_by(SyncRun.id))]
+    engine.dispose()
+    return result
+
+
+def expected_rows(fake_rows: list[dict[str, object]]) -> int:
+    return len({(str(r["date"])[:10], r["model"]) for r in fake_rows})
+
+
+def test_daemon_syncs_on_schedule_and_stops_cleanly(
+        tmp_path: Path, database: str, fake: FakeOpenRouter, master_key: str) -> None:
+    env = daemon_env(database, fake, master_key, OPENROUTER_WATCHER_SCHEDULE_INTERVAL_SECONDS="1")
+    proc, log = start(env, tmp_path, "daemon")
+    try:
+        # the start-up run and at least one interval run
+        wait_until(lambda: sum(1 for e in events(log) if e.get("event") == "sync_heartbeat") >= 2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    rows = usage_rows(database)
+    assert all(rows[name] > 0 for name in KEYS)
+    assert all(trigger == "schedule" for trigger, _ in runs(database))
+    heartbeat = next(e for e in events(log) if e.get("event") == "sync_heartbeat")
+    assert heartbeat["next_run_at"] and heartbeat["keys_ok"] == len(KEYS)
+    assert master_key not in log.read_text()
+    assert KEYS["fast"] not in log.read_text()
+
+
+def test_sigterm_during_slow_sync_exits_zero_and_leaves_no_partial_key(
+        tmp_path: Path, database: str, fake: FakeOpenRouter, master_key: str) -> None:
+    fake.latency = 2.0  # every request takes 2 s: the first key is in flight when we signal
+    env = daemon_env(database, fake, master_key)
+    proc, log = start(env, tmp_path, "daemon")
+    try:
+        wait_until(lambda: fake.request_count() >= 1)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=25) == 0
+        assert time.monotonic() - started < 20
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    rows = usage_rows(database)
+    full = {name: expected_rows(generate_activity(today=utc_today(), models=3, seed=seed))
+            for seed, name in enumerate(KEYS)}
+    # concurrency 1: every key is either whole or absent, never partial, and the stop came
+    # before the last key started
+    assert all(rows[name] in (0, full[name]) for name in KEYS), rows
+    assert rows["third"] == 0
+    assert fake.request_count() < len(KEYS)
+    assert runs(database) == [("schedule", "interrupted")]
+    assert any(e.get("event") == "shutdown_requested" for e in events(log))
+
+
+def test_second_daemon_skips_while_first_syncs(
+        tmp_path: Path, database: str, fake: FakeOpenRouter, master_key: str) -> None:
+    fake.latency = 1.5
+    env = daemon_env(database, fake, master_key)
+    first, first_log = start(env, tmp_path, "first")
+    second = None
+    try:
+        wait_until(lambda: fake.request_count() >= 1)
+        second, second_log = start(env, tmp_path, "second")
+        wait_until(lambda: any(e.get("event") == "sync_skipped" for e in events(second_log)))
+        # all requests so far came from the first daemon: still one key at a time
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=20) == 0
+        wait_until(lambda: any(e.get("event") == "sync_heartbeat" for e in events(first_log)))
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=20) == 0
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert fake.request_count() == len(KEYS)  # one per key, from the first daemon only
+    assert [status for _, status in runs(database)] == ["ok"]
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("config", "invalid configuration"),
+    ("master_key", "master key"),
+    ("schema", "run make migrate"),
+    ("database", "cannot reach the database"),
+])
+def test_startup_failures_exit_2_with_one_line(tmp_path: Path, sqlite_url: str, master_key: str,
+                                               case: str, message: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENROUTER_WATCHER_")}
+    env.update({"OPENROUTER_WATCHER_CONFIG": os.devnull,
+                "OPENROUTER_WATCHER_DATABASE_URL": sqlite_url,
+                "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key,
+                "OPENROUTER_WATCHER_LOGGING_FORMAT": "json"})
+    if case == "config":
+        env["OPENROUTER_WATCHER_SCHEDULE_CRON"] = "not a cron"
+    elif case == "master_key":
+        del env["OPENROUTER_WATCHER_ENCRYPTION_KEY"]
+    elif case == "schema":
+        env["OPENROUTER_WATCHER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'empty.db'}"
+    else:
+        env["OPENROUTER_WATCHER_DATABASE_URL"] = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+    result = subprocess.run([CLI, "run"], env=env, capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_local_key_file_is_created_once_with_mode_0600(
+        tmp_path: Path, database: str, fake: FakeOpenRouter) -> None:
+    env = daemon_env(database, fake, "", OPENROUTER_WATCHER_SCHEDULE_RUN_AT_STARTUP="false")
+    del env["OPENROUTER_WATCHER_ENCRYPTION_KEY"]
+    key_file = tmp_path / "data" / "master.key"
+    log = tmp_path / "local.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen([CLI, "run", "--local-key-file", str(key_file)], env=env,
+                                stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: any(e.get("event") == "daemon_started" for e in events(log)))
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert "created a new master key" in log.read_text()
+    assert key_file.read_text().strip() not in log.read_text()

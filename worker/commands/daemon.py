@@ -1,0 +1,115 @@
+"""`run` (the scheduler daemon) and `status` (per-key health, usable as a health check)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from worker.crypto import CREDENTIAL_NAME, Keyring, generate_master_key
+from worker.logs import get_logger
+from worker.status import Status, collect_status
+
+if TYPE_CHECKING:
+    from worker.cli import Context
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    run = sub.add_parser("run", help="run the scheduler daemon in the foreground (systemd: "
+                         "deploy/openrouter-watcher.service)")
+    run.add_argument("--local-key-file", metavar="PATH",
+                     help="local runs only: when no master key is configured, use this key file, "
+                     "creating it (mode 0600) on the first run")
+    run.set_defaults(func=cmd_run, logging=False)
+
+    status = sub.add_parser("status", help="per-key sync health; exit 1 if the last sync of an "
+                            "active key failed")
+    status.add_argument("--json", action="store_true", help="stable JSON output")
+    status.set_defaults(func=cmd_status)
+
+
+def _master_key_configured(ctx: Context) -> bool:
+    settings = ctx.settings
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    return bool(settings.encryption.key or settings.encryption.key_file
+                or (credentials and (Path(credentials) / CREDENTIAL_NAME).exists()))
+
+
+def _local_keyring(ctx: Context, path: Path) -> Keyring:
+    """Use (creating if needed) a local key file when nothing else is configured."""
+    log = get_logger("worker.daemon")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(generate_master_key() + "\n")
+        log.warning("master_key_created", path=str(path),
+                    note="LOCAL USE ONLY: back this file up; without it the stored OpenRouter "
+                    "keys cannot be decrypted. Production must configure a key "
+                    "(OPENROUTER_WATCHER_ENCRYPTION_KEY, [encryption] key_file or a systemd "
+                    "credential).")
+        print(f"*** created a new master key in {path} (mode 0600) for this local run. "
+              f"Other commands need it too: export OPENROUTER_WATCHER_ENCRYPTION_KEY_FILE={path}",
+              file=sys.stderr)
+    ctx.override_settings(ctx.settings.replace("encryption", key_file=str(path)))
+    return Keyring.from_settings(ctx.settings)
+
+
+def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
+    from worker.scheduler import SyncDaemon
+
+    # Start-up checks, each a clear one-line error with exit code 2: configuration (loading the
+    # settings), master key, database reachable, schema at head.
+    settings = ctx.settings
+    # Under systemd stdout goes to the journal; on a terminal the console renderer is used.
+    ctx.setup_logging(stream=sys.stdout)
+    if args.local_key_file and not _master_key_configured(ctx):
+        keyring = _local_keyring(ctx, Path(args.local_key_file))
+        settings = ctx.settings
+    else:
+        keyring = Keyring.from_settings(settings)
+    factory = ctx.sessions()
+    daemon = SyncDaemon(settings, ctx.engine, factory, keyring)
+    return daemon.run()
+
+
+def _format_status(status: Status) -> list[str]:
+    def when(value: dt.datetime | None) -> str:
+        return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+    header = ("ID", "USER", "NAME", "KIND", "ACTIVE", "LAST OK (UTC)", "LAST", "ROWS", "NEWEST")
+    rows = [header]
+    for k in status.keys:
+        rows.append((str(k.api_key_id), k.user, k.name, k.kind, "yes" if k.active else "no",
+                     when(k.last_success_at), k.last_status or "never", f"{k.rows:,}",
+                     k.newest_date.isoformat() if k.newest_date else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+             for r in rows]
+    for k in status.keys:
+        if k.last_status == "failed" and k.last_error:
+            lines.append(f"key {k.api_key_id} last error: {k.last_error}")
+    run = status.last_run
+    if run:
+        lines.append(f"last run: #{run.id} {run.trigger} {run.status}, started "
+                     f"{when(run.started_at)}, {run.keys_ok} ok / {run.keys_failed} failed")
+    else:
+        lines.append("last run: never")
+    lines.append(f"next scheduled run: {when(status.next_run_at)} UTC")
+    return lines
+
+
+def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
+    factory = ctx.sessions()
+    with factory() as session:
+        status = collect_status(session, ctx.settings.schedule)
+    if args.json:
+        ctx.out(json.dumps(status.to_json(), indent=2))
+    else:
+        for line in _format_status(status):
+            ctx.out(line)
+    return 0 if status.healthy else 1

@@ -1,0 +1,121 @@
+"""What the operator (and a health check) needs to know: per key, how its syncs are going.
+
+Read-only queries over the keys, the usage rows and the sync ledger; no network.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import Date, func, select
+from sqlalchemy.orm import Session
+
+from worker.config import ScheduleSettings
+from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats, User, UTCDateTime, utcnow
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    api_key_id: int
+    user: str
+    name: str
+    kind: str
+    active: bool
+    last_success_at: dt.datetime | None
+    last_status: str | None
+    last_error: str | None
+    last_attempt_at: dt.datetime | None
+    rows: int
+    newest_date: dt.date | None
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    id: int
+    trigger: str
+    status: str
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    keys_ok: int
+    keys_failed: int
+
+
+@dataclass(frozen=True)
+class Status:
+    keys: list[KeyStatus]
+    last_run: RunStatus | None
+    next_run_at: dt.datetime | None
+
+    @property
+    def healthy(self) -> bool:
+        """False when the last sync of any active key failed."""
+        return not any(k.active and k.last_status == "failed" for k in self.keys)
+
+    def to_json(self) -> dict[str, Any]:
+        def encode(value: Any) -> Any:
+            if isinstance(value, dt.datetime | dt.date):
+                return value.isoformat()
+            if isinstance(value, dict):
+                return {k: encode(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [encode(v) for v in value]
+            return value
+
+        return {
+            "healthy": self.healthy,
+            "keys": [encode(asdict(k)) for k in self.keys],
+            "last_run": encode(asdict(self.last_run)) if self.last_run else None,
+            "next_run_at": encode(self.next_run_at),
+        }
+
+
+def next_run_time(schedule: ScheduleSettings, now: dt.datetime | None = None) -> dt.datetime:
+    """When the daemon's schedule fires next (the earlier of cron and interval)."""
+    now = now or utcnow()
+    trigger = CronTrigger.from_crontab(schedule.cron, timezone=dt.UTC)
+    candidates = [trigger.get_next_fire_time(None, now)]
+    interval = schedule.interval_minutes * 60 + schedule.interval_seconds
+    if interval:
+        candidates.append(now + dt.timedelta(seconds=interval))
+    return min(c for c in candidates if c is not None).astimezone(dt.UTC)
+
+
+def collect_status(session: Session, schedule: ScheduleSettings,
+                   now: dt.datetime | None = None) -> Status:
+    """Gather the status of every key and the last run, in a handful of GROUP BY queries."""
+    latest_result = (select(SyncKeyResult.api_key_id, func.max(SyncKeyResult.id).label("id"))
+                     .group_by(SyncKeyResult.api_key_id).subquery())
+    last = {r.api_key_id: r for r in session.execute(
+        select(SyncKeyResult.api_key_id, SyncKeyResult.status, SyncKeyResult.error,
+               SyncKeyResult.finished_at)
+        .join(latest_result, latest_result.c.id == SyncKeyResult.id))}
+    success = dict(session.execute(  # type: ignore[arg-type]
+        select(SyncKeyResult.api_key_id,
+               func.max(SyncKeyResult.finished_at, type_=UTCDateTime()))
+        .where(SyncKeyResult.status == "ok").group_by(SyncKeyResult.api_key_id)).all())
+    held = {r.api_key_id: r for r in session.execute(
+        select(UsageStats.api_key_id, func.count().label("rows"),
+               func.max(UsageStats.date, type_=Date()).label("newest"))
+        .group_by(UsageStats.api_key_id))}
+
+    keys = []
+    for key, email, user_active in session.execute(
+            select(ApiKey, User.email, User.is_active).join(User).order_by(ApiKey.id)):
+        result = last.get(key.id)
+        rows = held.get(key.id)
+        keys.append(KeyStatus(
+            api_key_id=key.id, user=email, name=key.name, kind=key.kind or "unknown",
+            active=bool(key.is_active and user_active),
+            last_success_at=success.get(key.id),
+            last_status=result.status if result else None,
+            last_error=result.error if result else None,
+            last_attempt_at=result.finished_at if result else None,
+            rows=rows.rows if rows else 0, newest_date=rows.newest if rows else None))
+
+    run = session.scalars(select(SyncRun).order_by(SyncRun.id.desc()).limit(1)).first()
+    last_run = RunStatus(run.id, run.trigger, run.status, run.started_at, run.finished_at,
+                         run.keys_ok, run.keys_failed) if run else None
+    return Status(keys=keys, last_run=last_run, next_run_at=next_run_time(schedule, now))
