@@ -78,6 +78,7 @@ class RotationResult:
 
 # --- validation ---------------------------------------------------------------------------
 
+
 def normalize_email(email: str) -> str:
     """The address trimmed and lower-cased, or a UsageError that names it."""
     value = email.strip().lower()
@@ -105,8 +106,9 @@ def check_openrouter_key(raw: str) -> str:
     if not value:
         raise UsageError("no OpenRouter key given: pipe it on stdin or type it at the prompt")
     if not value.startswith(KEY_PREFIX) or any(ch.isspace() for ch in value):
-        raise UsageError("that is not an OpenRouter key: keys begin with the sk-or prefix "
-                         "and contain no spaces")
+        raise UsageError(
+            "that is not an OpenRouter key: keys begin with the sk-or prefix and contain no spaces"
+        )
     return value
 
 
@@ -126,19 +128,33 @@ def _key_by_id(session: Session, key_id: int) -> ApiKey:
 
 def _key_view(key: ApiKey, email: str) -> KeyView:
     parts = key.key_encrypted.split(":", 2)
-    return KeyView(id=key.id, user_id=key.user_id, user=email, name=key.name,
-                   active=bool(key.is_active), kind=key.kind,
-                   master_key_id=parts[1] if len(parts) == 3 else None,
-                   created_at=key.created_at, last_used_at=key.last_used_at)
+    return KeyView(
+        id=key.id,
+        user_id=key.user_id,
+        user=email,
+        name=key.name,
+        active=bool(key.is_active),
+        kind=key.kind,
+        master_key_id=parts[1] if len(parts) == 3 else None,
+        created_at=key.created_at,
+        last_used_at=key.last_used_at,
+    )
 
 
 def _token_view(token: ApiToken, email: str) -> TokenView:
-    return TokenView(id=token.id, user_id=token.user_id, user=email, name=token.name,
-                     active=bool(token.is_active), created_at=token.created_at,
-                     last_used_at=token.last_used_at)
+    return TokenView(
+        id=token.id,
+        user_id=token.user_id,
+        user=email,
+        name=token.name,
+        active=bool(token.is_active),
+        created_at=token.created_at,
+        last_used_at=token.last_used_at,
+    )
 
 
 # --- users ---------------------------------------------------------------------------------
+
 
 def add_user(factory: sessionmaker[Session], email: str, password: str | None = None) -> UserView:
     """Create a user; without a password an unusable hash is stored."""
@@ -153,19 +169,23 @@ def add_user(factory: sessionmaker[Session], email: str, password: str | None = 
             user = User(email=address, password_hash=hashed, is_active=True)
             session.add(user)
             session.flush()
-            return UserView(id=user.id, email=user.email, active=True,
-                            has_password=password is not None, created_at=user.created_at,
-                            keys=0, tokens=0)
+            return UserView(
+                id=user.id,
+                email=user.email,
+                active=True,
+                has_password=password is not None,
+                created_at=user.created_at,
+                keys=0,
+                tokens=0,
+            )
     except IntegrityError as exc:  # a concurrent `users add` won the race
         raise ConflictError(f"user {address} already exists") from exc
 
 
 def list_users(factory: sessionmaker[Session]) -> list[UserView]:
     """Every user with the number of keys and tokens, by id."""
-    keys = (select(ApiKey.user_id, func.count().label("n")).group_by(ApiKey.user_id)
-            .subquery())
-    toks = (select(ApiToken.user_id, func.count().label("n")).group_by(ApiToken.user_id)
-            .subquery())
+    keys = select(ApiKey.user_id, func.count().label("n")).group_by(ApiKey.user_id).subquery()
+    toks = select(ApiToken.user_id, func.count().label("n")).group_by(ApiToken.user_id).subquery()
     with factory() as session:
         rows = session.execute(
             select(User, func.coalesce(keys.c.n, 0), func.coalesce(toks.c.n, 0))
@@ -173,10 +193,18 @@ def list_users(factory: sessionmaker[Session]) -> list[UserView]:
             .outerjoin(toks, toks.c.user_id == User.id)
             .order_by(User.id)
         ).all()
-        return [UserView(id=u.id, email=u.email, active=bool(u.is_active),
-                         has_password=passwords.is_usable(u.password_hash),
-                         created_at=u.created_at, keys=int(k), tokens=int(t))
-                for u, k, t in rows]
+        return [
+            UserView(
+                id=u.id,
+                email=u.email,
+                active=bool(u.is_active),
+                has_password=passwords.is_usable(u.password_hash),
+                created_at=u.created_at,
+                keys=int(k),
+                tokens=int(t),
+            )
+            for u, k, t in rows
+        ]
 
 
 def set_user_active(factory: sessionmaker[Session], email: str, active: bool) -> bool:
@@ -191,6 +219,7 @@ def set_user_active(factory: sessionmaker[Session], email: str, active: bool) ->
 
 # --- keys ----------------------------------------------------------------------------------
 
+
 def check_new_key(factory: sessionmaker[Session], email: str, name: str) -> tuple[str, str]:
     """Validate a `keys add` before any network call: (email, name) or an error."""
     address, key_name = normalize_email(email), check_name(name, "key")
@@ -202,17 +231,25 @@ def check_new_key(factory: sessionmaker[Session], email: str, name: str) -> tupl
 def _check_key_owner(session: Session, email: str, name: str) -> User:
     user = _user_by_email(session, email)
     if not user.is_active:
-        raise UsageError(f"user {email} is disabled: enable it with "
-                         f"`openrouter-watcher users enable {email}`")
+        raise UsageError(
+            f"user {email} is disabled: enable it with `openrouter-watcher users enable {email}`"
+        )
     clash = session.execute(
-        select(ApiKey.id).where(ApiKey.user_id == user.id, ApiKey.name == name)).first()
+        select(ApiKey.id).where(ApiKey.user_id == user.id, ApiKey.name == name)
+    ).first()
     if clash:
         raise ConflictError(f"user {email} already has a key named {name!r} (id {clash[0]})")
     return user
 
 
-def add_key(factory: sessionmaker[Session], keyring: Keyring, email: str, name: str,
-            plaintext: str, kind: str | None = None) -> KeyView:
+def add_key(
+    factory: sessionmaker[Session],
+    keyring: Keyring,
+    email: str,
+    name: str,
+    plaintext: str,
+    kind: str | None = None,
+) -> KeyView:
     """Encrypt and store a key for a user, in one transaction.
 
     The ciphertext's associated data includes the row id, so the row is inserted first with a
@@ -222,8 +259,9 @@ def add_key(factory: sessionmaker[Session], keyring: Keyring, email: str, name: 
     secret = check_openrouter_key(plaintext)
     with transaction(factory) as session:
         user = _check_key_owner(session, address, key_name)
-        key = ApiKey(user_id=user.id, name=key_name, key_encrypted="pending", kind=kind,
-                     is_active=True)
+        key = ApiKey(
+            user_id=user.id, name=key_name, key_encrypted="pending", kind=kind, is_active=True
+        )
         session.add(key)
         session.flush()
         key.key_encrypted = keyring.encrypt(secret, user_id=user.id, key_id=key.id)
@@ -263,14 +301,14 @@ def remove_key(factory: sessionmaker[Session], key_id: int) -> int:
         _key_by_id(session, key_id)
         # Explicit, not just ON DELETE CASCADE: the count is reported, and it does not depend
         # on SQLite's foreign_keys pragma being on.
-        usage = session.execute(
-            delete(UsageStats).where(UsageStats.api_key_id == key_id)).rowcount
+        usage = session.execute(delete(UsageStats).where(UsageStats.api_key_id == key_id)).rowcount
         session.execute(delete(ApiKey).where(ApiKey.id == key_id))
         return int(usage or 0)
 
 
-def rotate_master(factory: sessionmaker[Session], keyring: Keyring, *,
-                  on_row: Callable[[int], None] | None = None) -> RotationResult:
+def rotate_master(
+    factory: sessionmaker[Session], keyring: Keyring, *, on_row: Callable[[int], None] | None = None
+) -> RotationResult:
     """Re-encrypt every key not under the current master key, in one transaction.
 
     Rows are decrypted with whichever configured key (current or previous) they name; if any
@@ -295,14 +333,17 @@ def rotate_master(factory: sessionmaker[Session], keyring: Keyring, *,
 
 # --- tokens --------------------------------------------------------------------------------
 
+
 def create_token(factory: sessionmaker[Session], email: str, name: str) -> tuple[TokenView, str]:
     """A new API token for an active user: its view and the plaintext (shown once)."""
     address, token_name = normalize_email(email), check_name(name, "token")
     with transaction(factory) as session:
         user = _user_by_email(session, address)
         if not user.is_active:
-            raise UsageError(f"user {address} is disabled: enable it with "
-                             f"`openrouter-watcher users enable {address}`")
+            raise UsageError(
+                f"user {address} is disabled: enable it with "
+                f"`openrouter-watcher users enable {address}`"
+            )
         row, plaintext = tokens.create(session, user_id=user.id, name=token_name)
         return _token_view(row, user.email), plaintext
 
@@ -313,7 +354,8 @@ def list_tokens(factory: sessionmaker[Session], email: str | None = None) -> lis
         query = select(ApiToken, User.email).join(User, User.id == ApiToken.user_id)
         if email is not None:
             query = query.where(
-                ApiToken.user_id == _user_by_email(session, normalize_email(email)).id)
+                ApiToken.user_id == _user_by_email(session, normalize_email(email)).id
+            )
         rows = session.execute(query.order_by(ApiToken.id)).all()
         return [_token_view(tok, mail) for tok, mail in rows]
 

@@ -62,12 +62,16 @@ def decode_master_key(text: str, origin: str) -> bytes:
     try:
         raw = base64.b64decode(stripped, validate=True)
     except (binascii.Error, ValueError):
-        raise MasterKeyError(f"the master key from {origin} is not valid base64: generate one "
-                             "with `openrouter-watcher generate-key`") from None
+        raise MasterKeyError(
+            f"the master key from {origin} is not valid base64: generate one "
+            "with `openrouter-watcher generate-key`"
+        ) from None
     if len(raw) != KEY_BYTES:
-        raise MasterKeyError(f"the master key from {origin} is {len(raw)} bytes, expected "
-                             f"{KEY_BYTES} (base64 of 32 random bytes): generate one with "
-                             "`openrouter-watcher generate-key`")
+        raise MasterKeyError(
+            f"the master key from {origin} is {len(raw)} bytes, expected "
+            f"{KEY_BYTES} (base64 of 32 random bytes): generate one with "
+            "`openrouter-watcher generate-key`"
+        )
     return raw
 
 
@@ -79,8 +83,10 @@ def _read_key_file(path: Path, origin: str, *, check_mode: bool) -> str:
     except OSError as exc:
         raise MasterKeyError(f"cannot read {origin} {path}: {exc.strerror}") from None
     if check_mode and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise MasterKeyError(f"{origin} {path} is readable by group or others (mode "
-                             f"{stat.S_IMODE(st.st_mode):04o}): run chmod 600 {path}")
+        raise MasterKeyError(
+            f"{origin} {path} is readable by group or others (mode "
+            f"{stat.S_IMODE(st.st_mode):04o}): run chmod 600 {path}"
+        )
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -144,7 +150,8 @@ class Keyring:
             raise MasterKeyError(
                 "no master key configured: set OPENROUTER_WATCHER_ENCRYPTION_KEY, "
                 "[encryption] key_file, or a systemd credential named encryption-key "
-                "(generate one with `openrouter-watcher generate-key`)")
+                "(generate one with `openrouter-watcher generate-key`)"
+            )
         register_secret(text.strip())
         current = decode_master_key(text, origin)
         previous = []
@@ -167,20 +174,25 @@ class Keyring:
         if cipher is None:
             raise DecryptionError(
                 f"cannot decrypt api key {key_id}: it was encrypted with master key {master_id}, "
-                f"which is not configured (have: {', '.join(self._ciphers)})")
+                f"which is not configured (have: {', '.join(self._ciphers)})"
+            )
         try:
             raw = base64.b64decode(blob, validate=True)
         except (binascii.Error, ValueError):
-            raise DecryptionError(f"cannot decrypt api key {key_id}: stored value is not "
-                                  "valid base64 (altered?)") from None
+            raise DecryptionError(
+                f"cannot decrypt api key {key_id}: stored value is not valid base64 (altered?)"
+            ) from None
         if len(raw) <= NONCE_BYTES:
-            raise DecryptionError(f"cannot decrypt api key {key_id}: stored value is too short "
-                                  "(altered?)")
+            raise DecryptionError(
+                f"cannot decrypt api key {key_id}: stored value is too short (altered?)"
+            )
         try:
             plain = cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(user_id, key_id))
         except InvalidTag:
-            raise DecryptionError(f"cannot decrypt api key {key_id}: ciphertext was altered or "
-                                  "belongs to another key row") from None
+            raise DecryptionError(
+                f"cannot decrypt api key {key_id}: ciphertext was altered or "
+                "belongs to another key row"
+            ) from None
         return plain.decode("utf-8")
 
     def needs_rotation(self, stored: str) -> bool:
@@ -197,9 +209,13 @@ class Keyring:
 def _split(stored: str, key_id: int) -> tuple[str, str, str]:
     parts = stored.split(":", 2)
     if len(parts) != 3 or not parts[1]:
-        raise DecryptionError(f"cannot decrypt api key {key_id}: stored value is not in the "
-                              f"{FORMAT_VERSION}:<key-id>:<data> format")
+        raise DecryptionError(
+            f"cannot decrypt api key {key_id}: stored value is not in the "
+            f"{FORMAT_VERSION}:<key-id>:<data> format"
+        )
     if parts[0] != FORMAT_VERSION:
-        raise DecryptionError(f"cannot decrypt api key {key_id}: unknown format version "
-                              f"{parts[0][:10]!r} (this code reads {FORMAT_VERSION})")
+        raise DecryptionError(
+            f"cannot decrypt api key {key_id}: unknown format version "
+            f"{parts[0][:10]!r} (this code reads {FORMAT_VERSION})"
+        )
     return parts[0], parts[1], parts[2]

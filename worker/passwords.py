@@ -28,16 +28,24 @@ HASH_BYTES = 32
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     # maxmem must exceed 128·N·r or OpenSSL refuses; allow twice that.
-    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
-                          maxmem=256 * n * r + 1024 * 1024, dklen=HASH_BYTES)
+    return hashlib.scrypt(
+        password.encode("utf-8"),
+        salt=salt,
+        n=n,
+        r=r,
+        p=p,
+        maxmem=256 * n * r + 1024 * 1024,
+        dklen=HASH_BYTES,
+    )
 
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def hash_password(password: str, *, n: int = DEFAULT_N, r: int = DEFAULT_R,
-                  p: int = DEFAULT_P) -> str:
+def hash_password(
+    password: str, *, n: int = DEFAULT_N, r: int = DEFAULT_R, p: int = DEFAULT_P
+) -> str:
     """The self-describing scrypt hash of ``password`` with a fresh random salt."""
     salt = secrets.token_bytes(SALT_BYTES)
     digest = _scrypt(password, salt, n, r, p)

@@ -54,7 +54,8 @@ def verify(session: Session, token: str) -> ApiToken | None:
     # through timing. The explicit constant-time comparison guards against an index collation
     # or driver ever matching loosely.
     rows = session.execute(
-        select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
         .where(ApiToken.token_hash == digest)
     ).all()
     for row, user in rows:

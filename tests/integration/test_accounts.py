@@ -28,12 +28,18 @@ def _ring() -> Keyring:
 
 def _snapshot(factory: Factory) -> list[tuple[object, ...]]:
     with factory() as s:
-        users = [(u.id, u.email, u.is_active, u.password_hash)
-                 for u in s.scalars(select(User).order_by(User.id))]
-        keys = [(k.id, k.user_id, k.name, k.is_active, k.key_encrypted, k.kind)
-                for k in s.scalars(select(ApiKey).order_by(ApiKey.id))]
-        toks = [(t.id, t.user_id, t.token_hash, t.is_active)
-                for t in s.scalars(select(ApiToken).order_by(ApiToken.id))]
+        users = [
+            (u.id, u.email, u.is_active, u.password_hash)
+            for u in s.scalars(select(User).order_by(User.id))
+        ]
+        keys = [
+            (k.id, k.user_id, k.name, k.is_active, k.key_encrypted, k.kind)
+            for k in s.scalars(select(ApiKey).order_by(ApiKey.id))
+        ]
+        toks = [
+            (t.id, t.user_id, t.token_hash, t.is_active)
+            for t in s.scalars(select(ApiToken).order_by(ApiToken.id))
+        ]
     return [*users, *keys, *toks]
 
 
@@ -46,24 +52,38 @@ def _stored(factory: Factory, key_id: int) -> tuple[int, str]:
 
 # --- users ---------------------------------------------------------------------------------
 
+
 def test_add_and_list_users(session_factory: Factory) -> None:
     alice = accounts.add_user(session_factory, "  Alice@Example.com ")
     bob = accounts.add_user(session_factory, "bob@example.com", "s3cret")
-    assert (alice.email, alice.has_password, bob.has_password) == (
-        "alice@example.com", False, True)
+    assert (alice.email, alice.has_password, bob.has_password) == ("alice@example.com", False, True)
     with session_factory() as s:
         hashes = dict(s.execute(select(User.email, User.password_hash)).all())
     assert hashes["alice@example.com"].startswith("!")
-    assert hashes["bob@example.com"].startswith("scrypt$") and "s3cret" not in hashes[
-        "bob@example.com"]
+    assert (
+        hashes["bob@example.com"].startswith("scrypt$")
+        and "s3cret" not in hashes["bob@example.com"]
+    )
     listed = accounts.list_users(session_factory)
     assert [(u.email, u.active, u.keys, u.tokens) for u in listed] == [
-        ("alice@example.com", True, 0, 0), ("bob@example.com", True, 0, 0)]
+        ("alice@example.com", True, 0, 0),
+        ("bob@example.com", True, 0, 0),
+    ]
     assert listed[0].created_at is not None and listed[0].created_at.tzinfo == dt.UTC
 
 
-@pytest.mark.parametrize("email", ["bad", "a@b.c", "x@@example.com", "a b@example.com",
-                                   "@example.com", "a@example", "a" * 250 + "@example.com"])
+@pytest.mark.parametrize(
+    "email",
+    [
+        "bad",
+        "a@b.c",
+        "x@@example.com",
+        "a b@example.com",
+        "@example.com",
+        "a@example",
+        "a" * 250 + "@example.com",
+    ],
+)
 def test_bad_email_is_refused_before_the_database(session_factory: Factory, email: str) -> None:
     with pytest.raises(UsageError, match="invalid email address") as err:
         accounts.add_user(session_factory, email)
@@ -96,12 +116,23 @@ def test_enable_disable_user(session_factory: Factory) -> None:
 
 # --- keys ----------------------------------------------------------------------------------
 
+
 def test_add_key_encrypts_bound_to_its_row(session_factory: Factory, keyring: Keyring) -> None:
     accounts.add_user(session_factory, "alice@example.com")
-    view = accounts.add_key(session_factory, keyring, "alice@example.com", " prod ",
-                            f"  {KEY_A}\n", accounts.KIND_MANAGEMENT)
+    view = accounts.add_key(
+        session_factory,
+        keyring,
+        "alice@example.com",
+        " prod ",
+        f"  {KEY_A}\n",
+        accounts.KIND_MANAGEMENT,
+    )
     assert (view.name, view.kind, view.master_key_id, view.active) == (
-        "prod", "management", keyring.key_id, True)
+        "prod",
+        "management",
+        keyring.key_id,
+        True,
+    )
     user_id, stored = _stored(session_factory, view.id)
     assert stored.startswith(f"v1:{keyring.key_id}:") and KEY_A not in stored
     assert keyring.decrypt(stored, user_id=user_id, key_id=view.id) == KEY_A
@@ -110,8 +141,9 @@ def test_add_key_encrypts_bound_to_its_row(session_factory: Factory, keyring: Ke
     assert accounts.list_users(session_factory)[0].keys == 1
 
 
-def test_ciphertext_moved_to_another_users_row_fails(session_factory: Factory,
-                                                     keyring: Keyring) -> None:
+def test_ciphertext_moved_to_another_users_row_fails(
+    session_factory: Factory, keyring: Keyring
+) -> None:
     accounts.add_user(session_factory, "alice@example.com")
     accounts.add_user(session_factory, "bob@example.com")
     a = accounts.add_key(session_factory, keyring, "alice@example.com", "k", KEY_A)
@@ -125,19 +157,28 @@ def test_ciphertext_moved_to_another_users_row_fails(session_factory: Factory,
         keyring.decrypt(stored, user_id=user_id, key_id=b.id)
 
 
-@pytest.mark.parametrize(("email", "name", "secret", "error", "message"), [
-    ("nobody@example.com", "k", KEY_A, NotFoundError, "no user nobody@example.com"),
-    ("off@example.com", "k", KEY_A, UsageError, "user off@example.com is disabled"),
-    ("alice@example.com", "taken", KEY_A, ConflictError, "already has a key named 'taken'"),
-    ("alice@example.com", "k", "  \n", UsageError, "no OpenRouter key given"),
-    ("alice@example.com", "k", "hunter2-secret", UsageError, "not an OpenRouter key"),
-    ("alice@example.com", "  ", KEY_A, UsageError, "key name must not be empty"),
-    ("alice@example.com", "x" * 101, KEY_A, UsageError, "at most 100"),
-    ("bad", "k", KEY_A, UsageError, "invalid email address 'bad'"),
-])
-def test_add_key_errors_change_nothing(session_factory: Factory, keyring: Keyring, email: str,
-                                       name: str, secret: str, error: type[Exception],
-                                       message: str) -> None:
+@pytest.mark.parametrize(
+    ("email", "name", "secret", "error", "message"),
+    [
+        ("nobody@example.com", "k", KEY_A, NotFoundError, "no user nobody@example.com"),
+        ("off@example.com", "k", KEY_A, UsageError, "user off@example.com is disabled"),
+        ("alice@example.com", "taken", KEY_A, ConflictError, "already has a key named 'taken'"),
+        ("alice@example.com", "k", "  \n", UsageError, "no OpenRouter key given"),
+        ("alice@example.com", "k", "hunter2-secret", UsageError, "not an OpenRouter key"),
+        ("alice@example.com", "  ", KEY_A, UsageError, "key name must not be empty"),
+        ("alice@example.com", "x" * 101, KEY_A, UsageError, "at most 100"),
+        ("bad", "k", KEY_A, UsageError, "invalid email address 'bad'"),
+    ],
+)
+def test_add_key_errors_change_nothing(
+    session_factory: Factory,
+    keyring: Keyring,
+    email: str,
+    name: str,
+    secret: str,
+    error: type[Exception],
+    message: str,
+) -> None:
     accounts.add_user(session_factory, "alice@example.com")
     accounts.add_user(session_factory, "off@example.com")
     accounts.set_user_active(session_factory, "off@example.com", False)
@@ -149,19 +190,23 @@ def test_add_key_errors_change_nothing(session_factory: Factory, keyring: Keyrin
     assert _snapshot(session_factory) == before
 
 
-def test_same_key_name_for_different_users_is_fine(session_factory: Factory,
-                                                   keyring: Keyring) -> None:
+def test_same_key_name_for_different_users_is_fine(
+    session_factory: Factory, keyring: Keyring
+) -> None:
     accounts.add_user(session_factory, "alice@example.com")
     accounts.add_user(session_factory, "bob@example.com")
     accounts.add_key(session_factory, keyring, "alice@example.com", "prod", KEY_A)
     accounts.add_key(session_factory, keyring, "bob@example.com", "prod", KEY_B)
     assert len(accounts.list_keys(session_factory)) == 2
     assert accounts.check_new_key(session_factory, "Bob@example.com", " new ") == (
-        "bob@example.com", "new")
+        "bob@example.com",
+        "new",
+    )
 
 
-def test_enable_disable_and_remove_key_with_usage(session_factory: Factory,
-                                                  keyring: Keyring) -> None:
+def test_enable_disable_and_remove_key_with_usage(
+    session_factory: Factory, keyring: Keyring
+) -> None:
     accounts.add_user(session_factory, "alice@example.com")
     key = accounts.add_key(session_factory, keyring, "alice@example.com", "prod", KEY_A)
     keep = accounts.add_key(session_factory, keyring, "alice@example.com", "keep", KEY_B)
@@ -170,16 +215,21 @@ def test_enable_disable_and_remove_key_with_usage(session_factory: Factory,
     assert accounts.get_key(session_factory, key.id).active is False
     with transaction(session_factory) as s:
         for day in (1, 2):
-            s.add(UsageStats(api_key_id=key.id, date=dt.date(2025, 1, day), model="m",
-                             cost=Decimal("1.5")))
+            s.add(
+                UsageStats(
+                    api_key_id=key.id, date=dt.date(2025, 1, day), model="m", cost=Decimal("1.5")
+                )
+            )
         s.add(UsageStats(api_key_id=keep.id, date=dt.date(2025, 1, 1), model="m"))
     assert accounts.remove_key(session_factory, key.id) == 2
     with session_factory() as s:
         assert s.scalar(select(func.count()).select_from(UsageStats)) == 1
         assert s.get(ApiKey, key.id) is None
-    for call in (lambda: accounts.remove_key(session_factory, key.id),
-                 lambda: accounts.set_key_active(session_factory, key.id, True),
-                 lambda: accounts.get_key(session_factory, key.id)):
+    for call in (
+        lambda: accounts.remove_key(session_factory, key.id),
+        lambda: accounts.set_key_active(session_factory, key.id, True),
+        lambda: accounts.get_key(session_factory, key.id),
+    ):
         with pytest.raises(NotFoundError, match=f"no key with id {key.id}"):
             call()
     with pytest.raises(NotFoundError):
@@ -188,13 +238,18 @@ def test_enable_disable_and_remove_key_with_usage(session_factory: Factory,
 
 # --- rotation ------------------------------------------------------------------------------
 
+
 def _three_keys(factory: Factory, ring: Keyring) -> list[int]:
     accounts.add_user(factory, "alice@example.com")
     accounts.add_user(factory, "bob@example.com")
-    return [accounts.add_key(factory, ring, email, name, secret).id
-            for email, name, secret in (("alice@example.com", "a", KEY_A),
-                                        ("alice@example.com", "b", KEY_B),
-                                        ("bob@example.com", "a", KEY_A + "ff"))]
+    return [
+        accounts.add_key(factory, ring, email, name, secret).id
+        for email, name, secret in (
+            ("alice@example.com", "a", KEY_A),
+            ("alice@example.com", "b", KEY_B),
+            ("bob@example.com", "a", KEY_A + "ff"),
+        )
+    ]
 
 
 def test_rotation_reencrypts_every_row_for_the_new_key_only(session_factory: Factory) -> None:
@@ -231,8 +286,9 @@ def test_interrupted_rotation_leaves_every_row_readable(session_factory: Factory
             raise KeyboardInterrupt  # e.g. Ctrl-C or the process killed mid-way
 
     with pytest.raises(KeyboardInterrupt):
-        accounts.rotate_master(session_factory, Keyring.from_keys(new_raw, [old_raw]),
-                               on_row=crash_after_second)
+        accounts.rotate_master(
+            session_factory, Keyring.from_keys(new_raw, [old_raw]), on_row=crash_after_second
+        )
     assert seen == ids[:2]
     assert _snapshot(session_factory) == before
     for key_id in ids:
@@ -249,11 +305,13 @@ def test_rotation_without_the_old_key_fails_and_changes_nothing(session_factory:
         accounts.rotate_master(session_factory, new)
     assert str(err.value) == (
         f"cannot decrypt api key {ids[0]}: it was encrypted with master key {old.key_id}, "
-        f"which is not configured (have: {new.key_id})")
+        f"which is not configured (have: {new.key_id})"
+    )
     assert _snapshot(session_factory) == before
 
 
 # --- tokens --------------------------------------------------------------------------------
+
 
 def test_token_create_verify_list_revoke(session_factory: Factory) -> None:
     accounts.add_user(session_factory, "alice@example.com")

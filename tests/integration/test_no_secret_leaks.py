@@ -29,11 +29,16 @@ BASE_URL = "https://openrouter.test/api/v1"
 
 def _env(sqlite_url: str, key: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENROUTER_WATCHER_")}
-    env.update({"OPENROUTER_WATCHER_DATABASE_URL": sqlite_url,
-                "OPENROUTER_WATCHER_ENCRYPTION_KEY": key,
-                "OPENROUTER_WATCHER_LOGGING_FORMAT": "json",
-                # Every SQL statement and its parameters in the log, too.
-                "OPENROUTER_WATCHER_DATABASE_ECHO": "true"}, **extra)
+    env.update(
+        {
+            "OPENROUTER_WATCHER_DATABASE_URL": sqlite_url,
+            "OPENROUTER_WATCHER_ENCRYPTION_KEY": key,
+            "OPENROUTER_WATCHER_LOGGING_FORMAT": "json",
+            # Every SQL statement and its parameters in the log, too.
+            "OPENROUTER_WATCHER_DATABASE_ECHO": "true",
+        },
+        **extra,
+    )
     return env
 
 
@@ -49,18 +54,32 @@ def _assert_clean(text: str, secrets: dict[str, str]) -> None:
 
 
 def test_no_secret_in_any_output_log_json_or_database_file(
-        sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    sqlite_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     master, new_master = generate_master_key(), generate_master_key()
-    secrets = {"openrouter key": KEY, "second openrouter key": KEY2, "master key": master,
-               "new master key": new_master, "password": PASSWORD}
+    secrets = {
+        "openrouter key": KEY,
+        "second openrouter key": KEY2,
+        "master key": master,
+        "new master key": new_master,
+        "password": PASSWORD,
+    }
     transcript: list[str] = []
 
-    def run(*args: str, input: str = "", key: str = master, code: int = 0,
-            **extra: str) -> str:
-        result = subprocess.run([str(SCRIPT), "--log-level", "DEBUG", *args], input=input,
-                                capture_output=True, text=True, cwd=tmp_path, timeout=60,
-                                env=_env(sqlite_url, key, **extra), check=False)
+    def run(*args: str, input: str = "", key: str = master, code: int = 0, **extra: str) -> str:
+        result = subprocess.run(
+            [str(SCRIPT), "--log-level", "DEBUG", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+            env=_env(sqlite_url, key, **extra),
+            check=False,
+        )
         transcript.extend([result.stdout, result.stderr])
         assert result.returncode == code, (args, result.stderr[-2000:])
         return result.stdout + result.stderr
@@ -68,14 +87,40 @@ def test_no_secret_in_any_output_log_json_or_database_file(
     run("generate-key")
     run("users", "add", "alice@example.com")
     run("users", "add", "bob@example.com", "--password-stdin", input=PASSWORD + "\n")
-    run("keys", "add", "--user", "alice@example.com", "--name", "prod", "--no-verify",
-        input=KEY + "\n")
+    run(
+        "keys",
+        "add",
+        "--user",
+        "alice@example.com",
+        "--name",
+        "prod",
+        "--no-verify",
+        input=KEY + "\n",
+    )
     # Errors that see the key: on argv (argparse echoes it), duplicate name, bad format.
     run("keys", "add", "--user", "alice@example.com", "--name", "x", KEY, code=2)
-    run("keys", "add", "--user", "alice@example.com", "--name", "prod", "--no-verify",
-        input=KEY, code=2)
-    run("keys", "add", "--user", "alice@example.com", "--name", "y", "--no-verify",
-        input=KEY + " extra", code=2)
+    run(
+        "keys",
+        "add",
+        "--user",
+        "alice@example.com",
+        "--name",
+        "prod",
+        "--no-verify",
+        input=KEY,
+        code=2,
+    )
+    run(
+        "keys",
+        "add",
+        "--user",
+        "alice@example.com",
+        "--name",
+        "y",
+        "--no-verify",
+        input=KEY + " extra",
+        code=2,
+    )
     for listing in (["users", "list"], ["keys", "list"], ["tokens", "list"]):
         run(*listing)
         run(*listing, "--json")
@@ -88,15 +133,20 @@ def test_no_secret_in_any_output_log_json_or_database_file(
     run("tokens", "list", "--user", "alice@example.com", "--json")
     run("tokens", "revoke", "1")
     run("keys", "rotate-master", key=new_master, code=1)  # old key not configured: names ids
-    log = run("keys", "rotate-master", key=new_master,
-              OPENROUTER_WATCHER_ENCRYPTION_PREVIOUS_KEYS=master)
+    log = run(
+        "keys", "rotate-master", key=new_master, OPENROUTER_WATCHER_ENCRYPTION_PREVIOUS_KEYS=master
+    )
     assert "master_key_rotated" in log
     run("keys", "list", "--json", key=new_master)
     run("keys", "remove", "1", "--yes", key=new_master)
 
     # The verified path, in-process with respx, at DEBUG with SQL echo.
-    env = _env(sqlite_url, new_master, OPENROUTER_WATCHER_OPENROUTER_BASE_URL=BASE_URL,
-               OPENROUTER_WATCHER_OPENROUTER_MAX_ATTEMPTS="1")
+    env = _env(
+        sqlite_url,
+        new_master,
+        OPENROUTER_WATCHER_OPENROUTER_BASE_URL=BASE_URL,
+        OPENROUTER_WATCHER_OPENROUTER_MAX_ATTEMPTS="1",
+    )
     for var in [v for v in os.environ if v.startswith("OPENROUTER_WATCHER_")]:
         monkeypatch.delenv(var)
     for var, value in env.items():
@@ -105,13 +155,35 @@ def test_no_secret_in_any_output_log_json_or_database_file(
     for status in (200, 401):
         out, err = io.StringIO(), io.StringIO()
         with respx.mock(assert_all_called=True) as mock:
-            mock.get(f"{BASE_URL}/key").respond(status, json={"data": {
-                "label": KEY2[:12] + "..." + KEY2[-3:], "is_management_key": True,
-                "limit": None, "limit_remaining": None, "usage": 1.25}}
-                if status == 200 else {"error": {"code": 401, "message": "bad key"}})
-            code = cli.main(["--log-level", "DEBUG", "keys", "add", "--user",
-                             "alice@example.com", "--name", f"verified-{status}"],
-                            stdin=io.StringIO(KEY2), stdout=out, stderr=err)
+            mock.get(f"{BASE_URL}/key").respond(
+                status,
+                json={
+                    "data": {
+                        "label": KEY2[:12] + "..." + KEY2[-3:],
+                        "is_management_key": True,
+                        "limit": None,
+                        "limit_remaining": None,
+                        "usage": 1.25,
+                    }
+                }
+                if status == 200
+                else {"error": {"code": 401, "message": "bad key"}},
+            )
+            code = cli.main(
+                [
+                    "--log-level",
+                    "DEBUG",
+                    "keys",
+                    "add",
+                    "--user",
+                    "alice@example.com",
+                    "--name",
+                    f"verified-{status}",
+                ],
+                stdin=io.StringIO(KEY2),
+                stdout=out,
+                stderr=err,
+            )
         assert code == (0 if status == 200 else 1), err.getvalue()[-2000:]
         transcript.extend([out.getvalue(), err.getvalue()])
     echoed = capsys.readouterr()  # SQLAlchemy's echo handler writes to the real stdout

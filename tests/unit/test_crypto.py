@@ -56,8 +56,9 @@ def test_one_flipped_byte_is_detected() -> None:
     tampered = f"{prefix}:{base64.b64encode(bytes(raw)).decode()}"
     with pytest.raises(DecryptionError) as err:
         ring.decrypt(tampered, user_id=1, key_id=7)
-    assert str(err.value) == ("cannot decrypt api key 7: ciphertext was altered or belongs to "
-                              "another key row")
+    assert str(err.value) == (
+        "cannot decrypt api key 7: ciphertext was altered or belongs to another key row"
+    )
 
 
 @pytest.mark.parametrize(("user_id", "key_id"), [(2, 7), (1, 8)])
@@ -75,7 +76,8 @@ def test_wrong_master_key_names_the_key_ids() -> None:
         other.decrypt(stored, user_id=1, key_id=7)
     assert str(err.value) == (
         f"cannot decrypt api key 7: it was encrypted with master key {key_fingerprint(_key(1))}, "
-        f"which is not configured (have: {other.key_id})")
+        f"which is not configured (have: {other.key_id})"
+    )
 
 
 def test_previous_keys_decrypt_and_needs_rotation() -> None:
@@ -91,12 +93,15 @@ def test_previous_keys_decrypt_and_needs_rotation() -> None:
     assert new.master_key_id_of("garbage") is None
 
 
-@pytest.mark.parametrize(("stored", "message"), [
-    ("garbage", "not in the v1:<key-id>:<data> format"),
-    ("v9:abcd:AAAA", "unknown format version 'v9'"),
-    ("v1:KID:!!!", "not valid base64"),
-    ("v1:KID:AAAA", "too short"),
-])
+@pytest.mark.parametrize(
+    ("stored", "message"),
+    [
+        ("garbage", "not in the v1:<key-id>:<data> format"),
+        ("v9:abcd:AAAA", "unknown format version 'v9'"),
+        ("v1:KID:!!!", "not valid base64"),
+        ("v1:KID:AAAA", "too short"),
+    ],
+)
 def test_malformed_stored_values(stored: str, message: str) -> None:
     ring = Keyring.from_keys(_key(1))
     with pytest.raises(DecryptionError, match=message):
@@ -168,10 +173,13 @@ def test_no_master_key_at_all() -> None:
     assert err.value.exit_code == 2
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("not base64!!", "not valid base64"),
-    (base64.b64encode(b"x" * 16).decode(), "is 16 bytes, expected 32"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("not base64!!", "not valid base64"),
+        (base64.b64encode(b"x" * 16).decode(), "is 16 bytes, expected 32"),
+    ],
+)
 def test_malformed_master_key_never_echoes_it(text: str, message: str) -> None:
     with pytest.raises(MasterKeyError, match=message) as err:
         Keyring.from_settings(_settings(key=text), env={})
@@ -180,5 +188,7 @@ def test_malformed_master_key_never_echoes_it(text: str, message: str) -> None:
 
 def test_malformed_previous_key_is_named_by_position() -> None:
     with pytest.raises(MasterKeyError, match="previous_keys entry 2"):
-        Keyring.from_settings(_settings(key=generate_master_key(),
-                                        previous_keys=(generate_master_key(), "bad")), env={})
+        Keyring.from_settings(
+            _settings(key=generate_master_key(), previous_keys=(generate_master_key(), "bad")),
+            env={},
+        )

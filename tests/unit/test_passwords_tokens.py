@@ -40,9 +40,15 @@ def test_unusable_password_matches_nothing() -> None:
     assert not passwords.verify_password(stored, stored)
 
 
-@pytest.mark.parametrize("stored", ["scrypt$n=1024$AA==$AA==", "scrypt$junk",
-                                    "scrypt$n=x,r=8,p=1$AA==$AA==",
-                                    "scrypt$n=1024,r=8,p=1$!!$AA=="])
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "scrypt$n=1024$AA==$AA==",
+        "scrypt$junk",
+        "scrypt$n=x,r=8,p=1$AA==$AA==",
+        "scrypt$n=1024,r=8,p=1$!!$AA==",
+    ],
+)
 def test_malformed_hash_does_not_verify(stored: str) -> None:
     assert not passwords.verify_password("x", stored)
 

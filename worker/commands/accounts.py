@@ -30,6 +30,7 @@ log = get_logger("worker.commands.accounts")
 
 # --- output helpers ------------------------------------------------------------------------
 
+
 def iso(value: dt.datetime | None) -> str | None:
     """ISO-8601 in UTC with a Z suffix, seconds precision; None stays None."""
     if value is None:
@@ -65,6 +66,7 @@ def _print_json(ctx: Context, views: Sequence[Any]) -> None:
 
 # --- secrets from stdin or a hidden prompt ----------------------------------------------------
 
+
 def _is_tty(stream: Any) -> bool:
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
@@ -85,12 +87,14 @@ def _confirm(ctx: Context, question: str) -> bool:
 
 # --- generate-key ---------------------------------------------------------------------------
 
+
 def cmd_generate_key(ctx: Context, args: argparse.Namespace) -> int:
     ctx.out(generate_master_key())
     return 0
 
 
 # --- users ----------------------------------------------------------------------------------
+
 
 def cmd_users_add(ctx: Context, args: argparse.Namespace) -> int:
     password: str | None = None
@@ -111,9 +115,14 @@ def cmd_users_list(ctx: Context, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(ctx, users)
     else:
-        print_table(ctx, ["ID", "EMAIL", "ACTIVE", "PASSWORD", "KEYS", "TOKENS", "CREATED"],
-                    [[u.id, u.email, u.active, u.has_password, u.keys, u.tokens, u.created_at]
-                     for u in users])
+        print_table(
+            ctx,
+            ["ID", "EMAIL", "ACTIVE", "PASSWORD", "KEYS", "TOKENS", "CREATED"],
+            [
+                [u.id, u.email, u.active, u.has_password, u.keys, u.tokens, u.created_at]
+                for u in users
+            ],
+        )
     return 0
 
 
@@ -131,6 +140,7 @@ def _cmd_users_set(active: bool) -> Any:
 
 # --- keys -----------------------------------------------------------------------------------
 
+
 def _money(value: Decimal | None) -> str:
     return "none" if value is None else f"${value}"
 
@@ -142,8 +152,10 @@ def _verify(ctx: Context, secret: str) -> KeyInfo:
         with OpenRouterClient(ctx.settings.openrouter) as client:
             return client.get_key(secret)
     except OpenRouterError as exc:
-        raise type(exc)(f"cannot verify the key with OpenRouter: {exc}; nothing was stored "
-                        "(--no-verify stores a key without checking it)") from exc
+        raise type(exc)(
+            f"cannot verify the key with OpenRouter: {exc}; nothing was stored "
+            "(--no-verify stores a key without checking it)"
+        ) from exc
 
 
 def cmd_keys_add(ctx: Context, args: argparse.Namespace) -> int:
@@ -152,23 +164,33 @@ def cmd_keys_add(ctx: Context, args: argparse.Namespace) -> int:
     email, name = accounts.check_new_key(factory, args.user, args.name)
     secret = accounts.check_openrouter_key(read_secret(ctx, "OpenRouter key (hidden): "))
     info = None if args.no_verify else _verify(ctx, secret)
-    kind = None if info is None else (
-        accounts.KIND_MANAGEMENT if info.is_management_key else accounts.KIND_ORDINARY)
+    kind = (
+        None
+        if info is None
+        else (accounts.KIND_MANAGEMENT if info.is_management_key else accounts.KIND_ORDINARY)
+    )
     key = accounts.add_key(factory, keyring, email, name, secret, kind)
-    log.info("key_added", api_key_id=key.id, user_id=key.user_id, kind=kind,
-             master_key_id=keyring.key_id)
-    ctx.out(f"added key {key.id} {key.name!r} for {key.user}, encrypted with master key "
-            f"{keyring.key_id}")
+    log.info(
+        "key_added", api_key_id=key.id, user_id=key.user_id, kind=kind, master_key_id=keyring.key_id
+    )
+    ctx.out(
+        f"added key {key.id} {key.name!r} for {key.user}, encrypted with master key "
+        f"{keyring.key_id}"
+    )
     if info is None:
         ctx.out("not verified (--no-verify): its kind is learned on the first sync")
     elif info.is_management_key:
-        ctx.out(f"management key {info.label!r}: per-model history available; limit "
-                f"{_money(info.limit)}, remaining {_money(info.limit_remaining)}, "
-                f"usage {_money(info.usage)}")
+        ctx.out(
+            f"management key {info.label!r}: per-model history available; limit "
+            f"{_money(info.limit)}, remaining {_money(info.limit_remaining)}, "
+            f"usage {_money(info.usage)}"
+        )
     else:
-        ctx.out(f"ordinary key {info.label!r}: limit {_money(info.limit)}, remaining "
-                f"{_money(info.limit_remaining)}, usage {_money(info.usage)}; per-model "
-                "history needs a management key")
+        ctx.out(
+            f"ordinary key {info.label!r}: limit {_money(info.limit)}, remaining "
+            f"{_money(info.limit_remaining)}, usage {_money(info.usage)}; per-model "
+            "history needs a management key"
+        )
     return 0
 
 
@@ -177,10 +199,23 @@ def cmd_keys_list(ctx: Context, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(ctx, keys)
     else:
-        print_table(ctx, ["ID", "USER", "NAME", "ACTIVE", "KIND", "MASTER KEY", "CREATED",
-                          "LAST USED"],
-                    [[k.id, k.user, k.name, k.active, k.kind, k.master_key_id, k.created_at,
-                      k.last_used_at] for k in keys])
+        print_table(
+            ctx,
+            ["ID", "USER", "NAME", "ACTIVE", "KIND", "MASTER KEY", "CREATED", "LAST USED"],
+            [
+                [
+                    k.id,
+                    k.user,
+                    k.name,
+                    k.active,
+                    k.kind,
+                    k.master_key_id,
+                    k.created_at,
+                    k.last_used_at,
+                ]
+                for k in keys
+            ],
+        )
     return 0
 
 
@@ -200,10 +235,13 @@ def cmd_keys_remove(ctx: Context, args: argparse.Namespace) -> int:
     key = accounts.get_key(factory, args.id)
     if not args.yes:
         if not _is_tty(ctx.stdin):
-            raise UsageError(f"keys remove {args.id} deletes the key and its usage history: "
-                             "add --yes to confirm when not on a terminal")
-        if not _confirm(ctx, f"delete key {key.id} {key.name!r} of {key.user} and all its "
-                             "usage rows?"):
+            raise UsageError(
+                f"keys remove {args.id} deletes the key and its usage history: "
+                "add --yes to confirm when not on a terminal"
+            )
+        if not _confirm(
+            ctx, f"delete key {key.id} {key.name!r} of {key.user} and all its usage rows?"
+        ):
             ctx.out("nothing deleted")
             return 0
     usage = accounts.remove_key(factory, args.id)
@@ -215,10 +253,16 @@ def cmd_keys_remove(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_keys_rotate_master(ctx: Context, args: argparse.Namespace) -> int:
     keyring = Keyring.from_settings(ctx.settings)
     result = accounts.rotate_master(ctx.sessions(), keyring)
-    log.info("master_key_rotated", rotated=result.rotated, unchanged=result.unchanged,
-             master_key_id=result.master_key_id)
-    ctx.out(f"re-encrypted {result.rotated} keys under master key {result.master_key_id} "
-            f"({result.unchanged} already were)")
+    log.info(
+        "master_key_rotated",
+        rotated=result.rotated,
+        unchanged=result.unchanged,
+        master_key_id=result.master_key_id,
+    )
+    ctx.out(
+        f"re-encrypted {result.rotated} keys under master key {result.master_key_id} "
+        f"({result.unchanged} already were)"
+    )
     if result.rotated:
         ctx.out("every key now uses the current master key: previous_keys can be removed")
     return 0
@@ -226,13 +270,17 @@ def cmd_keys_rotate_master(ctx: Context, args: argparse.Namespace) -> int:
 
 # --- tokens ---------------------------------------------------------------------------------
 
+
 def cmd_tokens_create(ctx: Context, args: argparse.Namespace) -> int:
     view, token = accounts.create_token(ctx.sessions(), args.user, args.name)
     log.info("token_created", token_id=view.id, user_id=view.user_id)
     # The token alone on stdout (so `TOKEN=$(… tokens create …)` works), the note on stderr.
     ctx.out(token)
-    print(f"created token {view.id} {view.name!r} for {view.user}: it is shown only once, "
-          "store it now", file=ctx.stderr)
+    print(
+        f"created token {view.id} {view.name!r} for {view.user}: it is shown only once, "
+        "store it now",
+        file=ctx.stderr,
+    )
     return 0
 
 
@@ -241,9 +289,11 @@ def cmd_tokens_list(ctx: Context, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(ctx, toks)
     else:
-        print_table(ctx, ["ID", "USER", "NAME", "ACTIVE", "CREATED", "LAST USED"],
-                    [[t.id, t.user, t.name, t.active, t.created_at, t.last_used_at]
-                     for t in toks])
+        print_table(
+            ctx,
+            ["ID", "USER", "NAME", "ACTIVE", "CREATED", "LAST USED"],
+            [[t.id, t.user, t.name, t.active, t.created_at, t.last_used_at] for t in toks],
+        )
     return 0
 
 
@@ -255,6 +305,7 @@ def cmd_tokens_revoke(ctx: Context, args: argparse.Namespace) -> int:
 
 
 # --- registration ---------------------------------------------------------------------------
+
 
 def _positive_id(text: str) -> int:
     try:
@@ -268,8 +319,9 @@ def _positive_id(text: str) -> int:
 
 def _group(sub: Any, name: str, help_text: str) -> Any:
     parser = sub.add_parser(name, help=help_text, description=help_text)
-    inner = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND",
-                                  parser_class=type(parser))
+    inner = parser.add_subparsers(
+        dest=f"{name}_command", metavar="COMMAND", parser_class=type(parser)
+    )
     inner.required = True
     return inner
 
@@ -282,8 +334,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     users = _group(subparsers, "users", "manage users")
     p = users.add_parser("add", help="add a user (no password: it cannot log in)")
     p.add_argument("email")
-    p.add_argument("--password-stdin", action="store_true",
-                   help="read the password from the first line of stdin")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin",
+    )
     p.set_defaults(func=cmd_users_add)
     p = users.add_parser("list", help="list users")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -297,8 +352,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = keys.add_parser("add", help="store an OpenRouter key, read from stdin or a hidden prompt")
     p.add_argument("--user", required=True, metavar="EMAIL")
     p.add_argument("--name", required=True)
-    p.add_argument("--no-verify", action="store_true",
-                   help="do not call OpenRouter's GET /key to check the key first")
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="do not call OpenRouter's GET /key to check the key first",
+    )
     p.set_defaults(func=cmd_keys_add)
     p = keys.add_parser("list", help="list keys (never the key itself)")
     p.add_argument("--user", metavar="EMAIL")
@@ -312,8 +370,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("id", type=_positive_id)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=cmd_keys_remove)
-    p = keys.add_parser("rotate-master",
-                        help="re-encrypt every key under the current master key")
+    p = keys.add_parser("rotate-master", help="re-encrypt every key under the current master key")
     p.set_defaults(func=cmd_keys_rotate_master)
 
     toks = _group(subparsers, "tokens", "manage API tokens")
