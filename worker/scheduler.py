@@ -27,36 +27,16 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import store
 from worker.config import Settings
 from worker.crypto import Keyring
-from worker.db import transaction
-from worker.locking import sync_lock
 from worker.logs import get_logger
-from worker.sync import RunSummary, run_sync
+from worker.sync import locked_sync
 
 log = get_logger("worker.scheduler")
 
 JOB_CRON = "sync-cron"
 JOB_INTERVAL = "sync-interval"
 JOB_STARTUP = "sync-startup"
-
-
-def locked_sync(engine: Engine, session_factory: sessionmaker[Session], settings: Settings,
-                keyring: Keyring, *, trigger: str, **kwargs: Any) -> RunSummary | None:
-    """Run one sync while holding the database's sync lock; None if another sync holds it."""
-    with sync_lock(engine) as held:
-        if not held:
-            log.info("sync_skipped", trigger=trigger,
-                     reason="another sync is running against this database")
-            return None
-        # Holding the lock proves no other process is syncing: a run still marked
-        # "running" was cut short (killed, machine lost) and is marked interrupted.
-        with transaction(session_factory) as session:
-            stale = store.interrupt_stale_runs(session)
-        if stale:
-            log.warning("stale_runs_marked_interrupted", run_ids=stale)
-        return run_sync(session_factory, settings, keyring, trigger=trigger, **kwargs)
 
 
 class SyncDaemon:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import store
@@ -50,6 +51,7 @@ from worker.errors import (
     UsageError,
     WatcherError,
 )
+from worker.locking import sync_lock
 from worker.logs import bound_contextvars, get_logger, mask_text
 from worker.models import utcnow
 from worker.openrouter import ActivityResult, ActivityRow, OpenRouterClient, completed_window
@@ -481,3 +483,24 @@ def _store_key(session_factory: sessionmaker[Session], run_id: int, fetched: _Fe
             # E.g. the key was deleted meanwhile; the outcome is still reported and logged.
             log.exception("key_result_not_recorded")
         return outcome
+
+
+def locked_sync(engine: Engine, session_factory: sessionmaker[Session], settings: Settings,
+                keyring: Keyring, *, trigger: str, **kwargs: Any) -> RunSummary | None:
+    """:func:`run_sync` while holding the database's sync lock; None if another sync holds it.
+
+    Every entry point (the daemon, ``sync``, ``backfill``) goes through here, so two syncs never
+    overlap on one database, whichever processes start them.
+    """
+    with sync_lock(engine) as held:
+        if not held:
+            log.info("sync_skipped", trigger=trigger,
+                     reason="another sync is running against this database")
+            return None
+        # Holding the lock proves no other process is syncing: a run still marked
+        # "running" was cut short (killed, machine lost) and is marked interrupted.
+        with transaction(session_factory) as session:
+            stale = store.interrupt_stale_runs(session)
+        if stale:
+            log.warning("stale_runs_marked_interrupted", run_ids=stale)
+        return run_sync(session_factory, settings, keyring, trigger=trigger, **kwargs)

@@ -14,9 +14,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from worker.crypto import Keyring
-from worker.db import transaction
 from worker.errors import EXIT_RUNTIME, WatcherError
-from worker.locking import sync_lock
 from worker.logs import get_logger
 from worker.openrouter import utc_today
 
@@ -59,21 +57,14 @@ def format_summary(summary: RunSummary) -> list[str]:
 
 def _run(ctx: Context, args: argparse.Namespace, *, trigger: str,
          days: list[dt.date] | None, today: dt.date) -> int:
-    from worker import store
-    from worker.sync import run_sync
+    from worker.sync import locked_sync
 
     factory = ctx.sessions()
     keyring = Keyring.from_settings(ctx.settings)
-    with sync_lock(ctx.engine) as held:
-        if not held:
-            raise SyncBusyError()
-        # Holding the lock proves no other sync runs: a run still "running" was cut short.
-        with transaction(factory) as session:
-            stale = store.interrupt_stale_runs(session)
-        if stale:
-            log.warning("stale_runs_marked_interrupted", run_ids=stale)
-        summary = run_sync(factory, ctx.settings, keyring, trigger=trigger, days=days,
-                           key_ids=args.key, today=today)
+    summary = locked_sync(ctx.engine, factory, ctx.settings, keyring, trigger=trigger,
+                          days=days, key_ids=args.key, today=today)
+    if summary is None:
+        raise SyncBusyError()
     if args.json:
         ctx.out(json.dumps(summary.as_dict(), indent=2))
     else:
