@@ -77,8 +77,12 @@ class SyncDaemon:
                 kwargs["client_factory"] = self.client_factory
             summary = locked_sync(self.engine, self.session_factory, self.settings, self.keyring,
                                   trigger="schedule", **kwargs)
-            log.info("sync_heartbeat", ran=summary is not None,
-                     **(summary.as_dict() if summary else {}),
+            fields: dict[str, Any] = {}
+            if summary is not None:
+                # The run's totals, not every key's result: one short line per run.
+                fields = {k: v for k, v in summary.as_dict().items() if k != "results"}
+                fields["failed_key_ids"] = [k.api_key_id for k in summary.failed]
+            log.info("sync_heartbeat", ran=summary is not None, **fields,
                      next_run_at=_iso(self.next_run_time()))
         finally:
             self._idle.set()
