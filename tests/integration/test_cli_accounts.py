@@ -599,3 +599,38 @@ def test_keys_remove_asks_on_a_terminal(
     )
     remaining = json.loads(inproc("keys", "list", "--json")[1])
     assert len(remaining) == (0 if deleted else 1)
+
+
+def test_every_command_in_process(inproc: Callable[..., tuple[int, str, str]]) -> None:
+    # The same commands as the subprocess flow, in-process so coverage sees the handlers.
+    steps: list[tuple[tuple[str, ...], str, str]] = [
+        (("generate-key",), "", ""),
+        (("users", "add", "bob@example.com", "--password-stdin"), "pw\n", "with a password"),
+        ((*ADD, "--no-verify"), KEY, "added key 1"),
+        (("users", "list"), "", "bob@example.com"),
+        (("users", "list", "--json"), "", '"has_password": true'),
+        (("users", "disable", "bob@example.com"), "", "user bob@example.com disabled"),
+        (("users", "disable", "bob@example.com"), "", "was already disabled"),
+        (("users", "enable", "bob@example.com"), "", "user bob@example.com enabled"),
+        (("keys", "list"), "", "alice@example.com"),
+        (("keys", "disable", "1"), "", "key 1 disabled"),
+        (("keys", "enable", "1"), "", "key 1 enabled"),
+        (("tokens", "create", "--user", "alice@example.com", "--name", "ci"), "", "orw_"),
+        (("tokens", "list"), "", "ci"),
+        (("tokens", "list", "--json"), "", '"name": "ci"'),
+        (("tokens", "revoke", "1"), "", "token 1 revoked"),
+        (("tokens", "revoke", "1"), "", "token 1 was already revoked"),
+        (
+            (
+                "keys",
+                "rotate-master",
+            ),
+            "",
+            "re-encrypted 0 keys",
+        ),
+        (("keys", "remove", "1", "--yes"), "", "removed key 1"),
+    ]
+    for argv, stdin, expected in steps:
+        code, out, err = inproc(*argv, stdin=io.StringIO(stdin))
+        assert code == 0, (argv, err)
+        assert expected in out, (argv, out)
