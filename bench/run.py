@@ -1,0 +1,491 @@
+"""`make bench`: the ETL's speed, cost and memory as the work grows (figures, never a test).
+
+Scenarios (issue 7), each one table row with its parameters:
+
+* ``throughput``: K keys × 30 days × M models × E endpoints, a first sync then an identical
+  re-sync, on SQLite and on a throw-away PostgreSQL; with the raw-driver floor for the same
+  rows (``sqlite3.executemany`` of a plain INSERT, psycopg ``COPY``) and our write phase as a
+  ratio of it;
+* ``latency``: the fake answers after 50 ms; K keys at several concurrencies, next to the ideal
+  ``K × 0.05 s / concurrency``;
+* ``scale``: K = 100 … 5,000 keys (10 models, 1 endpoint): wall time and peak RSS per K.
+
+Layout: this process (the orchestrator) starts PostgreSQL once, and per scenario a fake
+OpenRouter in its own process (so its GIL time never counts against the sync) and the scenario
+itself in a fresh process, whose peak RSS (``ru_maxrss``) is therefore that scenario's alone.
+Keys are stored encrypted like in production, and the real :func:`worker.sync.run_sync` runs.
+
+``BENCH_SCALE=small`` runs smaller parameters in about a minute. Results go to stdout and to
+``bench/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "bench" / "results.md"
+TODAY = dt.date(2026, 5, 1)  # fixed: the data (and so every figure) is the same run after run
+VARIANTS = 8  # distinct activity data sets, shared round-robin by the keys (fake's memory)
+LATENCY = 0.05
+
+
+def key_secret(index: int) -> str:
+    """The fake OpenRouter key of bench key ``index`` (the shape of a real one)."""
+    return f"sk-or-v1-{index:064x}"
+
+
+# --- the fake OpenRouter process ---------------------------------------------------------------
+
+
+def serve(spec_path: Path) -> int:
+    """Serve a :class:`FakeOpenRouter` with ``spec['keys']`` keys until SIGTERM.
+
+    Bodies are rendered once per (data variant, query) and reused: the fake's own per-request
+    JSON rendering would otherwise cost more CPU than the sync being measured. Everything else
+    (routing, key check, day filter, latency) is the fake's own code.
+    """
+    from worker.testing.fake_openrouter import FakeOpenRouter, generate_activity
+
+    spec = json.loads(spec_path.read_text())
+    today = dt.date.fromisoformat(spec["today"])
+
+    class CachedFake(FakeOpenRouter):
+        def __init__(self) -> None:
+            super().__init__(today=today, latency=spec.get("latency", 0.0))
+            self.cache: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[int, str]] = {}
+
+        def _activity(self, key: Any, query: dict[str, str]) -> tuple[int, str]:
+            cache_key = (id(key.rows), tuple(sorted(query.items())))
+            hit = self.cache.get(cache_key)
+            if hit is None:
+                hit = self.cache[cache_key] = super()._activity(key, query)
+            return hit
+
+    fake = CachedFake()
+    variants = [generate_activity(today=today, days=30, models=spec["models"],
+                                  endpoints=spec["endpoints"], seed=seed)
+                for seed in range(VARIANTS)]
+    for index in range(spec["keys"]):
+        fake.add_key(key_secret(index), rows=variants[index % VARIANTS])
+        # add_key copies the list; share one list per variant so the cache key is shared too.
+        fake._keys[key_secret(index)].rows = variants[index % VARIANTS]
+    done = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal done
+        done = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with fake:
+        print(fake.base_url, flush=True)
+        while not done:
+            time.sleep(0.2)
+        print(json.dumps({"requests": fake.request_count()}), flush=True)
+    return 0
+
+
+@contextmanager
+def fake_server(keys: int, models: int, endpoints: int, latency: float,
+                workdir: Path) -> Iterator[tuple[str, dict[str, int]]]:
+    """A fake OpenRouter process; yields its base URL and a dict filled with its request
+    count when it stops."""
+    spec = workdir / f"fake-{keys}-{models}-{endpoints}-{latency}.json"
+    spec.write_text(json.dumps({"keys": keys, "models": models, "endpoints": endpoints,
+                                "latency": latency, "today": TODAY.isoformat()}))
+    proc = subprocess.Popen([sys.executable, __file__, "serve", str(spec)],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    stats: dict[str, int] = {}
+    try:
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip()
+        if not base_url.startswith("http"):
+            raise RuntimeError("the fake OpenRouter did not start")
+        yield base_url, stats
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        for line in out.splitlines():
+            if line.startswith("{"):
+                stats.update(json.loads(line))
+
+
+# --- one scenario, in its own process ----------------------------------------------------------
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux: this process's high-water mark.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _prepare(db_url: str, keys: int) -> tuple[Any, Any, Any]:
+    """Migrate, then K active management keys (one user per 10 keys), encrypted like
+    ``keys add`` does (the row id is in the ciphertext's associated data)."""
+    from worker.crypto import Keyring, decode_master_key, generate_master_key
+    from worker.db import create_db_engine, init_db, make_session_factory, transaction
+    from worker.models import ApiKey, User
+
+    engine = create_db_engine(db_url)
+    init_db(engine)
+    factory = make_session_factory(engine)
+    keyring = Keyring.from_keys(decode_master_key(generate_master_key(), "bench"))
+    with transaction(factory) as session:
+        users = [User(email=f"user{n}@bench.example", password_hash="x")
+                 for n in range((keys + 9) // 10)]
+        session.add_all(users)
+        session.flush()
+        rows = [ApiKey(user_id=users[i // 10].id, name=f"key-{i}", key_encrypted="pending",
+                       is_active=True) for i in range(keys)]
+        session.add_all(rows)
+        session.flush()
+        for index, row in enumerate(rows):
+            row.key_encrypted = keyring.encrypt(key_secret(index), user_id=row.user_id,
+                                                key_id=row.id)
+    return engine, factory, keyring
+
+
+def _sync(factory: Any, keyring: Any, base_url: str, concurrency: int) -> dict[str, Any]:
+    from worker.config import Settings
+    from worker.sync import run_sync
+
+    settings = Settings().replace("openrouter", base_url=base_url).replace(
+        "sync", concurrency=concurrency)
+    import worker.sync as sync_module
+
+    spent = [0.0]
+    if not hasattr(sync_module.RunSummary, "write_seconds") and not hasattr(
+            sync_module, "_bench_wrapped"):
+        original = sync_module._store_key
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - t0
+
+        sync_module._store_key = timed  # type: ignore[assignment]
+    started = time.perf_counter()
+    summary = run_sync(factory, settings, keyring, trigger="sync", today=TODAY)
+    wall = time.perf_counter() - started
+    counts = summary.counts
+    return {"wall": wall, "status": summary.status, "keys_ok": summary.keys_ok,
+            "keys_failed": summary.keys_failed, "requests": summary.requests,
+            "inserted": counts.inserted, "updated": counts.updated,
+            "unchanged": counts.unchanged, "deleted": counts.deleted,
+            "write_seconds": getattr(summary, "write_seconds", None) or spent[0]}
+
+
+def _floor_sqlite(db_path: Path, rows: list[tuple[Any, ...]], workdir: Path) -> float:
+    """Seconds for ``sqlite3.executemany`` of a plain INSERT of ``rows`` into an empty table of
+    the same shape (same columns, indexes and unique constraint), one transaction, same
+    pragmas as the worker."""
+    src = sqlite3.connect(db_path)
+    ddl = [sql for (sql,) in src.execute(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = 'usage_stats' AND sql IS NOT NULL")]
+    src.close()
+    floor_path = workdir / "floor.db"
+    floor_path.unlink(missing_ok=True)
+    conn = sqlite3.connect(floor_path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    for sql in ddl:  # the foreign key stays declared; sqlite3 leaves it unenforced by default
+        conn.execute(sql)
+    conn.commit()
+    started = time.perf_counter()
+    conn.executemany(
+        "INSERT INTO usage_stats (api_key_id, date, model, requests_count, tokens_input, "
+        "tokens_output, tokens_reasoning, cost, byok_cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows)
+    conn.commit()
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return elapsed
+
+
+def _floor_postgres(dsn: str, rows: list[tuple[Any, ...]]) -> float:
+    """Seconds for psycopg ``COPY`` of ``rows`` into an empty copy of ``usage_stats``
+    (``LIKE … INCLUDING ALL``: same columns, defaults, indexes, unique constraint)."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        conn.execute("DROP TABLE IF EXISTS floor_usage")
+        conn.execute("CREATE TABLE floor_usage (LIKE usage_stats INCLUDING ALL)")
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy(
+                "COPY floor_usage (api_key_id, date, model, requests_count, tokens_input, "
+                "tokens_output, tokens_reasoning, cost, byok_cost) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+        return time.perf_counter() - started
+
+
+def scenario(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one scenario (in a fresh process) and return its figures."""
+    from sqlalchemy import text
+
+    from worker.logs import configure_logging
+
+    # Production logging (INFO, JSON, one line per key) into the void.
+    configure_logging("INFO", "json", open(os.devnull, "w"))  # noqa: SIM115
+    workdir = Path(spec["workdir"])
+    if spec["db"] == "sqlite":
+        db_path = workdir / f"{spec['name']}.db"
+        db_path.unlink(missing_ok=True)
+        db_url = f"sqlite:///{db_path}"
+    else:
+        db_url = spec["db_url"]
+    engine, factory, keyring = _prepare(db_url, spec["keys"])
+    baseline_rss = _peak_rss_mb()
+    result: dict[str, Any] = {"baseline_rss_mb": baseline_rss}
+    runs = [_sync(factory, keyring, spec["base_url"], spec["concurrency"])]
+    if spec.get("resync"):
+        runs.append(_sync(factory, keyring, spec["base_url"], spec["concurrency"]))
+    result["runs"] = runs
+    result["peak_rss_mb"] = _peak_rss_mb()
+    with engine.connect() as conn:
+        result["stored_rows"] = conn.execute(text("SELECT count(*) FROM usage_stats")).scalar()
+    if spec.get("floor"):
+        # The rows our sync stored, as the driver receives them, through the raw driver.
+        cols = ("api_key_id, date, model, requests_count, tokens_input, tokens_output, "
+                "tokens_reasoning, cost, byok_cost")
+        if spec["db"] == "sqlite":
+            with sqlite3.connect(db_path) as raw:
+                rows = raw.execute(f"SELECT {cols} FROM usage_stats ORDER BY id").fetchall()
+            result["floor_seconds"] = _floor_sqlite(db_path, rows, workdir)
+        else:
+            import psycopg
+
+            with psycopg.connect(spec["dsn"]) as raw:
+                rows = raw.execute(f"SELECT {cols} FROM usage_stats ORDER BY id").fetchall()
+            result["floor_seconds"] = _floor_postgres(spec["dsn"], rows)
+        result["floor_rows"] = len(rows)
+    engine.dispose()
+    return result
+
+
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """One scenario in a fresh interpreter (its peak RSS is its own)."""
+    proc = subprocess.run([sys.executable, __file__, "scenario", json.dumps(spec)],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"scenario {spec['name']} failed:\n{proc.stderr[-3000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+# --- the orchestrator --------------------------------------------------------------------------
+
+SCALES: dict[str, dict[str, Any]] = {
+    "full": {"throughput": (200, 20, 2), "latency_keys": 500,
+             "concurrency": (1, 8, 32, 100), "scale": (100, 1000, 5000)},
+    "small": {"throughput": (40, 20, 2), "latency_keys": 200,
+              "concurrency": (8, 32, 100), "scale": (100, 500, 1000)},
+}
+
+
+@dataclass
+class Row:
+    scenario: str
+    params: str
+    figures: dict[str, str] = field(default_factory=dict)
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds:.2f} s"
+
+
+def _rate(rows: int, seconds: float | None) -> str:
+    return f"{rows / seconds:,.0f}" if seconds else "n/a"
+
+
+def throughput(db: str, keys: int, models: int, endpoints: int, workdir: Path,
+               pg: Any | None) -> list[Row]:
+    spec: dict[str, Any] = {"name": f"throughput-{db}", "db": db, "keys": keys,
+                            "concurrency": 8, "resync": True, "floor": True,
+                            "workdir": str(workdir)}
+    if db == "postgresql":
+        name = f"bench_throughput_{os.getpid()}"
+        spec["db_url"] = pg.create_database(name)
+        spec["dsn"] = pg.dsn(name)
+    with fake_server(keys, models, endpoints, 0.0, workdir) as (base_url, stats):
+        spec["base_url"] = base_url
+        res = run_child(spec)
+    first, again = res["runs"]
+    source = keys * 30 * models * endpoints
+    params = f"{db}, K={keys}, M={models}, E={endpoints}, {source:,} source rows, c=8"
+    floor_rate = res["floor_rows"] / res["floor_seconds"]
+    rows: list[Row] = []
+    for label, run in (("first sync", first), ("re-sync", again)):
+        written = run["inserted"] + run["updated"] + run["deleted"]
+        figures = {
+            "wall": _fmt_s(run["wall"]),
+            "rows/s written": _rate(written, run["wall"]) if written else "0 (none written)",
+            "HTTP req/key": f"{run['requests'] / keys:.2f}",
+            "written / unchanged": f"{written:,} / {run['unchanged']:,}",
+            "peak RSS": f"{res['peak_rss_mb']:.0f} MB",
+        }
+        if label == "first sync" and run["write_seconds"]:
+            write_rate = written / run["write_seconds"]
+            figures["write phase"] = (f"{_fmt_s(run['write_seconds'])}, {write_rate:,.0f} rows/s"
+                                      f" = {write_rate / floor_rate:.0%} of floor")
+        if label == "re-sync":
+            figures["vs first"] = f"{run['wall'] / first['wall']:.0%}"
+        rows.append(Row(f"throughput {label}", params, figures))
+    floor_name = "sqlite3.executemany INSERT" if db == "sqlite" else "psycopg COPY"
+    rows.append(Row(f"floor {db}", f"{floor_name}, {res['floor_rows']:,} rows, empty table",
+                    {"wall": _fmt_s(res["floor_seconds"]),
+                     "rows/s written": f"{floor_rate:,.0f}"}))
+    rows[0].figures["fake saw"] = f"{stats.get('requests', 0) / keys / 2:.2f} req/key/sync"
+    if db == "postgresql":
+        pg.drop_database(f"bench_throughput_{os.getpid()}")
+    return rows
+
+
+def latency(keys: int, concurrencies: tuple[int, ...], workdir: Path) -> list[Row]:
+    rows = []
+    with fake_server(keys, 1, 1, LATENCY, workdir) as (base_url, _stats):
+        for concurrency in concurrencies:
+            res = run_child({"name": f"latency-{concurrency}", "db": "sqlite", "keys": keys,
+                             "concurrency": concurrency, "workdir": str(workdir),
+                             "base_url": base_url})
+            run = res["runs"][0]
+            ideal = keys * LATENCY / concurrency
+            rows.append(Row("latency-bound", f"sqlite, K={keys}, 50 ms/answer, "
+                            f"concurrency {concurrency}, 30 rows/key",
+                            {"wall": _fmt_s(run["wall"]), "ideal": _fmt_s(ideal),
+                             "× ideal": f"{run['wall'] / ideal:.2f}",
+                             "HTTP req/key": f"{run['requests'] / keys:.2f}",
+                             "peak RSS": f"{res['peak_rss_mb']:.0f} MB"}))
+    return rows
+
+
+def scale(sizes: tuple[int, ...], workdir: Path) -> list[Row]:
+    rows = []
+    base_rss = None
+    for keys in sizes:
+        with fake_server(keys, 10, 1, 0.0, workdir) as (base_url, _stats):
+            res = run_child({"name": f"scale-{keys}", "db": "sqlite", "keys": keys,
+                             "concurrency": 8, "workdir": str(workdir), "base_url": base_url})
+        run = res["runs"][0]
+        written = run["inserted"] + run["updated"] + run["deleted"]
+        rss = res["peak_rss_mb"]
+        base_rss = base_rss or rss
+        rows.append(Row("scale", f"sqlite, K={keys:,}, M=10, E=1, first sync, c=8",
+                        {"wall": _fmt_s(run["wall"]), "rows/s written": _rate(written, run["wall"]),
+                         "written / unchanged": f"{written:,} / {run['unchanged']:,}",
+                         "HTTP req/key": f"{run['requests'] / keys:.2f}",
+                         "ms/key": f"{run['wall'] / keys * 1000:.2f}",
+                         "peak RSS": f"{rss:.0f} MB ({rss / base_rss - 1:+.0%} vs K={sizes[0]})"}))
+    return rows
+
+
+def machine(pg: Any | None) -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "nproc": str(os.cpu_count()), "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version,
+            "postgresql": pg.version() if pg else "not available",
+            "sqlalchemy": version("sqlalchemy"), "psycopg": version("psycopg"),
+            "httpx": version("httpx")}
+
+
+COLUMNS = ("wall", "rows/s written", "write phase", "written / unchanged", "vs first",
+           "HTTP req/key", "fake saw", "ideal", "× ideal", "ms/key", "peak RSS")
+
+
+def render(rows: list[Row], info: dict[str, str], scale_name: str, elapsed: float) -> str:
+    cols = [c for c in COLUMNS if any(c in r.figures for r in rows)]
+    lines = ["# Benchmark results", "",
+             f"Generated by `make bench` (BENCH_SCALE={scale_name}) on {info['date']} "
+             f"in {elapsed:.0f} s.", "",
+             f"Machine: nproc {info['nproc']}, Python {info['python']}, SQLite "
+             f"{info['sqlite']}, PostgreSQL {info['postgresql']} (throw-away server, fsync "
+             f"off); SQLAlchemy {info['sqlalchemy']}, psycopg {info['psycopg']}, httpx "
+             f"{info['httpx']}.", "",
+             "| scenario | parameters | " + " | ".join(cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    for row in rows:
+        lines.append(f"| {row.scenario} | {row.params} | "
+                     + " | ".join(row.figures.get(c, "") for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    scale_name = os.environ.get("BENCH_SCALE", "full")
+    if scale_name not in SCALES:
+        print(f"BENCH_SCALE must be one of {', '.join(SCALES)}, got {scale_name!r}",
+              file=sys.stderr)
+        return 2
+    params = SCALES[scale_name]
+    from worker.testing.postgres import PostgresServer, find_bindir
+
+    started = time.perf_counter()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="orw-bench-") as tmp:
+        workdir = Path(tmp)
+        bindir = find_bindir()
+        pg = PostgresServer(bindir).start() if bindir else None
+        try:
+            info = machine(pg)
+            keys, models, endpoints = params["throughput"]
+
+            def add(new: list[Row]) -> None:
+                for row in new:
+                    print(f"{row.scenario:<22} {row.params}: "
+                          + ", ".join(f"{k} {v}" for k, v in row.figures.items()), flush=True)
+                rows.extend(new)
+
+            add(throughput("sqlite", keys, models, endpoints, workdir, None))
+            if pg is not None:
+                add(throughput("postgresql", keys, models, endpoints, workdir, pg))
+            else:
+                print("PostgreSQL not found (set PG_BINDIR): skipping its scenario")
+            add(latency(params["latency_keys"], params["concurrency"], workdir))
+            add(scale(params["scale"], workdir))
+        finally:
+            if pg is not None:
+                pg.stop()
+    table = render(rows, info, scale_name, time.perf_counter() - started)
+    print()
+    print(table)
+    RESULTS.write_text(table)
+    print(f"written to {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    serve_parser = sub.add_parser("serve", help="(internal) a fake OpenRouter process")
+    serve_parser.add_argument("spec", type=Path)
+    scenario_parser = sub.add_parser("scenario", help="(internal) one scenario, JSON spec")
+    scenario_parser.add_argument("spec")
+    args = parser.parse_args()
+    if args.command == "serve":
+        sys.exit(serve(args.spec))
+    if args.command == "scenario":
+        print(json.dumps(scenario(json.loads(args.spec)), default=str))
+        sys.exit(0)
+    sys.exit(main())
