@@ -125,7 +125,8 @@ def test_daemon_syncs_on_schedule_and_stops_cleanly(
     proc, log = start(env, tmp_path, "daemon")
     try:
         # the start-up run and at least one interval run
-        wait_until(lambda: sum(1 for e in events(log) if e.get("event") == "sync_heartbeat") >= 2)
+        wait_until(lambda: sum(1 for e in events(log) if e.get("event") == "sync_heartbeat") >= 2,
+                   timeout=60)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
