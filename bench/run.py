@@ -36,7 +36,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +81,12 @@ def serve(spec_path: Path) -> int:
             return hit
 
     fake = CachedFake()
-    variants = [generate_activity(today=today, days=30, models=spec["models"],
-                                  endpoints=spec["endpoints"], seed=seed)
-                for seed in range(VARIANTS)]
+    variants = [
+        generate_activity(
+            today=today, days=30, models=spec["models"], endpoints=spec["endpoints"], seed=seed
+        )
+        for seed in range(VARIANTS)
+    ]
     for index in range(spec["keys"]):
         fake.add_key(key_secret(index), rows=variants[index % VARIANTS])
         # add_key copies the list; share one list per variant so the cache key is shared too.
@@ -106,15 +108,26 @@ def serve(spec_path: Path) -> int:
 
 
 @contextmanager
-def fake_server(keys: int, models: int, endpoints: int, latency: float,
-                workdir: Path) -> Iterator[tuple[str, dict[str, int]]]:
+def fake_server(
+    keys: int, models: int, endpoints: int, latency: float, workdir: Path
+) -> Iterator[tuple[str, dict[str, int]]]:
     """A fake OpenRouter process; yields its base URL and a dict filled with its request
     count when it stops."""
     spec = workdir / f"fake-{keys}-{models}-{endpoints}-{latency}.json"
-    spec.write_text(json.dumps({"keys": keys, "models": models, "endpoints": endpoints,
-                                "latency": latency, "today": TODAY.isoformat()}))
-    proc = subprocess.Popen([sys.executable, __file__, "serve", str(spec)],
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    spec.write_text(
+        json.dumps(
+            {
+                "keys": keys,
+                "models": models,
+                "endpoints": endpoints,
+                "latency": latency,
+                "today": TODAY.isoformat(),
+            }
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "serve", str(spec)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
     stats: dict[str, int] = {}
     try:
         assert proc.stdout is not None
@@ -150,17 +163,24 @@ def _prepare(db_url: str, keys: int) -> tuple[Any, Any, Any]:
     factory = make_session_factory(engine)
     keyring = Keyring.from_keys(decode_master_key(generate_master_key(), "bench"))
     with transaction(factory) as session:
-        users = [User(email=f"user{n}@bench.example", password_hash="x")
-                 for n in range((keys + 9) // 10)]
+        users = [
+            User(email=f"user{n}@bench.example", password_hash="!")  # noqa: S106 - no login
+            for n in range((keys + 9) // 10)
+        ]
         session.add_all(users)
         session.flush()
-        rows = [ApiKey(user_id=users[i // 10].id, name=f"key-{i}", key_encrypted="pending",
-                       is_active=True) for i in range(keys)]
+        rows = [
+            ApiKey(
+                user_id=users[i // 10].id, name=f"key-{i}", key_encrypted="pending", is_active=True
+            )
+            for i in range(keys)
+        ]
         session.add_all(rows)
         session.flush()
         for index, row in enumerate(rows):
-            row.key_encrypted = keyring.encrypt(key_secret(index), user_id=row.user_id,
-                                                key_id=row.id)
+            row.key_encrypted = keyring.encrypt(
+                key_secret(index), user_id=row.user_id, key_id=row.id
+            )
     return engine, factory, keyring
 
 
@@ -168,32 +188,25 @@ def _sync(factory: Any, keyring: Any, base_url: str, concurrency: int) -> dict[s
     from worker.config import Settings
     from worker.sync import run_sync
 
-    settings = Settings().replace("openrouter", base_url=base_url).replace(
-        "sync", concurrency=concurrency)
-    import worker.sync as sync_module
-
-    spent = [0.0]
-    if not hasattr(sync_module.RunSummary, "write_seconds") and not hasattr(
-            sync_module, "_bench_wrapped"):
-        original = sync_module._store_key
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                spent[0] += time.perf_counter() - t0
-
-        sync_module._store_key = timed  # type: ignore[assignment]
+    settings = (
+        Settings().replace("openrouter", base_url=base_url).replace("sync", concurrency=concurrency)
+    )
     started = time.perf_counter()
     summary = run_sync(factory, settings, keyring, trigger="sync", today=TODAY)
     wall = time.perf_counter() - started
     counts = summary.counts
-    return {"wall": wall, "status": summary.status, "keys_ok": summary.keys_ok,
-            "keys_failed": summary.keys_failed, "requests": summary.requests,
-            "inserted": counts.inserted, "updated": counts.updated,
-            "unchanged": counts.unchanged, "deleted": counts.deleted,
-            "write_seconds": getattr(summary, "write_seconds", None) or spent[0]}
+    return {
+        "wall": wall,
+        "status": summary.status,
+        "keys_ok": summary.keys_ok,
+        "keys_failed": summary.keys_failed,
+        "requests": summary.requests,
+        "inserted": counts.inserted,
+        "updated": counts.updated,
+        "unchanged": counts.unchanged,
+        "deleted": counts.deleted,
+        "write_seconds": summary.write_seconds,
+    }
 
 
 def _floor_sqlite(db_path: Path, rows: list[tuple[Any, ...]], workdir: Path) -> float:
@@ -201,8 +214,12 @@ def _floor_sqlite(db_path: Path, rows: list[tuple[Any, ...]], workdir: Path) -> 
     the same shape (same columns, indexes and unique constraint), one transaction, same
     pragmas as the worker."""
     src = sqlite3.connect(db_path)
-    ddl = [sql for (sql,) in src.execute(
-        "SELECT sql FROM sqlite_master WHERE tbl_name = 'usage_stats' AND sql IS NOT NULL")]
+    ddl = [
+        sql
+        for (sql,) in src.execute(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = 'usage_stats' AND sql IS NOT NULL"
+        )
+    ]
     src.close()
     floor_path = workdir / "floor.db"
     floor_path.unlink(missing_ok=True)
@@ -215,7 +232,8 @@ def _floor_sqlite(db_path: Path, rows: list[tuple[Any, ...]], workdir: Path) -> 
     conn.executemany(
         "INSERT INTO usage_stats (api_key_id, date, model, requests_count, tokens_input, "
         "tokens_output, tokens_reasoning, cost, byok_cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows)
+        rows,
+    )
     conn.commit()
     elapsed = time.perf_counter() - started
     conn.close()
@@ -232,9 +250,13 @@ def _floor_postgres(dsn: str, rows: list[tuple[Any, ...]]) -> float:
         conn.execute("CREATE TABLE floor_usage (LIKE usage_stats INCLUDING ALL)")
         conn.commit()
         started = time.perf_counter()
-        with conn.cursor() as cur, cur.copy(
+        with (
+            conn.cursor() as cur,
+            cur.copy(
                 "COPY floor_usage (api_key_id, date, model, requests_count, tokens_input, "
-                "tokens_output, tokens_reasoning, cost, byok_cost) FROM STDIN") as copy:
+                "tokens_output, tokens_reasoning, cost, byok_cost) FROM STDIN"
+            ) as copy,
+        ):
             for row in rows:
                 copy.write_row(row)
         conn.commit()
@@ -248,7 +270,7 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
     from worker.logs import configure_logging
 
     # Production logging (INFO, JSON, one line per key) into the void.
-    configure_logging("INFO", "json", open(os.devnull, "w"))  # noqa: SIM115
+    configure_logging("INFO", "json", open(os.devnull, "w"))
     workdir = Path(spec["workdir"])
     if spec["db"] == "sqlite":
         db_path = workdir / f"{spec['name']}.db"
@@ -268,8 +290,10 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
         result["stored_rows"] = conn.execute(text("SELECT count(*) FROM usage_stats")).scalar()
     if spec.get("floor"):
         # The rows our sync stored, as the driver receives them, through the raw driver.
-        cols = ("api_key_id, date, model, requests_count, tokens_input, tokens_output, "
-                "tokens_reasoning, cost, byok_cost")
+        cols = (
+            "api_key_id, date, model, requests_count, tokens_input, tokens_output, "
+            "tokens_reasoning, cost, byok_cost"
+        )
         if spec["db"] == "sqlite":
             with sqlite3.connect(db_path) as raw:
                 rows = raw.execute(f"SELECT {cols} FROM usage_stats ORDER BY id").fetchall()
@@ -287,8 +311,13 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     """One scenario in a fresh interpreter (its peak RSS is its own)."""
-    proc = subprocess.run([sys.executable, __file__, "scenario", json.dumps(spec)],
-                          capture_output=True, text=True, cwd=ROOT, check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, "scenario", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"scenario {spec['name']} failed:\n{proc.stderr[-3000:]}")
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -297,10 +326,18 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 # --- the orchestrator --------------------------------------------------------------------------
 
 SCALES: dict[str, dict[str, Any]] = {
-    "full": {"throughput": (200, 20, 2), "latency_keys": 500,
-             "concurrency": (1, 8, 32, 100), "scale": (100, 1000, 5000)},
-    "small": {"throughput": (40, 20, 2), "latency_keys": 200,
-              "concurrency": (8, 32, 100), "scale": (100, 500, 1000)},
+    "full": {
+        "throughput": (200, 20, 2),
+        "latency_keys": 500,
+        "concurrency": (1, 8, 32, 100),
+        "scale": (100, 1000, 5000),
+    },
+    "small": {
+        "throughput": (40, 20, 2),
+        "latency_keys": 200,
+        "concurrency": (8, 32, 100),
+        "scale": (100, 500, 1000),
+    },
 }
 
 
@@ -319,11 +356,18 @@ def _rate(rows: int, seconds: float | None) -> str:
     return f"{rows / seconds:,.0f}" if seconds else "n/a"
 
 
-def throughput(db: str, keys: int, models: int, endpoints: int, workdir: Path,
-               pg: Any | None) -> list[Row]:
-    spec: dict[str, Any] = {"name": f"throughput-{db}", "db": db, "keys": keys,
-                            "concurrency": 8, "resync": True, "floor": True,
-                            "workdir": str(workdir)}
+def throughput(
+    db: str, keys: int, models: int, endpoints: int, workdir: Path, pg: Any | None
+) -> list[Row]:
+    spec: dict[str, Any] = {
+        "name": f"throughput-{db}",
+        "db": db,
+        "keys": keys,
+        "concurrency": 8,
+        "resync": True,
+        "floor": True,
+        "workdir": str(workdir),
+    }
     if db == "postgresql":
         name = f"bench_throughput_{os.getpid()}"
         spec["db_url"] = pg.create_database(name)
@@ -347,15 +391,21 @@ def throughput(db: str, keys: int, models: int, endpoints: int, workdir: Path,
         }
         if label == "first sync" and run["write_seconds"]:
             write_rate = written / run["write_seconds"]
-            figures["write phase"] = (f"{_fmt_s(run['write_seconds'])}, {write_rate:,.0f} rows/s"
-                                      f" = {write_rate / floor_rate:.0%} of floor")
+            figures["write phase"] = (
+                f"{_fmt_s(run['write_seconds'])}, {write_rate:,.0f} rows/s"
+                f" = {write_rate / floor_rate:.0%} of floor"
+            )
         if label == "re-sync":
             figures["vs first"] = f"{run['wall'] / first['wall']:.0%}"
         rows.append(Row(f"throughput {label}", params, figures))
     floor_name = "sqlite3.executemany INSERT" if db == "sqlite" else "psycopg COPY"
-    rows.append(Row(f"floor {db}", f"{floor_name}, {res['floor_rows']:,} rows, empty table",
-                    {"wall": _fmt_s(res["floor_seconds"]),
-                     "rows/s written": f"{floor_rate:,.0f}"}))
+    rows.append(
+        Row(
+            f"floor {db}",
+            f"{floor_name}, {res['floor_rows']:,} rows, empty table",
+            {"wall": _fmt_s(res["floor_seconds"]), "rows/s written": f"{floor_rate:,.0f}"},
+        )
+    )
     rows[0].figures["fake saw"] = f"{stats.get('requests', 0) / keys / 2:.2f} req/key/sync"
     if db == "postgresql":
         pg.drop_database(f"bench_throughput_{os.getpid()}")
@@ -366,17 +416,31 @@ def latency(keys: int, concurrencies: tuple[int, ...], workdir: Path) -> list[Ro
     rows = []
     with fake_server(keys, 1, 1, LATENCY, workdir) as (base_url, _stats):
         for concurrency in concurrencies:
-            res = run_child({"name": f"latency-{concurrency}", "db": "sqlite", "keys": keys,
-                             "concurrency": concurrency, "workdir": str(workdir),
-                             "base_url": base_url})
+            res = run_child(
+                {
+                    "name": f"latency-{concurrency}",
+                    "db": "sqlite",
+                    "keys": keys,
+                    "concurrency": concurrency,
+                    "workdir": str(workdir),
+                    "base_url": base_url,
+                }
+            )
             run = res["runs"][0]
             ideal = keys * LATENCY / concurrency
-            rows.append(Row("latency-bound", f"sqlite, K={keys}, 50 ms/answer, "
-                            f"concurrency {concurrency}, 30 rows/key",
-                            {"wall": _fmt_s(run["wall"]), "ideal": _fmt_s(ideal),
-                             "× ideal": f"{run['wall'] / ideal:.2f}",
-                             "HTTP req/key": f"{run['requests'] / keys:.2f}",
-                             "peak RSS": f"{res['peak_rss_mb']:.0f} MB"}))
+            rows.append(
+                Row(
+                    "latency-bound",
+                    f"sqlite, K={keys}, 50 ms/answer, concurrency {concurrency}, 30 rows/key",
+                    {
+                        "wall": _fmt_s(run["wall"]),
+                        "ideal": _fmt_s(ideal),
+                        "× ideal": f"{run['wall'] / ideal:.2f}",
+                        "HTTP req/key": f"{run['requests'] / keys:.2f}",
+                        "peak RSS": f"{res['peak_rss_mb']:.0f} MB",
+                    },
+                )
+            )
     return rows
 
 
@@ -385,58 +449,98 @@ def scale(sizes: tuple[int, ...], workdir: Path) -> list[Row]:
     base_rss = None
     for keys in sizes:
         with fake_server(keys, 10, 1, 0.0, workdir) as (base_url, _stats):
-            res = run_child({"name": f"scale-{keys}", "db": "sqlite", "keys": keys,
-                             "concurrency": 8, "workdir": str(workdir), "base_url": base_url})
+            res = run_child(
+                {
+                    "name": f"scale-{keys}",
+                    "db": "sqlite",
+                    "keys": keys,
+                    "concurrency": 8,
+                    "workdir": str(workdir),
+                    "base_url": base_url,
+                }
+            )
         run = res["runs"][0]
         written = run["inserted"] + run["updated"] + run["deleted"]
         rss = res["peak_rss_mb"]
         base_rss = base_rss or rss
-        rows.append(Row("scale", f"sqlite, K={keys:,}, M=10, E=1, first sync, c=8",
-                        {"wall": _fmt_s(run["wall"]), "rows/s written": _rate(written, run["wall"]),
-                         "written / unchanged": f"{written:,} / {run['unchanged']:,}",
-                         "HTTP req/key": f"{run['requests'] / keys:.2f}",
-                         "ms/key": f"{run['wall'] / keys * 1000:.2f}",
-                         "peak RSS": f"{rss:.0f} MB ({rss / base_rss - 1:+.0%} vs K={sizes[0]})"}))
+        rows.append(
+            Row(
+                "scale",
+                f"sqlite, K={keys:,}, M=10, E=1, first sync, c=8",
+                {
+                    "wall": _fmt_s(run["wall"]),
+                    "rows/s written": _rate(written, run["wall"]),
+                    "written / unchanged": f"{written:,} / {run['unchanged']:,}",
+                    "HTTP req/key": f"{run['requests'] / keys:.2f}",
+                    "ms/key": f"{run['wall'] / keys * 1000:.2f}",
+                    "peak RSS": f"{rss:.0f} MB ({rss / base_rss - 1:+.0%} vs K={sizes[0]})",
+                },
+            )
+        )
     return rows
 
 
 def machine(pg: Any | None) -> dict[str, str]:
     from importlib.metadata import version
 
-    return {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "nproc": str(os.cpu_count()), "python": platform.python_version(),
-            "sqlite": sqlite3.sqlite_version,
-            "postgresql": pg.version() if pg else "not available",
-            "sqlalchemy": version("sqlalchemy"), "psycopg": version("psycopg"),
-            "httpx": version("httpx")}
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "postgresql": pg.version() if pg else "not available",
+        "sqlalchemy": version("sqlalchemy"),
+        "psycopg": version("psycopg"),
+        "httpx": version("httpx"),
+    }
 
 
-COLUMNS = ("wall", "rows/s written", "write phase", "written / unchanged", "vs first",
-           "HTTP req/key", "fake saw", "ideal", "× ideal", "ms/key", "peak RSS")
+COLUMNS = (
+    "wall",
+    "rows/s written",
+    "write phase",
+    "written / unchanged",
+    "vs first",
+    "HTTP req/key",
+    "fake saw",
+    "ideal",
+    "× ideal",
+    "ms/key",
+    "peak RSS",
+)
 
 
 def render(rows: list[Row], info: dict[str, str], scale_name: str, elapsed: float) -> str:
     cols = [c for c in COLUMNS if any(c in r.figures for r in rows)]
-    lines = ["# Benchmark results", "",
-             f"Generated by `make bench` (BENCH_SCALE={scale_name}) on {info['date']} "
-             f"in {elapsed:.0f} s.", "",
-             f"Machine: nproc {info['nproc']}, Python {info['python']}, SQLite "
-             f"{info['sqlite']}, PostgreSQL {info['postgresql']} (throw-away server, fsync "
-             f"off); SQLAlchemy {info['sqlalchemy']}, psycopg {info['psycopg']}, httpx "
-             f"{info['httpx']}.", "",
-             "| scenario | parameters | " + " | ".join(cols) + " |",
-             "|---|---|" + "---|" * len(cols)]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated by `make bench` (BENCH_SCALE={scale_name}) on {info['date']} "
+        f"in {elapsed:.0f} s.",
+        "",
+        f"Machine: nproc {info['nproc']}, Python {info['python']}, SQLite "
+        f"{info['sqlite']}, PostgreSQL {info['postgresql']} (throw-away server, fsync "
+        f"off); SQLAlchemy {info['sqlalchemy']}, psycopg {info['psycopg']}, httpx "
+        f"{info['httpx']}.",
+        "",
+        "| scenario | parameters | " + " | ".join(cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
     for row in rows:
-        lines.append(f"| {row.scenario} | {row.params} | "
-                     + " | ".join(row.figures.get(c, "") for c in cols) + " |")
+        lines.append(
+            f"| {row.scenario} | {row.params} | "
+            + " | ".join(row.figures.get(c, "") for c in cols)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     scale_name = os.environ.get("BENCH_SCALE", "full")
     if scale_name not in SCALES:
-        print(f"BENCH_SCALE must be one of {', '.join(SCALES)}, got {scale_name!r}",
-              file=sys.stderr)
+        print(
+            f"BENCH_SCALE must be one of {', '.join(SCALES)}, got {scale_name!r}", file=sys.stderr
+        )
         return 2
     params = SCALES[scale_name]
     from worker.testing.postgres import PostgresServer, find_bindir
@@ -453,8 +557,11 @@ def main() -> int:
 
             def add(new: list[Row]) -> None:
                 for row in new:
-                    print(f"{row.scenario:<22} {row.params}: "
-                          + ", ".join(f"{k} {v}" for k, v in row.figures.items()), flush=True)
+                    print(
+                        f"{row.scenario:<22} {row.params}: "
+                        + ", ".join(f"{k} {v}" for k, v in row.figures.items()),
+                        flush=True,
+                    )
                 rows.extend(new)
 
             add(throughput("sqlite", keys, models, endpoints, workdir, None))

@@ -104,6 +104,9 @@ class RunSummary:
     days: list[dt.date]
     keys: list[KeyOutcome] = field(default_factory=list)
     keys_skipped: int = 0  # not started because the run was stopped
+    # Seconds the calling thread spent in the per-key write transactions (make bench's
+    # "write phase"); not part of the JSON output.
+    write_seconds: float = 0.0
 
     @property
     def keys_ok(self) -> int:
@@ -427,8 +430,10 @@ def _run_keys(session_factory: sessionmaker[Session], keyring: Keyring, keys: li
                 break
             done, in_flight = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
             for future in done:
+                write_started = time.perf_counter()
                 summary.keys.append(_store_key(session_factory, summary.run_id, future.result(),
                                                days))
+                summary.write_seconds += time.perf_counter() - write_started
         summary.keys_skipped = sum(1 for _ in pending) if not exhausted else 0
         # Results arrive in completion order; report them in key order, run after run.
         summary.keys.sort(key=lambda outcome: outcome.api_key_id)
