@@ -21,6 +21,8 @@ from worker.db import check_schema, engine_from_settings, init_db, make_session_
 from worker.errors import EXIT_RUNTIME, EXIT_USAGE, UsageError, WatcherError
 from worker.logs import configure_logging, get_logger, mask_text
 
+DESCRIPTION = ("Keeps a permanent, exact history of what every OpenRouter API key spends, per "
+               "day and per model.")
 EPILOG = f"""\
 configuration: --config PATH, else ${CONFIG_ENV}, else ./config.toml, else defaults.
 Every key can be overridden by {ENV_PREFIX}<SECTION>_<KEY>, e.g.
@@ -97,8 +99,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from worker.commands import register_all
 
-    parser = _Parser(prog="openrouter-watcher", description=__doc__.splitlines()[0]
-                     if __doc__ else None, epilog=EPILOG,
+    parser = _Parser(prog="openrouter-watcher", description=DESCRIPTION, epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", metavar="PATH", help="TOML configuration file")
