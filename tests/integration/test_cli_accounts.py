@@ -25,23 +25,13 @@ import respx
 
 from worker import cli
 from worker.crypto import Keyring, generate_master_key, key_fingerprint
+from worker.testing.env import clean_env
 
 SCRIPT = Path(sys.executable).parent / "openrouter-watcher"
 KEY = "sk-or-v1-" + "c3" * 32
 BASE_URL = "https://openrouter.test/api/v1"
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The test process's environment without any OPENROUTER_WATCHER_* variable, plus extra."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("OPENROUTER_WATCHER_") and k != "CREDENTIALS_DIRECTORY"
-    }
-    env.update(extra)
-    return env
 
 
 @pytest.fixture

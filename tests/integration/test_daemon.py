@@ -15,10 +15,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from worker import accounts
 from worker.crypto import Keyring
-from worker.db import create_db_engine
-from worker.models import ApiKey, SyncRun, UsageStats, User
+from worker.db import create_db_engine, make_session_factory
+from worker.models import ApiKey, SyncRun, UsageStats
 from worker.openrouter import utc_today
+from worker.testing.env import clean_env
 from worker.testing.fake_openrouter import FakeOpenRouter, generate_activity
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")
@@ -53,21 +55,16 @@ def fake() -> Iterator[FakeOpenRouter]:
 def database(sqlite_url: str, keyring: Keyring) -> str:
     """A migrated SQLite file holding one user and the two keys above."""
     engine = create_db_engine(sqlite_url)
-    with Session(engine) as session, session.begin():
-        user = User(email="ops@example.com", password_hash="!")
-        session.add(user)
-        session.flush()
-        for name, secret in KEYS.items():
-            key = ApiKey(user_id=user.id, name=name, key_encrypted="pending")
-            session.add(key)
-            session.flush()
-            key.key_encrypted = keyring.encrypt(secret, user_id=user.id, key_id=key.id)
+    factory = make_session_factory(engine)
+    accounts.add_user(factory, "ops@example.com")
+    for name, secret in KEYS.items():
+        accounts.add_key(factory, keyring, "ops@example.com", name, secret)
     engine.dispose()
     return sqlite_url
 
 
 def daemon_env(database: str, fake: FakeOpenRouter, master_key: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENROUTER_WATCHER_")}
+    env = clean_env()
     env.update({
         "OPENROUTER_WATCHER_CONFIG": os.devnull,
         "OPENROUTER_WATCHER_DATABASE_URL": database,
@@ -202,7 +199,7 @@ def test_second_daemon_skips_while_first_syncs(
 ])
 def test_startup_failures_exit_2_with_one_line(tmp_path: Path, sqlite_url: str, master_key: str,
                                                case: str, message: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENROUTER_WATCHER_")}
+    env = clean_env()
     env.update({"OPENROUTER_WATCHER_CONFIG": os.devnull,
                 "OPENROUTER_WATCHER_DATABASE_URL": sqlite_url,
                 "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key,

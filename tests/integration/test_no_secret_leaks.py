@@ -19,6 +19,7 @@ import respx
 
 from worker import cli
 from worker.crypto import generate_master_key
+from worker.testing.env import clean_env
 
 SCRIPT = Path(sys.executable).parent / "openrouter-watcher"
 KEY = "sk-or-v1-" + "5e" * 32
@@ -28,7 +29,7 @@ BASE_URL = "https://openrouter.test/api/v1"
 
 
 def _env(sqlite_url: str, key: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENROUTER_WATCHER_")}
+    env = clean_env()
     env.update(
         {
             "OPENROUTER_WATCHER_DATABASE_URL": sqlite_url,

@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
+from worker import accounts
 from worker.cli import main
 from worker.config import ScheduleSettings, load_settings
 from worker.crypto import Keyring
 from worker.db import create_db_engine, make_session_factory
-from worker.models import ApiKey, User
 from worker.openrouter import utc_today
 from worker.status import collect_status, next_run_time
 from worker.sync import run_sync
+from worker.testing.env import clean_env
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault, generate_activity
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")
@@ -30,15 +31,10 @@ FLAKY = "sk-or-v1-status-flaky-00000000000000000000000000000000000000000000002"
 
 def _add_keys(url: str, keyring: Keyring) -> None:
     engine = create_db_engine(url)
-    with Session(engine) as session, session.begin():
-        user = User(email="ops@example.com", password_hash="!")
-        session.add(user)
-        session.flush()
-        for name, secret in (("good", GOOD), ("flaky", FLAKY)):
-            key = ApiKey(user_id=user.id, name=name, key_encrypted="pending")
-            session.add(key)
-            session.flush()
-            key.key_encrypted = keyring.encrypt(secret, user_id=user.id, key_id=key.id)
+    factory = make_session_factory(engine)
+    accounts.add_user(factory, "ops@example.com")
+    for name, secret in (("good", GOOD), ("flaky", FLAKY)):
+        accounts.add_key(factory, keyring, "ops@example.com", name, secret)
     engine.dispose()
 
 
@@ -53,7 +49,7 @@ def _sync(url: str, keyring: Keyring, fake: FakeOpenRouter) -> None:
 
 
 def _status(url: str, master_key: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENROUTER_WATCHER_")}
+    env = clean_env()
     env.update({"OPENROUTER_WATCHER_CONFIG": os.devnull,
                 "OPENROUTER_WATCHER_DATABASE_URL": url,
                 "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key})
@@ -130,7 +126,7 @@ def test_next_run_time_is_the_earliest_trigger(cron: str, interval: int, now: st
 
 
 def test_make_demo_runs_the_whole_pipeline_offline(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENROUTER_WATCHER_")}
+    env = clean_env()
     result = subprocess.run([sys.executable, "-m", "worker.demo"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr

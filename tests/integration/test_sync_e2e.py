@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,11 +20,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from worker import accounts
 from worker.cli import main
 from worker.crypto import Keyring
 from worker.db import create_db_engine, make_session_factory
 from worker.locking import sync_lock
-from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats, User
+from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats
+from worker.testing.env import clean_env
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault, expected_totals, generate_activity
 
 CLI = Path(sys.executable).parent / "openrouter-watcher"
@@ -44,8 +45,7 @@ def fake() -> Iterator[FakeOpenRouter]:
 
 @pytest.fixture
 def env(sqlite_url: str, master_key: str, fake: FakeOpenRouter) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("OPENROUTER_WATCHER_")}
-    return {**base,
+    return {**clean_env(),
             "OPENROUTER_WATCHER_DATABASE_URL": sqlite_url,
             "OPENROUTER_WATCHER_OPENROUTER_BASE_URL": fake.base_url,
             "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key,
@@ -67,18 +67,9 @@ def add_keys(factory: Any, keyring: Keyring) -> Any:
     """add_keys(secret, …) → ids: one user owning the keys, stored encrypted."""
 
     def add(*secrets: str) -> list[int]:
-        ids = []
-        with factory() as session, session.begin():
-            user = User(email="ops@example.com", password_hash="!x")
-            session.add(user)
-            session.flush()
-            for i, secret in enumerate(secrets):
-                key = ApiKey(user_id=user.id, name=f"key{i}", key_encrypted="pending")
-                session.add(key)
-                session.flush()
-                key.key_encrypted = keyring.encrypt(secret, user_id=user.id, key_id=key.id)
-                ids.append(key.id)
-        return ids
+        accounts.add_user(factory, "ops@example.com")
+        return [accounts.add_key(factory, keyring, "ops@example.com", f"key{i}", secret).id
+                for i, secret in enumerate(secrets)]
 
     return add
 
