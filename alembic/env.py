@@ -29,8 +29,13 @@ def _configure(connection: Connection) -> None:
 
 def run_migrations_offline() -> None:
     url = config.get_main_option("sqlalchemy.url") or load_settings().database.url
-    context.configure(url=url, target_metadata=target_metadata, literal_binds=True,
-                      compare_type=True, render_as_batch=url.startswith("sqlite"))
+    context.configure(
+        url=url,
+        target_metadata=target_metadata,
+        literal_binds=True,
+        compare_type=True,
+        render_as_batch=url.startswith("sqlite"),
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -77,8 +77,9 @@ def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
 
 
 @pytest.fixture
-def postgres_url(request: pytest.FixtureRequest, pg_server: PostgresServer,
-                 pg_template: str) -> Iterator[str]:
+def postgres_url(
+    request: pytest.FixtureRequest, pg_server: PostgresServer, pg_template: str
+) -> Iterator[str]:
     """A fresh PostgreSQL database at the head revision."""
     name = f"t{next(_counter)}"
     url = pg_server.create_database(name, template=pg_template)
@@ -195,31 +196,54 @@ class ReportData:
         with engine.begin() as conn:
             user_ids = []
             for email in REPORT_USERS:
-                conn.execute(text("INSERT INTO users (email, password_hash) VALUES (:e, '!')"),
-                             {"e": email})
-                user_ids.append(conn.execute(text("SELECT id FROM users WHERE email = :e"),
-                                             {"e": email}).scalar_one())
+                conn.execute(
+                    text("INSERT INTO users (email, password_hash) VALUES (:e, '!')"), {"e": email}
+                )
+                user_ids.append(
+                    conn.execute(
+                        text("SELECT id FROM users WHERE email = :e"), {"e": email}
+                    ).scalar_one()
+                )
             key_ids = {}
             for name, user in REPORT_KEYS:
-                conn.execute(text("INSERT INTO api_keys (user_id, name, key_encrypted) "
-                                  "VALUES (:u, :n, 'v1:test:AAAA')"),
-                             {"u": user_ids[user], "n": name})
-                key_ids[name] = conn.execute(text("SELECT id FROM api_keys WHERE name = :n"),
-                                             {"n": name}).scalar_one()
+                conn.execute(
+                    text(
+                        "INSERT INTO api_keys (user_id, name, key_encrypted) "
+                        "VALUES (:u, :n, 'v1:test:AAAA')"
+                    ),
+                    {"u": user_ids[user], "n": name},
+                )
+                key_ids[name] = conn.execute(
+                    text("SELECT id FROM api_keys WHERE name = :n"), {"n": name}
+                ).scalar_one()
         # Through the ORM so money is bound exactly as the sync binds it.
         with Session(engine) as session, session.begin():
             for key, day, model, requests, t_in, t_out, t_reason, cost, byok in REPORT_USAGE:
-                session.add(UsageStats(
-                    api_key_id=key_ids[REPORT_KEYS[key][0]], date=dt.date.fromisoformat(day),
-                    model=model, requests_count=requests, tokens_input=t_in,
-                    tokens_output=t_out, tokens_reasoning=t_reason, cost=Decimal(cost),
-                    byok_cost=Decimal(byok)))
+                session.add(
+                    UsageStats(
+                        api_key_id=key_ids[REPORT_KEYS[key][0]],
+                        date=dt.date.fromisoformat(day),
+                        model=model,
+                        requests_count=requests,
+                        tokens_input=t_in,
+                        tokens_output=t_out,
+                        tokens_reasoning=t_reason,
+                        cost=Decimal(cost),
+                        byok_cost=Decimal(byok),
+                    )
+                )
         return key_ids
 
-
-    def expected(self, by: str, since: str | None = None, until: str | None = None, *,
-                 user: str | None = None, key: str | None = None,
-                 model: str | None = None) -> dict[tuple[str, ...], tuple[object, ...]]:
+    def expected(
+        self,
+        by: str,
+        since: str | None = None,
+        until: str | None = None,
+        *,
+        user: str | None = None,
+        key: str | None = None,
+        model: str | None = None,
+    ) -> dict[tuple[str, ...], tuple[object, ...]]:
         """The reference answer, summed in Python with Decimal: {group: (requests, in, out,
         reasoning, cost, byok cost)}; groups are (date,), (model,), (key name,) or (email,)."""
         from decimal import Decimal
@@ -229,8 +253,12 @@ class ReportData:
         for k, day, mdl, *metrics in self.usage:
             name, owner = self.keys[k]
             email = self.users[owner]
-            if not since <= day <= until or (user and email != user) or (key and name != key) \
-                    or (model and mdl != model):
+            if (
+                not since <= day <= until
+                or (user and email != user)
+                or (key and name != key)
+                or (model and mdl != model)
+            ):
                 continue
             group = {"day": (day,), "model": (mdl,), "key": (name,), "user": (email,)}[by]
             sums = out.setdefault(group, [0, 0, 0, 0, Decimal(0), Decimal(0)])

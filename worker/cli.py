@@ -21,8 +21,10 @@ from worker.db import check_schema, engine_from_settings, init_db, make_session_
 from worker.errors import EXIT_RUNTIME, EXIT_USAGE, UsageError, WatcherError
 from worker.logs import configure_logging, get_logger, mask_text
 
-DESCRIPTION = ("Keeps a permanent, exact history of what every OpenRouter API key spends, per "
-               "day and per model.")
+DESCRIPTION = (
+    "Keeps a permanent, exact history of what every OpenRouter API key spends, per "
+    "day and per model."
+)
 EPILOG = f"""\
 configuration: --config PATH, else ${CONFIG_ENV}, else ./config.toml, else defaults.
 Every key can be overridden by {ENV_PREFIX}<SECTION>_<KEY>, e.g.
@@ -69,8 +71,11 @@ class Context:
 
     def setup_logging(self, stream: TextIO | None = None, fmt: str | None = None) -> None:
         settings = self.settings
-        configure_logging(self.log_level or settings.logging.level,
-                          fmt or settings.logging.format, stream or self.stderr)
+        configure_logging(
+            self.log_level or settings.logging.level,
+            fmt or settings.logging.format,
+            stream or self.stderr,
+        )
 
     def out(self, text: str = "") -> None:
         print(text, file=self.stdout)
@@ -99,12 +104,19 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from worker.commands import register_all
 
-    parser = _Parser(prog="openrouter-watcher", description=DESCRIPTION, epilog=EPILOG,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog="openrouter-watcher",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", metavar="PATH", help="TOML configuration file")
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="override [logging] level")
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="override [logging] level",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     migrate = sub.add_parser("migrate", help="bring the database schema to the latest revision")
@@ -113,15 +125,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
-         stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
     """Entry point of the ``openrouter-watcher`` console script."""
     stderr = stderr or sys.stderr
     ctx: Context | None = None
     try:
         args = build_parser().parse_args(argv)
-        ctx = Context(config_path=args.config, log_level=args.log_level,
-                      stdin=stdin or sys.stdin, stdout=stdout or sys.stdout, stderr=stderr)
+        ctx = Context(
+            config_path=args.config,
+            log_level=args.log_level,
+            stdin=stdin or sys.stdin,
+            stdout=stdout or sys.stdout,
+            stderr=stderr,
+        )
         if getattr(args, "logging", True):
             ctx.setup_logging()
         return int(args.func(ctx, args) or 0)

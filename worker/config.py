@@ -32,9 +32,15 @@ DEFAULT_CONFIG_FILE = Path("config.toml")
 DEFAULT_DATABASE_URL = "sqlite:///./data/openrouter-watcher.db"
 
 
-def _opt(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
-         choices: tuple[str, ...] | None = None,
-         check: Callable[[Any], str | None] | None = None) -> Any:
+def _opt(
+    default: Any,
+    doc: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    check: Callable[[Any], str | None] | None = None,
+) -> Any:
     """A settings field with its documentation and validation rules."""
     meta = {"doc": doc, "lo": lo, "hi": hi, "choices": choices, "check": check}
     if isinstance(default, list):
@@ -75,25 +81,31 @@ def _check_cron(value: str) -> str | None:
 
 @dataclass(frozen=True, kw_only=True)
 class DatabaseSettings:
-    url: str = _opt(DEFAULT_DATABASE_URL, "SQLAlchemy URL: sqlite:///PATH or "
-                    "postgresql+psycopg://USER:PASSWORD@HOST/DB", check=_check_database_url)
-    busy_timeout_ms: int = _opt(5000, "SQLite: how long a writer waits for a lock (ms)",
-                                lo=0, hi=600_000)
+    url: str = _opt(
+        DEFAULT_DATABASE_URL,
+        "SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB",
+        check=_check_database_url,
+    )
+    busy_timeout_ms: int = _opt(
+        5000, "SQLite: how long a writer waits for a lock (ms)", lo=0, hi=600_000
+    )
     echo: bool = _opt(False, "Log every SQL statement (debugging only)")
 
 
 @dataclass(frozen=True, kw_only=True)
 class OpenRouterSettings:
-    base_url: str = _opt("https://openrouter.ai/api/v1", "OpenRouter API base URL",
-                         check=_check_http_url)
-    connect_timeout: float = _opt(10.0, "Seconds to wait for a TCP/TLS connection", lo=0.1,
-                                  hi=600)
+    base_url: str = _opt(
+        "https://openrouter.ai/api/v1", "OpenRouter API base URL", check=_check_http_url
+    )
+    connect_timeout: float = _opt(10.0, "Seconds to wait for a TCP/TLS connection", lo=0.1, hi=600)
     read_timeout: float = _opt(60.0, "Seconds to wait for a response", lo=0.1, hi=3600)
     max_attempts: int = _opt(5, "Attempts per request, the first included", lo=1, hi=50)
-    request_deadline: float = _opt(120.0, "Total seconds one request may take, retries "
-                                   "included", lo=1, hi=3600)
-    backoff_initial: float = _opt(0.5, "First retry wait (s); doubles each attempt, with "
-                                  "jitter", lo=0, hi=600)
+    request_deadline: float = _opt(
+        120.0, "Total seconds one request may take, retries included", lo=1, hi=3600
+    )
+    backoff_initial: float = _opt(
+        0.5, "First retry wait (s); doubles each attempt, with jitter", lo=0, hi=600
+    )
     backoff_max: float = _opt(60.0, "Longest wait between attempts (s)", lo=0, hi=3600)
     retry_after_max: float = _opt(60.0, "Cap on a server's Retry-After (s)", lo=0, hi=3600)
     http_referer: str = _opt("", "Optional HTTP-Referer header (OpenRouter app attribution)")
@@ -102,11 +114,15 @@ class OpenRouterSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class EncryptionSettings:
-    key: str = _opt("", "Base64 256-bit master key. Prefer the environment variable or a "
-                    "key file over writing it here")
+    key: str = _opt(
+        "",
+        "Base64 256-bit master key. Prefer the environment variable or a "
+        "key file over writing it here",
+    )
     key_file: str = _opt("", "Path of a file holding the base64 master key (mode 0600)")
-    previous_keys: tuple[str, ...] = _opt([], "Old base64 master keys still accepted for "
-                                          "decryption while rotating")
+    previous_keys: tuple[str, ...] = _opt(
+        [], "Old base64 master keys still accepted for decryption while rotating"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,23 +132,33 @@ class SyncSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class ScheduleSettings:
-    cron: str = _opt("20 0 * * *", "When the daemon syncs (crontab, UTC). OpenRouter reports "
-                     "completed UTC days, so just after midnight UTC", check=_check_cron)
+    cron: str = _opt(
+        "20 0 * * *",
+        "When the daemon syncs (crontab, UTC). OpenRouter reports "
+        "completed UTC days, so just after midnight UTC",
+        check=_check_cron,
+    )
     interval_minutes: int = _opt(0, "Also sync every N minutes (0: off)", lo=0, hi=525_600)
-    interval_seconds: int = _opt(0, "Also sync every N seconds (0: off; for tests and demos)",
-                                 lo=0, hi=31_536_000)
+    interval_seconds: int = _opt(
+        0, "Also sync every N seconds (0: off; for tests and demos)", lo=0, hi=31_536_000
+    )
     run_at_startup: bool = _opt(True, "Sync once when the daemon starts")
-    misfire_grace_seconds: int = _opt(3600, "A run missed by up to this long still runs",
-                                      lo=1, hi=604_800)
-    shutdown_grace_seconds: float = _opt(30.0, "On SIGTERM, how long the key in flight may "
-                                         "take to finish", lo=0, hi=3600)
+    misfire_grace_seconds: int = _opt(
+        3600, "A run missed by up to this long still runs", lo=1, hi=604_800
+    )
+    shutdown_grace_seconds: float = _opt(
+        30.0, "On SIGTERM, how long the key in flight may take to finish", lo=0, hi=3600
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class LoggingSettings:
     level: str = _opt("INFO", "Log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    format: str = _opt("auto", "json, console, or auto (console on a terminal, JSON otherwise)",
-                       choices=("auto", "json", "console"))
+    format: str = _opt(
+        "auto",
+        "json, console, or auto (console on a terminal, JSON otherwise)",
+        choices=("auto", "json", "console"),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,16 +274,18 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"configuration file {path} does not exist: fix --config or "
-                          f"${CONFIG_ENV}") from None
+        raise ConfigError(
+            f"configuration file {path} does not exist: fix --config or ${CONFIG_ENV}"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
 
 
-def load_settings(path: str | os.PathLike[str] | None = None,
-                  env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
     """Load, merge and validate the configuration. Raises :class:`ConfigError`."""
     env = os.environ if env is None else env
     config_path = find_config_file(path, env)
@@ -268,8 +296,9 @@ def load_settings(path: str | os.PathLike[str] | None = None,
 
     for name in data:
         if name not in SECTIONS:
-            problems.append(f"unknown section [{name}] in {file_label} "
-                            f"(known: {', '.join(SECTIONS)})")
+            problems.append(
+                f"unknown section [{name}] in {file_label} (known: {', '.join(SECTIONS)})"
+            )
         elif not isinstance(data[name], dict):
             problems.append(f"[{name}] in {file_label} must be a table")
 
@@ -281,8 +310,10 @@ def load_settings(path: str | os.PathLike[str] | None = None,
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for key in raw:
             if key not in fields:
-                problems.append(f"unknown key [{section_name}] {key} in {file_label} "
-                                f"(known: {', '.join(fields)})")
+                problems.append(
+                    f"unknown key [{section_name}] {key} in {file_label} "
+                    f"(known: {', '.join(fields)})"
+                )
         values: dict[str, Any] = {}
         for key, fld in fields.items():
             var = env_name(section_name, key)

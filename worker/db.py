@@ -31,8 +31,9 @@ ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
 ALEMBIC_DIR = PROJECT_ROOT / "alembic"
 
 
-def create_db_engine(url: str, *, busy_timeout_ms: int = 5000, echo: bool = False,
-                     **kwargs: Any) -> Engine:
+def create_db_engine(
+    url: str, *, busy_timeout_ms: int = 5000, echo: bool = False, **kwargs: Any
+) -> Engine:
     """An engine for SQLite or PostgreSQL (psycopg 3), with the pragmas SQLite needs."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -58,6 +59,10 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
         cursor.execute("PRAGMA foreign_keys=ON")
         # WAL lets readers (status, report) run while the worker writes.
         cursor.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL never corrupts the database; a power loss may undo the last
+        # commits, which the next sync fetches again (every write is an idempotent upsert of
+        # what OpenRouter reports). FULL would fsync on every per-key commit.
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
 
@@ -105,7 +110,8 @@ def current_revision(engine: Engine) -> str | None:
     except OperationalError as exc:
         raise DatabaseUnavailableError(
             f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: "
-            f"{_first_line(exc.orig)}; check [database] url") from exc
+            f"{_first_line(exc.orig)}; check [database] url"
+        ) from exc
 
 
 def init_db(engine: Engine, revision: str = "head") -> None:

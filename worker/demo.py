@@ -25,12 +25,33 @@ DEMO_DIR = Path("data/demo")
 
 # (user, key name, fake key, models, endpoints per model, spend scale, seed)
 DEMO_KEYS = [
-    ("alice@example.com", "production", "sk-or-v1-demo-production-000000000000000000000001",
-     6, 2, Decimal("3"), 1),
-    ("alice@example.com", "staging", "sk-or-v1-demo-staging-00000000000000000000000000002",
-     3, 1, Decimal("0.2"), 2),
-    ("bob@example.com", "research", "sk-or-v1-demo-research-0000000000000000000000000003",
-     4, 1, Decimal("1"), 3),
+    (
+        "alice@example.com",
+        "production",
+        "sk-or-v1-demo-production-000000000000000000000001",
+        6,
+        2,
+        Decimal("3"),
+        1,
+    ),
+    (
+        "alice@example.com",
+        "staging",
+        "sk-or-v1-demo-staging-00000000000000000000000000002",
+        3,
+        1,
+        Decimal("0.2"),
+        2,
+    ),
+    (
+        "bob@example.com",
+        "research",
+        "sk-or-v1-demo-research-0000000000000000000000000003",
+        4,
+        1,
+        Decimal("1"),
+        3,
+    ),
 ]
 
 
@@ -52,35 +73,48 @@ def main() -> int:
     today = utc_today()
     with FakeOpenRouter(today=today) as fake:
         for _user, _name, key, models, endpoints, scale, seed in DEMO_KEYS:
-            fake.add_key(key, management=True, rows=generate_activity(
-                today=today, days=30, models=models, endpoints=endpoints, seed=seed,
-                scale=scale))
+            fake.add_key(
+                key,
+                management=True,
+                rows=generate_activity(
+                    today=today, days=30, models=models, endpoints=endpoints, seed=seed, scale=scale
+                ),
+            )
         for var in [v for v in os.environ if v.startswith("OPENROUTER_WATCHER_")]:
             del os.environ[var]  # the demo must not touch a configured production database
-        os.environ.update({
-            "OPENROUTER_WATCHER_CONFIG": os.devnull,
-            "OPENROUTER_WATCHER_DATABASE_URL": f"sqlite:///{database}",
-            "OPENROUTER_WATCHER_OPENROUTER_BASE_URL": fake.base_url,
-            "OPENROUTER_WATCHER_ENCRYPTION_KEY": generate_master_key(),
-            "OPENROUTER_WATCHER_LOGGING_LEVEL": "WARNING",
-            "OPENROUTER_WATCHER_LOGGING_FORMAT": "console",
-        })
+        os.environ.update(
+            {
+                "OPENROUTER_WATCHER_CONFIG": os.devnull,
+                "OPENROUTER_WATCHER_DATABASE_URL": f"sqlite:///{database}",
+                "OPENROUTER_WATCHER_OPENROUTER_BASE_URL": fake.base_url,
+                "OPENROUTER_WATCHER_ENCRYPTION_KEY": generate_master_key(),
+                "OPENROUTER_WATCHER_LOGGING_LEVEL": "WARNING",
+                "OPENROUTER_WATCHER_LOGGING_FORMAT": "console",
+            }
+        )
         print(f"fake OpenRouter listening on {fake.base_url}; database {database}")
         steps: list[tuple[tuple[str, ...], str | None]] = [(("migrate",), None)]
         for email in dict.fromkeys(user for user, *_ in DEMO_KEYS):
             steps.append((("users", "add", email), None))
         for user, name, key, *_ in DEMO_KEYS:
             steps.append((("keys", "add", "--user", user, "--name", name), key + "\n"))
-        steps += [(("keys", "list"), None), (("sync",), None), (("status",), None),
-                  (("report", "--by", "day"), None), (("report", "--by", "model"), None)]
+        steps += [
+            (("keys", "list"), None),
+            (("sync",), None),
+            (("status",), None),
+            (("report", "--by", "day"), None),
+            (("report", "--by", "model"), None),
+        ]
         for argv, stdin in steps:
             code = _run(*argv, stdin=stdin)
             if code != 0:
                 print(f"demo step failed with exit code {code}", file=sys.stderr)
                 return code
-    print("\nThe demo database stays until the next `make demo`; query it with e.g.\n"
-          f"  OPENROUTER_WATCHER_DATABASE_URL=sqlite:///{database} "
-          ".venv/bin/openrouter-watcher report --by model")
+    print(
+        "\nThe demo database stays until the next `make demo`; query it with e.g.\n"
+        f"  OPENROUTER_WATCHER_DATABASE_URL=sqlite:///{database} "
+        ".venv/bin/openrouter-watcher report --by model"
+    )
     return 0
 
 

@@ -33,8 +33,11 @@ def sync_lock(engine: Engine) -> Iterator[bool]:
     """Try to take the database's sync lock; yield whether we hold it. Never blocks."""
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
-            acquired = bool(conn.execute(
-                text("SELECT pg_try_advisory_lock(:id)"), {"id": ADVISORY_LOCK_ID}).scalar())
+            acquired = bool(
+                conn.execute(
+                    text("SELECT pg_try_advisory_lock(:id)"), {"id": ADVISORY_LOCK_ID}
+                ).scalar()
+            )
             conn.commit()
             try:
                 yield acquired

@@ -109,8 +109,9 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
     root.setLevel(level.upper())
     # httpx logs one INFO line per request; keep those for DEBUG.
     for noisy in ("httpx", "httpcore", "alembic", "apscheduler.executors.default"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level)
-                                          if level.upper() != "DEBUG" else logging.DEBUG)
+        logging.getLogger(noisy).setLevel(
+            max(logging.WARNING, root.level) if level.upper() != "DEBUG" else logging.DEBUG
+        )
 
     structlog.configure(
         processors=[

@@ -129,8 +129,9 @@ class Base(DeclarativeBase):
 
 
 def _created_at() -> Mapped[dt.datetime]:
-    return mapped_column(UTCDateTime(), default=utcnow, server_default=text("CURRENT_TIMESTAMP"),
-                         nullable=True)
+    return mapped_column(
+        UTCDateTime(), default=utcnow, server_default=text("CURRENT_TIMESTAMP"), nullable=True
+    )
 
 
 def _is_active() -> Mapped[bool]:
@@ -149,14 +150,20 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     created_at: Mapped[dt.datetime] = _created_at()
     updated_at: Mapped[dt.datetime] = mapped_column(
-        UTCDateTime(), default=utcnow, onupdate=utcnow,
-        server_default=text("CURRENT_TIMESTAMP"), nullable=True)
+        UTCDateTime(),
+        default=utcnow,
+        onupdate=utcnow,
+        server_default=text("CURRENT_TIMESTAMP"),
+        nullable=True,
+    )
     is_active: Mapped[bool] = _is_active()
 
     api_keys: Mapped[list[ApiKey]] = relationship(
-        back_populates="user", cascade="all, delete-orphan", passive_deletes=True)
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
     api_tokens: Mapped[list[ApiToken]] = relationship(
-        back_populates="user", cascade="all, delete-orphan", passive_deletes=True)
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
 
     def __repr__(self) -> str:
         return f"<User id={self.id} email={self.email!r}>"
@@ -168,11 +175,13 @@ class ApiKey(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     name: Mapped[str] = mapped_column(String(100), nullable=False)
     key_encrypted: Mapped[str] = mapped_column(Text, nullable=False)  # AES-256-GCM, see crypto
     is_active: Mapped[bool] = mapped_column(
-        Boolean(), default=True, server_default=true(), nullable=True, index=True)
+        Boolean(), default=True, server_default=true(), nullable=True, index=True
+    )
     created_at: Mapped[dt.datetime] = _created_at()
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # Added by 0002: "management", "ordinary" or NULL (not known yet). Learned from GET /key
@@ -181,7 +190,8 @@ class ApiKey(Base):
 
     user: Mapped[User] = relationship(back_populates="api_keys")
     usage_stats: Mapped[list[UsageStats]] = relationship(
-        back_populates="api_key", cascade="all, delete-orphan", passive_deletes=True)
+        back_populates="api_key", cascade="all, delete-orphan", passive_deletes=True
+    )
 
     def __repr__(self) -> str:  # never the key itself
         return f"<ApiKey id={self.id} user_id={self.user_id} name={self.name!r}>"
@@ -196,24 +206,31 @@ class UsageStats(Base):
 
     id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
     api_key_id: Mapped[int] = mapped_column(
-        ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False, index=True)
+        ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     date: Mapped[dt.date] = mapped_column(Date, nullable=False, index=True)
     model: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
     requests_count: Mapped[int] = mapped_column(
-        Integer, default=0, server_default=text("0"), nullable=True)
+        Integer, default=0, server_default=text("0"), nullable=True
+    )
     # BIGINT since 0002: one busy account can pass 2^31 tokens on one model in a day.
     tokens_input: Mapped[int] = mapped_column(
-        BigInteger, default=0, server_default=text("0"), nullable=True)
+        BigInteger, default=0, server_default=text("0"), nullable=True
+    )
     tokens_output: Mapped[int] = mapped_column(
-        BigInteger, default=0, server_default=text("0"), nullable=True)
+        BigInteger, default=0, server_default=text("0"), nullable=True
+    )
     cost: Mapped[Decimal] = mapped_column(
-        MONEY, default=Decimal(0), server_default=text("0.0"), nullable=True)
+        MONEY, default=Decimal(0), server_default=text("0.0"), nullable=True
+    )
     created_at: Mapped[dt.datetime] = _created_at()
     # Added by 0002.
     tokens_reasoning: Mapped[int] = mapped_column(
-        BigInteger, default=0, server_default=text("0"), nullable=True)
+        BigInteger, default=0, server_default=text("0"), nullable=True
+    )
     byok_cost: Mapped[Decimal] = mapped_column(
-        MONEY, default=Decimal(0), server_default=text("0.0"), nullable=True)
+        MONEY, default=Decimal(0), server_default=text("0.0"), nullable=True
+    )
 
     api_key: Mapped[ApiKey] = relationship(back_populates="usage_stats")
 
@@ -224,13 +241,15 @@ class ApiToken(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     token_hash: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
     name: Mapped[str] = mapped_column(String(100), nullable=False)
     created_at: Mapped[dt.datetime] = _created_at()
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     is_active: Mapped[bool] = mapped_column(
-        Boolean(), default=True, server_default=true(), nullable=True, index=True)
+        Boolean(), default=True, server_default=true(), nullable=True, index=True
+    )
 
     user: Mapped[User] = relationship(back_populates="api_tokens")
 
@@ -247,13 +266,16 @@ class SyncRun(Base):
     trigger: Mapped[str] = mapped_column(String(20), nullable=False)
     # running | ok | failed (some key failed) | interrupted
     status: Mapped[str] = mapped_column(String(20), nullable=False, index=True)
-    keys_ok: Mapped[int] = mapped_column(Integer, nullable=False, default=0,
-                                         server_default=text("0"))
-    keys_failed: Mapped[int] = mapped_column(Integer, nullable=False, default=0,
-                                             server_default=text("0"))
+    keys_ok: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default=text("0")
+    )
+    keys_failed: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default=text("0")
+    )
 
     key_results: Mapped[list[SyncKeyResult]] = relationship(
-        back_populates="run", cascade="all, delete-orphan", passive_deletes=True)
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class SyncKeyResult(Base):
@@ -264,9 +286,11 @@ class SyncKeyResult(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(
-        ForeignKey("sync_runs.id", ondelete="CASCADE"), nullable=False, index=True)
+        ForeignKey("sync_runs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     api_key_id: Mapped[int] = mapped_column(
-        ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False)
+        ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False
+    )
     # ok | failed
     status: Mapped[str] = mapped_column(String(20), nullable=False)
     rows_inserted: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

@@ -57,9 +57,7 @@ _log = get_logger(__name__)
 
 # "2026-04-22" or "2026-04-22 00:00:00" (also ISO 'T', fractions, Z/+00:00): the day is the
 # first ten characters. A non-UTC offset would move the day, so it is not accepted.
-_DATE_RE = re.compile(
-    r"(\d{4}-\d{2}-\d{2})(?:[ T]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]00:?00)?)?"
-)
+_DATE_RE = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[ T]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]00:?00)?)?")
 _COUNT_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "reasoning_tokens")
 _MONEY_FIELDS = ("usage", "byok_usage_inference")
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
@@ -139,8 +137,9 @@ class _Invalid(Exception):
 
 def _show(value: Any) -> str:
     """A short, safe rendering of a bad value for an error message."""
-    text = mask_text(json.dumps(value, default=str) if not isinstance(value, Decimal)
-                     else str(value))
+    text = mask_text(
+        json.dumps(value, default=str) if not isinstance(value, Decimal) else str(value)
+    )
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -214,14 +213,12 @@ def _activity_row(item: Any, first: dt.date, last: dt.date, day: dt.date | None)
     if day is not None and date != day:
         raise _Invalid("date", f"must be the requested day {day}, got {_show(item['date'])}")
     if not first <= date <= last:
-        raise _Invalid("date", f"must lie in the window {first}..{last}, "
-                               f"got {_show(item['date'])}")
+        raise _Invalid("date", f"must lie in the window {first}..{last}, got {_show(item['date'])}")
     model = _string(item, "model")
     if not model:
         raise _Invalid("model", "must not be empty")
     if len(model) > MAX_MODEL_LENGTH:
-        raise _Invalid("model", f"must be at most {MAX_MODEL_LENGTH} characters, "
-                                f"got {len(model)}")
+        raise _Invalid("model", f"must be at most {MAX_MODEL_LENGTH} characters, got {len(model)}")
     # model_permaslug is required by the contract but unused here: check its type only if sent.
     if item.get("model_permaslug") is not None:
         _string(item, "model_permaslug")
@@ -269,7 +266,8 @@ def parse_activity(text: str, *, today: dt.date, day: dt.date | None = None) -> 
                 continue  # an exact duplicate is the same fact reported twice
             raise InvalidResponseError(
                 f"{prefix}: row {index} repeats date {row.date}, model {row.model!r}, "
-                f"endpoint {row.endpoint_id!r} of row {other_index} with different values")
+                f"endpoint {row.endpoint_id!r} of row {other_index} with different values"
+            )
         seen[key] = (index, row)
         rows.append(row)
     return rows
@@ -290,15 +288,18 @@ def parse_key(text: str) -> KeyInfo:
             if field not in data:
                 raise _Invalid(field, "is missing")
         if not isinstance(data["is_management_key"], bool):
-            raise _Invalid("is_management_key",
-                           f"must be true or false, got {_show(data['is_management_key'])}")
+            raise _Invalid(
+                "is_management_key",
+                f"must be true or false, got {_show(data['is_management_key'])}",
+            )
         label = _string(data, "label")
         usage = _money(data, "usage")
         limit = _money_or_none(data, "limit")
         # limit_remaining can go below zero once a key overspends: allow the sign.
         remaining = data["limit_remaining"]
-        if remaining is not None and (isinstance(remaining, bool)
-                                      or not isinstance(remaining, int | Decimal)):
+        if remaining is not None and (
+            isinstance(remaining, bool) or not isinstance(remaining, int | Decimal)
+        ):
             raise _Invalid("limit_remaining", f"must be a JSON number, got {_show(remaining)}")
     except _Invalid as exc:
         raise InvalidResponseError(f"{prefix}: field {exc.field!r}: {exc.problem}") from None
@@ -414,8 +415,9 @@ class OpenRouterClient:
         response, _sent = self._get("key", api_key, params=None)
         return parse_key(response.text)
 
-    def get_activity(self, api_key: str, *, day: dt.date | None = None,
-                     today: dt.date | None = None) -> ActivityResult:
+    def get_activity(
+        self, api_key: str, *, day: dt.date | None = None, today: dt.date | None = None
+    ) -> ActivityResult:
         """``GET /activity``: the whole 30-day window, or one ``day`` (``?date=YYYY-MM-DD``).
 
         Every row must lie in :func:`completed_window` of ``today`` (default: the UTC date now)
@@ -424,13 +426,15 @@ class OpenRouterClient:
         today = today or utc_today()
         params = {"date": day.isoformat()} if day is not None else None
         response, sent = self._get("activity", api_key, params=params)
-        return ActivityResult(rows=parse_activity(response.text, today=today, day=day),
-                              requests_made=sent)
+        return ActivityResult(
+            rows=parse_activity(response.text, today=today, day=day), requests_made=sent
+        )
 
     # -- transport and retries -------------------------------------------------------------
 
-    def _get(self, path: str, api_key: str,
-             params: Mapping[str, str] | None) -> tuple[httpx.Response, int]:
+    def _get(
+        self, path: str, api_key: str, params: Mapping[str, str] | None
+    ) -> tuple[httpx.Response, int]:
         """GET with retries; return a 200 response or raise the typed error."""
         state = _Attempt("/" + path, api_key, self._clock())
         headers = {"Authorization": f"Bearer {api_key}"}
@@ -462,7 +466,8 @@ class OpenRouterClient:
         except httpx.HTTPError as exc:  # not transient (e.g. a malformed URL): no retry
             raise UpstreamUnavailableError(
                 f"cannot call OpenRouter {state.path} ({type(exc).__name__}): "
-                "check [openrouter] base_url") from exc
+                "check [openrouter] base_url"
+            ) from exc
         if isinstance(outcome, httpx.Response):
             return self._check(outcome, state), state.sent
         # Retries exhausted: tenacity handed back the last attempt's future.
@@ -471,17 +476,20 @@ class OpenRouterClient:
         except httpx.TimeoutException as exc:
             raise UpstreamUnavailableError(
                 f"OpenRouter {state.path} timed out after {state.sent} attempt(s) "
-                f"({type(exc).__name__}); try again later") from exc
+                f"({type(exc).__name__}); try again later"
+            ) from exc
         except httpx.TransportError as exc:
             raise UpstreamUnavailableError(
                 f"cannot reach OpenRouter {state.path} after {state.sent} attempt(s) "
-                f"({type(exc).__name__}): check [openrouter] base_url and the network") from exc
+                f"({type(exc).__name__}): check [openrouter] base_url and the network"
+            ) from exc
         return self._check(last, state), state.sent
 
     @staticmethod
     def _is_transient(exc: BaseException) -> bool:
-        return isinstance(exc, httpx.TimeoutException | httpx.NetworkError
-                          | httpx.RemoteProtocolError)
+        return isinstance(
+            exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError
+        )
 
     def _wait(self, rs: tenacity.RetryCallState) -> float:
         """Retry-After when the server sent one (capped), else exponential backoff + jitter."""
@@ -491,8 +499,9 @@ class OpenRouterClient:
             after = parse_retry_after(response.headers.get("Retry-After"), self._wall_clock())
             if after is not None:
                 return min(after, self.settings.retry_after_max)
-        base = min(self.settings.backoff_max,
-                   self.settings.backoff_initial * 2 ** (rs.attempt_number - 1))
+        base = min(
+            self.settings.backoff_max, self.settings.backoff_initial * 2 ** (rs.attempt_number - 1)
+        )
         # "Equal jitter": at least half the backoff, so waits still grow, never in lockstep.
         return min(self.settings.backoff_max, base / 2 + self._rng.uniform(0, base / 2))
 
@@ -505,8 +514,11 @@ class OpenRouterClient:
 
     def _log_retry(self, rs: tenacity.RetryCallState, state: _Attempt) -> None:
         outcome = rs.outcome
-        fields: dict[str, Any] = {"path": state.path, "attempt": rs.attempt_number,
-                                  "wait": round(rs.upcoming_sleep, 3)}
+        fields: dict[str, Any] = {
+            "path": state.path,
+            "attempt": rs.attempt_number,
+            "wait": round(rs.upcoming_sleep, 3),
+        }
         if outcome is not None and outcome.failed:
             fields["error"] = type(outcome.exception()).__name__
         elif outcome is not None:
@@ -524,22 +536,27 @@ class OpenRouterClient:
         if status == 401:
             raise UnauthorizedError(
                 f"OpenRouter rejected the key on {path} ({detail}): it is wrong, expired, "
-                "disabled or deleted")
+                "disabled or deleted"
+            )
         if status == 403:
-            raise NotManagementKeyError(f"OpenRouter refused {path} ({detail}): "
-                                        f"{MANAGEMENT_KEY_HELP}")
+            raise NotManagementKeyError(
+                f"OpenRouter refused {path} ({detail}): {MANAGEMENT_KEY_HELP}"
+            )
         if status == 400:
             raise BadRequestError(f"OpenRouter rejected the request to {path} ({detail})")
         if status == 429:
             raise RateLimitedError(
                 f"OpenRouter kept rate limiting {path} ({detail}) after {state.sent} "
-                "attempt(s); try again later")
+                "attempt(s); try again later"
+            )
         if status == 404:
             raise UpstreamUnavailableError(
                 f"OpenRouter has no {path} ({detail}): check [openrouter] base_url "
-                f"({self.settings.base_url})")
+                f"({self.settings.base_url})"
+            )
         if status >= 500:
             raise UpstreamUnavailableError(
                 f"OpenRouter {path} kept failing ({detail}) after {state.sent} attempt(s); "
-                "try again later")
+                "try again later"
+            )
         raise UpstreamUnavailableError(f"unexpected answer from OpenRouter {path} ({detail})")

@@ -63,8 +63,14 @@ GROUP_FIELDS: dict[str, tuple[str, ...]] = {
     "key": ("key_id", "key_name", "user_email"),
     "user": ("user_email",),
 }
-METRIC_FIELDS = ("requests", "tokens_input", "tokens_output", "tokens_reasoning", "cost",
-                 "byok_cost")
+METRIC_FIELDS = (
+    "requests",
+    "tokens_input",
+    "tokens_output",
+    "tokens_reasoning",
+    "cost",
+    "byok_cost",
+)
 
 
 # --- exact money sums -----------------------------------------------------------------------
@@ -118,8 +124,13 @@ class DateRange:
         return f"{self.since.isoformat()} and {self.until.isoformat()}"
 
 
-def resolve_range(*, since: dt.date | None = None, until: dt.date | None = None,
-                  last: int | None = None, today: dt.date) -> DateRange:
+def resolve_range(
+    *,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+    last: int | None = None,
+    today: dt.date,
+) -> DateRange:
     """The range a user asked for; by default the last 30 completed UTC days.
 
     ``until`` defaults to yesterday (OpenRouter only reports completed days); ``since``
@@ -132,8 +143,10 @@ def resolve_range(*, since: dt.date | None = None, until: dt.date | None = None,
     end = until if until is not None else today - dt.timedelta(days=1)
     start = since if since is not None else end - dt.timedelta(days=(last or DEFAULT_DAYS) - 1)
     if start > end:
-        raise UsageError(f"inverted range: --since {start.isoformat()} is after --until "
-                         f"{end.isoformat()}: swap them")
+        raise UsageError(
+            f"inverted range: --since {start.isoformat()} is after --until "
+            f"{end.isoformat()}: swap them"
+        )
     return DateRange(start, end)
 
 
@@ -149,9 +162,11 @@ class Filters:
         return {"user": self.user_email, "key": self.key_id, "model": self.model}
 
     def describe(self) -> str:
-        parts = [f"user {self.user_email}" if self.user_email else "",
-                 f"key {self.key_id}" if self.key_id is not None else "",
-                 f"model {self.model}" if self.model else ""]
+        parts = [
+            f"user {self.user_email}" if self.user_email else "",
+            f"key {self.key_id}" if self.key_id is not None else "",
+            f"model {self.model}" if self.model else "",
+        ]
         return ", ".join(p for p in parts if p)
 
 
@@ -161,16 +176,20 @@ def check_filters(session: Session, filters: Filters) -> None:
     if filters.user_email is not None:
         user_id = session.scalar(select(User.id).where(User.email == filters.user_email))
         if user_id is None:
-            raise NotFoundError(f"no user with email {filters.user_email}: "
-                                "see `openrouter-watcher users list`")
+            raise NotFoundError(
+                f"no user with email {filters.user_email}: see `openrouter-watcher users list`"
+            )
     if filters.key_id is not None:
         owner = session.scalar(select(ApiKey.user_id).where(ApiKey.id == filters.key_id))
         if owner is None:
-            raise NotFoundError(f"no API key with id {filters.key_id}: "
-                                "see `openrouter-watcher keys list`")
+            raise NotFoundError(
+                f"no API key with id {filters.key_id}: see `openrouter-watcher keys list`"
+            )
         if user_id is not None and owner != user_id:
-            raise UsageError(f"API key {filters.key_id} does not belong to "
-                             f"{filters.user_email}: drop --user or --key")
+            raise UsageError(
+                f"API key {filters.key_id} does not belong to "
+                f"{filters.user_email}: drop --user or --key"
+            )
 
 
 # --- the report -----------------------------------------------------------------------------
@@ -213,8 +232,9 @@ class Report:
         return self.usage_rows == 0
 
 
-def build_report(session: Session, by: str, date_range: DateRange,
-                 filters: Filters | None = None) -> Report:
+def build_report(
+    session: Session, by: str, date_range: DateRange, filters: Filters | None = None
+) -> Report:
     """Query the database and return the report: one GROUP BY, sorted, plus the total.
 
     Days come in ascending order, every day of the range (a day without usage is a zero row,
@@ -239,8 +259,11 @@ def build_report(session: Session, by: str, date_range: DateRange,
     groups: dict[str, list[Any]] = {
         "day": [UsageStats.date.label("date")],
         "model": [UsageStats.model.label("model")],
-        "key": [ApiKey.id.label("key_id"), ApiKey.name.label("key_name"),
-                User.email.label("user_email")],
+        "key": [
+            ApiKey.id.label("key_id"),
+            ApiKey.name.label("key_name"),
+            User.email.label("user_email"),
+        ],
         "user": [User.email.label("user_email")],
     }
     keys = groups[by]
@@ -272,9 +295,14 @@ def build_report(session: Session, by: str, date_range: DateRange,
     usage_rows = 0
     for record in session.execute(query).mappings():
         # PostgreSQL's SUM(bigint) is numeric: back to int here.
-        totals = Totals(int(record["requests"]), int(record["tokens_input"]),
-                        int(record["tokens_output"]), int(record["tokens_reasoning"]),
-                        record["cost"], record["byok_cost"])
+        totals = Totals(
+            int(record["requests"]),
+            int(record["tokens_input"]),
+            int(record["tokens_output"]),
+            int(record["tokens_reasoning"]),
+            record["cost"],
+            record["byok_cost"],
+        )
         rows.append(Row({name: record[name] for name in GROUP_FIELDS[by]}, totals))
         total += totals
         usage_rows += int(record["usage_rows"])
@@ -309,8 +337,10 @@ def empty_message(report: Report) -> str:
 def header_line(report: Report) -> str:
     """States the exact range (and filters) a report covers."""
     days = report.range.days
-    text = (f"spend by {report.by}, {report.range.since.isoformat()} to "
-            f"{report.range.until.isoformat()} (UTC, {days} day{'s' if days != 1 else ''})")
+    text = (
+        f"spend by {report.by}, {report.range.since.isoformat()} to "
+        f"{report.range.until.isoformat()} (UTC, {days} day{'s' if days != 1 else ''})"
+    )
     described = report.filters.describe()
     return f"{text}, {described}" if described else text
 
@@ -339,23 +369,32 @@ def _label(value: Any) -> str:
 
 def render_table(report: Report) -> str:
     """A plain-text table with a header line, one line per group and a total line."""
-    group_titles = {"date": "date", "model": "model", "key_id": "key", "key_name": "name",
-                    "user_email": "user"}
+    group_titles = {
+        "date": "date",
+        "model": "model",
+        "key_id": "key",
+        "key_name": "name",
+        "user_email": "user",
+    }
     titles = [group_titles[f] for f in GROUP_FIELDS[report.by]]
     titles += ["requests", "tokens in", "tokens out", "reasoning", "cost", "BYOK cost"]
     lines: list[list[str]] = []
     for row in report.rows:
-        lines.append([_label(row.group[f]) for f in GROUP_FIELDS[report.by]]
-                     + _metric_cells(row.totals))
+        lines.append(
+            [_label(row.group[f]) for f in GROUP_FIELDS[report.by]] + _metric_cells(row.totals)
+        )
     total_cells = ["total"] + [""] * (len(GROUP_FIELDS[report.by]) - 1)
     total_line = total_cells + _metric_cells(report.total)
     n_groups = len(GROUP_FIELDS[report.by])
-    widths = [max(len(line[i]) for line in [titles, *lines, total_line])
-              for i in range(len(titles))]
+    widths = [
+        max(len(line[i]) for line in [titles, *lines, total_line]) for i in range(len(titles))
+    ]
 
     def fmt(cells: Sequence[str]) -> str:
-        out = [cell.ljust(widths[i]) if i < n_groups else cell.rjust(widths[i])
-               for i, cell in enumerate(cells)]
+        out = [
+            cell.ljust(widths[i]) if i < n_groups else cell.rjust(widths[i])
+            for i, cell in enumerate(cells)
+        ]
         return "  ".join(out)
 
     bars: list[str] = [""] * len(lines)
@@ -364,15 +403,22 @@ def render_table(report: Report) -> str:
         bars = [bar(row.totals.cost, largest) for row in report.rows]
     rule = "  ".join("-" * w for w in widths)
     out = [header_line(report), "", fmt(titles), rule]
-    out += [(fmt(line) + ("  " + b if b else "")).rstrip() for line, b in zip(lines, bars,
-                                                                              strict=True)]
+    out += [
+        (fmt(line) + ("  " + b if b else "")).rstrip() for line, b in zip(lines, bars, strict=True)
+    ]
     out += [rule, fmt(total_line).rstrip()]
     return "\n".join(out) + "\n"
 
 
 def _metric_cells(totals: Totals) -> list[str]:
-    return [f"{totals.requests:,}", f"{totals.tokens_input:,}", f"{totals.tokens_output:,}",
-            f"{totals.tokens_reasoning:,}", dollars(totals.cost), dollars(totals.byok_cost)]
+    return [
+        f"{totals.requests:,}",
+        f"{totals.tokens_input:,}",
+        f"{totals.tokens_output:,}",
+        f"{totals.tokens_reasoning:,}",
+        dollars(totals.cost),
+        dollars(totals.byok_cost),
+    ]
 
 
 def _json_value(value: Any) -> Any:
@@ -409,8 +455,11 @@ def render_csv(report: Report) -> str:
 def report_dict(report: Report) -> dict[str, Any]:
     """The JSON document: a stable shape, money as exact decimal strings."""
     return {
-        "range": {"since": report.range.since.isoformat(), "until": report.range.until.isoformat(),
-                  "days": report.range.days},
+        "range": {
+            "since": report.range.since.isoformat(),
+            "until": report.range.until.isoformat(),
+            "days": report.range.days,
+        },
         "by": report.by,
         "filters": report.filters.as_dict(),
         "rows": [_record(row.group, row.totals) for row in report.rows],

@@ -42,10 +42,16 @@ JOB_STARTUP = "sync-startup"
 class SyncDaemon:
     """Owns the scheduler, the stop event and the signal handling of ``openrouter-watcher run``."""
 
-    def __init__(self, settings: Settings, engine: Engine,
-                 session_factory: sessionmaker[Session], keyring: Keyring, *,
-                 client_factory: Callable[[], Any] | None = None,
-                 exit_now: Callable[[int], None] = os._exit) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        session_factory: sessionmaker[Session],
+        keyring: Keyring,
+        *,
+        client_factory: Callable[[], Any] | None = None,
+        exit_now: Callable[[int], None] = os._exit,
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.session_factory = session_factory
@@ -75,15 +81,25 @@ class SyncDaemon:
             kwargs: dict[str, Any] = {"stop": self.stop}
             if self.client_factory is not None:
                 kwargs["client_factory"] = self.client_factory
-            summary = locked_sync(self.engine, self.session_factory, self.settings, self.keyring,
-                                  trigger="schedule", **kwargs)
+            summary = locked_sync(
+                self.engine,
+                self.session_factory,
+                self.settings,
+                self.keyring,
+                trigger="schedule",
+                **kwargs,
+            )
             fields: dict[str, Any] = {}
             if summary is not None:
                 # The run's totals, not every key's result: one short line per run.
                 fields = {k: v for k, v in summary.as_dict().items() if k != "results"}
                 fields["failed_key_ids"] = [k.api_key_id for k in summary.failed]
-            log.info("sync_heartbeat", ran=summary is not None, **fields,
-                     next_run_at=_iso(self.next_run_time()))
+            log.info(
+                "sync_heartbeat",
+                ran=summary is not None,
+                **fields,
+                next_run_at=_iso(self.next_run_time()),
+            )
         finally:
             self._idle.set()
 
@@ -93,26 +109,41 @@ class SyncDaemon:
 
     def _add_jobs(self) -> None:
         schedule = self.settings.schedule
-        self.scheduler.add_job(self.sync_job, CronTrigger.from_crontab(schedule.cron,
-                                                                        timezone=dt.UTC),
-                               id=JOB_CRON, name="sync (cron)", replace_existing=True)
+        self.scheduler.add_job(
+            self.sync_job,
+            CronTrigger.from_crontab(schedule.cron, timezone=dt.UTC),
+            id=JOB_CRON,
+            name="sync (cron)",
+            replace_existing=True,
+        )
         seconds = schedule.interval_minutes * 60 + schedule.interval_seconds
         if seconds:
-            self.scheduler.add_job(self.sync_job, IntervalTrigger(seconds=seconds,
-                                                                  timezone=dt.UTC),
-                                   id=JOB_INTERVAL, name="sync (interval)",
-                                   replace_existing=True)
+            self.scheduler.add_job(
+                self.sync_job,
+                IntervalTrigger(seconds=seconds, timezone=dt.UTC),
+                id=JOB_INTERVAL,
+                name="sync (interval)",
+                replace_existing=True,
+            )
         if schedule.run_at_startup:
-            self.scheduler.add_job(self.sync_job, id=JOB_STARTUP, name="sync (start-up)",
-                                   next_run_time=dt.datetime.now(dt.UTC))
+            self.scheduler.add_job(
+                self.sync_job,
+                id=JOB_STARTUP,
+                name="sync (start-up)",
+                next_run_time=dt.datetime.now(dt.UTC),
+            )
 
     def _on_job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
-            log.warning("sync_missed", job_id=event.job_id,
-                        scheduled_at=_iso(event.scheduled_run_time))
+            log.warning(
+                "sync_missed", job_id=event.job_id, scheduled_at=_iso(event.scheduled_run_time)
+            )
         elif event.exception is not None:
-            log.error("sync_job_failed", job_id=event.job_id,
-                      error=f"{type(event.exception).__name__}: {event.exception}")
+            log.error(
+                "sync_job_failed",
+                job_id=event.job_id,
+                error=f"{type(event.exception).__name__}: {event.exception}",
+            )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -124,8 +155,11 @@ class SyncDaemon:
             log.warning("shutdown_forced", signal=name)
             self._exit_now(0)
             return
-        log.info("shutdown_requested", signal=name,
-                 grace_seconds=self.settings.schedule.shutdown_grace_seconds)
+        log.info(
+            "shutdown_requested",
+            signal=name,
+            grace_seconds=self.settings.schedule.shutdown_grace_seconds,
+        )
         self.stop.set()
         self.scheduler.shutdown(wait=False)
 
@@ -133,13 +167,17 @@ class SyncDaemon:
         """Start the scheduler and block until a signal stops it. Returns the exit code."""
         self._add_jobs()
         self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
-        previous = {sig: signal.signal(sig, self._on_signal)
-                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
         try:
-            log.info("daemon_started", cron=self.settings.schedule.cron,
-                     interval_seconds=self.settings.schedule.interval_minutes * 60
-                     + self.settings.schedule.interval_seconds,
-                     run_at_startup=self.settings.schedule.run_at_startup)
+            log.info(
+                "daemon_started",
+                cron=self.settings.schedule.cron,
+                interval_seconds=self.settings.schedule.interval_minutes * 60
+                + self.settings.schedule.interval_seconds,
+                run_at_startup=self.settings.schedule.run_at_startup,
+            )
             self.scheduler.start()  # blocks until shutdown
             grace = self.settings.schedule.shutdown_grace_seconds
             if not self._idle.wait(timeout=grace):

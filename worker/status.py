@@ -83,39 +83,80 @@ def next_run_time(schedule: ScheduleSettings, now: dt.datetime | None = None) ->
     return min(c for c in candidates if c is not None).astimezone(dt.UTC)
 
 
-def collect_status(session: Session, schedule: ScheduleSettings,
-                   now: dt.datetime | None = None) -> Status:
+def collect_status(
+    session: Session, schedule: ScheduleSettings, now: dt.datetime | None = None
+) -> Status:
     """Gather the status of every key and the last run, in a handful of GROUP BY queries."""
-    latest_result = (select(SyncKeyResult.api_key_id, func.max(SyncKeyResult.id).label("id"))
-                     .group_by(SyncKeyResult.api_key_id).subquery())
-    last = {r.api_key_id: r for r in session.execute(
-        select(SyncKeyResult.api_key_id, SyncKeyResult.status, SyncKeyResult.error,
-               SyncKeyResult.finished_at)
-        .join(latest_result, latest_result.c.id == SyncKeyResult.id))}
-    success = dict(session.execute(  # type: ignore[arg-type]
-        select(SyncKeyResult.api_key_id,
-               func.max(SyncKeyResult.finished_at, type_=UTCDateTime()))
-        .where(SyncKeyResult.status == "ok").group_by(SyncKeyResult.api_key_id)).all())
-    held = {r.api_key_id: r for r in session.execute(
-        select(UsageStats.api_key_id, func.count().label("rows"),
-               func.max(UsageStats.date, type_=Date()).label("newest"))
-        .group_by(UsageStats.api_key_id))}
+    latest_result = (
+        select(SyncKeyResult.api_key_id, func.max(SyncKeyResult.id).label("id"))
+        .group_by(SyncKeyResult.api_key_id)
+        .subquery()
+    )
+    last = {
+        r.api_key_id: r
+        for r in session.execute(
+            select(
+                SyncKeyResult.api_key_id,
+                SyncKeyResult.status,
+                SyncKeyResult.error,
+                SyncKeyResult.finished_at,
+            ).join(latest_result, latest_result.c.id == SyncKeyResult.id)
+        )
+    }
+    success = dict(
+        session.execute(  # type: ignore[arg-type]
+            select(
+                SyncKeyResult.api_key_id, func.max(SyncKeyResult.finished_at, type_=UTCDateTime())
+            )
+            .where(SyncKeyResult.status == "ok")
+            .group_by(SyncKeyResult.api_key_id)
+        ).all()
+    )
+    held = {
+        r.api_key_id: r
+        for r in session.execute(
+            select(
+                UsageStats.api_key_id,
+                func.count().label("rows"),
+                func.max(UsageStats.date, type_=Date()).label("newest"),
+            ).group_by(UsageStats.api_key_id)
+        )
+    }
 
     keys = []
     for key, email, user_active in session.execute(
-            select(ApiKey, User.email, User.is_active).join(User).order_by(ApiKey.id)):
+        select(ApiKey, User.email, User.is_active).join(User).order_by(ApiKey.id)
+    ):
         result = last.get(key.id)
         rows = held.get(key.id)
-        keys.append(KeyStatus(
-            api_key_id=key.id, user=email, name=key.name, kind=key.kind or "unknown",
-            active=bool(key.is_active and user_active),
-            last_success_at=success.get(key.id),
-            last_status=result.status if result else None,
-            last_error=result.error if result else None,
-            last_attempt_at=result.finished_at if result else None,
-            rows=rows.rows if rows else 0, newest_date=rows.newest if rows else None))
+        keys.append(
+            KeyStatus(
+                api_key_id=key.id,
+                user=email,
+                name=key.name,
+                kind=key.kind or "unknown",
+                active=bool(key.is_active and user_active),
+                last_success_at=success.get(key.id),
+                last_status=result.status if result else None,
+                last_error=result.error if result else None,
+                last_attempt_at=result.finished_at if result else None,
+                rows=rows.rows if rows else 0,
+                newest_date=rows.newest if rows else None,
+            )
+        )
 
     run = session.scalars(select(SyncRun).order_by(SyncRun.id.desc()).limit(1)).first()
-    last_run = RunStatus(run.id, run.trigger, run.status, run.started_at, run.finished_at,
-                         run.keys_ok, run.keys_failed) if run else None
+    last_run = (
+        RunStatus(
+            run.id,
+            run.trigger,
+            run.status,
+            run.started_at,
+            run.finished_at,
+            run.keys_ok,
+            run.keys_failed,
+        )
+        if run
+        else None
+    )
     return Status(keys=keys, last_run=last_run, next_run_at=next_run_time(schedule, now))

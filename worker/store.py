@@ -43,8 +43,14 @@ from worker.models import (
 CHUNK_SIZE = 5000
 
 # The values a sync writes; (api_key_id, date, model) is the natural key.
-VALUE_COLUMNS = ("requests_count", "tokens_input", "tokens_output", "tokens_reasoning", "cost",
-                 "byok_cost")
+VALUE_COLUMNS = (
+    "requests_count",
+    "tokens_input",
+    "tokens_output",
+    "tokens_reasoning",
+    "cost",
+    "byok_cost",
+)
 
 TRIGGERS = ("sync", "backfill", "schedule")
 KEY_MANAGEMENT = "management"
@@ -71,8 +77,14 @@ class UsageRow:
 
     def values(self) -> tuple[Any, ...]:
         """The compared values; money quantized so 0.3 and 0.300000000 are equal."""
-        return (self.requests_count, self.tokens_input, self.tokens_output,
-                self.tokens_reasoning, to_money(self.cost), to_money(self.byok_cost))
+        return (
+            self.requests_count,
+            self.tokens_input,
+            self.tokens_output,
+            self.tokens_reasoning,
+            to_money(self.cost),
+            to_money(self.byok_cost),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +110,7 @@ class WriteCounts:
     deleted: int = 0
 
     def __add__(self, other: WriteCounts) -> WriteCounts:
-        return WriteCounts(*(getattr(self, f.name) + getattr(other, f.name)
-                             for f in fields(self)))
+        return WriteCounts(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     @property
     def written(self) -> int:
@@ -112,7 +123,7 @@ class WriteCounts:
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 # --- keys ------------------------------------------------------------------------------------
@@ -120,17 +131,20 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 def active_keys(session: Session, key_ids: Iterable[int] | None = None) -> list[ActiveKey]:
     """Active keys of active users, by id; only those in ``key_ids`` when it is given."""
-    stmt = (select(ApiKey.id, ApiKey.user_id, ApiKey.name, ApiKey.key_encrypted)
-            .join(User, User.id == ApiKey.user_id)
-            .where(ApiKey.is_active.is_(True), User.is_active.is_(True))
-            .order_by(ApiKey.id))
+    stmt = (
+        select(ApiKey.id, ApiKey.user_id, ApiKey.name, ApiKey.key_encrypted)
+        .join(User, User.id == ApiKey.user_id)
+        .where(ApiKey.is_active.is_(True), User.is_active.is_(True))
+        .order_by(ApiKey.id)
+    )
     if key_ids is not None:
         stmt = stmt.where(ApiKey.id.in_(list(key_ids)))
     return [ActiveKey(*row) for row in session.execute(stmt)]
 
 
-def mark_key_seen(session: Session, api_key_id: int, *, kind: str,
-                  accepted_at: dt.datetime | None = None) -> None:
+def mark_key_seen(
+    session: Session, api_key_id: int, *, kind: str, accepted_at: dt.datetime | None = None
+) -> None:
     """Record what OpenRouter said about a key: its kind, and when it last accepted it.
 
     ``kind`` is ``management`` (``/activity`` answered 200) or ``ordinary`` (403).
@@ -145,8 +159,9 @@ def mark_key_seen(session: Session, api_key_id: int, *, kind: str,
 # --- usage rows ------------------------------------------------------------------------------
 
 
-def stored_rows(session: Session, api_key_id: int,
-                days: Iterable[dt.date]) -> dict[tuple[dt.date, str], tuple[int, UsageRow]]:
+def stored_rows(
+    session: Session, api_key_id: int, days: Iterable[dt.date]
+) -> dict[tuple[dt.date, str], tuple[int, UsageRow]]:
     """The key's stored rows for those days: ``{(date, model): (row id, values)}``."""
     day_list = sorted(set(days))
     if not day_list:
@@ -157,10 +172,16 @@ def stored_rows(session: Session, api_key_id: int,
     result: dict[tuple[dt.date, str], tuple[int, UsageRow]] = {}
     for row in session.execute(stmt):
         # NULLs only come from rows written outside the worker; they compare as zero.
-        stored = UsageRow(row.date, row.model, row.requests_count or 0, row.tokens_input or 0,
-                          row.tokens_output or 0, row.tokens_reasoning or 0,
-                          row.cost if row.cost is not None else Decimal(0),
-                          row.byok_cost if row.byok_cost is not None else Decimal(0))
+        stored = UsageRow(
+            row.date,
+            row.model,
+            row.requests_count or 0,
+            row.tokens_input or 0,
+            row.tokens_output or 0,
+            row.tokens_reasoning or 0,
+            row.cost if row.cost is not None else Decimal(0),
+            row.byok_cost if row.byok_cost is not None else Decimal(0),
+        )
         result[(row.date, row.model)] = (row.id, stored)
     return result
 
@@ -198,14 +219,15 @@ def _upsert_sql(dialect: str) -> str:
     columns = ("api_key_id", "date", "model", *VALUE_COLUMNS, "created_at")
     sets = ", ".join(f"{name} = excluded.{name}" for name in VALUE_COLUMNS)
     distinct = "IS NOT" if dialect == "sqlite" else "IS DISTINCT FROM"
-    guard = " OR ".join(f"usage_stats.{name} {distinct} excluded.{name}"
-                        for name in VALUE_COLUMNS)
+    guard = " OR ".join(f"usage_stats.{name} {distinct} excluded.{name}" for name in VALUE_COLUMNS)
     if dialect == "sqlite":
         source = f"VALUES ({', '.join(['?'] * len(columns))})"
     else:
         source = f"SELECT *, %s::timestamptz FROM {_PG_INCOMING}"  # noqa: S608 - constants
-    return (f"INSERT INTO usage_stats ({', '.join(columns)}) {source} "
-            f"ON CONFLICT (api_key_id, date, model) DO UPDATE SET {sets} WHERE {guard}")
+    return (
+        f"INSERT INTO usage_stats ({', '.join(columns)}) {source} "
+        f"ON CONFLICT (api_key_id, date, model) DO UPDATE SET {sets} WHERE {guard}"
+    )
 
 
 # PostgreSQL: the rows are COPYed into this per-session temporary table, then upserted by one
@@ -216,23 +238,36 @@ _PG_INCOMING = "usage_stats_incoming"
 _PG_INCOMING_DDL = (
     f"CREATE TEMPORARY TABLE IF NOT EXISTS {_PG_INCOMING} (api_key_id bigint, date date, "
     "model text, requests_count integer, tokens_input bigint, tokens_output bigint, "
-    "tokens_reasoning bigint, cost numeric, byok_cost numeric)")
-_PG_COPY = (f"COPY {_PG_INCOMING} (api_key_id, date, model, {', '.join(VALUE_COLUMNS)}) "
-            "FROM STDIN")
+    "tokens_reasoning bigint, cost numeric, byok_cost numeric)"
+)
+_PG_COPY = f"COPY {_PG_INCOMING} (api_key_id, date, model, {', '.join(VALUE_COLUMNS)}) FROM STDIN"
 
 
 def _wire(row: UsageRow, sqlite_types: bool) -> tuple[Any, ...]:
     """The compared values as the driver stores them (what :class:`Money` and ``Date`` bind):
     money as a float on SQLite (its NUMERIC is a float), an exact Decimal on PostgreSQL."""
     if sqlite_types:
-        return (row.requests_count, row.tokens_input, row.tokens_output, row.tokens_reasoning,
-                float(row.cost), float(row.byok_cost))
-    return (row.requests_count, row.tokens_input, row.tokens_output, row.tokens_reasoning,
-            row.cost, row.byok_cost)
+        return (
+            row.requests_count,
+            row.tokens_input,
+            row.tokens_output,
+            row.tokens_reasoning,
+            float(row.cost),
+            float(row.byok_cost),
+        )
+    return (
+        row.requests_count,
+        row.tokens_input,
+        row.tokens_output,
+        row.tokens_reasoning,
+        row.cost,
+        row.byok_cost,
+    )
 
 
-def _stored_wire(session: Session, api_key_id: int, days: set[dt.date],
-                 sqlite_types: bool) -> dict[tuple[dt.date, str], tuple[int, tuple[Any, ...]]]:
+def _stored_wire(
+    session: Session, api_key_id: int, days: set[dt.date], sqlite_types: bool
+) -> dict[tuple[dt.date, str], tuple[int, tuple[Any, ...]]]:
     """The key's stored rows for ``days`` as the driver returns them (no type processing):
     ``{(date, model): (row id, wire values)}``; NULLs (rows written outside the worker)
     read as zero."""
@@ -241,17 +276,36 @@ def _stored_wire(session: Session, api_key_id: int, days: set[dt.date],
     by_text = {day.isoformat(): day for day in days}
     mark = "?" if sqlite_types else "%s"
     # Only constant identifiers and markers are formatted in; every value is bound.
-    sql = (f"SELECT id, date, model, {', '.join(VALUE_COLUMNS)} FROM usage_stats "  # noqa: S608
-           f"WHERE api_key_id = {mark} AND date IN ({', '.join([mark] * len(by_text))})")
+    sql = (
+        f"SELECT id, date, model, {', '.join(VALUE_COLUMNS)} FROM usage_stats "  # noqa: S608
+        f"WHERE api_key_id = {mark} AND date IN ({', '.join([mark] * len(by_text))})"
+    )
     params = (api_key_id, *(by_text if sqlite_types else by_text.values()))
     zero: Any = 0.0 if sqlite_types else Decimal(0)
     result: dict[tuple[dt.date, str], tuple[int, tuple[Any, ...]]] = {}
-    for row_id, date, model, n, t_in, t_out, t_reason, cost, byok in (
-            session.connection().exec_driver_sql(sql, params)):
+    for (
+        row_id,
+        date,
+        model,
+        n,
+        t_in,
+        t_out,
+        t_reason,
+        cost,
+        byok,
+    ) in session.connection().exec_driver_sql(sql, params):
         day = by_text[date] if sqlite_types else date
-        result[(day, model)] = (row_id, (n or 0, t_in or 0, t_out or 0, t_reason or 0,
-                                         zero if cost is None else cost,
-                                         zero if byok is None else byok))
+        result[(day, model)] = (
+            row_id,
+            (
+                n or 0,
+                t_in or 0,
+                t_out or 0,
+                t_reason or 0,
+                zero if cost is None else cost,
+                zero if byok is None else byok,
+            ),
+        )
     return result
 
 
@@ -261,13 +315,27 @@ def _same(stored: tuple[Any, ...], fetched: UsageRow, wire: tuple[Any, ...]) -> 
     if stored == wire:
         return True
     n, t_in, t_out, t_reason, cost, byok = stored
-    old = UsageRow(fetched.date, fetched.model, n, t_in, t_out, t_reason,
-                   to_money(cost) or Decimal(0), to_money(byok) or Decimal(0))
+    old = UsageRow(
+        fetched.date,
+        fetched.model,
+        n,
+        t_in,
+        t_out,
+        t_reason,
+        to_money(cost) or Decimal(0),
+        to_money(byok) or Decimal(0),
+    )
     return old.values() == fetched.values()
 
 
-def write_key_days(session: Session, api_key_id: int, days: Iterable[dt.date],
-                   rows: Iterable[UsageRow], *, chunk_size: int = CHUNK_SIZE) -> WriteCounts:
+def write_key_days(
+    session: Session,
+    api_key_id: int,
+    days: Iterable[dt.date],
+    rows: Iterable[UsageRow],
+    *,
+    chunk_size: int = CHUNK_SIZE,
+) -> WriteCounts:
     """Make the key's stored rows for ``days`` exactly ``rows``, in the caller's transaction.
 
     Each day in ``days`` was fetched, so it is the full truth for that day: new (date, model)
@@ -302,8 +370,15 @@ def write_key_days(session: Session, api_key_id: int, days: Iterable[dt.date],
             counts.inserted += 1
         else:
             counts.updated += 1
-        to_upsert.append((api_key_id, row.date.isoformat() if sqlite_types else row.date,
-                          row.model, *wire, *((created,) if sqlite_types else ())))
+        to_upsert.append(
+            (
+                api_key_id,
+                row.date.isoformat() if sqlite_types else row.date,
+                row.model,
+                *wire,
+                *((created,) if sqlite_types else ()),
+            )
+        )
     vanished = [row_id for pair, (row_id, _) in stored.items() if pair not in seen]
     counts.deleted = len(vanished)
 
@@ -326,8 +401,9 @@ def write_key_days(session: Session, api_key_id: int, days: Iterable[dt.date],
                     cursor.execute(f"DELETE FROM {_PG_INCOMING}")  # noqa: S608 - a constant
     table = USAGE
     for id_chunk in _chunks(vanished, chunk_size):
-        session.execute(delete(table).where(table.c.api_key_id == api_key_id,
-                                            table.c.id.in_(list(id_chunk))))
+        session.execute(
+            delete(table).where(table.c.api_key_id == api_key_id, table.c.id.in_(list(id_chunk)))
+        )
     return counts
 
 
@@ -338,35 +414,60 @@ def start_run(session: Session, trigger: str, *, started_at: dt.datetime | None 
     """Create a ``sync_runs`` row in status ``running``; returns its id."""
     if trigger not in TRIGGERS:
         raise ValueError(f"unknown trigger {trigger!r} (expected one of {', '.join(TRIGGERS)})")
-    run = SyncRun(trigger=trigger, status="running", started_at=started_at or utcnow(),
-                  keys_ok=0, keys_failed=0)
+    run = SyncRun(
+        trigger=trigger,
+        status="running",
+        started_at=started_at or utcnow(),
+        keys_ok=0,
+        keys_failed=0,
+    )
     session.add(run)
     session.flush()
     return run.id
 
 
-def record_key_result(session: Session, run_id: int, api_key_id: int, *, status: str,
-                      counts: WriteCounts | None = None, http_requests: int = 0,
-                      error: str | None = None) -> None:
+def record_key_result(
+    session: Session,
+    run_id: int,
+    api_key_id: int,
+    *,
+    status: str,
+    counts: WriteCounts | None = None,
+    http_requests: int = 0,
+    error: str | None = None,
+) -> None:
     """One key's outcome in a run (``ok`` or ``failed``)."""
     if status not in ("ok", "failed"):
         raise ValueError(f"unknown key status {status!r}")
     counts = counts or WriteCounts()
-    session.add(SyncKeyResult(
-        run_id=run_id, api_key_id=api_key_id, status=status,
-        rows_inserted=counts.inserted, rows_updated=counts.updated,
-        rows_unchanged=counts.unchanged, rows_deleted=counts.deleted,
-        http_requests=http_requests, error=error, finished_at=utcnow()))
+    session.add(
+        SyncKeyResult(
+            run_id=run_id,
+            api_key_id=api_key_id,
+            status=status,
+            rows_inserted=counts.inserted,
+            rows_updated=counts.updated,
+            rows_unchanged=counts.unchanged,
+            rows_deleted=counts.deleted,
+            http_requests=http_requests,
+            error=error,
+            finished_at=utcnow(),
+        )
+    )
     session.flush()
 
 
-def finish_run(session: Session, run_id: int, *, status: str, keys_ok: int,
-               keys_failed: int) -> None:
+def finish_run(
+    session: Session, run_id: int, *, status: str, keys_ok: int, keys_failed: int
+) -> None:
     """Close a run: ``ok``, ``failed`` (some key failed) or ``interrupted``."""
     if status not in ("ok", "failed", "interrupted"):
         raise ValueError(f"unknown run status {status!r}")
-    session.execute(update(SyncRun).where(SyncRun.id == run_id).values(
-        status=status, keys_ok=keys_ok, keys_failed=keys_failed, finished_at=utcnow()))
+    session.execute(
+        update(SyncRun)
+        .where(SyncRun.id == run_id)
+        .values(status=status, keys_ok=keys_ok, keys_failed=keys_failed, finished_at=utcnow())
+    )
 
 
 def interrupt_stale_runs(session: Session) -> list[int]:
@@ -375,11 +476,22 @@ def interrupt_stale_runs(session: Session) -> list[int]:
     Call it only while holding the sync lock (:mod:`worker.locking`): then no other process is
     syncing, so a run still marked running was cut short (killed, machine lost).
     """
-    stale = list(session.execute(
-        select(SyncRun.id).where(SyncRun.status == "running").order_by(SyncRun.id)).scalars())
+    stale = list(
+        session.execute(
+            select(SyncRun.id).where(SyncRun.status == "running").order_by(SyncRun.id)
+        ).scalars()
+    )
     for run_id in stale:
-        outcomes = list(session.execute(
-            select(SyncKeyResult.status).where(SyncKeyResult.run_id == run_id)).scalars())
-        finish_run(session, run_id, status="interrupted", keys_ok=outcomes.count("ok"),
-                   keys_failed=outcomes.count("failed"))
+        outcomes = list(
+            session.execute(
+                select(SyncKeyResult.status).where(SyncKeyResult.run_id == run_id)
+            ).scalars()
+        )
+        finish_run(
+            session,
+            run_id,
+            status="interrupted",
+            keys_ok=outcomes.count("ok"),
+            keys_failed=outcomes.count("failed"),
+        )
     return stale

@@ -66,8 +66,9 @@ MANAGEMENT_KEY_NOTE = "per-model history needs a management key"
 class ActivityClient(Protocol):
     """What the sync needs from an OpenRouter client (tests pass stubs)."""
 
-    def get_activity(self, api_key: str, *, day: dt.date | None = None,
-                     today: dt.date | None = None) -> ActivityResult: ...
+    def get_activity(
+        self, api_key: str, *, day: dt.date | None = None, today: dt.date | None = None
+    ) -> ActivityResult: ...
 
     def close(self) -> None: ...
 
@@ -89,9 +90,16 @@ class KeyOutcome:
     error: str | None = None  # the one-line message, never a secret
 
     def as_dict(self) -> dict[str, Any]:
-        return {"api_key_id": self.api_key_id, "user_id": self.user_id, "name": self.name,
-                "status": self.status, "rows": self.counts.as_dict(),
-                "requests": self.http_requests, "reason": self.reason, "error": self.error}
+        return {
+            "api_key_id": self.api_key_id,
+            "user_id": self.user_id,
+            "name": self.name,
+            "status": self.status,
+            "rows": self.counts.as_dict(),
+            "requests": self.http_requests,
+            "reason": self.reason,
+            "error": self.error,
+        }
 
 
 @dataclass(slots=True)
@@ -137,9 +145,11 @@ class RunSummary:
             "run_id": self.run_id,
             "trigger": self.trigger,
             "status": self.status,
-            "days": {"first": self.days[0].isoformat() if self.days else None,
-                     "last": self.days[-1].isoformat() if self.days else None,
-                     "count": len(self.days)},
+            "days": {
+                "first": self.days[0].isoformat() if self.days else None,
+                "last": self.days[-1].isoformat() if self.days else None,
+                "count": len(self.days),
+            },
             "keys_ok": self.keys_ok,
             "keys_failed": self.keys_failed,
             "keys_skipped": self.keys_skipped,
@@ -177,16 +187,25 @@ def check_days(days: Iterable[dt.date], today: dt.date) -> list[dt.date]:
         raise UsageError("no days to fetch")
     for day in result:
         if day >= today:
-            raise UsageError(f"{day} is not a completed UTC day yet (today is {today}): "
-                             f"OpenRouter reports days up to {last}")
+            raise UsageError(
+                f"{day} is not a completed UTC day yet (today is {today}): "
+                f"OpenRouter reports days up to {last}"
+            )
         if day < first:
-            raise UsageError(f"{day} is older than OpenRouter's window of 30 completed days "
-                             f"({first} … {last}): it can no longer be fetched")
+            raise UsageError(
+                f"{day} is older than OpenRouter's window of 30 completed days "
+                f"({first} … {last}): it can no longer be fetched"
+            )
     return result
 
 
-def backfill_days(today: dt.date, *, days: int | None = None, since: dt.date | None = None,
-                  until: dt.date | None = None) -> list[dt.date]:
+def backfill_days(
+    today: dt.date,
+    *,
+    days: int | None = None,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+) -> list[dt.date]:
     """The days a backfill asks for: the last ``days`` completed days, or ``since``…``until``.
 
     ``until`` defaults to yesterday. Raises :class:`UsageError` for a count outside 1…30, an
@@ -200,15 +219,18 @@ def backfill_days(today: dt.date, *, days: int | None = None, since: dt.date | N
             raise UsageError("--until goes with --since, not with --days")
         span = (last - first).days + 1
         if not 1 <= days <= span:
-            raise UsageError(f"--days must be between 1 and {span} (OpenRouter keeps the last "
-                             f"{span} completed days), got {days}")
+            raise UsageError(
+                f"--days must be between 1 and {span} (OpenRouter keeps the last "
+                f"{span} completed days), got {days}"
+            )
         return [today - dt.timedelta(days=n) for n in range(days, 0, -1)]
     assert since is not None
     until = until if until is not None else last
     if until < since:
         raise UsageError(f"--until {until} is before --since {since}")
-    return check_days((since + dt.timedelta(days=i) for i in range((until - since).days + 1)),
-                      today)
+    return check_days(
+        (since + dt.timedelta(days=i) for i in range((until - since).days + 1)), today
+    )
 
 
 # --- aggregation ----------------------------------------------------------------------------
@@ -226,8 +248,10 @@ def aggregate(rows: Iterable[ActivityRow], days: Sequence[dt.date] | None = None
     totals: dict[tuple[dt.date, str], list[Any]] = {}
     for row in rows:
         if allowed is not None and row.date not in allowed:
-            raise InvalidResponseError(f"OpenRouter /activity: a row for {row.model} is dated "
-                                       f"{row.date}, which was not requested")
+            raise InvalidResponseError(
+                f"OpenRouter /activity: a row for {row.model} is dated "
+                f"{row.date}, which was not requested"
+            )
         acc = totals.get((row.date, row.model))
         if acc is None:
             acc = totals[(row.date, row.model)] = [0, 0, 0, 0, Decimal(0), Decimal(0)]
@@ -300,8 +324,16 @@ class _ClientPool:
                 log.warning("client_close_failed", exc_info=True)
 
 
-def _fetch_key(key: ActiveKey, *, keyring: Keyring, pool: _ClientPool, days: list[dt.date],
-               whole_window: bool, today: dt.date, run_id: int) -> _Fetched:
+def _fetch_key(
+    key: ActiveKey,
+    *,
+    keyring: Keyring,
+    pool: _ClientPool,
+    days: list[dt.date],
+    whole_window: bool,
+    today: dt.date,
+    run_id: int,
+) -> _Fetched:
     """In a worker thread: decrypt, fetch and aggregate one key. Never raises."""
     with bound_contextvars(run_id=run_id, api_key_id=key.id, user_id=key.user_id):
         requests = 0
@@ -340,12 +372,19 @@ def _default_client_factory(settings: Settings) -> ClientFactory:
     return lambda: OpenRouterClient(settings.openrouter)
 
 
-def run_sync(session_factory: sessionmaker[Session], settings: Settings, keyring: Keyring, *,
-             trigger: str = "sync", days: Sequence[dt.date] | None = None,
-             key_ids: Iterable[int] | None = None, today: dt.date | None = None,
-             client_factory: ClientFactory | None = None,
-             stop: threading.Event | None = None,
-             utc_today: Callable[[], dt.date] = _utc_today) -> RunSummary:
+def run_sync(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    *,
+    trigger: str = "sync",
+    days: Sequence[dt.date] | None = None,
+    key_ids: Iterable[int] | None = None,
+    today: dt.date | None = None,
+    client_factory: ClientFactory | None = None,
+    stop: threading.Event | None = None,
+    utc_today: Callable[[], dt.date] = _utc_today,
+) -> RunSummary:
     """Run one sync over every active key (or ``key_ids``); returns what happened.
 
     ``days=None`` fetches OpenRouter's whole window in one request per key, and every day of
@@ -370,18 +409,34 @@ def run_sync(session_factory: sessionmaker[Session], settings: Settings, keyring
             if missing:
                 raise NotFoundError(
                     f"no active API key with id {', '.join(map(str, missing))}: "
-                    "see `openrouter-watcher keys list`")
+                    "see `openrouter-watcher keys list`"
+                )
         run_id = store.start_run(session, trigger)
 
     summary = RunSummary(run_id=run_id, trigger=trigger, status="running", days=fetch_days)
     with bound_contextvars(run_id=run_id):
-        log.info("sync_started", trigger=trigger, keys=len(keys), first_day=str(fetch_days[0]),
-                 last_day=str(fetch_days[-1]), days=len(fetch_days))
+        log.info(
+            "sync_started",
+            trigger=trigger,
+            keys=len(keys),
+            first_day=str(fetch_days[0]),
+            last_day=str(fetch_days[-1]),
+            days=len(fetch_days),
+        )
         status = "interrupted"
         try:
-            _run_keys(session_factory, keyring, keys, summary, factory=factory,
-                      concurrency=settings.sync.concurrency, days=fetch_days,
-                      whole_window=whole_window, today=today, stop=stop)
+            _run_keys(
+                session_factory,
+                keyring,
+                keys,
+                summary,
+                factory=factory,
+                concurrency=settings.sync.concurrency,
+                days=fetch_days,
+                whole_window=whole_window,
+                today=today,
+                stop=stop,
+            )
             if summary.keys_skipped:
                 status = "interrupted"
             else:
@@ -391,29 +446,50 @@ def run_sync(session_factory: sessionmaker[Session], settings: Settings, keyring
             summary.status = status
             try:
                 with transaction(session_factory) as session:
-                    store.finish_run(session, run_id, status=status, keys_ok=summary.keys_ok,
-                                     keys_failed=summary.keys_failed)
+                    store.finish_run(
+                        session,
+                        run_id,
+                        status=status,
+                        keys_ok=summary.keys_ok,
+                        keys_failed=summary.keys_failed,
+                    )
             except Exception:
                 log.exception("sync_run_not_closed")
             counts = summary.counts
-            log.info("sync_finished", trigger=trigger, status=status, keys_ok=summary.keys_ok,
-                     keys_failed=summary.keys_failed, keys_skipped=summary.keys_skipped,
-                     **{f"rows_{k}": v for k, v in counts.as_dict().items()},
-                     requests=summary.requests,
-                     duration_s=round(time.monotonic() - started, 3))
+            log.info(
+                "sync_finished",
+                trigger=trigger,
+                status=status,
+                keys_ok=summary.keys_ok,
+                keys_failed=summary.keys_failed,
+                keys_skipped=summary.keys_skipped,
+                **{f"rows_{k}": v for k, v in counts.as_dict().items()},
+                requests=summary.requests,
+                duration_s=round(time.monotonic() - started, 3),
+            )
     return summary
 
 
-def _run_keys(session_factory: sessionmaker[Session], keyring: Keyring, keys: list[ActiveKey],
-              summary: RunSummary, *, factory: ClientFactory, concurrency: int,
-              days: list[dt.date], whole_window: bool, today: dt.date,
-              stop: threading.Event) -> None:
+def _run_keys(
+    session_factory: sessionmaker[Session],
+    keyring: Keyring,
+    keys: list[ActiveKey],
+    summary: RunSummary,
+    *,
+    factory: ClientFactory,
+    concurrency: int,
+    days: list[dt.date],
+    whole_window: bool,
+    today: dt.date,
+    stop: threading.Event,
+) -> None:
     """Fetch with at most ``concurrency`` keys in flight; write each result as it completes."""
     pool = _ClientPool(factory)
     pending = iter(keys)
     in_flight: set[cf.Future[_Fetched]] = set()
-    executor = cf.ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(keys) or 1)),
-                                     thread_name_prefix="sync-fetch")
+    executor = cf.ThreadPoolExecutor(
+        max_workers=max(1, min(concurrency, len(keys) or 1)), thread_name_prefix="sync-fetch"
+    )
     try:
         exhausted = False
         while True:
@@ -423,16 +499,26 @@ def _run_keys(session_factory: sessionmaker[Session], keyring: Keyring, keys: li
                 if key is None:
                     exhausted = True
                     break
-                in_flight.add(executor.submit(
-                    _fetch_key, key, keyring=keyring, pool=pool, days=days,
-                    whole_window=whole_window, today=today, run_id=summary.run_id))
+                in_flight.add(
+                    executor.submit(
+                        _fetch_key,
+                        key,
+                        keyring=keyring,
+                        pool=pool,
+                        days=days,
+                        whole_window=whole_window,
+                        today=today,
+                        run_id=summary.run_id,
+                    )
+                )
             if not in_flight:
                 break
             done, in_flight = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
             for future in done:
                 write_started = time.perf_counter()
-                summary.keys.append(_store_key(session_factory, summary.run_id, future.result(),
-                                               days))
+                summary.keys.append(
+                    _store_key(session_factory, summary.run_id, future.result(), days)
+                )
                 summary.write_seconds += time.perf_counter() - write_started
         summary.keys_skipped = sum(1 for _ in pending) if not exhausted else 0
         # Results arrive in completion order; report them in key order, run after run.
@@ -442,12 +528,18 @@ def _run_keys(session_factory: sessionmaker[Session], keyring: Keyring, keys: li
         pool.close()
 
 
-def _store_key(session_factory: sessionmaker[Session], run_id: int, fetched: _Fetched,
-               days: list[dt.date]) -> KeyOutcome:
+def _store_key(
+    session_factory: sessionmaker[Session], run_id: int, fetched: _Fetched, days: list[dt.date]
+) -> KeyOutcome:
     """In the calling thread: one transaction for the key's rows, kind, last use and ledger."""
     key = fetched.key
-    outcome = KeyOutcome(api_key_id=key.id, user_id=key.user_id, name=key.name, status="ok",
-                         http_requests=fetched.http_requests)
+    outcome = KeyOutcome(
+        api_key_id=key.id,
+        user_id=key.user_id,
+        name=key.name,
+        status="ok",
+        http_requests=fetched.http_requests,
+    )
     with bound_contextvars(api_key_id=key.id, user_id=key.user_id):
         error = fetched.error
         if error is None:
@@ -455,43 +547,70 @@ def _store_key(session_factory: sessionmaker[Session], run_id: int, fetched: _Fe
             try:
                 with transaction(session_factory) as session:
                     outcome.counts = store.write_key_days(session, key.id, days, fetched.rows)
-                    store.mark_key_seen(session, key.id, kind=store.KEY_MANAGEMENT,
-                                        accepted_at=utcnow())
-                    store.record_key_result(session, run_id, key.id, status="ok",
-                                            counts=outcome.counts,
-                                            http_requests=fetched.http_requests)
+                    store.mark_key_seen(
+                        session, key.id, kind=store.KEY_MANAGEMENT, accepted_at=utcnow()
+                    )
+                    store.record_key_result(
+                        session,
+                        run_id,
+                        key.id,
+                        status="ok",
+                        counts=outcome.counts,
+                        http_requests=fetched.http_requests,
+                    )
             except Exception as exc:  # the key's transaction is rolled back whole
                 error = exc
                 outcome.counts = WriteCounts()
         if error is None:
-            log.info("key_synced", **{f"rows_{k}": v for k, v in outcome.counts.as_dict().items()},
-                     requests=fetched.http_requests)
+            log.info(
+                "key_synced",
+                **{f"rows_{k}": v for k, v in outcome.counts.as_dict().items()},
+                requests=fetched.http_requests,
+            )
             return outcome
 
         outcome.status = "failed"
         outcome.reason, outcome.error = describe_failure(error)
         # The traceback only for the unexpected; an expected failure is its one-line message.
         trace = {"exc_info": error} if outcome.reason == "unexpected" else {}
-        log.warning("key_sync_failed", reason=outcome.reason, error=outcome.error,
-                    requests=fetched.http_requests, **trace)
+        log.warning(
+            "key_sync_failed",
+            reason=outcome.reason,
+            error=outcome.error,
+            requests=fetched.http_requests,
+            **trace,
+        )
         try:
             with transaction(session_factory) as session:
                 if isinstance(error, NotManagementKeyError):
                     store.mark_key_seen(session, key.id, kind=store.KEY_ORDINARY)
                 elif fetched.accepted:
-                    store.mark_key_seen(session, key.id, kind=store.KEY_MANAGEMENT,
-                                        accepted_at=utcnow())
-                store.record_key_result(session, run_id, key.id, status="failed",
-                                        http_requests=fetched.http_requests,
-                                        error=outcome.error)
+                    store.mark_key_seen(
+                        session, key.id, kind=store.KEY_MANAGEMENT, accepted_at=utcnow()
+                    )
+                store.record_key_result(
+                    session,
+                    run_id,
+                    key.id,
+                    status="failed",
+                    http_requests=fetched.http_requests,
+                    error=outcome.error,
+                )
         except Exception:
             # E.g. the key was deleted meanwhile; the outcome is still reported and logged.
             log.exception("key_result_not_recorded")
         return outcome
 
 
-def locked_sync(engine: Engine, session_factory: sessionmaker[Session], settings: Settings,
-                keyring: Keyring, *, trigger: str, **kwargs: Any) -> RunSummary | None:
+def locked_sync(
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    *,
+    trigger: str,
+    **kwargs: Any,
+) -> RunSummary | None:
     """:func:`run_sync` while holding the database's sync lock; None if another sync holds it.
 
     Every entry point (the daemon, ``sync``, ``backfill``) goes through here, so two syncs never
@@ -499,8 +618,11 @@ def locked_sync(engine: Engine, session_factory: sessionmaker[Session], settings
     """
     with sync_lock(engine) as held:
         if not held:
-            log.info("sync_skipped", trigger=trigger,
-                     reason="another sync is running against this database")
+            log.info(
+                "sync_skipped",
+                trigger=trigger,
+                reason="another sync is running against this database",
+            )
             return None
         # Holding the lock proves no other process is syncing: a run still marked
         # "running" was cut short (killed, machine lost) and is marked interrupted.

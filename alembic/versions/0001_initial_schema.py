@@ -45,8 +45,9 @@ def upgrade() -> None:
         sa.Column("is_active", sa.Boolean(), server_default=sa.true()),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=NOW),
         sa.Column("last_used_at", sa.DateTime(timezone=True)),
-        sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE",
-                                name=op.f("fk_api_keys_user_id_users")),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], ondelete="CASCADE", name=op.f("fk_api_keys_user_id_users")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sqlite_autoincrement=True,
     )
@@ -64,8 +65,12 @@ def upgrade() -> None:
         sa.Column("tokens_output", sa.Integer(), server_default=sa.text("0")),
         sa.Column("cost", sa.Numeric(10, 6), server_default=sa.text("0.0")),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=NOW),
-        sa.ForeignKeyConstraint(["api_key_id"], ["api_keys.id"], ondelete="CASCADE",
-                                name=op.f("fk_usage_stats_api_key_id_api_keys")),
+        sa.ForeignKeyConstraint(
+            ["api_key_id"],
+            ["api_keys.id"],
+            ondelete="CASCADE",
+            name=op.f("fk_usage_stats_api_key_id_api_keys"),
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_stats")),
         sa.UniqueConstraint("api_key_id", "date", "model", name=op.f("uniq_key_date_model")),
         sqlite_autoincrement=True,
@@ -83,8 +88,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=NOW),
         sa.Column("last_used_at", sa.DateTime(timezone=True)),
         sa.Column("is_active", sa.Boolean(), server_default=sa.true()),
-        sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE",
-                                name=op.f("fk_api_tokens_user_id_users")),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], ondelete="CASCADE", name=op.f("fk_api_tokens_user_id_users")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_tokens")),
         sqlite_autoincrement=True,
     )

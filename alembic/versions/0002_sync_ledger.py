@@ -67,30 +67,49 @@ def upgrade() -> None:
         sa.Column("http_requests", sa.Integer(), nullable=False),
         sa.Column("error", sa.Text()),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["run_id"], ["sync_runs.id"], ondelete="CASCADE",
-                                name=op.f("fk_sync_key_results_run_id_sync_runs")),
-        sa.ForeignKeyConstraint(["api_key_id"], ["api_keys.id"], ondelete="CASCADE",
-                                name=op.f("fk_sync_key_results_api_key_id_api_keys")),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["sync_runs.id"],
+            ondelete="CASCADE",
+            name=op.f("fk_sync_key_results_run_id_sync_runs"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["api_key_id"],
+            ["api_keys.id"],
+            ondelete="CASCADE",
+            name=op.f("fk_sync_key_results_api_key_id_api_keys"),
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sync_key_results")),
     )
     op.create_index(op.f("ix_sync_key_results_run_id"), "sync_key_results", ["run_id"])
-    op.create_index(op.f("ix_sync_key_results_api_key_id_run_id"), "sync_key_results",
-                    ["api_key_id", "run_id"])
+    op.create_index(
+        op.f("ix_sync_key_results_api_key_id_run_id"), "sync_key_results", ["api_key_id", "run_id"]
+    )
 
     op.add_column("api_keys", sa.Column("kind", sa.String(20)))
 
     with op.batch_alter_table("usage_stats", table_kwargs=KEEP_AUTOINCREMENT) as batch:
-        batch.add_column(sa.Column("tokens_reasoning", sa.BigInteger(),
-                                   server_default=sa.text("0")))
+        batch.add_column(
+            sa.Column("tokens_reasoning", sa.BigInteger(), server_default=sa.text("0"))
+        )
         batch.add_column(sa.Column("byok_cost", sa.Numeric(18, 9), server_default=sa.text("0.0")))
-        batch.alter_column("cost", type_=sa.Numeric(18, 9), existing_type=sa.Numeric(10, 6),
-                           existing_server_default=sa.text("0.0"))
+        batch.alter_column(
+            "cost",
+            type_=sa.Numeric(18, 9),
+            existing_type=sa.Numeric(10, 6),
+            existing_server_default=sa.text("0.0"),
+        )
         for column in ("tokens_input", "tokens_output"):
-            batch.alter_column(column, type_=sa.BigInteger(), existing_type=sa.Integer(),
-                               existing_server_default=sa.text("0"))
+            batch.alter_column(
+                column,
+                type_=sa.BigInteger(),
+                existing_type=sa.Integer(),
+                existing_server_default=sa.text("0"),
+            )
         if not _is_sqlite():
-            batch.alter_column("id", type_=sa.BigInteger(), existing_type=sa.Integer(),
-                               existing_nullable=False)
+            batch.alter_column(
+                "id", type_=sa.BigInteger(), existing_type=sa.Integer(), existing_nullable=False
+            )
     if not _is_sqlite():
         op.execute("ALTER SEQUENCE IF EXISTS usage_stats_id_seq AS BIGINT")
 
@@ -102,13 +121,22 @@ def downgrade() -> None:
         op.execute("ALTER SEQUENCE IF EXISTS usage_stats_id_seq AS INTEGER")
     with op.batch_alter_table("usage_stats", table_kwargs=KEEP_AUTOINCREMENT) as batch:
         if not _is_sqlite():
-            batch.alter_column("id", type_=sa.Integer(), existing_type=sa.BigInteger(),
-                               existing_nullable=False)
+            batch.alter_column(
+                "id", type_=sa.Integer(), existing_type=sa.BigInteger(), existing_nullable=False
+            )
         for column in ("tokens_input", "tokens_output"):
-            batch.alter_column(column, type_=sa.Integer(), existing_type=sa.BigInteger(),
-                               existing_server_default=sa.text("0"))
-        batch.alter_column("cost", type_=sa.Numeric(10, 6), existing_type=sa.Numeric(18, 9),
-                           existing_server_default=sa.text("0.0"))
+            batch.alter_column(
+                column,
+                type_=sa.Integer(),
+                existing_type=sa.BigInteger(),
+                existing_server_default=sa.text("0"),
+            )
+        batch.alter_column(
+            "cost",
+            type_=sa.Numeric(10, 6),
+            existing_type=sa.Numeric(18, 9),
+            existing_server_default=sa.text("0.0"),
+        )
         batch.drop_column("byok_cost")
         batch.drop_column("tokens_reasoning")
     with op.batch_alter_table("api_keys", recreate="never") as batch:

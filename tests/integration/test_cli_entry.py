@@ -8,14 +8,30 @@ import sys
 
 from worker import __version__
 
-COMMANDS = ("migrate", "generate-key", "users", "keys", "tokens", "sync", "backfill", "run",
-            "status", "report")
+COMMANDS = (
+    "migrate",
+    "generate-key",
+    "users",
+    "keys",
+    "tokens",
+    "sync",
+    "backfill",
+    "run",
+    "status",
+    "report",
+)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENROUTER_WATCHER_")}
-    return subprocess.run([sys.executable, "-m", "worker", *args], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_python_dash_m_worker_lists_every_command_and_the_env_rule() -> None:

@@ -39,16 +39,24 @@ def run(sqlite_url: str, tmp_path: Path) -> Any:
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         # Bytes, decoded here: text=True would turn CSV's \r\n into \n before we see it.
-        done = subprocess.run([CLI, "report", *args], env=env, cwd=workdir,
-                              capture_output=True, timeout=60, check=False)
-        return subprocess.CompletedProcess(done.args, done.returncode,
-                                           done.stdout.decode(), done.stderr.decode())
+        done = subprocess.run(
+            [CLI, "report", *args],
+            env=env,
+            cwd=workdir,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        return subprocess.CompletedProcess(
+            done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
+        )
 
     return run
 
 
-def _from_csv(text: str, by: str) -> tuple[dict[tuple[str, ...], tuple[object, ...]],
-                                             dict[str, str]]:
+def _from_csv(
+    text: str, by: str
+) -> tuple[dict[tuple[str, ...], tuple[object, ...]], dict[str, str]]:
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     total = rows.pop()
     first = {"day": "date", "model": "model", "key": "key_id", "user": "user_email"}[by]
@@ -56,9 +64,14 @@ def _from_csv(text: str, by: str) -> tuple[dict[tuple[str, ...], tuple[object, .
     name = {"day": "date", "model": "model", "key": "key_name", "user": "user_email"}[by]
     parsed = {}
     for row in rows:
-        metrics = (int(row["requests"]), int(row["tokens_input"]), int(row["tokens_output"]),
-                   int(row["tokens_reasoning"]), Decimal(row["cost"]),
-                   Decimal(row["byok_cost"]))
+        metrics = (
+            int(row["requests"]),
+            int(row["tokens_input"]),
+            int(row["tokens_output"]),
+            int(row["tokens_reasoning"]),
+            Decimal(row["cost"]),
+            Decimal(row["byok_cost"]),
+        )
         if by == "day" and metrics[0] == 0 and metrics[4] == 0:
             continue  # a day without usage, listed so gaps show
         parsed[(row[name],)] = metrics
@@ -66,14 +79,21 @@ def _from_csv(text: str, by: str) -> tuple[dict[tuple[str, ...], tuple[object, .
 
 
 @pytest.mark.parametrize("by", ["day", "model", "key", "user"])
-def test_csv_for_every_dimension_matches_the_reference(run: Any, database: dict[str, int],
-                                                       report_data: Any, by: str) -> None:
+def test_csv_for_every_dimension_matches_the_reference(
+    run: Any, database: dict[str, int], report_data: Any, by: str
+) -> None:
     result = run(*RANGE, "--by", by, "--format", "csv")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(
-        {"day": "date,", "model": "model,", "key": "key_id,key_name,user_email,",
-         "user": "user_email,"}[by] + "requests,tokens_input,tokens_output,tokens_reasoning,"
-        "cost,byok_cost\r\n")
+        {
+            "day": "date,",
+            "model": "model,",
+            "key": "key_id,key_name,user_email,",
+            "user": "user_email,",
+        }[by]
+        + "requests,tokens_input,tokens_output,tokens_reasoning,"
+        "cost,byok_cost\r\n"
+    )
     parsed, total = _from_csv(result.stdout, by)
     expected = report_data.expected(by)
     assert parsed == expected
@@ -82,16 +102,27 @@ def test_csv_for_every_dimension_matches_the_reference(run: Any, database: dict[
     assert total["byok_cost"] == "0.400000500"
 
 
-@pytest.mark.parametrize(("options", "kwargs", "by"), [
-    (["--user", "bob@example.com"], {"user": "bob@example.com"}, "model"),
-    (["--key", "{staging}"], {"key": "staging"}, "day"),
-    (["--model", "openai/gpt-4o"], {"model": "openai/gpt-4o"}, "user"),
-    (["--user", "alice@example.com", "--model", "openai/gpt-4o"],
-     {"user": "alice@example.com", "model": "openai/gpt-4o"}, "key"),
-])
-def test_json_with_filters_matches_the_reference(run: Any, database: dict[str, int],
-                                                 report_data: Any, options: list[str],
-                                                 kwargs: dict[str, str], by: str) -> None:
+@pytest.mark.parametrize(
+    ("options", "kwargs", "by"),
+    [
+        (["--user", "bob@example.com"], {"user": "bob@example.com"}, "model"),
+        (["--key", "{staging}"], {"key": "staging"}, "day"),
+        (["--model", "openai/gpt-4o"], {"model": "openai/gpt-4o"}, "user"),
+        (
+            ["--user", "alice@example.com", "--model", "openai/gpt-4o"],
+            {"user": "alice@example.com", "model": "openai/gpt-4o"},
+            "key",
+        ),
+    ],
+)
+def test_json_with_filters_matches_the_reference(
+    run: Any,
+    database: dict[str, int],
+    report_data: Any,
+    options: list[str],
+    kwargs: dict[str, str],
+    by: str,
+) -> None:
     options = [o.format(**database) for o in options]
     result = run(*RANGE, "--by", by, "--format", "json", *options)
     assert result.returncode == 0, result.stderr
@@ -99,17 +130,27 @@ def test_json_with_filters_matches_the_reference(run: Any, database: dict[str, i
     assert set(document) == {"range", "by", "filters", "rows", "total"}
     assert document["range"] == {"since": "2026-11-01", "until": "2026-11-05", "days": 5}
     assert document["by"] == by
-    assert document["filters"] == {"user": kwargs.get("user"), "model": kwargs.get("model"),
-                                   "key": database[kwargs["key"]] if "key" in kwargs else None}
+    assert document["filters"] == {
+        "user": kwargs.get("user"),
+        "model": kwargs.get("model"),
+        "key": database[kwargs["key"]] if "key" in kwargs else None,
+    }
     name = {"day": "date", "model": "model", "key": "key_name", "user": "user_email"}[by]
-    parsed = {(row[name],): (row["requests"], row["tokens_input"], row["tokens_output"],
-                             row["tokens_reasoning"], Decimal(row["cost"]),
-                             Decimal(row["byok_cost"]))
-              for row in document["rows"] if row["requests"] or Decimal(row["cost"])}
+    parsed = {
+        (row[name],): (
+            row["requests"],
+            row["tokens_input"],
+            row["tokens_output"],
+            row["tokens_reasoning"],
+            Decimal(row["cost"]),
+            Decimal(row["byok_cost"]),
+        )
+        for row in document["rows"]
+        if row["requests"] or Decimal(row["cost"])
+    }
     expected = report_data.expected(by, **kwargs)
     assert parsed == expected
-    assert Decimal(document["total"]["cost"]) == sum((v[4] for v in expected.values()),
-                                                     Decimal(0))
+    assert Decimal(document["total"]["cost"]) == sum((v[4] for v in expected.values()), Decimal(0))
     assert all(isinstance(row["cost"], str) for row in document["rows"])
 
 
@@ -122,8 +163,15 @@ def test_day_table_states_the_range_and_draws_bars(run: Any, database: dict[str,
     assert spike.endswith("█" * 20) and "$1,234.57" in spike and "7,300" in spike
     quiet = next(line for line in lines if line.startswith("2026-11-04"))
     assert quiet.endswith("$0.00")  # no usage: a zero row, no bar
-    assert lines[-1].split() == ["total", "81", "1,358,878", "114,868", "5,101", "$1,235.91",
-                                 "$0.40"]
+    assert lines[-1].split() == [
+        "total",
+        "81",
+        "1,358,878",
+        "114,868",
+        "5,101",
+        "$1,235.91",
+        "$0.40",
+    ]
 
 
 def test_default_range_is_the_last_30_days_and_empty_is_not_an_error(run: Any) -> None:
@@ -131,13 +179,16 @@ def test_default_range_is_the_last_30_days_and_empty_is_not_an_error(run: Any) -
     result = run()
     after = dt.datetime.now(dt.UTC).date()
     assert result.returncode == 0, result.stderr
-    expected = {f"no usage between {d - dt.timedelta(days=30)} and {d - dt.timedelta(days=1)}"
-                for d in (before, after)}
+    expected = {
+        f"no usage between {d - dt.timedelta(days=30)} and {d - dt.timedelta(days=1)}"
+        for d in (before, after)
+    }
     assert result.stdout.strip() in expected
 
 
-def test_empty_json_stays_parseable_and_says_why_on_stderr(run: Any,
-                                                           database: dict[str, int]) -> None:
+def test_empty_json_stays_parseable_and_says_why_on_stderr(
+    run: Any, database: dict[str, int]
+) -> None:
     result = run("--since", "2020-01-01", "--until", "2020-01-02", "--format", "json")
     assert result.returncode == 0
     document = json.loads(result.stdout)
@@ -145,8 +196,9 @@ def test_empty_json_stays_parseable_and_says_why_on_stderr(run: Any,
     assert result.stderr.strip() == "no usage between 2020-01-01 and 2020-01-02"
 
 
-def test_output_writes_the_file_and_nothing_to_stdout(run: Any, database: dict[str, int],
-                                                      tmp_path: Path) -> None:
+def test_output_writes_the_file_and_nothing_to_stdout(
+    run: Any, database: dict[str, int], tmp_path: Path
+) -> None:
     target = tmp_path / "out" / "spend.csv"
     target.parent.mkdir()
     target.write_text("previous report")
@@ -158,18 +210,22 @@ def test_output_writes_the_file_and_nothing_to_stdout(run: Any, database: dict[s
     assert [p.name for p in target.parent.iterdir()] == ["spend.csv"]  # no temp file left
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--since", "2026-11-05", "--until", "2026-11-01"], "inverted range"),
-    (["--since", "2026-02-30"], "bad date '2026-02-30'"),
-    (["--until", "yesterday"], "bad date 'yesterday'"),
-    (["--since", "2026-11-01", "--last", "3"], "not allowed with argument --since"),
-    (["--last", "0"], "not a positive number of days"),
-    (["--user", "nobody@example.com"], "no user with email nobody@example.com"),
-    (["--key", "999"], "no API key with id 999"),
-    (["--by", "week"], "invalid choice: 'week'"),
-])
-def test_bad_input_is_a_one_line_usage_error(run: Any, database: dict[str, int],
-                                             args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "2026-11-05", "--until", "2026-11-01"], "inverted range"),
+        (["--since", "2026-02-30"], "bad date '2026-02-30'"),
+        (["--until", "yesterday"], "bad date 'yesterday'"),
+        (["--since", "2026-11-01", "--last", "3"], "not allowed with argument --since"),
+        (["--last", "0"], "not a positive number of days"),
+        (["--user", "nobody@example.com"], "no user with email nobody@example.com"),
+        (["--key", "999"], "no API key with id 999"),
+        (["--by", "week"], "invalid choice: 'week'"),
+    ],
+)
+def test_bad_input_is_a_one_line_usage_error(
+    run: Any, database: dict[str, int], args: list[str], message: str
+) -> None:
     result = run(*args)
     assert result.returncode == 2
     assert result.stdout == ""
@@ -198,8 +254,9 @@ def in_process(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     return call
 
 
-def test_in_process_table_json_and_output(in_process: Any, database: dict[str, int],
-                                          tmp_path: Path) -> None:
+def test_in_process_table_json_and_output(
+    in_process: Any, database: dict[str, int], tmp_path: Path
+) -> None:
     code, out, _ = in_process(*RANGE, "--by", "key")
     assert code == 0 and out.splitlines()[0].startswith("spend by key, 2026-11-01 to 2026-11-05")
     code, out, _ = in_process(*RANGE, "--format", "json", "--key", str(database["research"]))
@@ -207,17 +264,18 @@ def test_in_process_table_json_and_output(in_process: Any, database: dict[str, i
     code, out, err = in_process(*RANGE, "--by", "day", "--output", "report.txt")
     assert (code, out, err.strip()) == (0, "", "report written to report.txt")
     assert (tmp_path / "report.txt").read_text().startswith("spend by day")
-    code, out, err = in_process("--since", "2020-01-01", "--until", "2020-01-01",
-                                "--format", "csv")
+    code, out, err = in_process("--since", "2020-01-01", "--until", "2020-01-01", "--format", "csv")
     assert code == 0 and out.startswith("model,requests")
     assert err.strip() == "no usage between 2020-01-01 and 2020-01-01"
     code, _, err = in_process("--key", "999")
-    assert code == 2 and err.strip() == ("error: no API key with id 999: see "
-                                         "`openrouter-watcher keys list`")
+    assert code == 2 and err.strip() == (
+        "error: no API key with id 999: see `openrouter-watcher keys list`"
+    )
 
 
-@pytest.mark.parametrize("args", [["--since", "2026-02-30"], ["--until", "26-11-01"],
-                                  ["--last", "x"], ["--last", "-1"]])
+@pytest.mark.parametrize(
+    "args", [["--since", "2026-02-30"], ["--until", "26-11-01"], ["--last", "x"], ["--last", "-1"]]
+)
 def test_in_process_bad_dates_and_counts_exit_2(in_process: Any, args: list[str]) -> None:
     code, out, err = in_process(*args)
     assert (code, out) == (2, "") and err.startswith(f"error: argument {args[0]}: ")

@@ -46,8 +46,9 @@ def fake() -> Iterator[FakeOpenRouter]:
     today = utc_today()
     with FakeOpenRouter(today=today) as server:
         for seed, key in enumerate(KEYS.values()):
-            server.add_key(key, management=True,
-                           rows=generate_activity(today=today, models=3, seed=seed))
+            server.add_key(
+                key, management=True, rows=generate_activity(today=today, models=3, seed=seed)
+            )
         yield server
 
 
@@ -63,19 +64,23 @@ def database(sqlite_url: str, keyring: Keyring) -> str:
     return sqlite_url
 
 
-def daemon_env(database: str, fake: FakeOpenRouter, master_key: str, **extra: str) -> dict[str, str]:
+def daemon_env(
+    database: str, fake: FakeOpenRouter, master_key: str, **extra: str
+) -> dict[str, str]:
     env = clean_env()
-    env.update({
-        "OPENROUTER_WATCHER_CONFIG": os.devnull,
-        "OPENROUTER_WATCHER_DATABASE_URL": database,
-        "OPENROUTER_WATCHER_OPENROUTER_BASE_URL": fake.base_url,
-        "OPENROUTER_WATCHER_OPENROUTER_MAX_ATTEMPTS": "2",
-        "OPENROUTER_WATCHER_OPENROUTER_BACKOFF_INITIAL": "0.01",
-        "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key,
-        "OPENROUTER_WATCHER_LOGGING_FORMAT": "json",
-        "OPENROUTER_WATCHER_SCHEDULE_SHUTDOWN_GRACE_SECONDS": "20",
-        "OPENROUTER_WATCHER_SYNC_CONCURRENCY": "1",
-    })
+    env.update(
+        {
+            "OPENROUTER_WATCHER_CONFIG": os.devnull,
+            "OPENROUTER_WATCHER_DATABASE_URL": database,
+            "OPENROUTER_WATCHER_OPENROUTER_BASE_URL": fake.base_url,
+            "OPENROUTER_WATCHER_OPENROUTER_MAX_ATTEMPTS": "2",
+            "OPENROUTER_WATCHER_OPENROUTER_BACKOFF_INITIAL": "0.01",
+            "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key,
+            "OPENROUTER_WATCHER_LOGGING_FORMAT": "json",
+            "OPENROUTER_WATCHER_SCHEDULE_SHUTDOWN_GRACE_SECONDS": "20",
+            "OPENROUTER_WATCHER_SYNC_CONCURRENCY": "1",
+        }
+    )
     env.update(extra)
     return env
 
@@ -98,8 +103,13 @@ def events(log: Path) -> list[dict[str, object]]:
 def usage_rows(url: str) -> dict[str, int]:
     engine = create_db_engine(url)
     with Session(engine) as session:
-        counts = dict(session.execute(select(ApiKey.name, func.count(UsageStats.id))
-                                      .join(UsageStats, isouter=True).group_by(ApiKey.name)).all())
+        counts = dict(
+            session.execute(
+                select(ApiKey.name, func.count(UsageStats.id))
+                .join(UsageStats, isouter=True)
+                .group_by(ApiKey.name)
+            ).all()
+        )
     engine.dispose()
     return counts  # type: ignore[return-value]
 
@@ -107,7 +117,9 @@ def usage_rows(url: str) -> dict[str, int]:
 def runs(url: str) -> list[tuple[str, str]]:
     engine = create_db_engine(url)
     with Session(engine) as session:
-        result = [(r.trigger, r.status) for r in session.scalars(select(SyncRun).order_by(SyncRun.id))]
+        result = [
+            (r.trigger, r.status) for r in session.scalars(select(SyncRun).order_by(SyncRun.id))
+        ]
     engine.dispose()
     return result
 
@@ -117,13 +129,16 @@ def expected_rows(fake_rows: list[dict[str, object]]) -> int:
 
 
 def test_daemon_syncs_on_schedule_and_stops_cleanly(
-        tmp_path: Path, database: str, fake: FakeOpenRouter, master_key: str) -> None:
+    tmp_path: Path, database: str, fake: FakeOpenRouter, master_key: str
+) -> None:
     env = daemon_env(database, fake, master_key, OPENROUTER_WATCHER_SCHEDULE_INTERVAL_SECONDS="1")
     proc, log = start(env, tmp_path, "daemon")
     try:
         # the start-up run and at least one interval run
-        wait_until(lambda: sum(1 for e in events(log) if e.get("event") == "sync_heartbeat") >= 2,
-                   timeout=60)
+        wait_until(
+            lambda: sum(1 for e in events(log) if e.get("event") == "sync_heartbeat") >= 2,
+            timeout=60,
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
@@ -140,7 +155,8 @@ def test_daemon_syncs_on_schedule_and_stops_cleanly(
 
 
 def test_sigterm_during_slow_sync_exits_zero_and_leaves_no_partial_key(
-        tmp_path: Path, database: str, fake: FakeOpenRouter, master_key: str) -> None:
+    tmp_path: Path, database: str, fake: FakeOpenRouter, master_key: str
+) -> None:
     fake.latency = 2.0  # every request takes 2 s: the first key is in flight when we signal
     env = daemon_env(database, fake, master_key)
     proc, log = start(env, tmp_path, "daemon")
@@ -155,8 +171,10 @@ def test_sigterm_during_slow_sync_exits_zero_and_leaves_no_partial_key(
             proc.kill()
             proc.wait()
     rows = usage_rows(database)
-    full = {name: expected_rows(generate_activity(today=utc_today(), models=3, seed=seed))
-            for seed, name in enumerate(KEYS)}
+    full = {
+        name: expected_rows(generate_activity(today=utc_today(), models=3, seed=seed))
+        for seed, name in enumerate(KEYS)
+    }
     # concurrency 1: every key is either whole or absent, never partial, and the stop came
     # before the last key started
     assert all(rows[name] in (0, full[name]) for name in KEYS), rows
@@ -167,7 +185,8 @@ def test_sigterm_during_slow_sync_exits_zero_and_leaves_no_partial_key(
 
 
 def test_second_daemon_skips_while_first_syncs(
-        tmp_path: Path, database: str, fake: FakeOpenRouter, master_key: str) -> None:
+    tmp_path: Path, database: str, fake: FakeOpenRouter, master_key: str
+) -> None:
     fake.latency = 1.5
     env = daemon_env(database, fake, master_key)
     first, first_log = start(env, tmp_path, "first")
@@ -191,19 +210,27 @@ def test_second_daemon_skips_while_first_syncs(
     assert [status for _, status in runs(database)] == ["ok"]
 
 
-@pytest.mark.parametrize(("case", "message"), [
-    ("config", "invalid configuration"),
-    ("master_key", "master key"),
-    ("schema", "run make migrate"),
-    ("database", "cannot reach the database"),
-])
-def test_startup_failures_exit_2_with_one_line(tmp_path: Path, sqlite_url: str, master_key: str,
-                                               case: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("config", "invalid configuration"),
+        ("master_key", "master key"),
+        ("schema", "run make migrate"),
+        ("database", "cannot reach the database"),
+    ],
+)
+def test_startup_failures_exit_2_with_one_line(
+    tmp_path: Path, sqlite_url: str, master_key: str, case: str, message: str
+) -> None:
     env = clean_env()
-    env.update({"OPENROUTER_WATCHER_CONFIG": os.devnull,
-                "OPENROUTER_WATCHER_DATABASE_URL": sqlite_url,
-                "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key,
-                "OPENROUTER_WATCHER_LOGGING_FORMAT": "json"})
+    env.update(
+        {
+            "OPENROUTER_WATCHER_CONFIG": os.devnull,
+            "OPENROUTER_WATCHER_DATABASE_URL": sqlite_url,
+            "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key,
+            "OPENROUTER_WATCHER_LOGGING_FORMAT": "json",
+        }
+    )
     if case == "config":
         env["OPENROUTER_WATCHER_SCHEDULE_CRON"] = "not a cron"
     elif case == "master_key":
@@ -212,8 +239,9 @@ def test_startup_failures_exit_2_with_one_line(tmp_path: Path, sqlite_url: str, 
         env["OPENROUTER_WATCHER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'empty.db'}"
     else:
         env["OPENROUTER_WATCHER_DATABASE_URL"] = "postgresql+psycopg://nobody@127.0.0.1:1/none"
-    result = subprocess.run([CLI, "run"], env=env, capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = subprocess.run(
+        [CLI, "run"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0]
@@ -221,14 +249,19 @@ def test_startup_failures_exit_2_with_one_line(tmp_path: Path, sqlite_url: str, 
 
 
 def test_local_key_file_is_created_once_with_mode_0600(
-        tmp_path: Path, database: str, fake: FakeOpenRouter) -> None:
+    tmp_path: Path, database: str, fake: FakeOpenRouter
+) -> None:
     env = daemon_env(database, fake, "", OPENROUTER_WATCHER_SCHEDULE_RUN_AT_STARTUP="false")
     del env["OPENROUTER_WATCHER_ENCRYPTION_KEY"]
     key_file = tmp_path / "data" / "master.key"
     log = tmp_path / "local.log"
     with log.open("wb") as fh:
-        proc = subprocess.Popen([CLI, "run", "--local-key-file", str(key_file)], env=env,
-                                stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [CLI, "run", "--local-key-file", str(key_file)],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_until(lambda: any(e.get("event") == "daemon_started" for e in events(log)))
         proc.send_signal(signal.SIGINT)

@@ -14,7 +14,8 @@ from worker.models import User
 
 
 def test_transaction_commits_at_the_end_of_the_block(
-        session_factory: sessionmaker[Session]) -> None:
+    session_factory: sessionmaker[Session],
+) -> None:
     with transaction(session_factory) as session:
         session.add(User(email="t@example.com", password_hash="!"))
     with session_factory() as session:
@@ -22,7 +23,8 @@ def test_transaction_commits_at_the_end_of_the_block(
 
 
 def test_transaction_rolls_back_everything_when_the_block_raises(
-        session_factory: sessionmaker[Session]) -> None:
+    session_factory: sessionmaker[Session],
+) -> None:
     with pytest.raises(RuntimeError), transaction(session_factory) as session:
         session.add(User(email="t@example.com", password_hash="!"))
         session.flush()
@@ -32,7 +34,8 @@ def test_transaction_rolls_back_everything_when_the_block_raises(
 
 
 def test_get_db_yields_a_session_and_always_closes_it(
-        session_factory: sessionmaker[Session]) -> None:
+    session_factory: sessionmaker[Session],
+) -> None:
     dependency = get_db(session_factory)
     session = next(dependency)
     session.add(User(email="t@example.com", password_hash="!"))
@@ -45,8 +48,7 @@ def test_get_db_yields_a_session_and_always_closes_it(
         assert fresh.scalar(select(func.count()).select_from(User)) == 0
 
 
-def test_sessions_keep_loaded_values_after_commit(
-        session_factory: sessionmaker[Session]) -> None:
+def test_sessions_keep_loaded_values_after_commit(session_factory: sessionmaker[Session]) -> None:
     with transaction(session_factory) as session:
         user = User(email="t@example.com", password_hash="!")
         session.add(user)
@@ -54,12 +56,14 @@ def test_sessions_keep_loaded_values_after_commit(
 
 
 def test_sqlite_connections_enforce_foreign_keys_wal_and_busy_timeout(tmp_path: Path) -> None:
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'nested' / 'dir' / 'x.db'}",
-                              busy_timeout_ms=1234)
+    engine = create_db_engine(
+        f"sqlite:///{tmp_path / 'nested' / 'dir' / 'x.db'}", busy_timeout_ms=1234
+    )
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 1234
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
     assert (tmp_path / "nested" / "dir" / "x.db").exists()  # directory created on demand
     engine.dispose()
 

@@ -70,9 +70,17 @@ def _client(fake: FakeOpenRouter, sleeps: Sleeps, **settings: Any) -> OpenRouter
 def _totals_of(rows: Any) -> dict[tuple[dt.date, str], dict[str, Any]]:
     totals: dict[tuple[dt.date, str], dict[str, Any]] = {}
     for r in rows:
-        t = totals.setdefault((r.date, r.model), {
-            "requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0,
-            "usage": Decimal(0), "byok_usage_inference": Decimal(0)})
+        t = totals.setdefault(
+            (r.date, r.model),
+            {
+                "requests": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "reasoning_tokens": 0,
+                "usage": Decimal(0),
+                "byok_usage_inference": Decimal(0),
+            },
+        )
         for name in t:
             t[name] += getattr(r, name)
     return totals
@@ -92,8 +100,10 @@ def test_whole_window_matches_the_scripted_data(fake: FakeOpenRouter, sleeps: Sl
 def test_rows_outside_the_window_are_not_served(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
     first, last = completed_window(TODAY)
     inside = generate_activity(today=TODAY, days=2, models=1)
-    outside = [{**inside[0], "date": (first - dt.timedelta(days=1)).isoformat()},
-               {**inside[0], "date": TODAY.isoformat()}]
+    outside = [
+        {**inside[0], "date": (first - dt.timedelta(days=1)).isoformat()},
+        {**inside[0], "date": TODAY.isoformat()},
+    ]
     fake.set_rows(MGMT, inside + outside)
     with _client(fake, sleeps) as client:
         result = client.get_activity(MGMT, today=TODAY)
@@ -110,23 +120,31 @@ def test_one_day(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
 
 
 @pytest.mark.parametrize("day", [TODAY, dt.date(2026, 5, 9), dt.date(2026, 3, 31)])
-def test_day_outside_the_window_is_a_400_not_retried(fake: FakeOpenRouter, sleeps: Sleeps,
-                                                     day: dt.date) -> None:
+def test_day_outside_the_window_is_a_400_not_retried(
+    fake: FakeOpenRouter, sleeps: Sleeps, day: dt.date
+) -> None:
     with _client(fake, sleeps) as client, pytest.raises(BadRequestError, match="400"):
         client.get_activity(MGMT, day=day, today=TODAY)
     assert fake.request_count(MGMT) == 1
 
 
 def test_malformed_date_is_a_400(fake: FakeOpenRouter) -> None:
-    response = httpx.get(f"{fake.base_url}/activity", params={"date": "2026-4-1"},
-                         headers={"Authorization": f"Bearer {MGMT}"})
+    response = httpx.get(
+        f"{fake.base_url}/activity",
+        params={"date": "2026-4-1"},
+        headers={"Authorization": f"Bearer {MGMT}"},
+    )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == 400
 
 
 def test_ordinary_key_gets_403(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
-    with _client(fake, sleeps) as client, pytest.raises(
-            NotManagementKeyError, match="Only management keys can perform this operation"):
+    with (
+        _client(fake, sleeps) as client,
+        pytest.raises(
+            NotManagementKeyError, match="Only management keys can perform this operation"
+        ),
+    ):
         client.get_activity(PLAIN, today=TODAY)
     assert fake.request_count(PLAIN) == 1
 
@@ -152,11 +170,19 @@ def test_key_info(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
         management = client.get_key(MGMT)
         plain = client.get_key(PLAIN)
     assert management.is_management_key is True
-    assert management.usage == sum((Decimal(r["usage"]) for r in generate_activity(
-        today=TODAY, models=3, endpoints=2, seed=1)), Decimal(0))
+    assert management.usage == sum(
+        (
+            Decimal(r["usage"])
+            for r in generate_activity(today=TODAY, models=3, endpoints=2, seed=1)
+        ),
+        Decimal(0),
+    )
     assert plain.is_management_key is False
     assert (plain.limit, plain.limit_remaining, plain.usage) == (
-        Decimal(50), Decimal(50), Decimal(0))
+        Decimal(50),
+        Decimal(50),
+        Decimal(0),
+    )
 
 
 def test_429_with_retry_after_then_normal(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
@@ -180,8 +206,10 @@ def test_faults_are_consumed_in_order(fake: FakeOpenRouter, sleeps: Sleeps) -> N
 
 def test_500_forever_exhausts_the_retries(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
     fake.fail_forever(MGMT, Fault(status=500))
-    with _client(fake, sleeps) as client, pytest.raises(UpstreamUnavailableError,
-                                                        match="after 5 attempt"):
+    with (
+        _client(fake, sleeps) as client,
+        pytest.raises(UpstreamUnavailableError, match="after 5 attempt"),
+    ):
         client.get_activity(MGMT, today=TODAY)
     assert fake.request_count(MGMT) == 5
 
@@ -203,8 +231,9 @@ def test_injected_401_and_403(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
         assert len(client.get_activity(MGMT, today=TODAY).rows) == 180
 
 
-@pytest.mark.parametrize("body", ["not json", '{"data": "nope"}',
-                                  '{"data": [{"date": "2026-04-02"}]}'])
+@pytest.mark.parametrize(
+    "body", ["not json", '{"data": "nope"}', '{"data": [{"date": "2026-04-02"}]}']
+)
 def test_malformed_bodies_are_invalid(fake: FakeOpenRouter, sleeps: Sleeps, body: str) -> None:
     fake.inject(MGMT, Fault(status=200, body=body))
     with _client(fake, sleeps) as client, pytest.raises(InvalidResponseError):
@@ -215,8 +244,10 @@ def test_malformed_bodies_are_invalid(fake: FakeOpenRouter, sleeps: Sleeps, body
 def test_broken_rows_reach_the_client(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
     good = generate_activity(today=TODAY, days=1, models=1)[0]
     fake.set_rows(MGMT, [good, {**good, "endpoint_id": "e2", "date": "yesterday"}])
-    with _client(fake, sleeps) as client, pytest.raises(
-            InvalidResponseError, match="row 1 field 'date'"):
+    with (
+        _client(fake, sleeps) as client,
+        pytest.raises(InvalidResponseError, match="row 1 field 'date'"),
+    ):
         client.get_activity(MGMT, today=TODAY)
 
 
@@ -234,8 +265,10 @@ def test_slow_answer_times_out(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
 
 def test_slow_answer_forever_is_unavailable(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
     fake.fail_forever(MGMT, Fault(status=200, delay=1.0))
-    with _client(fake, sleeps, read_timeout=0.1, max_attempts=2) as client, pytest.raises(
-            UpstreamUnavailableError, match="timed out after 2 attempt"):
+    with (
+        _client(fake, sleeps, read_timeout=0.1, max_attempts=2) as client,
+        pytest.raises(UpstreamUnavailableError, match="timed out after 2 attempt"),
+    ):
         client.get_activity(MGMT, today=TODAY)
 
 
@@ -283,34 +316,52 @@ def test_generate_activity_is_realistic_and_deterministic() -> None:
     assert {r["model"] for r in rows} >= {"openai/gpt-4.1", "anthropic/claude-sonnet-4"}
     assert any(r["reasoning_tokens"] > r["completion_tokens"] for r in rows)
     assert any(" 00:00:00" in r["date"] for r in rows)
-    assert all(isinstance(r["usage"], Decimal) and r["usage"].as_tuple().exponent >= -9
-               for r in rows)
+    assert all(
+        isinstance(r["usage"], Decimal) and r["usage"].as_tuple().exponent >= -9 for r in rows
+    )
     assert any(r["usage"].as_tuple().exponent == -9 for r in rows)
     first, _last = completed_window(TODAY)
     assert {r["date"][:10] for r in rows} == {
-        (first + dt.timedelta(days=i)).isoformat() for i in range(30)}
+        (first + dt.timedelta(days=i)).isoformat() for i in range(30)
+    }
     scaled = generate_activity(today=TODAY, models=["a/b"], seed=3, scale=Decimal(1000))
     assert {r["model"] for r in scaled} == {"a/b"}
 
 
 def test_command_line_serves_until_sigterm(tmp_path: Path, sleeps: Sleeps) -> None:
     keys = tmp_path / "keys.json"
-    keys.write_text(json.dumps({
-        MGMT: {"days": 3, "models": 2, "seed": 5},
-        PLAIN: {"management": False},
-        "sk-or-v1-broken": {"fail_forever": {"status": 500}},
-    }))
+    keys.write_text(
+        json.dumps(
+            {
+                MGMT: {"days": 3, "models": 2, "seed": 5},
+                PLAIN: {"management": False},
+                "sk-or-v1-broken": {"fail_forever": {"status": 500}},
+            }
+        )
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "worker.testing.fake_openrouter", "--port", "0",
-         "--keys-file", str(keys), "--today", TODAY.isoformat()],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "worker.testing.fake_openrouter",
+            "--port",
+            "0",
+            "--keys-file",
+            str(keys),
+            "--today",
+            TODAY.isoformat(),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         base_url = process.stdout.readline().strip()
         assert base_url.startswith("http://127.0.0.1:")
         assert base_url.endswith("/api/v1")
-        with OpenRouterClient(OpenRouterSettings(base_url=base_url, max_attempts=2),
-                              sleep=sleeps) as client:
+        with OpenRouterClient(
+            OpenRouterSettings(base_url=base_url, max_attempts=2), sleep=sleeps
+        ) as client:
             assert len(client.get_activity(MGMT, today=TODAY).rows) == 6
             with pytest.raises(NotManagementKeyError):
                 client.get_activity(PLAIN, today=TODAY)
@@ -326,10 +377,16 @@ def test_command_line_serves_until_sigterm(tmp_path: Path, sleeps: Sleeps) -> No
 def test_keys_file_scripts_rows_and_faults(tmp_path: Path, sleeps: Sleeps) -> None:
     row = generate_activity(today=TODAY, days=1, models=1)[0]
     keys = tmp_path / "keys.json"
-    keys.write_text(dumps({
-        MGMT: {"rows": [{**row, "usage": Decimal("1.000000001")}],
-               "faults": [{"status": 429, "retry_after": "4", "ignored": 1}]},
-    }))
+    keys.write_text(
+        dumps(
+            {
+                MGMT: {
+                    "rows": [{**row, "usage": Decimal("1.000000001")}],
+                    "faults": [{"status": 429, "retry_after": "4", "ignored": 1}],
+                },
+            }
+        )
+    )
     with FakeOpenRouter(today=TODAY) as server:
         load_keys_file(server, keys)
         with _client(server, sleeps) as client:

@@ -32,8 +32,9 @@ def test_lock_of_a_killed_process_does_not_outlive_it(engine: Engine, db_url: st
             print("held" if held else "refused", flush=True)
             sys.stdin.readline()
     """)
-    with subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "held"
         with sync_lock(engine) as while_alive:

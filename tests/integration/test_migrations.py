@@ -72,8 +72,12 @@ def test_upgrade_from_0001_keeps_existing_rows_and_widens_cost(empty_url: str) -
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO users (email, password_hash) VALUES ('a@example.com','x')"))
         conn.execute(text("INSERT INTO api_keys (user_id, name, key_encrypted) VALUES (1,'k','c')"))
-        conn.execute(text("INSERT INTO usage_stats (api_key_id, date, model, cost) "
-                          "VALUES (1, '2026-01-01', 'm', 9999.999999)"))
+        conn.execute(
+            text(
+                "INSERT INTO usage_stats (api_key_id, date, model, cost) "
+                "VALUES (1, '2026-01-01', 'm', 9999.999999)"
+            )
+        )
     init_db(engine)
     with engine.begin() as conn:
         conn.execute(text("UPDATE usage_stats SET cost = 123456.123456789"))
@@ -92,6 +96,7 @@ def test_check_schema_names_revision_and_fix(tmp_path: Path) -> None:
     init_db(engine, "0001")
     with pytest.raises(SchemaError) as info:
         check_schema(engine)
-    assert str(info.value) == (f"database is at revision 0001, code expects {head_revision()}: "
-                               "run make migrate")
+    assert str(info.value) == (
+        f"database is at revision 0001, code expects {head_revision()}: run make migrate"
+    )
     engine.dispose()

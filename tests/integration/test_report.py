@@ -48,8 +48,14 @@ def _as_reference(report: Report) -> dict[tuple[str, ...], tuple[object, ...]]:
         t = row.totals
         if report.by == "day" and t.requests == 0 and t.cost == 0:
             continue  # a filled-in day without usage: the reference has no entry for it
-        out[_group(report, row.group)] = (t.requests, t.tokens_input, t.tokens_output,
-                                          t.tokens_reasoning, t.cost, t.byok_cost)
+        out[_group(report, row.group)] = (
+            t.requests,
+            t.tokens_input,
+            t.tokens_output,
+            t.tokens_reasoning,
+            t.cost,
+            t.byok_cost,
+        )
     return out
 
 
@@ -60,8 +66,8 @@ def filled(engine: Engine, report_data: Any) -> dict[str, int]:
 
 @pytest.mark.parametrize("by", ["day", "model", "key", "user"])
 def test_every_dimension_matches_the_reference_sums_exactly(
-        session_factory: sessionmaker[Session], filled: dict[str, int], report_data: Any,
-        by: str) -> None:
+    session_factory: sessionmaker[Session], filled: dict[str, int], report_data: Any, by: str
+) -> None:
     with session_factory() as session:
         report = build_report(session, by, RANGE)
     expected = report_data.expected(by)
@@ -72,19 +78,29 @@ def test_every_dimension_matches_the_reference_sums_exactly(
     assert all(isinstance(row.totals.cost, Decimal) for row in report.rows)
 
 
-@pytest.mark.parametrize(("kwargs", "by"), [
-    ({"user": "bob@example.com"}, "model"),
-    ({"user": "alice@example.com"}, "day"),
-    ({"key": "staging"}, "model"),
-    ({"model": "openai/gpt-4o"}, "key"),
-    ({"user": "alice@example.com", "model": "openai/gpt-4o"}, "user"),
-    ({"key": "research", "model": "google/gemini-flash"}, "day"),
-])
-def test_filters_restrict_the_sums(session_factory: sessionmaker[Session],
-                                   filled: dict[str, int], report_data: Any,
-                                   kwargs: dict[str, str], by: str) -> None:
-    filters = Filters(user_email=kwargs.get("user"), model=kwargs.get("model"),
-                      key_id=filled[kwargs["key"]] if "key" in kwargs else None)
+@pytest.mark.parametrize(
+    ("kwargs", "by"),
+    [
+        ({"user": "bob@example.com"}, "model"),
+        ({"user": "alice@example.com"}, "day"),
+        ({"key": "staging"}, "model"),
+        ({"model": "openai/gpt-4o"}, "key"),
+        ({"user": "alice@example.com", "model": "openai/gpt-4o"}, "user"),
+        ({"key": "research", "model": "google/gemini-flash"}, "day"),
+    ],
+)
+def test_filters_restrict_the_sums(
+    session_factory: sessionmaker[Session],
+    filled: dict[str, int],
+    report_data: Any,
+    kwargs: dict[str, str],
+    by: str,
+) -> None:
+    filters = Filters(
+        user_email=kwargs.get("user"),
+        model=kwargs.get("model"),
+        key_id=filled[kwargs["key"]] if "key" in kwargs else None,
+    )
     with session_factory() as session:
         report = build_report(session, by, RANGE, filters)
     expected = report_data.expected(by, **kwargs)
@@ -94,17 +110,24 @@ def test_filters_restrict_the_sums(session_factory: sessionmaker[Session],
 
 
 def test_days_are_ascending_and_a_day_without_usage_is_a_zero_row(
-        session_factory: sessionmaker[Session], filled: dict[str, int]) -> None:
+    session_factory: sessionmaker[Session], filled: dict[str, int]
+) -> None:
     with session_factory() as session:
         report = build_report(session, "day", RANGE)
     assert [row.group["date"] for row in report.rows] == [
-        D("2026-11-01"), D("2026-11-02"), D("2026-11-03"), D("2026-11-04"), D("2026-11-05")]
+        D("2026-11-01"),
+        D("2026-11-02"),
+        D("2026-11-03"),
+        D("2026-11-04"),
+        D("2026-11-05"),
+    ]
     gap = report.rows[3].totals
     assert (gap.requests, gap.cost) == (0, Decimal(0))
 
 
-def test_range_bounds_are_inclusive(session_factory: sessionmaker[Session],
-                                    filled: dict[str, int]) -> None:
+def test_range_bounds_are_inclusive(
+    session_factory: sessionmaker[Session], filled: dict[str, int]
+) -> None:
     with session_factory() as session:
         one_day = build_report(session, "model", DateRange(D("2026-10-31"), D("2026-10-31")))
         after = build_report(session, "model", DateRange(D("2026-11-06"), D("2026-11-06")))
@@ -113,53 +136,73 @@ def test_range_bounds_are_inclusive(session_factory: sessionmaker[Session],
 
 
 def test_other_dimensions_sort_by_cost_descending_then_name(
-        session_factory: sessionmaker[Session], filled: dict[str, int]) -> None:
+    session_factory: sessionmaker[Session], filled: dict[str, int]
+) -> None:
     key = filled["staging"]
     with session_factory.begin() as session:  # two models that tie on cost
         for model in ("zeta/tie", "alpha/tie"):
-            session.add(UsageStats(api_key_id=key, date=D("2026-11-04"), model=model,
-                                   cost=Decimal("0.200004999")))
+            session.add(
+                UsageStats(
+                    api_key_id=key, date=D("2026-11-04"), model=model, cost=Decimal("0.200004999")
+                )
+            )
     with session_factory() as session:
         by_model = build_report(session, "model", RANGE)
         by_key = build_report(session, "key", RANGE)
         by_user = build_report(session, "user", RANGE)
     models = [row.group["model"] for row in by_model.rows]
-    assert models == ["openai/gpt-4o", "google/gemini-flash", "alpha/tie",
-                      "anthropic/claude-3.5-sonnet", "zeta/tie", "meta/llama-3"]
-    assert [row.group["key_name"] for row in by_key.rows] == ["production", "research",
-                                                              "staging"]
-    assert [row.group["user_email"] for row in by_user.rows] == ["alice@example.com",
-                                                                 "bob@example.com"]
+    assert models == [
+        "openai/gpt-4o",
+        "google/gemini-flash",
+        "alpha/tie",
+        "anthropic/claude-3.5-sonnet",
+        "zeta/tie",
+        "meta/llama-3",
+    ]
+    assert [row.group["key_name"] for row in by_key.rows] == ["production", "research", "staging"]
+    assert [row.group["user_email"] for row in by_user.rows] == [
+        "alice@example.com",
+        "bob@example.com",
+    ]
     costs = [row.totals.cost for row in by_model.rows]
     assert costs == sorted(costs, reverse=True)
 
 
 def test_money_sums_stay_exact_where_float_addition_drifts(
-        session_factory: sessionmaker[Session], filled: dict[str, int]) -> None:
+    session_factory: sessionmaker[Session], filled: dict[str, int]
+) -> None:
     # 30 x 123456.123456789 added as binary floats gives ...672, not ...670.
     key = filled["staging"]
     since = D("2026-01-01")
     with session_factory.begin() as session:
         for day in range(30):
-            session.add(UsageStats(api_key_id=key, date=since + dt.timedelta(days=day),
-                                   model="big/model", cost=Decimal("123456.123456789"),
-                                   byok_cost=Decimal("99999.999999999")))
+            session.add(
+                UsageStats(
+                    api_key_id=key,
+                    date=since + dt.timedelta(days=day),
+                    model="big/model",
+                    cost=Decimal("123456.123456789"),
+                    byok_cost=Decimal("99999.999999999"),
+                )
+            )
     with session_factory() as session:
         report = build_report(session, "model", DateRange(since, D("2026-01-30")))
     assert report.total.cost == Decimal("3703683.703703670")
     assert report.total.byok_cost == Decimal("2999999.999999970")
 
 
-def test_an_empty_range_is_an_empty_report(session_factory: sessionmaker[Session],
-                                           filled: dict[str, int]) -> None:
+def test_an_empty_range_is_an_empty_report(
+    session_factory: sessionmaker[Session], filled: dict[str, int]
+) -> None:
     with session_factory() as session:
         report = build_report(session, "day", DateRange(D("2020-01-01"), D("2020-01-31")))
     assert report.empty and report.rows == []
     assert render(report, "table") == "no usage between 2020-01-01 and 2020-01-31\n"
 
 
-def test_unknown_user_or_key_is_not_found(session_factory: sessionmaker[Session],
-                                          filled: dict[str, int]) -> None:
+def test_unknown_user_or_key_is_not_found(
+    session_factory: sessionmaker[Session], filled: dict[str, int]
+) -> None:
     with session_factory() as session:
         with pytest.raises(NotFoundError, match=r"no user with email nobody@example\.com"):
             build_report(session, "model", RANGE, Filters(user_email="nobody@example.com"))
@@ -167,8 +210,12 @@ def test_unknown_user_or_key_is_not_found(session_factory: sessionmaker[Session]
         with pytest.raises(NotFoundError, match=f"no API key with id {missing}"):
             build_report(session, "model", RANGE, Filters(key_id=missing))
         with pytest.raises(UsageError, match=r"does not belong to bob@example\.com"):
-            build_report(session, "model", RANGE,
-                         Filters(user_email="bob@example.com", key_id=filled["production"]))
+            build_report(
+                session,
+                "model",
+                RANGE,
+                Filters(user_email="bob@example.com", key_id=filled["production"]),
+            )
 
 
 # --- the range (pure) -------------------------------------------------------------------------
@@ -176,28 +223,35 @@ def test_unknown_user_or_key_is_not_found(session_factory: sessionmaker[Session]
 TODAY = D("2026-11-26")
 
 
-@pytest.mark.parametrize(("kwargs", "since", "until"), [
-    ({}, "2026-10-27", "2026-11-25"),
-    ({"last": 7}, "2026-11-19", "2026-11-25"),
-    ({"last": 1}, "2026-11-25", "2026-11-25"),
-    ({"since": D("2026-11-01")}, "2026-11-01", "2026-11-25"),
-    ({"until": D("2026-10-31")}, "2026-10-02", "2026-10-31"),
-    ({"until": D("2026-10-31"), "last": 2}, "2026-10-30", "2026-10-31"),
-    ({"since": D("2026-01-01"), "until": D("2026-01-01")}, "2026-01-01", "2026-01-01"),
-])
-def test_range_defaults_to_the_last_30_completed_days(kwargs: dict[str, Any], since: str,
-                                                      until: str) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "since", "until"),
+    [
+        ({}, "2026-10-27", "2026-11-25"),
+        ({"last": 7}, "2026-11-19", "2026-11-25"),
+        ({"last": 1}, "2026-11-25", "2026-11-25"),
+        ({"since": D("2026-11-01")}, "2026-11-01", "2026-11-25"),
+        ({"until": D("2026-10-31")}, "2026-10-02", "2026-10-31"),
+        ({"until": D("2026-10-31"), "last": 2}, "2026-10-30", "2026-10-31"),
+        ({"since": D("2026-01-01"), "until": D("2026-01-01")}, "2026-01-01", "2026-01-01"),
+    ],
+)
+def test_range_defaults_to_the_last_30_completed_days(
+    kwargs: dict[str, Any], since: str, until: str
+) -> None:
     got = resolve_range(today=TODAY, **kwargs)
     assert got == DateRange(D(since), D(until))
     assert resolve_range(today=TODAY).days == 30
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"since": D("2026-11-02"), "until": D("2026-11-01")}, "inverted range"),
-    ({"since": D("2026-11-26")}, "inverted range"),
-    ({"since": D("2026-11-01"), "last": 3}, "cannot be combined"),
-    ({"last": 0}, "at least 1"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"since": D("2026-11-02"), "until": D("2026-11-01")}, "inverted range"),
+        ({"since": D("2026-11-26")}, "inverted range"),
+        ({"since": D("2026-11-01"), "last": 3}, "cannot be combined"),
+        ({"last": 0}, "at least 1"),
+    ],
+)
 def test_bad_ranges_are_usage_errors(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(UsageError, match=message) as info:
         resolve_range(today=TODAY, **kwargs)
@@ -223,20 +277,24 @@ def test_bar_is_proportional_in_eighths_and_never_hides_spend() -> None:
 
 
 def test_table_states_the_range_and_shows_cents_separators_bars_and_total(
-        session_factory: sessionmaker[Session], filled: dict[str, int]) -> None:
+    session_factory: sessionmaker[Session], filled: dict[str, int]
+) -> None:
     with session_factory() as session:
-        text = render(build_report(session, "day", RANGE, Filters(user_email="alice@example.com")),
-                      "table")
+        text = render(
+            build_report(session, "day", RANGE, Filters(user_email="alice@example.com")), "table"
+        )
     lines = text.splitlines()
-    assert lines[0] == ("spend by day, 2026-11-01 to 2026-11-05 (UTC, 5 days), "
-                        "user alice@example.com")
+    assert lines[0] == (
+        "spend by day, 2026-11-01 to 2026-11-05 (UTC, 5 days), user alice@example.com"
+    )
     row = next(line for line in lines if line.startswith("2026-11-02"))
     assert "$1,234.57" in row and "7,000" in row and row.endswith("█" * 20)
     assert lines[-1].split()[:2] == ["total", "28"] and "$1,234.87" in lines[-1]
 
 
 def test_csv_and_json_carry_exact_nine_decimal_money(
-        session_factory: sessionmaker[Session], filled: dict[str, int]) -> None:
+    session_factory: sessionmaker[Session], filled: dict[str, int]
+) -> None:
     with session_factory() as session:
         report = build_report(session, "key", RANGE)
     rows = list(csv.DictReader(io.StringIO(render(report, "csv"))))

@@ -29,14 +29,16 @@ def test_email_must_be_unique(session: Session, sample_user: User) -> None:
 @pytest.mark.parametrize("email", ["bad", "a@b"])
 def test_email_check_rejects_malformed_addresses(engine: Engine, email: str) -> None:
     with pytest.raises(IntegrityError), engine.begin() as conn:
-        conn.execute(text("INSERT INTO users (email, password_hash) VALUES (:e, 'x')"),
-                     {"e": email})
+        conn.execute(
+            text("INSERT INTO users (email, password_hash) VALUES (:e, 'x')"), {"e": email}
+        )
 
 
 def test_email_check_accepts_a_normal_address(engine: Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO users (email, password_hash) "
-                          "VALUES ('user@example.com', 'x')"))
+        conn.execute(
+            text("INSERT INTO users (email, password_hash) VALUES ('user@example.com', 'x')")
+        )
         count = conn.execute(text("SELECT count(*) FROM users")).scalar_one()
     assert count == 1
 
@@ -55,13 +57,21 @@ def test_server_defaults_fill_counts_cost_flags_and_timestamps(engine: Engine) -
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO users (email, password_hash) VALUES ('d@example.com', 'x')"))
         user_id = conn.execute(text("SELECT id FROM users")).scalar_one()
-        conn.execute(text("INSERT INTO api_keys (user_id, name, key_encrypted) "
-                          "VALUES (:u, 'k', 'c')"), {"u": user_id})
+        conn.execute(
+            text("INSERT INTO api_keys (user_id, name, key_encrypted) VALUES (:u, 'k', 'c')"),
+            {"u": user_id},
+        )
         key_id = conn.execute(text("SELECT id FROM api_keys")).scalar_one()
-        conn.execute(text("INSERT INTO usage_stats (api_key_id, date, model) "
-                          "VALUES (:k, '2026-11-01', 'm')"), {"k": key_id})
-        conn.execute(text("INSERT INTO api_tokens (user_id, token_hash, name) "
-                          "VALUES (:u, 'h', 't')"), {"u": user_id})
+        conn.execute(
+            text(
+                "INSERT INTO usage_stats (api_key_id, date, model) VALUES (:k, '2026-11-01', 'm')"
+            ),
+            {"k": key_id},
+        )
+        conn.execute(
+            text("INSERT INTO api_tokens (user_id, token_hash, name) VALUES (:u, 'h', 't')"),
+            {"u": user_id},
+        )
     with Session(engine) as session:
         user = session.scalars(select(User)).one()
         key = session.scalars(select(ApiKey)).one()
@@ -71,8 +81,13 @@ def test_server_defaults_fill_counts_cost_flags_and_timestamps(engine: Engine) -
     assert (usage.requests_count, usage.tokens_input, usage.tokens_output) == (0, 0, 0)
     assert (usage.tokens_reasoning, usage.cost, usage.byok_cost) == (0, Decimal(0), Decimal(0))
     now = dt.datetime.now(dt.UTC)
-    for stamp in (user.created_at, user.updated_at, key.created_at, usage.created_at,
-                  token.created_at):
+    for stamp in (
+        user.created_at,
+        user.updated_at,
+        key.created_at,
+        usage.created_at,
+        token.created_at,
+    ):
         assert stamp.tzinfo is not None and stamp.utcoffset() == dt.timedelta(0)
         assert abs(now - stamp) < dt.timedelta(minutes=5)
 
@@ -83,16 +98,25 @@ def test_orm_defaults_set_created_at_in_utc(session: Session, sample_user: User)
     assert sample_user.is_active is True
 
 
-@pytest.mark.parametrize("amount", ["0.000001", "9999.999999", "454.542594979",
-                                    "0.000000001", "123456.123456789"])
+@pytest.mark.parametrize(
+    "amount", ["0.000001", "9999.999999", "454.542594979", "0.000000001", "123456.123456789"]
+)
 def test_money_round_trips_exactly_as_decimal(
-        session_factory: object, sample_key: ApiKey, amount: str) -> None:
+    session_factory: object, sample_key: ApiKey, amount: str
+) -> None:
     from sqlalchemy.orm import sessionmaker
 
     assert isinstance(session_factory, sessionmaker)
     with session_factory.begin() as session:
-        session.add(UsageStats(api_key_id=sample_key.id, date=dt.date(2026, 1, 1), model="m",
-                               cost=Decimal(amount), byok_cost=Decimal(amount)))
+        session.add(
+            UsageStats(
+                api_key_id=sample_key.id,
+                date=dt.date(2026, 1, 1),
+                model="m",
+                cost=Decimal(amount),
+                byok_cost=Decimal(amount),
+            )
+        )
     with session_factory() as session:
         row = session.scalars(select(UsageStats)).one()
     assert isinstance(row.cost, Decimal)
@@ -101,14 +125,14 @@ def test_money_round_trips_exactly_as_decimal(
 
 
 def test_float_money_is_refused(session: Session, sample_key: ApiKey) -> None:
-    session.add(UsageStats(api_key_id=sample_key.id, date=dt.date(2026, 1, 1), model="m",
-                           cost=0.1))  # type: ignore[arg-type]
+    session.add(UsageStats(api_key_id=sample_key.id, date=dt.date(2026, 1, 1), model="m", cost=0.1))  # type: ignore[arg-type]
     with pytest.raises(Exception, match="Decimal"):
         session.flush()
 
 
 def test_deleting_a_user_in_sql_cascades_to_keys_usage_and_tokens(
-        engine: Engine, session: Session, sample_key: ApiKey) -> None:
+    engine: Engine, session: Session, sample_key: ApiKey
+) -> None:
     other = _add_user(session, "bob@example.com")
     other_key = ApiKey(user_id=other.id, name="k", key_encrypted="c")
     session.add(other_key)

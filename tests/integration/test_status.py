@@ -39,10 +39,15 @@ def _add_keys(url: str, keyring: Keyring) -> None:
 
 
 def _sync(url: str, keyring: Keyring, fake: FakeOpenRouter) -> None:
-    settings = load_settings(None, env={"OPENROUTER_WATCHER_CONFIG": os.devnull,
-                                        "OPENROUTER_WATCHER_DATABASE_URL": url,
-                                        "OPENROUTER_WATCHER_OPENROUTER_BASE_URL": fake.base_url,
-                                        "OPENROUTER_WATCHER_OPENROUTER_MAX_ATTEMPTS": "1"})
+    settings = load_settings(
+        None,
+        env={
+            "OPENROUTER_WATCHER_CONFIG": os.devnull,
+            "OPENROUTER_WATCHER_DATABASE_URL": url,
+            "OPENROUTER_WATCHER_OPENROUTER_BASE_URL": fake.base_url,
+            "OPENROUTER_WATCHER_OPENROUTER_MAX_ATTEMPTS": "1",
+        },
+    )
     engine = create_db_engine(url)
     run_sync(make_session_factory(engine), settings, keyring, trigger="sync")
     engine.dispose()
@@ -50,15 +55,21 @@ def _sync(url: str, keyring: Keyring, fake: FakeOpenRouter) -> None:
 
 def _status(url: str, master_key: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = clean_env()
-    env.update({"OPENROUTER_WATCHER_CONFIG": os.devnull,
-                "OPENROUTER_WATCHER_DATABASE_URL": url,
-                "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key})
-    return subprocess.run([CLI, "status", *args], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+    env.update(
+        {
+            "OPENROUTER_WATCHER_CONFIG": os.devnull,
+            "OPENROUTER_WATCHER_DATABASE_URL": url,
+            "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key,
+        }
+    )
+    return subprocess.run(
+        [CLI, "status", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
-def test_status_after_a_good_then_a_failed_run(sqlite_url: str, keyring: Keyring,
-                                               master_key: str) -> None:
+def test_status_after_a_good_then_a_failed_run(
+    sqlite_url: str, keyring: Keyring, master_key: str
+) -> None:
     today = utc_today()
     _add_keys(sqlite_url, keyring)
     with FakeOpenRouter(today=today) as fake:
@@ -92,7 +103,8 @@ def test_status_after_a_good_then_a_failed_run(sqlite_url: str, keyring: Keyring
 
 
 def test_status_of_an_empty_database_is_healthy_and_says_never(
-        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out, err = io.StringIO(), io.StringIO()
     monkeypatch.setenv("OPENROUTER_WATCHER_CONFIG", os.devnull)
     monkeypatch.setenv("OPENROUTER_WATCHER_DATABASE_URL", sqlite_url)
@@ -108,27 +120,39 @@ def test_status_collects_on_postgres_too(postgres_url: str, keyring: Keyring) ->
         status = collect_status(session, ScheduleSettings())
     engine.dispose()
     assert [(k.name, k.kind, k.last_status, k.rows) for k in status.keys] == [
-        ("good", "unknown", None, 0), ("flaky", "unknown", None, 0)]
+        ("good", "unknown", None, 0),
+        ("flaky", "unknown", None, 0),
+    ]
     assert status.healthy and status.last_run is None
 
 
-@pytest.mark.parametrize(("cron", "interval", "now", "expected"), [
-    ("20 0 * * *", 0, "2026-11-26T10:00:00", "2026-11-27T00:20:00"),
-    ("20 0 * * *", 0, "2026-11-26T00:10:00", "2026-11-26T00:20:00"),
-    ("20 0 * * *", 300, "2026-11-26T10:00:00", "2026-11-26T10:05:00"),
-])
-def test_next_run_time_is_the_earliest_trigger(cron: str, interval: int, now: str,
-                                               expected: str) -> None:
+@pytest.mark.parametrize(
+    ("cron", "interval", "now", "expected"),
+    [
+        ("20 0 * * *", 0, "2026-11-26T10:00:00", "2026-11-27T00:20:00"),
+        ("20 0 * * *", 0, "2026-11-26T00:10:00", "2026-11-26T00:20:00"),
+        ("20 0 * * *", 300, "2026-11-26T10:00:00", "2026-11-26T10:05:00"),
+    ],
+)
+def test_next_run_time_is_the_earliest_trigger(
+    cron: str, interval: int, now: str, expected: str
+) -> None:
     schedule = ScheduleSettings(cron=cron, interval_seconds=interval)
     at = dt.datetime.fromisoformat(now).replace(tzinfo=dt.UTC)
-    assert next_run_time(schedule, at) == dt.datetime.fromisoformat(expected).replace(
-        tzinfo=dt.UTC)
+    assert next_run_time(schedule, at) == dt.datetime.fromisoformat(expected).replace(tzinfo=dt.UTC)
 
 
 def test_make_demo_runs_the_whole_pipeline_offline(tmp_path: Path) -> None:
     env = clean_env()
-    result = subprocess.run([sys.executable, "-m", "worker.demo"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "worker.demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "3 ok / 0 failed" in result.stdout
     assert "spend by model" in result.stdout and "spend by day" in result.stdout

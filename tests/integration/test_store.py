@@ -19,22 +19,38 @@ D2 = dt.date(2026, 11, 2)
 
 
 def _rows(session: Session, key_id: int) -> dict[tuple[dt.date, str], tuple]:
-    result = session.execute(
-        select(UsageStats).where(UsageStats.api_key_id == key_id)).scalars()
-    return {(r.date, r.model): (r.requests_count, r.tokens_input, r.tokens_output,
-                                r.tokens_reasoning, r.cost, r.byok_cost) for r in result}
+    result = session.execute(select(UsageStats).where(UsageStats.api_key_id == key_id)).scalars()
+    return {
+        (r.date, r.model): (
+            r.requests_count,
+            r.tokens_input,
+            r.tokens_output,
+            r.tokens_reasoning,
+            r.cost,
+            r.byok_cost,
+        )
+        for r in result
+    }
 
 
-def _write(factory: sessionmaker[Session], key_id: int, days: list[dt.date],
-           rows: list[UsageRow], **kwargs: int) -> WriteCounts:
+def _write(
+    factory: sessionmaker[Session],
+    key_id: int,
+    days: list[dt.date],
+    rows: list[UsageRow],
+    **kwargs: int,
+) -> WriteCounts:
     with transaction(factory) as session:
         return store.write_key_days(session, key_id, days, rows, **kwargs)
 
 
 def test_write_inserts_then_an_identical_write_sends_nothing(
-        session_factory: sessionmaker[Session], sample_key: ApiKey) -> None:
-    rows = [UsageRow(D1, "openai/gpt-4.1", 3, 100, 50, 70, Decimal("0.3"), Decimal("0.000000001")),
-            UsageRow(D2, "openai/gpt-4.1", 1, 10, 5, 0, Decimal("454.542594979"), Decimal(0))]
+    session_factory: sessionmaker[Session], sample_key: ApiKey
+) -> None:
+    rows = [
+        UsageRow(D1, "openai/gpt-4.1", 3, 100, 50, 70, Decimal("0.3"), Decimal("0.000000001")),
+        UsageRow(D2, "openai/gpt-4.1", 1, 10, 5, 0, Decimal("454.542594979"), Decimal(0)),
+    ]
     assert _write(session_factory, sample_key.id, [D1, D2], rows) == WriteCounts(inserted=2)
 
     statements: list[str] = []
@@ -53,22 +69,39 @@ def test_write_inserts_then_an_identical_write_sends_nothing(
 
     with session_factory() as session:
         stored = _rows(session, sample_key.id)
-    assert stored[(D1, "openai/gpt-4.1")] == (3, 100, 50, 70, Decimal("0.3"),
-                                              Decimal("0.000000001"))
+    assert stored[(D1, "openai/gpt-4.1")] == (
+        3,
+        100,
+        50,
+        70,
+        Decimal("0.3"),
+        Decimal("0.000000001"),
+    )
     assert stored[(D2, "openai/gpt-4.1")][4] == Decimal("454.542594979")
 
 
 def test_a_restated_day_replaces_values_and_deletes_vanished_models_only_that_day(
-        session_factory: sessionmaker[Session], sample_key: ApiKey) -> None:
-    _write(session_factory, sample_key.id, [D1, D2], [
-        UsageRow(D1, "a/x", 1, 1, 1, 0, Decimal("1.5"), Decimal(0)),
-        UsageRow(D1, "a/y", 2, 2, 2, 0, Decimal("2.5"), Decimal(0)),
-        UsageRow(D2, "a/y", 3, 3, 3, 0, Decimal("3.5"), Decimal(0)),
-    ])
-    counts = _write(session_factory, sample_key.id, [D1], [
-        UsageRow(D1, "a/x", 9, 9, 9, 1, Decimal("9.000000009"), Decimal("0.1")),
-        UsageRow(D1, "a/z", 1, 1, 1, 0, Decimal("0.1"), Decimal(0)),
-    ])
+    session_factory: sessionmaker[Session], sample_key: ApiKey
+) -> None:
+    _write(
+        session_factory,
+        sample_key.id,
+        [D1, D2],
+        [
+            UsageRow(D1, "a/x", 1, 1, 1, 0, Decimal("1.5"), Decimal(0)),
+            UsageRow(D1, "a/y", 2, 2, 2, 0, Decimal("2.5"), Decimal(0)),
+            UsageRow(D2, "a/y", 3, 3, 3, 0, Decimal("3.5"), Decimal(0)),
+        ],
+    )
+    counts = _write(
+        session_factory,
+        sample_key.id,
+        [D1],
+        [
+            UsageRow(D1, "a/x", 9, 9, 9, 1, Decimal("9.000000009"), Decimal("0.1")),
+            UsageRow(D1, "a/z", 1, 1, 1, 0, Decimal("0.1"), Decimal(0)),
+        ],
+    )
     assert counts == WriteCounts(inserted=1, updated=1, deleted=1)
     with session_factory() as session:
         stored = _rows(session, sample_key.id)
@@ -80,43 +113,54 @@ def test_a_restated_day_replaces_values_and_deletes_vanished_models_only_that_da
 
 
 def test_a_fetched_day_without_rows_deletes_that_days_rows(
-        session_factory: sessionmaker[Session], sample_key: ApiKey) -> None:
-    _write(session_factory, sample_key.id, [D1, D2], [
-        UsageRow(D1, "a/x", 1), UsageRow(D2, "a/x", 1)])
+    session_factory: sessionmaker[Session], sample_key: ApiKey
+) -> None:
+    _write(
+        session_factory, sample_key.id, [D1, D2], [UsageRow(D1, "a/x", 1), UsageRow(D2, "a/x", 1)]
+    )
     assert _write(session_factory, sample_key.id, [D1], []) == WriteCounts(deleted=1)
     with session_factory() as session:
         assert set(_rows(session, sample_key.id)) == {(D2, "a/x")}
 
 
 def test_writes_are_chunked_and_counted_exactly(
-        session_factory: sessionmaker[Session], sample_key: ApiKey) -> None:
+    session_factory: sessionmaker[Session], sample_key: ApiKey
+) -> None:
     days = [D1 + dt.timedelta(days=i) for i in range(5)]
     rows = [UsageRow(d, f"m/{i}", i, cost=Decimal(i) / 1000) for d in days for i in range(7)]
-    assert _write(session_factory, sample_key.id, days, rows, chunk_size=4) == \
-        WriteCounts(inserted=35)
-    changed = [UsageRow(r.date, r.model, r.requests_count + (r.date == D1), cost=r.cost)
-               for r in rows if r.model != "m/6"]
-    assert _write(session_factory, sample_key.id, days, changed, chunk_size=4) == \
-        WriteCounts(updated=7 - 1, unchanged=24, deleted=5)
+    assert _write(session_factory, sample_key.id, days, rows, chunk_size=4) == WriteCounts(
+        inserted=35
+    )
+    changed = [
+        UsageRow(r.date, r.model, r.requests_count + (r.date == D1), cost=r.cost)
+        for r in rows
+        if r.model != "m/6"
+    ]
+    assert _write(session_factory, sample_key.id, days, changed, chunk_size=4) == WriteCounts(
+        updated=7 - 1, unchanged=24, deleted=5
+    )
     with session_factory() as session:
         assert len(_rows(session, sample_key.id)) == 30
 
 
 def test_rows_of_other_keys_are_never_touched(
-        session_factory: sessionmaker[Session], session: Session, sample_key: ApiKey) -> None:
+    session_factory: sessionmaker[Session], session: Session, sample_key: ApiKey
+) -> None:
     other = ApiKey(user_id=sample_key.user_id, name="other", key_encrypted="v1:x")
     session.add(other)
     session.commit()
     _write(session_factory, other.id, [D1], [UsageRow(D1, "a/x", 5)])
     assert _write(session_factory, sample_key.id, [D1], []) == WriteCounts()
-    assert _write(session_factory, sample_key.id, [D1], [UsageRow(D1, "a/x", 1)]) == \
-        WriteCounts(inserted=1)
+    assert _write(session_factory, sample_key.id, [D1], [UsageRow(D1, "a/x", 1)]) == WriteCounts(
+        inserted=1
+    )
     with session_factory() as s:
         assert _rows(s, other.id) == {(D1, "a/x"): (5, 0, 0, 0, Decimal(0), Decimal(0))}
 
 
 def test_write_rejects_rows_outside_the_days_and_duplicates(
-        session_factory: sessionmaker[Session], sample_key: ApiKey) -> None:
+    session_factory: sessionmaker[Session], sample_key: ApiKey
+) -> None:
     with pytest.raises(ValueError, match="outside"):
         _write(session_factory, sample_key.id, [D1], [UsageRow(D2, "a/x")])
     with pytest.raises(ValueError, match="aggregate first"):
@@ -153,8 +197,9 @@ def test_mark_key_seen_sets_kind_and_last_use(session: Session, sample_key: ApiK
 
 def test_ledger_records_a_run_and_its_keys(session: Session, sample_key: ApiKey) -> None:
     run_id = store.start_run(session, "backfill")
-    store.record_key_result(session, run_id, sample_key.id, status="ok",
-                            counts=WriteCounts(1, 2, 3, 4), http_requests=5)
+    store.record_key_result(
+        session, run_id, sample_key.id, status="ok", counts=WriteCounts(1, 2, 3, 4), http_requests=5
+    )
     store.record_key_result(session, run_id, sample_key.id, status="failed", error="boom")
     store.finish_run(session, run_id, status="failed", keys_ok=1, keys_failed=1)
     session.commit()
@@ -164,9 +209,18 @@ def test_ledger_records_a_run_and_its_keys(session: Session, sample_key: ApiKey)
     assert (run.trigger, run.status, run.keys_ok, run.keys_failed) == ("backfill", "failed", 1, 1)
     assert run.finished_at is not None and run.finished_at >= run.started_at
     results = session.execute(select(SyncKeyResult).order_by(SyncKeyResult.id)).scalars().all()
-    assert [(r.status, r.rows_inserted, r.rows_updated, r.rows_unchanged, r.rows_deleted,
-             r.http_requests, r.error) for r in results] == [
-        ("ok", 1, 2, 3, 4, 5, None), ("failed", 0, 0, 0, 0, 0, "boom")]
+    assert [
+        (
+            r.status,
+            r.rows_inserted,
+            r.rows_updated,
+            r.rows_unchanged,
+            r.rows_deleted,
+            r.http_requests,
+            r.error,
+        )
+        for r in results
+    ] == [("ok", 1, 2, 3, 4, 5, None), ("failed", 0, 0, 0, 0, 0, "boom")]
 
 
 def test_ledger_rejects_unknown_states(session: Session, sample_key: ApiKey) -> None:
@@ -180,18 +234,30 @@ def test_ledger_rejects_unknown_states(session: Session, sample_key: ApiKey) -> 
 
 
 def test_the_upsert_guard_skips_a_row_whose_values_are_equal(
-        session_factory: sessionmaker[Session], sample_key: ApiKey) -> None:
+    session_factory: sessionmaker[Session], sample_key: ApiKey
+) -> None:
     """The IS DISTINCT FROM (SQLite: IS NOT) guard: an equal conflicting row is not updated."""
     _write(session_factory, sample_key.id, [D1], [UsageRow(D1, "a/x", 1, cost=Decimal("0.3"))])
-    params = {"api_key_id": sample_key.id, "date": D1, "model": "a/x", "requests_count": 1,
-              "tokens_input": 0, "tokens_output": 0, "tokens_reasoning": 0,
-              "cost": Decimal("0.3"), "byok_cost": Decimal(0)}
+    params = {
+        "api_key_id": sample_key.id,
+        "date": D1,
+        "model": "a/x",
+        "requests_count": 1,
+        "tokens_input": 0,
+        "tokens_output": 0,
+        "tokens_reasoning": 0,
+        "cost": Decimal("0.3"),
+        "byok_cost": Decimal(0),
+    }
     with transaction(session_factory) as session:
         conn = session.connection()
         # What "written" means: PostgreSQL gives an updated row a new xmin; SQLite counts it
         # in changes().
-        probe = (text("SELECT changes()") if conn.dialect.name == "sqlite"
-                 else text("SELECT xmin::text::bigint FROM usage_stats"))
+        probe = (
+            text("SELECT changes()")
+            if conn.dialect.name == "sqlite"
+            else text("SELECT xmin::text::bigint FROM usage_stats")
+        )
         before = conn.execute(probe).scalar_one()
         conn.execute(store._upsert_statement(session), params)
         after_same = conn.execute(probe).scalar_one()

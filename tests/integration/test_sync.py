@@ -35,12 +35,30 @@ D2 = dt.date(2026, 11, 25)
 D0 = dt.date(2026, 11, 20)
 
 
-def act(day: dt.date, model: str, *, endpoint: str = "e1", requests: int = 1, prompt: int = 0,
-        completion: int = 0, reasoning: int = 0, usage: str = "0", byok: str = "0") -> ActivityRow:
-    return ActivityRow(date=day, model=model, endpoint_id=endpoint, provider_name="P",
-                       requests=requests, prompt_tokens=prompt, completion_tokens=completion,
-                       reasoning_tokens=reasoning, usage=Decimal(usage),
-                       byok_usage_inference=Decimal(byok))
+def act(
+    day: dt.date,
+    model: str,
+    *,
+    endpoint: str = "e1",
+    requests: int = 1,
+    prompt: int = 0,
+    completion: int = 0,
+    reasoning: int = 0,
+    usage: str = "0",
+    byok: str = "0",
+) -> ActivityRow:
+    return ActivityRow(
+        date=day,
+        model=model,
+        endpoint_id=endpoint,
+        provider_name="P",
+        requests=requests,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        reasoning_tokens=reasoning,
+        usage=Decimal(usage),
+        byok_usage_inference=Decimal(byok),
+    )
 
 
 class StubOpenRouter:
@@ -67,8 +85,9 @@ class StubClient:
         self.requests_made = 0
         self.closed = False
 
-    def get_activity(self, api_key: str, *, day: dt.date | None = None,
-                     today: dt.date | None = None) -> ActivityResult:
+    def get_activity(
+        self, api_key: str, *, day: dt.date | None = None, today: dt.date | None = None
+    ) -> ActivityResult:
         stub = self.stub
         with stub._lock:
             stub.calls.append((api_key, day))
@@ -115,8 +134,9 @@ def add_key(session: Session, user: User, keyring: Keyring) -> Any:
     """add_key(secret, name=…) → key id; the secret is stored encrypted, as in production."""
 
     def add(secret: str, name: str | None = None, *, active: bool = True) -> int:
-        key = ApiKey(user_id=user.id, name=name or secret[-6:], key_encrypted="pending",
-                     is_active=active)
+        key = ApiKey(
+            user_id=user.id, name=name or secret[-6:], key_encrypted="pending", is_active=active
+        )
         session.add(key)
         session.flush()
         key.key_encrypted = keyring.encrypt(secret, user_id=user.id, key_id=key.id)
@@ -126,18 +146,31 @@ def add_key(session: Session, user: User, keyring: Keyring) -> Any:
     return add
 
 
-def _run(factory: sessionmaker[Session], settings: Settings, keyring: Keyring,
-         stub: StubOpenRouter, **kwargs: Any) -> RunSummary:
+def _run(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    stub: StubOpenRouter,
+    **kwargs: Any,
+) -> RunSummary:
     kwargs.setdefault("trigger", "sync")
-    return run_sync(factory, settings, keyring, today=TODAY, client_factory=stub.factory,
-                    **kwargs)
+    return run_sync(factory, settings, keyring, today=TODAY, client_factory=stub.factory, **kwargs)
 
 
 def _stored(factory: sessionmaker[Session], key_id: int) -> dict[tuple[dt.date, str], tuple]:
     with factory() as s:
         rows = s.execute(select(UsageStats).where(UsageStats.api_key_id == key_id)).scalars()
-        return {(r.date, r.model): (r.requests_count, r.tokens_input, r.tokens_output,
-                                    r.tokens_reasoning, r.cost, r.byok_cost) for r in rows}
+        return {
+            (r.date, r.model): (
+                r.requests_count,
+                r.tokens_input,
+                r.tokens_output,
+                r.tokens_reasoning,
+                r.cost,
+                r.byok_cost,
+            )
+            for r in rows
+        }
 
 
 def _results(factory: sessionmaker[Session], run_id: int) -> dict[int, SyncKeyResult]:
@@ -160,14 +193,36 @@ SECRET_D = "sk-or-v1-" + "d" * 64
 
 
 def test_endpoint_rows_are_summed_exactly_per_day_and_model(
-        session_factory: sessionmaker[Session], settings: Settings, keyring: Keyring,
-        stub: StubOpenRouter, add_key: Any) -> None:
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    stub: StubOpenRouter,
+    add_key: Any,
+) -> None:
     key = add_key(SECRET_A)
     stub.answers[SECRET_A] = [
-        act(D1, "openai/gpt-4.1", endpoint="e1", requests=2, prompt=100, completion=40,
-            reasoning=60, usage="0.1", byok="0.000000001"),
-        act(D1, "openai/gpt-4.1", endpoint="e2", requests=3, prompt=200, completion=10,
-            reasoning=5, usage="0.2", byok="0.000000001"),
+        act(
+            D1,
+            "openai/gpt-4.1",
+            endpoint="e1",
+            requests=2,
+            prompt=100,
+            completion=40,
+            reasoning=60,
+            usage="0.1",
+            byok="0.000000001",
+        ),
+        act(
+            D1,
+            "openai/gpt-4.1",
+            endpoint="e2",
+            requests=3,
+            prompt=200,
+            completion=10,
+            reasoning=5,
+            usage="0.2",
+            byok="0.000000001",
+        ),
         act(D1, "anthropic/claude", usage="454.542594979"),
         act(D2, "openai/gpt-4.1", usage="0.000000001"),
     ]
@@ -182,29 +237,44 @@ def test_endpoint_rows_are_summed_exactly_per_day_and_model(
         (D1, "anthropic/claude"): (1, 0, 0, 0, Decimal("454.542594979"), Decimal(0)),
         (D2, "openai/gpt-4.1"): (1, 0, 0, 0, Decimal("0.000000001"), Decimal(0)),
     }
-    assert _stored(session_factory, key)[(D1, "openai/gpt-4.1")][4] == \
-        Decimal("0.1") + Decimal("0.2")
+    assert _stored(session_factory, key)[(D1, "openai/gpt-4.1")][4] == Decimal("0.1") + Decimal(
+        "0.2"
+    )
 
 
 def test_a_second_identical_run_changes_nothing(
-        session_factory: sessionmaker[Session], settings: Settings, keyring: Keyring,
-        stub: StubOpenRouter, add_key: Any, engine: Engine) -> None:
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    stub: StubOpenRouter,
+    add_key: Any,
+    engine: Engine,
+) -> None:
     key = add_key(SECRET_A)
-    stub.answers[SECRET_A] = [act(D1, f"m/{i}", usage=f"0.{i}00000001", endpoint=e)
-                              for i in range(5) for e in ("e1", "e2")]
+    stub.answers[SECRET_A] = [
+        act(D1, f"m/{i}", usage=f"0.{i}00000001", endpoint=e)
+        for i in range(5)
+        for e in ("e1", "e2")
+    ]
     first = _run(session_factory, settings, keyring, stub)
     assert first.counts == WriteCounts(inserted=5)
     before = _stored(session_factory, key)
     with engine.connect() as conn:
         ids_before = conn.execute(text("SELECT id FROM usage_stats ORDER BY id")).scalars().all()
-        seq_before = (conn.execute(text("SELECT last_value FROM usage_stats_id_seq")).scalar_one()
-                      if engine.dialect.name == "postgresql" else None)
+        seq_before = (
+            conn.execute(text("SELECT last_value FROM usage_stats_id_seq")).scalar_one()
+            if engine.dialect.name == "postgresql"
+            else None
+        )
 
     writes: list[str] = []
 
     def watch(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith(("INSERT INTO USAGE_STATS",
-                                                  "DELETE FROM USAGE_STATS")):
+        if (
+            statement.lstrip()
+            .upper()
+            .startswith(("INSERT INTO USAGE_STATS", "DELETE FROM USAGE_STATS"))
+        ):
             writes.append(statement)
 
     event.listen(engine, "before_cursor_execute", watch)
@@ -217,22 +287,35 @@ def test_a_second_identical_run_changes_nothing(
     assert writes == []
     assert _stored(session_factory, key) == before
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT id FROM usage_stats ORDER BY id")).scalars().all() == \
-            ids_before
+        assert (
+            conn.execute(text("SELECT id FROM usage_stats ORDER BY id")).scalars().all()
+            == ids_before
+        )
         if seq_before is not None:
-            assert conn.execute(
-                text("SELECT last_value FROM usage_stats_id_seq")).scalar_one() == seq_before
+            assert (
+                conn.execute(text("SELECT last_value FROM usage_stats_id_seq")).scalar_one()
+                == seq_before
+            )
 
 
 def test_a_restated_day_replaces_values_deletes_a_vanished_model_and_leaves_other_days(
-        session_factory: sessionmaker[Session], settings: Settings, keyring: Keyring,
-        stub: StubOpenRouter, add_key: Any) -> None:
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    stub: StubOpenRouter,
+    add_key: Any,
+) -> None:
     key = add_key(SECRET_A)
-    stub.answers[SECRET_A] = [act(D1, "a/x", usage="1"), act(D1, "a/y", usage="2"),
-                              act(D2, "a/x", usage="3")]
+    stub.answers[SECRET_A] = [
+        act(D1, "a/x", usage="1"),
+        act(D1, "a/y", usage="2"),
+        act(D2, "a/x", usage="3"),
+    ]
     _run(session_factory, settings, keyring, stub)
-    stub.answers[SECRET_A] = [act(D1, "a/x", requests=7, usage="1.000000001"),
-                              act(D2, "a/x", usage="3")]
+    stub.answers[SECRET_A] = [
+        act(D1, "a/x", requests=7, usage="1.000000001"),
+        act(D2, "a/x", usage="3"),
+    ]
     summary = _run(session_factory, settings, keyring, stub)
     assert summary.counts == WriteCounts(updated=1, unchanged=1, deleted=1)
     assert _stored(session_factory, key) == {
@@ -242,8 +325,12 @@ def test_a_restated_day_replaces_values_deletes_a_vanished_model_and_leaves_othe
 
 
 def test_a_sync_clears_a_window_day_that_now_has_no_rows_but_keeps_older_history(
-        session_factory: sessionmaker[Session], settings: Settings, keyring: Keyring,
-        stub: StubOpenRouter, add_key: Any) -> None:
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    stub: StubOpenRouter,
+    add_key: Any,
+) -> None:
     key = add_key(SECRET_A)
     old = TODAY - dt.timedelta(days=45)  # outside the window: history to keep forever
     with transaction(session_factory) as s:
@@ -257,11 +344,18 @@ def test_a_sync_clears_a_window_day_that_now_has_no_rows_but_keeps_older_history
 
 
 def test_backfill_fetches_one_request_per_day_and_touches_only_those_days(
-        session_factory: sessionmaker[Session], settings: Settings, keyring: Keyring,
-        stub: StubOpenRouter, add_key: Any) -> None:
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    stub: StubOpenRouter,
+    add_key: Any,
+) -> None:
     key = add_key(SECRET_A)
-    stub.answers[SECRET_A] = [act(D0, "a/x", usage="1"), act(D1, "a/x", usage="1"),
-                              act(D2, "a/x", usage="1")]
+    stub.answers[SECRET_A] = [
+        act(D0, "a/x", usage="1"),
+        act(D1, "a/x", usage="1"),
+        act(D2, "a/x", usage="1"),
+    ]
     _run(session_factory, settings, keyring, stub)
     stub.answers[SECRET_A] = [act(D0, "a/x", usage="5"), act(D1, "a/x", usage="5")]
     stub.calls.clear()
@@ -271,14 +365,22 @@ def test_backfill_fetches_one_request_per_day_and_touches_only_those_days(
     assert summary.requests == 2
     assert summary.counts == WriteCounts(updated=1, deleted=1)
     stored = _stored(session_factory, key)
-    assert stored == {(D0, "a/x"): (1, 0, 0, 0, Decimal(1), Decimal(0)),
-                      (D1, "a/x"): (1, 0, 0, 0, Decimal(5), Decimal(0))}
+    assert stored == {
+        (D0, "a/x"): (1, 0, 0, 0, Decimal(1), Decimal(0)),
+        (D1, "a/x"): (1, 0, 0, 0, Decimal(5), Decimal(0)),
+    }
     assert _run_row(session_factory, summary.run_id).trigger == "backfill"
 
 
 def test_failing_keys_never_stop_the_others_and_the_ledger_records_every_outcome(
-        session_factory: sessionmaker[Session], settings: Settings, keyring: Keyring,
-        stub: StubOpenRouter, add_key: Any, session: Session, user: User) -> None:
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    stub: StubOpenRouter,
+    add_key: Any,
+    session: Session,
+    user: User,
+) -> None:
     good = add_key(SECRET_A, "good")
     ordinary = add_key(SECRET_B, "ordinary")
     down = add_key(SECRET_C, "down")
@@ -288,20 +390,25 @@ def test_failing_keys_never_stop_the_others_and_the_ledger_records_every_outcome
     session.commit()
     stub.answers[SECRET_A] = [act(D1, "a/x", usage="0.5")]
     stub.answers[SECRET_B] = NotManagementKeyError(
-        "OpenRouter refused the request (403): per-model history needs a management key")
+        "OpenRouter refused the request (403): per-model history needs a management key"
+    )
     stub.answers[SECRET_C] = UpstreamUnavailableError("OpenRouter kept answering 500")
     stub.answers[SECRET_D] = UnauthorizedError()
 
     with structlog.testing.capture_logs(
-            processors=[structlog.contextvars.merge_contextvars]) as logs:
+        processors=[structlog.contextvars.merge_contextvars]
+    ) as logs:
         summary = _run(session_factory, settings, keyring, stub)
 
     assert (summary.status, summary.keys_ok, summary.keys_failed) == ("failed", 1, 4)
     by_id = {k.api_key_id: k for k in summary.keys}
     assert by_id[good].status == "ok"
     assert {k: by_id[k].reason for k in (ordinary, down, revoked, broken.id)} == {
-        ordinary: "not_management_key", down: "upstream_unavailable", revoked: "unauthorized",
-        broken.id: "decrypt_failed"}
+        ordinary: "not_management_key",
+        down: "upstream_unavailable",
+        revoked: "unauthorized",
+        broken.id: "decrypt_failed",
+    }
     assert "management key" in (by_id[ordinary].error or "")
     assert by_id[down].http_requests == 3  # the failed call's retries are counted
     assert by_id[broken.id].http_requests == 0
@@ -316,22 +423,34 @@ def test_failing_keys_never_stop_the_others_and_the_ledger_records_every_outcome
     assert run.finished_at is not None
     results = _results(session_factory, summary.run_id)
     assert {k: r.status for k, r in results.items()} == {
-        good: "ok", ordinary: "failed", down: "failed", revoked: "failed", broken.id: "failed"}
-    assert (results[good].rows_inserted, results[good].http_requests, results[good].error) == \
-        (1, 1, None)
+        good: "ok",
+        ordinary: "failed",
+        down: "failed",
+        revoked: "failed",
+        broken.id: "failed",
+    }
+    assert (results[good].rows_inserted, results[good].http_requests, results[good].error) == (
+        1,
+        1,
+        None,
+    )
     assert results[ordinary].error == by_id[ordinary].error
 
     with session_factory() as s:
-        kinds = {k.id: (k.kind, k.last_used_at is not None)
-                 for k in s.execute(select(ApiKey)).scalars()}
+        kinds = {
+            k.id: (k.kind, k.last_used_at is not None) for k in s.execute(select(ApiKey)).scalars()
+        }
     assert kinds[good] == ("management", True)
     assert kinds[ordinary] == ("ordinary", False)
     assert kinds[revoked] == (None, False)
 
     failures = [e for e in logs if e["event"] == "key_sync_failed"]
     assert {e["api_key_id"]: e["reason"] for e in failures} == {
-        ordinary: "not_management_key", down: "upstream_unavailable", revoked: "unauthorized",
-        broken.id: "decrypt_failed"}
+        ordinary: "not_management_key",
+        down: "upstream_unavailable",
+        revoked: "unauthorized",
+        broken.id: "decrypt_failed",
+    }
     assert all(e["run_id"] == summary.run_id and e["user_id"] == user.id for e in failures)
     finished = [e for e in logs if e["event"] == "sync_finished"]
     assert len(finished) == 1
@@ -342,8 +461,13 @@ def test_failing_keys_never_stop_the_others_and_the_ledger_records_every_outcome
 
 
 def test_a_key_whose_write_fails_is_rolled_back_whole(
-        session_factory: sessionmaker[Session], settings: Settings, keyring: Keyring,
-        stub: StubOpenRouter, add_key: Any, engine: Engine) -> None:
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    stub: StubOpenRouter,
+    add_key: Any,
+    engine: Engine,
+) -> None:
     victim = add_key(SECRET_A)
     other = add_key(SECRET_B)
     stub.answers[SECRET_A] = [act(D1, "a/x", usage="1"), act(D1, "a/y", usage="1")]
@@ -370,14 +494,19 @@ def test_a_key_whose_write_fails_is_rolled_back_whole(
     # Neither the update of a/x nor anything else of the victim's transaction survived.
     assert _stored(session_factory, victim) == {
         (D1, "a/x"): (1, 0, 0, 0, Decimal(1), Decimal(0)),
-        (D1, "a/y"): (1, 0, 0, 0, Decimal(1), Decimal(0))}
+        (D1, "a/y"): (1, 0, 0, 0, Decimal(1), Decimal(0)),
+    }
     assert _stored(session_factory, other)[(D1, "a/x")][4] == Decimal(3)
     assert _results(session_factory, summary.run_id)[victim].status == "failed"
 
 
 def test_invalid_rows_fail_the_key_before_anything_is_written(
-        session_factory: sessionmaker[Session], settings: Settings, keyring: Keyring,
-        stub: StubOpenRouter, add_key: Any) -> None:
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    stub: StubOpenRouter,
+    add_key: Any,
+) -> None:
     key = add_key(SECRET_A)
     stub.answers[SECRET_A] = InvalidResponseError("OpenRouter /activity: row 3: field 'usage'")
     summary = _run(session_factory, settings, keyring, stub)
@@ -386,8 +515,12 @@ def test_invalid_rows_fail_the_key_before_anything_is_written(
 
 
 def test_only_the_requested_active_keys_are_synced(
-        session_factory: sessionmaker[Session], settings: Settings, keyring: Keyring,
-        stub: StubOpenRouter, add_key: Any) -> None:
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    stub: StubOpenRouter,
+    add_key: Any,
+) -> None:
     a = add_key(SECRET_A)
     add_key(SECRET_B)
     inactive = add_key(SECRET_C, active=False)
@@ -402,8 +535,12 @@ def test_only_the_requested_active_keys_are_synced(
 
 
 def test_days_outside_the_window_are_refused_before_anything_happens(
-        session_factory: sessionmaker[Session], settings: Settings, keyring: Keyring,
-        stub: StubOpenRouter, add_key: Any) -> None:
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    stub: StubOpenRouter,
+    add_key: Any,
+) -> None:
     add_key(SECRET_A)
     for day in (TODAY, TODAY + dt.timedelta(days=1), TODAY - dt.timedelta(days=31)):
         with pytest.raises(UsageError):
@@ -414,8 +551,8 @@ def test_days_outside_the_window_are_refused_before_anything_happens(
 
 
 def test_fetches_run_concurrently_but_never_more_than_the_limit(
-        session_factory: sessionmaker[Session], keyring: Keyring, stub: StubOpenRouter,
-        add_key: Any) -> None:
+    session_factory: sessionmaker[Session], keyring: Keyring, stub: StubOpenRouter, add_key: Any
+) -> None:
     secrets = [f"sk-or-v1-{i:064d}" for i in range(7)]
     ids = [add_key(s, f"k{i}") for i, s in enumerate(secrets)]
     for s in secrets:
@@ -428,8 +565,8 @@ def test_fetches_run_concurrently_but_never_more_than_the_limit(
 
 
 def test_stop_starts_no_new_key_and_marks_the_run_interrupted(
-        session_factory: sessionmaker[Session], keyring: Keyring, stub: StubOpenRouter,
-        add_key: Any) -> None:
+    session_factory: sessionmaker[Session], keyring: Keyring, stub: StubOpenRouter, add_key: Any
+) -> None:
     first = add_key(SECRET_A)
     add_key(SECRET_B)
     add_key(SECRET_C)
@@ -437,8 +574,9 @@ def test_stop_starts_no_new_key_and_marks_the_run_interrupted(
         stub.answers[s] = [act(D1, "a/x")]
     stop = threading.Event()
     stub.on_call = lambda _key, _day: stop.set()  # the first fetch asks to stop
-    summary = _run(session_factory, Settings().replace("sync", concurrency=1), keyring, stub,
-                   stop=stop)
+    summary = _run(
+        session_factory, Settings().replace("sync", concurrency=1), keyring, stub, stop=stop
+    )
     assert summary.status == "interrupted"
     assert [k.api_key_id for k in summary.keys] == [first]  # the one in flight finished whole
     assert summary.keys_skipped == 2
@@ -448,16 +586,21 @@ def test_stop_starts_no_new_key_and_marks_the_run_interrupted(
 
 
 def test_a_run_cut_short_by_an_exception_is_closed_as_interrupted(
-        session_factory: sessionmaker[Session], settings: Settings, keyring: Keyring,
-        stub: StubOpenRouter, add_key: Any) -> None:
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    stub: StubOpenRouter,
+    add_key: Any,
+) -> None:
     add_key(SECRET_A)
 
     def boom() -> Iterator[Any]:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_sync(session_factory, settings, keyring, today=TODAY, trigger="sync",
-                 client_factory=boom)  # type: ignore[arg-type]
+        run_sync(
+            session_factory, settings, keyring, today=TODAY, trigger="sync", client_factory=boom
+        )  # type: ignore[arg-type]
     with session_factory() as s:
         runs = s.execute(select(SyncRun)).scalars().all()
     assert [(r.status, r.finished_at is not None) for r in runs] == [("interrupted", True)]

@@ -45,14 +45,16 @@ def fake() -> Iterator[FakeOpenRouter]:
 
 @pytest.fixture
 def env(sqlite_url: str, master_key: str, fake: FakeOpenRouter) -> dict[str, str]:
-    return {**clean_env(),
-            "OPENROUTER_WATCHER_DATABASE_URL": sqlite_url,
-            "OPENROUTER_WATCHER_OPENROUTER_BASE_URL": fake.base_url,
-            "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key,
-            "OPENROUTER_WATCHER_OPENROUTER_MAX_ATTEMPTS": "3",
-            "OPENROUTER_WATCHER_OPENROUTER_BACKOFF_INITIAL": "0.01",
-            "OPENROUTER_WATCHER_OPENROUTER_BACKOFF_MAX": "0.05",
-            "OPENROUTER_WATCHER_LOGGING_FORMAT": "json"}
+    return {
+        **clean_env(),
+        "OPENROUTER_WATCHER_DATABASE_URL": sqlite_url,
+        "OPENROUTER_WATCHER_OPENROUTER_BASE_URL": fake.base_url,
+        "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key,
+        "OPENROUTER_WATCHER_OPENROUTER_MAX_ATTEMPTS": "3",
+        "OPENROUTER_WATCHER_OPENROUTER_BACKOFF_INITIAL": "0.01",
+        "OPENROUTER_WATCHER_OPENROUTER_BACKOFF_MAX": "0.05",
+        "OPENROUTER_WATCHER_LOGGING_FORMAT": "json",
+    }
 
 
 @pytest.fixture
@@ -68,26 +70,35 @@ def add_keys(factory: Any, keyring: Keyring) -> Any:
 
     def add(*secrets: str) -> list[int]:
         accounts.add_user(factory, "ops@example.com")
-        return [accounts.add_key(factory, keyring, "ops@example.com", f"key{i}", secret).id
-                for i, secret in enumerate(secrets)]
+        return [
+            accounts.add_key(factory, keyring, "ops@example.com", f"key{i}", secret).id
+            for i, secret in enumerate(secrets)
+        ]
 
     return add
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [str(CLI), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def stored(factory: Any, key_id: int) -> dict[tuple[dt.date, str], dict[str, Any]]:
     with factory() as session:
         rows = session.execute(select(UsageStats).where(UsageStats.api_key_id == key_id))
-        return {(r.date, r.model): {"id": r.id, "requests": r.requests_count,
-                                   "prompt_tokens": r.tokens_input,
-                                   "completion_tokens": r.tokens_output,
-                                   "reasoning_tokens": r.tokens_reasoning,
-                                   "usage": r.cost, "byok_usage_inference": r.byok_cost}
-                for r in rows.scalars()}
+        return {
+            (r.date, r.model): {
+                "id": r.id,
+                "requests": r.requests_count,
+                "prompt_tokens": r.tokens_input,
+                "completion_tokens": r.tokens_output,
+                "reasoning_tokens": r.tokens_reasoning,
+                "usage": r.cost,
+                "byok_usage_inference": r.byok_cost,
+            }
+            for r in rows.scalars()
+        }
 
 
 def assert_rows_match(factory: Any, key_id: int, raw: list[dict[str, Any]]) -> None:
@@ -102,7 +113,8 @@ def assert_rows_match(factory: Any, key_id: int, raw: list[dict[str, Any]]) -> N
 
 
 def test_sync_twice_stores_exactly_the_expected_rows_once(
-        fake: FakeOpenRouter, env: dict[str, str], factory: Any, add_keys: Any) -> None:
+    fake: FakeOpenRouter, env: dict[str, str], factory: Any, add_keys: Any
+) -> None:
     raw_a = generate_activity(today=fake.today, days=30, models=4, endpoints=3, seed=1)
     raw_b = generate_activity(today=fake.today, days=30, models=2, endpoints=1, seed=2)
     fake.add_key(GOOD_A, rows=raw_a)
@@ -131,11 +143,14 @@ def test_sync_twice_stores_exactly_the_expected_rows_once(
     with factory() as session:
         runs = session.execute(select(SyncRun).order_by(SyncRun.id)).scalars().all()
     assert [(r.trigger, r.status, r.keys_ok, r.keys_failed) for r in runs] == [
-        ("sync", "ok", 2, 0), ("sync", "ok", 2, 0)]
+        ("sync", "ok", 2, 0),
+        ("sync", "ok", 2, 0),
+    ]
 
 
 def test_backfill_days_3_touches_only_those_days(
-        fake: FakeOpenRouter, env: dict[str, str], factory: Any, add_keys: Any) -> None:
+    fake: FakeOpenRouter, env: dict[str, str], factory: Any, add_keys: Any
+) -> None:
     raw = generate_activity(today=fake.today, days=30, models=3, endpoints=2, seed=3)
     fake.add_key(GOOD_A, rows=raw)
     (key,) = add_keys(GOOD_A)
@@ -170,7 +185,8 @@ def test_backfill_days_3_touches_only_those_days(
 
 
 def test_a_403_key_and_a_500_forever_key_are_reported_while_the_others_land(
-        fake: FakeOpenRouter, env: dict[str, str], factory: Any, add_keys: Any) -> None:
+    fake: FakeOpenRouter, env: dict[str, str], factory: Any, add_keys: Any
+) -> None:
     raw = generate_activity(today=fake.today, days=30, models=2, seed=4)
     fake.add_key(GOOD_A, rows=raw)
     fake.add_key(ORDINARY, management=False)
@@ -196,7 +212,10 @@ def test_a_403_key_and_a_500_forever_key_are_reported_while_the_others_land(
         results = {r.api_key_id: r for r in session.execute(select(SyncKeyResult)).scalars()}
         kinds = {k.id: k.kind for k in session.execute(select(ApiKey)).scalars()}
     assert {k: r.status for k, r in results.items()} == {
-        good: "ok", ordinary: "failed", down: "failed"}
+        good: "ok",
+        ordinary: "failed",
+        down: "failed",
+    }
     assert results[down].http_requests == 3
     assert kinds == {good: "management", ordinary: "ordinary", down: None}
     events = [json.loads(x) for x in result.stderr.splitlines() if x.startswith("{")]
@@ -207,16 +226,19 @@ def test_a_403_key_and_a_500_forever_key_are_reported_while_the_others_land(
         assert secret not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("args", [
-    ["backfill", "--days", "31"],
-    ["backfill", "--days", "0"],
-    ["backfill", "--since", "2001-01-01"],
-    ["backfill", "--since", "yesterday"],
-    ["sync", "--key", "999"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["backfill", "--days", "31"],
+        ["backfill", "--days", "0"],
+        ["backfill", "--since", "2001-01-01"],
+        ["backfill", "--since", "yesterday"],
+        ["sync", "--key", "999"],
+    ],
+)
 def test_bad_days_and_unknown_keys_exit_2_before_anything_is_fetched(
-        fake: FakeOpenRouter, env: dict[str, str], factory: Any, add_keys: Any,
-        args: list[str]) -> None:
+    fake: FakeOpenRouter, env: dict[str, str], factory: Any, add_keys: Any, args: list[str]
+) -> None:
     fake.add_key(GOOD_A, rows=[])
     add_keys(GOOD_A)
     result = cli(env, *args)
@@ -229,8 +251,12 @@ def test_bad_days_and_unknown_keys_exit_2_before_anything_is_fetched(
 
 
 def test_sync_in_process_prints_the_summary_and_marks_stale_runs_interrupted(
-        fake: FakeOpenRouter, env: dict[str, str], factory: Any, add_keys: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake: FakeOpenRouter,
+    env: dict[str, str],
+    factory: Any,
+    add_keys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The same command through cli.main (what coverage measures), plus the lock's chores."""
     raw = generate_activity(today=fake.today, days=30, models=1, seed=5)
     fake.add_key(GOOD_A, rows=raw)
@@ -242,22 +268,33 @@ def test_sync_in_process_prints_the_summary_and_marks_stale_runs_interrupted(
         if name.startswith("OPENROUTER_WATCHER_"):
             monkeypatch.setenv(name, value)
     out, err = io.StringIO(), io.StringIO()
-    code = main(["--log-level", "WARNING", "sync", "--key", str(good), "--key", str(ordinary)],
-                stdout=out, stderr=err)
+    code = main(
+        ["--log-level", "WARNING", "sync", "--key", str(good), "--key", str(ordinary)],
+        stdout=out,
+        stderr=err,
+    )
     assert code == 1, err.getvalue()
     assert out.getvalue().splitlines()[1:4] == [
-        "keys: 1 ok, 1 failed", "rows: 30 inserted, 0 updated, 0 unchanged, 0 deleted",
-        "requests: 2"]
+        "keys: 1 ok, 1 failed",
+        "rows: 30 inserted, 0 updated, 0 unchanged, 0 deleted",
+        "requests: 2",
+    ]
     assert f"failed: key {ordinary} ('key1', user 1): not_management_key" in out.getvalue()
     with factory() as session:
         runs = session.execute(select(SyncRun).order_by(SyncRun.id)).scalars().all()
-    assert [(r.trigger, r.status) for r in runs] == [("schedule", "interrupted"),
-                                                     ("sync", "failed")]
+    assert [(r.trigger, r.status) for r in runs] == [
+        ("schedule", "interrupted"),
+        ("sync", "failed"),
+    ]
 
 
 def test_a_second_sync_while_one_holds_the_lock_fetches_nothing(
-        fake: FakeOpenRouter, env: dict[str, str], sqlite_url: str, add_keys: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake: FakeOpenRouter,
+    env: dict[str, str],
+    sqlite_url: str,
+    add_keys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     fake.add_key(GOOD_A, rows=[])
     add_keys(GOOD_A)
     for name, value in env.items():
@@ -268,8 +305,9 @@ def test_a_second_sync_while_one_holds_the_lock_fetches_nothing(
         with sync_lock(engine) as held:
             assert held
             out, err = io.StringIO(), io.StringIO()
-            code = main(["--log-level", "WARNING", "backfill", "--days", "1"], stdout=out,
-                        stderr=err)
+            code = main(
+                ["--log-level", "WARNING", "backfill", "--days", "1"], stdout=out, stderr=err
+            )
     finally:
         engine.dispose()
     assert code == 1

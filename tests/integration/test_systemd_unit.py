@@ -15,23 +15,38 @@ INSTALLED_EXEC = "/opt/openrouter-watcher/.venv/bin/openrouter-watcher"
 
 def test_unit_has_the_required_settings() -> None:
     text = UNIT.read_text()
-    for line in ("Type=exec", "Restart=on-failure", "RestartPreventExitStatus=2",
-                 "User=openrouter-watcher", "NoNewPrivileges=yes", "ProtectSystem=strict",
-                 "ProtectHome=yes", "PrivateTmp=yes", "StateDirectory=openrouter-watcher",
-                 "LoadCredential=encryption-key:/etc/openrouter-watcher/encryption-key",
-                 "Environment=OPENROUTER_WATCHER_CONFIG=/etc/openrouter-watcher/config.toml",
-                 f"ExecStart={INSTALLED_EXEC} run"):
+    for line in (
+        "Type=exec",
+        "Restart=on-failure",
+        "RestartPreventExitStatus=2",
+        "User=openrouter-watcher",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "StateDirectory=openrouter-watcher",
+        "LoadCredential=encryption-key:/etc/openrouter-watcher/encryption-key",
+        "Environment=OPENROUTER_WATCHER_CONFIG=/etc/openrouter-watcher/config.toml",
+        f"ExecStart={INSTALLED_EXEC} run",
+    ):
         assert f"\n{line}\n" in text, line
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                    reason="systemd-analyze is not installed on this machine")
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze is not installed on this machine",
+)
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     # verify checks that ExecStart exists: point it at this checkout's installed script.
     script = Path(sys.executable).parent / "openrouter-watcher"
     unit = tmp_path / UNIT.name
     unit.write_text(UNIT.read_text().replace(INSTALLED_EXEC, str(script)))
-    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "openrouter-watcher.service" not in result.stderr, result.stderr

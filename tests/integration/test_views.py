@@ -12,10 +12,32 @@ from sqlalchemy import Engine, inspect, text
 from worker.db import downgrade_db, init_db
 from worker.models import Base, to_money
 
-USAGE_COLUMNS = ["user_email", "key_id", "key_name", "date", "model", "requests",
-                 "tokens_input", "tokens_output", "tokens_reasoning", "cost", "byok_cost"]
-SPEND_COLUMNS = ["user_email", "key_id", "key_name", "date", "models", "requests",
-                 "tokens_input", "tokens_output", "tokens_reasoning", "cost", "byok_cost"]
+USAGE_COLUMNS = [
+    "user_email",
+    "key_id",
+    "key_name",
+    "date",
+    "model",
+    "requests",
+    "tokens_input",
+    "tokens_output",
+    "tokens_reasoning",
+    "cost",
+    "byok_cost",
+]
+SPEND_COLUMNS = [
+    "user_email",
+    "key_id",
+    "key_name",
+    "date",
+    "models",
+    "requests",
+    "tokens_input",
+    "tokens_output",
+    "tokens_reasoning",
+    "cost",
+    "byok_cost",
+]
 
 
 def _views(engine: Engine) -> set[str]:
@@ -34,19 +56,43 @@ def test_views_have_the_documented_columns(engine: Engine) -> None:
     assert [c["name"] for c in inspector.get_columns("v_spend_daily")] == SPEND_COLUMNS
 
 
-def test_v_usage_daily_has_one_row_per_usage_row_with_names(engine: Engine,
-                                                            report_data: Any) -> None:
+def test_v_usage_daily_has_one_row_per_usage_row_with_names(
+    engine: Engine, report_data: Any
+) -> None:
     key_ids = report_data(engine)
     rows = _rows(engine, "SELECT * FROM v_usage_daily ORDER BY date, key_id, model")
     expected = sorted(
-        ((day, key_ids[report_data.keys[k][0]], model), (
-            report_data.users[report_data.keys[k][1]], report_data.keys[k][0], requests,
-            t_in, t_out, t_reason, Decimal(cost), Decimal(byok)))
-        for k, day, model, requests, t_in, t_out, t_reason, cost, byok in report_data.usage)
-    got = [((str(r["date"]), r["key_id"], r["model"]), (
-        r["user_email"], r["key_name"], r["requests"], r["tokens_input"], r["tokens_output"],
-        r["tokens_reasoning"], to_money(r["cost"]), to_money(r["byok_cost"])))
-        for r in rows]
+        (
+            (day, key_ids[report_data.keys[k][0]], model),
+            (
+                report_data.users[report_data.keys[k][1]],
+                report_data.keys[k][0],
+                requests,
+                t_in,
+                t_out,
+                t_reason,
+                Decimal(cost),
+                Decimal(byok),
+            ),
+        )
+        for k, day, model, requests, t_in, t_out, t_reason, cost, byok in report_data.usage
+    )
+    got = [
+        (
+            (str(r["date"]), r["key_id"], r["model"]),
+            (
+                r["user_email"],
+                r["key_name"],
+                r["requests"],
+                r["tokens_input"],
+                r["tokens_output"],
+                r["tokens_reasoning"],
+                to_money(r["cost"]),
+                to_money(r["byok_cost"]),
+            ),
+        )
+        for r in rows
+    ]
     assert got == expected
 
 
@@ -55,18 +101,39 @@ def test_v_spend_daily_sums_each_key_day_exactly(engine: Engine, report_data: An
     expected: dict[tuple[str, int], list[Any]] = {}
     for k, day, _model, requests, t_in, t_out, t_reason, cost, byok in report_data.usage:
         group = (day, key_ids[report_data.keys[k][0]])
-        sums = expected.setdefault(group, [report_data.users[report_data.keys[k][1]],
-                                           report_data.keys[k][0], 0, 0, 0, 0, 0,
-                                           Decimal(0), Decimal(0)])
+        sums = expected.setdefault(
+            group,
+            [
+                report_data.users[report_data.keys[k][1]],
+                report_data.keys[k][0],
+                0,
+                0,
+                0,
+                0,
+                0,
+                Decimal(0),
+                Decimal(0),
+            ],
+        )
         for i, value in enumerate((1, requests, t_in, t_out, t_reason)):
             sums[2 + i] += value
         sums[7] += Decimal(cost)
         sums[8] += Decimal(byok)
     rows = _rows(engine, "SELECT * FROM v_spend_daily")
-    got = {(str(r["date"]), r["key_id"]): [
-        r["user_email"], r["key_name"], r["models"], r["requests"], r["tokens_input"],
-        r["tokens_output"], r["tokens_reasoning"], to_money(r["cost"]),
-        to_money(r["byok_cost"])] for r in rows}
+    got = {
+        (str(r["date"]), r["key_id"]): [
+            r["user_email"],
+            r["key_name"],
+            r["models"],
+            r["requests"],
+            r["tokens_input"],
+            r["tokens_output"],
+            r["tokens_reasoning"],
+            to_money(r["cost"]),
+            to_money(r["byok_cost"]),
+        ]
+        for r in rows
+    }
     assert got == expected
     # Alice's production key on 2026-11-01: 0.1 + 0.2 is 0.3 here, not 0.30000000000000004.
     assert got[("2026-11-01", key_ids["production"])][7] == Decimal("0.3")
@@ -74,22 +141,30 @@ def test_v_spend_daily_sums_each_key_day_exactly(engine: Engine, report_data: An
 
 def test_the_readme_example_queries_run(engine: Engine, report_data: Any) -> None:
     report_data(engine)
-    by_model = _rows(engine, """
+    by_model = _rows(
+        engine,
+        """
         SELECT model, SUM(cost) AS cost
         FROM v_usage_daily
         WHERE date BETWEEN '2026-11-01' AND '2026-11-05'
         GROUP BY model
-        ORDER BY cost DESC""")
+        ORDER BY cost DESC""",
+    )
     assert by_model[0]["model"] == "openai/gpt-4o"
     assert to_money(by_model[0]["cost"]) == Decimal("1235.367891235")
-    per_user = _rows(engine, """
+    per_user = _rows(
+        engine,
+        """
         SELECT user_email, date, SUM(cost) AS cost
         FROM v_spend_daily
         WHERE date >= '2026-11-01'
         GROUP BY user_email, date
-        ORDER BY date, user_email""")
-    assert (str(per_user[0]["date"]), per_user[0]["user_email"]) == ("2026-11-01",
-                                                                     "alice@example.com")
+        ORDER BY date, user_email""",
+    )
+    assert (str(per_user[0]["date"]), per_user[0]["user_email"]) == (
+        "2026-11-01",
+        "alice@example.com",
+    )
     assert to_money(per_user[0]["cost"]) == Decimal("0.300000001")
 
 

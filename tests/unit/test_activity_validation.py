@@ -19,10 +19,18 @@ TODAY = dt.date(2026, 5, 1)  # window: 2026-04-01 .. 2026-04-30
 
 def _row(**changes: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "date": "2026-04-22", "model": "openai/gpt-4.1",
-        "model_permaslug": "openai/gpt-4.1-2025-04-14", "endpoint_id": "ep-1",
-        "provider_name": "OpenAI", "usage": 0.015, "byok_usage_inference": 0.012,
-        "requests": 5, "prompt_tokens": 50, "completion_tokens": 125, "reasoning_tokens": 25}
+        "date": "2026-04-22",
+        "model": "openai/gpt-4.1",
+        "model_permaslug": "openai/gpt-4.1-2025-04-14",
+        "endpoint_id": "ep-1",
+        "provider_name": "OpenAI",
+        "usage": 0.015,
+        "byok_usage_inference": 0.012,
+        "requests": 5,
+        "prompt_tokens": 50,
+        "completion_tokens": 125,
+        "reasoning_tokens": 25,
+    }
     row.update(changes)
     return row
 
@@ -41,48 +49,73 @@ def _parse(*rows: dict[str, Any], day: dt.date | None = None) -> list[Any]:
     return parse_activity(_text(*rows), today=TODAY, day=day)
 
 
-@pytest.mark.parametrize("field", [
-    "date", "model", "endpoint_id", "provider_name", "usage", "byok_usage_inference",
-    "requests", "prompt_tokens", "completion_tokens", "reasoning_tokens"])
+@pytest.mark.parametrize(
+    "field",
+    [
+        "date",
+        "model",
+        "endpoint_id",
+        "provider_name",
+        "usage",
+        "byok_usage_inference",
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "reasoning_tokens",
+    ],
+)
 def test_missing_required_field(field: str) -> None:
     with pytest.raises(InvalidResponseError) as caught:
         _parse(_row(), _without(field))
     assert str(caught.value) == f"invalid /activity response: row 1 field {field!r}: is missing"
 
 
-@pytest.mark.parametrize(("field", "value", "problem"), [
-    ("prompt_tokens", -1, "must be a non-negative integer, got -1"),
-    ("requests", True, "must be a non-negative integer, got true"),
-    ("completion_tokens", 1.5, "must be a non-negative integer, got 1.5"),
-    ("reasoning_tokens", "3", "must be a non-negative integer, got \"3\""),
-    ("requests", None, "must be a non-negative integer, got null"),
-    ("usage", "0.5", "must be a JSON number, got \"0.5\""),
-    ("usage", False, "must be a JSON number, got false"),
-    ("usage", None, "must be a JSON number, got null"),
-    ("byok_usage_inference", "free", "must be a JSON number, got \"free\""),
-    ("usage", -0.01, "must not be negative, got -0.01"),
-    ("usage", 1e9, "must be below 1000000000 USD"),
-    ("usage", 0.0000000001, "has more than 9 decimals"),
-    ("model", 42, "must be a string, got 42"),
-    ("model", "", "must not be empty"),
-    ("model", "x" * (MAX_MODEL_LENGTH + 1), f"must be at most {MAX_MODEL_LENGTH} characters, "
-                                           f"got {MAX_MODEL_LENGTH + 1}"),
-    ("model_permaslug", 7, "must be a string, got 7"),
-    ("endpoint_id", None, "must be a string, got null"),
-    ("provider_name", ["OpenAI"], "must be a string"),
-    ("date", "22/04/2026", "must be a YYYY-MM-DD date, got \"22/04/2026\""),
-    ("date", "2026-04-31", "is not a calendar date"),
-    ("date", 20260422, "must be a YYYY-MM-DD date"),
-    ("date", "2026-04-22 00:00:00+02:00", "must be a YYYY-MM-DD date"),
-    ("date", "2026-03-31", "must lie in the window 2026-04-01..2026-04-30"),
-    ("date", "2026-05-01", "must lie in the window"),
-    ("date", "2026-06-01", "must lie in the window"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("prompt_tokens", -1, "must be a non-negative integer, got -1"),
+        ("requests", True, "must be a non-negative integer, got true"),
+        ("completion_tokens", 1.5, "must be a non-negative integer, got 1.5"),
+        ("reasoning_tokens", "3", 'must be a non-negative integer, got "3"'),
+        ("requests", None, "must be a non-negative integer, got null"),
+        ("usage", "0.5", 'must be a JSON number, got "0.5"'),
+        ("usage", False, "must be a JSON number, got false"),
+        ("usage", None, "must be a JSON number, got null"),
+        ("byok_usage_inference", "free", 'must be a JSON number, got "free"'),
+        ("usage", -0.01, "must not be negative, got -0.01"),
+        ("usage", 1e9, "must be below 1000000000 USD"),
+        ("usage", 0.0000000001, "has more than 9 decimals"),
+        ("model", 42, "must be a string, got 42"),
+        ("model", "", "must not be empty"),
+        (
+            "model",
+            "x" * (MAX_MODEL_LENGTH + 1),
+            f"must be at most {MAX_MODEL_LENGTH} characters, got {MAX_MODEL_LENGTH + 1}",
+        ),
+        ("model_permaslug", 7, "must be a string, got 7"),
+        ("endpoint_id", None, "must be a string, got null"),
+        ("provider_name", ["OpenAI"], "must be a string"),
+        ("date", "22/04/2026", 'must be a YYYY-MM-DD date, got "22/04/2026"'),
+        ("date", "2026-04-31", "is not a calendar date"),
+        ("date", 20260422, "must be a YYYY-MM-DD date"),
+        ("date", "2026-04-22 00:00:00+02:00", "must be a YYYY-MM-DD date"),
+        ("date", "2026-03-31", "must lie in the window 2026-04-01..2026-04-30"),
+        ("date", "2026-05-01", "must lie in the window"),
+        ("date", "2026-06-01", "must lie in the window"),
+    ],
+)
 def test_bad_field_names_row_and_field(field: str, value: Any, problem: str) -> None:
     with pytest.raises(InvalidResponseError) as caught:
-        _parse(_row(), _row(endpoint_id="ep-2"), _row(endpoint_id="ep-3"),
-               _row(**{field: value, "endpoint_id": "ep-4"} if field != "endpoint_id"
-                    else {field: value}))
+        _parse(
+            _row(),
+            _row(endpoint_id="ep-2"),
+            _row(endpoint_id="ep-3"),
+            _row(
+                **{field: value, "endpoint_id": "ep-4"}
+                if field != "endpoint_id"
+                else {field: value}
+            ),
+        )
     message = str(caught.value)
     assert message.startswith(f"invalid /activity response: row 3 field {field!r}: ")
     assert problem in message
@@ -91,8 +124,10 @@ def test_bad_field_names_row_and_field(field: str, value: Any, problem: str) -> 
 def test_the_example_message() -> None:
     with pytest.raises(InvalidResponseError) as caught:
         _parse(_row(), _row(), _row(), _row(endpoint_id="e", prompt_tokens=-1))
-    assert str(caught.value) == ("invalid /activity response: row 3 field 'prompt_tokens': "
-                                 "must be a non-negative integer, got -1")
+    assert str(caught.value) == (
+        "invalid /activity response: row 3 field 'prompt_tokens': "
+        "must be a non-negative integer, got -1"
+    )
 
 
 def test_row_must_be_an_object() -> None:
@@ -113,8 +148,9 @@ def test_body_not_json(text: str) -> None:
 
 
 def test_row_of_another_day_than_requested() -> None:
-    with pytest.raises(InvalidResponseError,
-                       match="row 0 field 'date': must be the requested day 2026-04-21"):
+    with pytest.raises(
+        InvalidResponseError, match="row 0 field 'date': must be the requested day 2026-04-21"
+    ):
         _parse(_row(), day=dt.date(2026, 4, 21))
 
 
@@ -123,8 +159,10 @@ def test_window_edges_are_accepted() -> None:
     assert [r.date for r in rows] == [dt.date(2026, 4, 1), dt.date(2026, 4, 30)]
 
 
-@pytest.mark.parametrize("spelling", [
-    "2026-04-22", "2026-04-22 00:00:00", "2026-04-22T00:00:00Z", "2026-04-22T00:00:00.000+00:00"])
+@pytest.mark.parametrize(
+    "spelling",
+    ["2026-04-22", "2026-04-22 00:00:00", "2026-04-22T00:00:00Z", "2026-04-22T00:00:00.000+00:00"],
+)
 def test_date_spellings(spelling: str) -> None:
     (row,) = _parse(_row(date=spelling))
     assert row.date == dt.date(2026, 4, 22)
@@ -145,8 +183,11 @@ def test_model_permaslug_may_be_absent() -> None:
 
 
 def test_money_is_exact_decimal_from_the_text() -> None:
-    text = _text(_row()).replace('"usage": 0.015', '"usage": 454.542594979').replace(
-        '"byok_usage_inference": 0.012', '"byok_usage_inference": 1E-9')
+    text = (
+        _text(_row())
+        .replace('"usage": 0.015', '"usage": 454.542594979')
+        .replace('"byok_usage_inference": 0.012', '"byok_usage_inference": 1E-9')
+    )
     (row,) = parse_activity(text, today=TODAY)
     assert row.usage == Decimal("454.542594979")
     assert str(row.usage) == "454.542594979"
@@ -176,7 +217,8 @@ def test_conflicting_rows_for_one_endpoint_are_invalid() -> None:
         _parse(_row(), _row(endpoint_id="ep-2"), _row(usage=0.016))
     assert str(caught.value) == (
         "invalid /activity response: row 2 repeats date 2026-04-22, model 'openai/gpt-4.1', "
-        "endpoint 'ep-1' of row 0 with different values")
+        "endpoint 'ep-1' of row 0 with different values"
+    )
 
 
 def test_same_model_other_endpoint_or_day_is_not_a_conflict() -> None:
@@ -198,8 +240,11 @@ def test_client_rejects_an_invalid_row_without_retrying() -> None:
         return httpx.Response(200, text=_text(_row(), _row(endpoint_id="x", requests=-3)))
 
     settings = OpenRouterSettings(base_url="https://openrouter.test/api/v1")
-    with OpenRouterClient(settings, transport=httpx.MockTransport(handler),
-                          sleep=lambda _s: None) as client, pytest.raises(
-            InvalidResponseError, match="row 1 field 'requests'"):
+    with (
+        OpenRouterClient(
+            settings, transport=httpx.MockTransport(handler), sleep=lambda _s: None
+        ) as client,
+        pytest.raises(InvalidResponseError, match="row 1 field 'requests'"),
+    ):
         client.get_activity("sk-or-v1-k", today=TODAY)
     assert len(calls) == 1

@@ -26,7 +26,9 @@ def test_defaults_when_there_is_no_file(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_file_values_are_read_and_typed(tmp_path: Path) -> None:
-    path = _write(tmp_path / "c.toml", """
+    path = _write(
+        tmp_path / "c.toml",
+        """
 [database]
 url = "sqlite:///x.db"
 [openrouter]
@@ -35,7 +37,8 @@ read_timeout = 5
 previous_keys = ["a", "b"]
 [logging]
 level = "debug"
-""")
+""",
+    )
     settings = load_settings(path, env={})
     assert settings.database.url == "sqlite:///x.db"
     assert settings.openrouter.read_timeout == 5.0
@@ -46,11 +49,15 @@ level = "debug"
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
-    path = _write(tmp_path / "c.toml", '[sync]\nconcurrency = 4\n[openrouter]\nbase_url = "http://a"\n')
-    env = {"OPENROUTER_WATCHER_SYNC_CONCURRENCY": "16",
-           "OPENROUTER_WATCHER_OPENROUTER_BASE_URL": "http://127.0.0.1:9/api/v1",
-           "OPENROUTER_WATCHER_SCHEDULE_RUN_AT_STARTUP": "no",
-           "OPENROUTER_WATCHER_ENCRYPTION_PREVIOUS_KEYS": "k1, k2"}
+    path = _write(
+        tmp_path / "c.toml", '[sync]\nconcurrency = 4\n[openrouter]\nbase_url = "http://a"\n'
+    )
+    env = {
+        "OPENROUTER_WATCHER_SYNC_CONCURRENCY": "16",
+        "OPENROUTER_WATCHER_OPENROUTER_BASE_URL": "http://127.0.0.1:9/api/v1",
+        "OPENROUTER_WATCHER_SCHEDULE_RUN_AT_STARTUP": "no",
+        "OPENROUTER_WATCHER_ENCRYPTION_PREVIOUS_KEYS": "k1, k2",
+    }
     settings = load_settings(path, env=env)
     assert settings.sync.concurrency == 16
     assert settings.openrouter.base_url == "http://127.0.0.1:9/api/v1"
@@ -58,8 +65,9 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert settings.encryption.previous_keys == ("k1", "k2")
 
 
-def test_file_precedence_flag_then_env_then_cwd(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_file_precedence_flag_then_env_then_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     _write(tmp_path / "config.toml", "[sync]\nconcurrency = 2\n")
     env_file = _write(tmp_path / "env.toml", "[sync]\nconcurrency = 3\n")
@@ -76,20 +84,23 @@ def test_env_name_rule_is_uniform() -> None:
     assert env_name("openrouter", "base_url") == "OPENROUTER_WATCHER_OPENROUTER_BASE_URL"
 
 
-@pytest.mark.parametrize(("toml", "message"), [
-    ("[sync]\nconcurrency = \"many\"\n", r"\[sync\] concurrency in .* must be a whole number"),
-    ("[sync]\nconcurrency = 0\n", r"\[sync\] concurrency in .* must be at least 1"),
-    ("[sync]\nconcurrency = true\n", r"must be a whole number"),
-    ("[sync]\nspeed = 1\n", r"unknown key \[sync\] speed in .*known: concurrency"),
-    ("[nope]\nx = 1\n", r"unknown section \[nope\]"),
-    ("[logging]\nformat = \"xml\"\n", r"must be one of auto, json, console"),
-    ("[database]\nurl = \"mysql://x\"\n", r"must be a sqlite:/// or postgresql"),
-    ("[database]\nurl = \"postgresql+psycopg2://h/db\"\n", r"psycopg 3 driver"),
-    ("[schedule]\ncron = \"every day\"\n", r"not a valid crontab"),
-    ("[openrouter]\nbase_url = \"ftp://x\"\n", r"must start with http"),
-    ("[encryption]\nprevious_keys = \"k\"\n", r"must be a list of strings"),
-    ("[sync\n", r"is not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[sync]\nconcurrency = "many"\n', r"\[sync\] concurrency in .* must be a whole number"),
+        ("[sync]\nconcurrency = 0\n", r"\[sync\] concurrency in .* must be at least 1"),
+        ("[sync]\nconcurrency = true\n", r"must be a whole number"),
+        ("[sync]\nspeed = 1\n", r"unknown key \[sync\] speed in .*known: concurrency"),
+        ("[nope]\nx = 1\n", r"unknown section \[nope\]"),
+        ('[logging]\nformat = "xml"\n', r"must be one of auto, json, console"),
+        ('[database]\nurl = "mysql://x"\n', r"must be a sqlite:/// or postgresql"),
+        ('[database]\nurl = "postgresql+psycopg2://h/db"\n', r"psycopg 3 driver"),
+        ('[schedule]\ncron = "every day"\n', r"not a valid crontab"),
+        ('[openrouter]\nbase_url = "ftp://x"\n', r"must start with http"),
+        ('[encryption]\nprevious_keys = "k"\n', r"must be a list of strings"),
+        ("[sync\n", r"is not valid TOML"),
+    ],
+)
 def test_bad_file_values_name_the_key_and_file(tmp_path: Path, toml: str, message: str) -> None:
     path = _write(tmp_path / "bad.toml", toml)
     with pytest.raises(ConfigError, match=message) as info:
@@ -97,17 +108,27 @@ def test_bad_file_values_name_the_key_and_file(tmp_path: Path, toml: str, messag
     assert info.value.exit_code == 2
 
 
-@pytest.mark.parametrize(("var", "value", "message"), [
-    ("OPENROUTER_WATCHER_SYNC_CONCURRENCY", "x",
-     "environment variable OPENROUTER_WATCHER_SYNC_CONCURRENCY must be a whole number"),
-    ("OPENROUTER_WATCHER_OPENROUTER_READ_TIMEOUT", "soon", "must be a number"),
-    ("OPENROUTER_WATCHER_SCHEDULE_RUN_AT_STARTUP", "maybe", "must be true or false"),
-    ("OPENROUTER_WATCHER_SYNC_CONCURRENCY", "1000", "must be at most 256"),
-    ("OPENROUTER_WATCHER_SYNC_SPEED", "1",
-     "unknown environment variable OPENROUTER_WATCHER_SYNC_SPEED"),
-])
-def test_bad_env_values_name_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          var: str, value: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        (
+            "OPENROUTER_WATCHER_SYNC_CONCURRENCY",
+            "x",
+            "environment variable OPENROUTER_WATCHER_SYNC_CONCURRENCY must be a whole number",
+        ),
+        ("OPENROUTER_WATCHER_OPENROUTER_READ_TIMEOUT", "soon", "must be a number"),
+        ("OPENROUTER_WATCHER_SCHEDULE_RUN_AT_STARTUP", "maybe", "must be true or false"),
+        ("OPENROUTER_WATCHER_SYNC_CONCURRENCY", "1000", "must be at most 256"),
+        (
+            "OPENROUTER_WATCHER_SYNC_SPEED",
+            "1",
+            "unknown environment variable OPENROUTER_WATCHER_SYNC_SPEED",
+        ),
+    ],
+)
+def test_bad_env_values_name_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, var: str, value: str, message: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=message):
         load_settings(None, env={var: value})
@@ -121,7 +142,7 @@ def test_all_problems_are_reported_together(tmp_path: Path) -> None:
 
 
 def test_encryption_values_are_never_echoed(tmp_path: Path) -> None:
-    path = _write(tmp_path / "bad.toml", '[encryption]\nkey = 12345678901\n')
+    path = _write(tmp_path / "bad.toml", "[encryption]\nkey = 12345678901\n")
     with pytest.raises(ConfigError) as info:
         load_settings(path, env={})
     assert "12345678901" not in str(info.value)

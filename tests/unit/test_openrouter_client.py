@@ -40,10 +40,19 @@ NOW = dt.datetime(2026, 5, 1, 12, 0, 0, tzinfo=dt.UTC)
 
 
 def _row(**changes: Any) -> dict[str, Any]:
-    row = {"date": "2026-04-22", "model": "openai/gpt-4.1",
-           "model_permaslug": "openai/gpt-4.1-2025-04-14", "endpoint_id": "ep-1",
-           "provider_name": "OpenAI", "usage": 0.015, "byok_usage_inference": 0,
-           "requests": 5, "prompt_tokens": 50, "completion_tokens": 125, "reasoning_tokens": 25}
+    row = {
+        "date": "2026-04-22",
+        "model": "openai/gpt-4.1",
+        "model_permaslug": "openai/gpt-4.1-2025-04-14",
+        "endpoint_id": "ep-1",
+        "provider_name": "OpenAI",
+        "usage": 0.015,
+        "byok_usage_inference": 0,
+        "requests": 5,
+        "prompt_tokens": 50,
+        "completion_tokens": 125,
+        "reasoning_tokens": 25,
+    }
     row.update(changes)
     return row
 
@@ -79,9 +88,13 @@ def router() -> Iterator[respx.MockRouter]:
 
 
 def _client(fake_time: FakeTime, **settings: Any) -> OpenRouterClient:
-    return OpenRouterClient(OpenRouterSettings(base_url=BASE, **settings), sleep=fake_time.sleep,
-                            clock=fake_time.clock, wall_clock=lambda: NOW,
-                            rng=random.Random(7))
+    return OpenRouterClient(
+        OpenRouterSettings(base_url=BASE, **settings),
+        sleep=fake_time.sleep,
+        clock=fake_time.clock,
+        wall_clock=lambda: NOW,
+        rng=random.Random(7),
+    )
 
 
 def test_window_is_the_last_30_completed_days() -> None:
@@ -102,8 +115,9 @@ def test_headers_sent(router: respx.MockRouter, fake_time: FakeTime) -> None:
     assert request.url.params.get("date") is None
 
 
-def test_attribution_headers_omitted_when_empty(router: respx.MockRouter,
-                                                fake_time: FakeTime) -> None:
+def test_attribution_headers_omitted_when_empty(
+    router: respx.MockRouter, fake_time: FakeTime
+) -> None:
     route = router.get("/activity").respond(json=_body())
     with _client(fake_time) as client:
         client.get_activity(KEY, today=TODAY)
@@ -119,25 +133,39 @@ def test_timeouts_come_from_settings(fake_time: FakeTime) -> None:
 
 
 def test_activity_rows_are_exact_decimals(router: respx.MockRouter, fake_time: FakeTime) -> None:
-    text = ('{"data": [' + ",".join([
-        '{"date": "2026-04-22", "model": "a/b", "model_permaslug": "a/b-1", '
-        '"endpoint_id": "e1", "provider_name": "P", "usage": 454.542594979, '
-        '"byok_usage_inference": 0.000000001, "requests": 1, "prompt_tokens": 2, '
-        '"completion_tokens": 3, "reasoning_tokens": 40}',
-        '{"date": "2026-04-22 00:00:00", "model": "a/b", "model_permaslug": "a/b-1", '
-        '"endpoint_id": "e2", "provider_name": "Q", "usage": 0.1, '
-        '"byok_usage_inference": 0.2, "requests": 1, "prompt_tokens": 2, '
-        '"completion_tokens": 3, "reasoning_tokens": 0}']) + "]}")
+    text = (
+        '{"data": ['
+        + ",".join(
+            [
+                '{"date": "2026-04-22", "model": "a/b", "model_permaslug": "a/b-1", '
+                '"endpoint_id": "e1", "provider_name": "P", "usage": 454.542594979, '
+                '"byok_usage_inference": 0.000000001, "requests": 1, "prompt_tokens": 2, '
+                '"completion_tokens": 3, "reasoning_tokens": 40}',
+                '{"date": "2026-04-22 00:00:00", "model": "a/b", "model_permaslug": "a/b-1", '
+                '"endpoint_id": "e2", "provider_name": "Q", "usage": 0.1, '
+                '"byok_usage_inference": 0.2, "requests": 1, "prompt_tokens": 2, '
+                '"completion_tokens": 3, "reasoning_tokens": 0}',
+            ]
+        )
+        + "]}"
+    )
     router.get("/activity").respond(200, text=text)
     with _client(fake_time) as client:
         result = client.get_activity(KEY, today=TODAY)
     assert result.requests_made == 1
     first, second = result.rows
-    assert first == ActivityRow(date=dt.date(2026, 4, 22), model="a/b", endpoint_id="e1",
-                                provider_name="P", requests=1, prompt_tokens=2,
-                                completion_tokens=3, reasoning_tokens=40,
-                                usage=Decimal("454.542594979"),
-                                byok_usage_inference=Decimal("0.000000001"))
+    assert first == ActivityRow(
+        date=dt.date(2026, 4, 22),
+        model="a/b",
+        endpoint_id="e1",
+        provider_name="P",
+        requests=1,
+        prompt_tokens=2,
+        completion_tokens=3,
+        reasoning_tokens=40,
+        usage=Decimal("454.542594979"),
+        byok_usage_inference=Decimal("0.000000001"),
+    )
     assert isinstance(first.usage, Decimal)
     assert second.date == dt.date(2026, 4, 22)
     assert second.usage + second.byok_usage_inference == Decimal("0.3")
@@ -145,7 +173,8 @@ def test_activity_rows_are_exact_decimals(router: respx.MockRouter, fake_time: F
 
 def test_one_day_is_requested_with_date(router: respx.MockRouter, fake_time: FakeTime) -> None:
     route = router.get("/activity", params={"date": "2026-04-29"}).respond(
-        json=_body(_row(date="2026-04-29")))
+        json=_body(_row(date="2026-04-29"))
+    )
     with _client(fake_time) as client:
         result = client.get_activity(KEY, day=dt.date(2026, 4, 29), today=TODAY)
     assert route.call_count == 1
@@ -153,38 +182,66 @@ def test_one_day_is_requested_with_date(router: respx.MockRouter, fake_time: Fak
 
 
 def test_key_info(router: respx.MockRouter, fake_time: FakeTime) -> None:
-    router.get("/key").respond(200, text=(
-        '{"data": {"label": "ops", "limit": 100, "limit_remaining": 74.5, "usage": 25.5, '
-        '"is_management_key": true, "usage_daily": 1}}'))
+    router.get("/key").respond(
+        200,
+        text=(
+            '{"data": {"label": "ops", "limit": 100, "limit_remaining": 74.5, "usage": 25.5, '
+            '"is_management_key": true, "usage_daily": 1}}'
+        ),
+    )
     with _client(fake_time) as client:
         info = client.get_key(KEY)
-    assert info == KeyInfo(is_management_key=True, label="ops", limit=Decimal(100),
-                           limit_remaining=Decimal("74.5"), usage=Decimal("25.5"))
+    assert info == KeyInfo(
+        is_management_key=True,
+        label="ops",
+        limit=Decimal(100),
+        limit_remaining=Decimal("74.5"),
+        usage=Decimal("25.5"),
+    )
 
 
 def test_key_info_without_limit(router: respx.MockRouter, fake_time: FakeTime) -> None:
-    router.get("/key").respond(200, text=(
-        '{"data": {"label": "x", "limit": null, "limit_remaining": null, "usage": 0, '
-        '"is_management_key": false}}'))
+    router.get("/key").respond(
+        200,
+        text=(
+            '{"data": {"label": "x", "limit": null, "limit_remaining": null, "usage": 0, '
+            '"is_management_key": false}}'
+        ),
+    )
     with _client(fake_time) as client:
         info = client.get_key(KEY)
     assert (info.limit, info.limit_remaining, info.is_management_key) == (None, None, False)
 
 
-@pytest.mark.parametrize(("text", "needle"), [
-    ("oops", "body is not JSON"),
-    ('{"nodata": 1}', "'data' object"),
-    ('{"data": {"label": "x", "limit": null, "limit_remaining": null, "usage": 1}}',
-     "field 'is_management_key': is missing"),
-    ('{"data": {"label": "x", "limit": null, "limit_remaining": null, "usage": 1, '
-     '"is_management_key": "yes"}}', "field 'is_management_key': must be true or false"),
-    ('{"data": {"label": "x", "limit": null, "limit_remaining": "1", "usage": 1, '
-     '"is_management_key": true}}', "field 'limit_remaining': must be a JSON number"),
-    ('{"data": {"label": "x", "limit": null, "limit_remaining": null, "usage": "1", '
-     '"is_management_key": true}}', "field 'usage': must be a JSON number"),
-])
-def test_invalid_key_info(router: respx.MockRouter, fake_time: FakeTime, text: str,
-                          needle: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("oops", "body is not JSON"),
+        ('{"nodata": 1}', "'data' object"),
+        (
+            '{"data": {"label": "x", "limit": null, "limit_remaining": null, "usage": 1}}',
+            "field 'is_management_key': is missing",
+        ),
+        (
+            '{"data": {"label": "x", "limit": null, "limit_remaining": null, "usage": 1, '
+            '"is_management_key": "yes"}}',
+            "field 'is_management_key': must be true or false",
+        ),
+        (
+            '{"data": {"label": "x", "limit": null, "limit_remaining": "1", "usage": 1, '
+            '"is_management_key": true}}',
+            "field 'limit_remaining': must be a JSON number",
+        ),
+        (
+            '{"data": {"label": "x", "limit": null, "limit_remaining": null, "usage": "1", '
+            '"is_management_key": true}}',
+            "field 'usage': must be a JSON number",
+        ),
+    ],
+)
+def test_invalid_key_info(
+    router: respx.MockRouter, fake_time: FakeTime, text: str, needle: str
+) -> None:
     router.get("/key").respond(200, text=text)
     with _client(fake_time) as client, pytest.raises(InvalidResponseError, match=needle):
         client.get_key(KEY)
@@ -194,11 +251,16 @@ def test_invalid_key_info(router: respx.MockRouter, fake_time: FakeTime, text: s
 
 
 def test_429_with_retry_after_seconds(router: respx.MockRouter, fake_time: FakeTime) -> None:
-    route = router.get("/activity").mock(side_effect=[
-        httpx.Response(429, headers={"Retry-After": "2"},
-                       json={"error": {"code": 429, "message": "Rate limit exceeded"}}),
-        httpx.Response(200, json=_body(_row())),
-    ])
+    route = router.get("/activity").mock(
+        side_effect=[
+            httpx.Response(
+                429,
+                headers={"Retry-After": "2"},
+                json={"error": {"code": 429, "message": "Rate limit exceeded"}},
+            ),
+            httpx.Response(200, json=_body(_row())),
+        ]
+    )
     with capture_logs() as logs, _client(fake_time) as client:
         result = client.get_activity(KEY, today=TODAY)
     assert route.call_count == 2
@@ -207,16 +269,26 @@ def test_429_with_retry_after_seconds(router: respx.MockRouter, fake_time: FakeT
     assert client.requests_made == 2
     assert len(result.rows) == 1
     retries = [e for e in logs if e["event"] == "openrouter_retry"]
-    assert retries == [{"event": "openrouter_retry", "log_level": "warning",
-                        "path": "/activity", "attempt": 1, "wait": 2.0, "status": 429}]
+    assert retries == [
+        {
+            "event": "openrouter_retry",
+            "log_level": "warning",
+            "path": "/activity",
+            "attempt": 1,
+            "wait": 2.0,
+            "status": 429,
+        }
+    ]
 
 
 def test_429_with_retry_after_http_date(router: respx.MockRouter, fake_time: FakeTime) -> None:
     when = email.utils.format_datetime(NOW + dt.timedelta(seconds=7), usegmt=True)
-    route = router.get("/activity").mock(side_effect=[
-        httpx.Response(429, headers={"Retry-After": when}),
-        httpx.Response(200, json=_body()),
-    ])
+    route = router.get("/activity").mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": when}),
+            httpx.Response(200, json=_body()),
+        ]
+    )
     with _client(fake_time) as client:
         client.get_activity(KEY, today=TODAY)
     assert route.call_count == 2
@@ -224,10 +296,12 @@ def test_429_with_retry_after_http_date(router: respx.MockRouter, fake_time: Fak
 
 
 def test_retry_after_is_capped(router: respx.MockRouter, fake_time: FakeTime) -> None:
-    router.get("/activity").mock(side_effect=[
-        httpx.Response(429, headers={"Retry-After": "3600"}),
-        httpx.Response(200, json=_body()),
-    ])
+    router.get("/activity").mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": "3600"}),
+            httpx.Response(200, json=_body()),
+        ]
+    )
     with _client(fake_time, retry_after_max=5.0) as client:
         client.get_activity(KEY, today=TODAY)
     assert fake_time.sleeps == [5.0]
@@ -241,10 +315,12 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("Fri, 01 May 2026 12:00:30 GMT", NOW) == 30.0
 
 
-def test_429_without_retry_after_backs_off_with_jitter(router: respx.MockRouter,
-                                                        fake_time: FakeTime) -> None:
-    route = router.get("/activity").mock(side_effect=[
-        httpx.Response(429), httpx.Response(429), httpx.Response(200, json=_body())])
+def test_429_without_retry_after_backs_off_with_jitter(
+    router: respx.MockRouter, fake_time: FakeTime
+) -> None:
+    route = router.get("/activity").mock(
+        side_effect=[httpx.Response(429), httpx.Response(429), httpx.Response(200, json=_body())]
+    )
     with _client(fake_time) as client:
         client.get_activity(KEY, today=TODAY)
     assert route.call_count == 3
@@ -264,8 +340,9 @@ def test_backoff_is_capped(router: respx.MockRouter, fake_time: FakeTime) -> Non
 
 
 def test_503_then_200(router: respx.MockRouter, fake_time: FakeTime) -> None:
-    route = router.get("/activity").mock(side_effect=[
-        httpx.Response(503), httpx.Response(200, json=_body(_row()))])
+    route = router.get("/activity").mock(
+        side_effect=[httpx.Response(503), httpx.Response(200, json=_body(_row()))]
+    )
     with _client(fake_time) as client:
         result = client.get_activity(KEY, today=TODAY)
     assert route.call_count == 2
@@ -274,20 +351,24 @@ def test_503_then_200(router: respx.MockRouter, fake_time: FakeTime) -> None:
 
 
 def test_connect_error_then_200(router: respx.MockRouter, fake_time: FakeTime) -> None:
-    route = router.get("/activity").mock(side_effect=[
-        httpx.ConnectError("refused"), httpx.Response(200, json=_body())])
+    route = router.get("/activity").mock(
+        side_effect=[httpx.ConnectError("refused"), httpx.Response(200, json=_body())]
+    )
     with capture_logs() as logs, _client(fake_time) as client:
         result = client.get_activity(KEY, today=TODAY)
     assert route.call_count == 2
     assert result.requests_made == 2
     assert [(e["attempt"], e["error"]) for e in logs if e["event"] == "openrouter_retry"] == [
-        (1, "ConnectError")]
+        (1, "ConnectError")
+    ]
 
 
 def test_timeout_is_retried_then_reported(router: respx.MockRouter, fake_time: FakeTime) -> None:
     route = router.get("/activity").mock(side_effect=httpx.ReadTimeout("slow"))
-    with _client(fake_time) as client, pytest.raises(UpstreamUnavailableError,
-                                                     match="timed out after 5 attempt"):
+    with (
+        _client(fake_time) as client,
+        pytest.raises(UpstreamUnavailableError, match="timed out after 5 attempt"),
+    ):
         client.get_activity(KEY, today=TODAY)
     assert route.call_count == 5
     assert len(fake_time.sleeps) == 4
@@ -295,14 +376,17 @@ def test_timeout_is_retried_then_reported(router: respx.MockRouter, fake_time: F
 
 def test_connect_errors_exhausted(router: respx.MockRouter, fake_time: FakeTime) -> None:
     router.get("/activity").mock(side_effect=httpx.ConnectError("refused"))
-    with _client(fake_time, max_attempts=2) as client, pytest.raises(
-            UpstreamUnavailableError, match="cannot reach OpenRouter /activity after 2"):
+    with (
+        _client(fake_time, max_attempts=2) as client,
+        pytest.raises(UpstreamUnavailableError, match="cannot reach OpenRouter /activity after 2"),
+    ):
         client.get_activity(KEY, today=TODAY)
 
 
 def test_429_exhausted_is_rate_limited(router: respx.MockRouter, fake_time: FakeTime) -> None:
-    route = router.get("/activity").respond(429, headers={"Retry-After": "1"},
-                                            json={"error": {"code": 429, "message": "slow down"}})
+    route = router.get("/activity").respond(
+        429, headers={"Retry-After": "1"}, json={"error": {"code": 429, "message": "slow down"}}
+    )
     with _client(fake_time) as client, pytest.raises(RateLimitedError, match="slow down") as err:
         client.get_activity(KEY, today=TODAY)
     assert route.call_count == 5
@@ -312,35 +396,44 @@ def test_429_exhausted_is_rate_limited(router: respx.MockRouter, fake_time: Fake
 
 def test_500_exhausted_is_unavailable(router: respx.MockRouter, fake_time: FakeTime) -> None:
     route = router.get("/activity").respond(500)
-    with _client(fake_time, max_attempts=3) as client, pytest.raises(
-            UpstreamUnavailableError, match="kept failing"):
+    with (
+        _client(fake_time, max_attempts=3) as client,
+        pytest.raises(UpstreamUnavailableError, match="kept failing"),
+    ):
         client.get_activity(KEY, today=TODAY)
     assert route.call_count == 3
     assert client.requests_made == 3
 
 
-def test_deadline_stops_retrying_before_it_is_passed(router: respx.MockRouter,
-                                                     fake_time: FakeTime) -> None:
+def test_deadline_stops_retrying_before_it_is_passed(
+    router: respx.MockRouter, fake_time: FakeTime
+) -> None:
     route = router.get("/activity").respond(503, headers={"Retry-After": "6"})
-    with _client(fake_time, request_deadline=10.0) as client, pytest.raises(
-            UpstreamUnavailableError):
+    with (
+        _client(fake_time, request_deadline=10.0) as client,
+        pytest.raises(UpstreamUnavailableError),
+    ):
         client.get_activity(KEY, today=TODAY)
     # 0 s + 6 s < 10 s: one retry; 6 s + 6 s would pass the deadline: stop.
     assert route.call_count == 2
     assert fake_time.sleeps == [6.0]
 
 
-@pytest.mark.parametrize(("status", "error", "needle"), [
-    (400, BadRequestError, "rejected the request"),
-    (401, UnauthorizedError, "rejected the key"),
-    (403, NotManagementKeyError, "needs a management key"),
-    (404, UpstreamUnavailableError, "base_url"),
-])
-def test_client_errors_are_not_retried(router: respx.MockRouter, fake_time: FakeTime,
-                                       status: int, error: type[Exception],
-                                       needle: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "error", "needle"),
+    [
+        (400, BadRequestError, "rejected the request"),
+        (401, UnauthorizedError, "rejected the key"),
+        (403, NotManagementKeyError, "needs a management key"),
+        (404, UpstreamUnavailableError, "base_url"),
+    ],
+)
+def test_client_errors_are_not_retried(
+    router: respx.MockRouter, fake_time: FakeTime, status: int, error: type[Exception], needle: str
+) -> None:
     route = router.get("/activity").respond(
-        status, json={"error": {"code": status, "message": f"nope {KEY}"}})
+        status, json={"error": {"code": status, "message": f"nope {KEY}"}}
+    )
     with _client(fake_time) as client, pytest.raises(error, match=needle) as caught:
         client.get_activity(KEY, today=TODAY)
     assert route.call_count == 1
@@ -349,10 +442,13 @@ def test_client_errors_are_not_retried(router: respx.MockRouter, fake_time: Fake
     assert f"{status}: nope" in str(caught.value)
 
 
-def test_403_message_explains_management_keys(router: respx.MockRouter,
-                                              fake_time: FakeTime) -> None:
-    router.get("/activity").respond(403, json={"error": {
-        "code": 403, "message": "Only management keys can perform this operation"}})
+def test_403_message_explains_management_keys(
+    router: respx.MockRouter, fake_time: FakeTime
+) -> None:
+    router.get("/activity").respond(
+        403,
+        json={"error": {"code": 403, "message": "Only management keys can perform this operation"}},
+    )
     with _client(fake_time) as client, pytest.raises(NotManagementKeyError) as caught:
         client.get_activity(KEY, today=TODAY)
     message = str(caught.value)
@@ -362,8 +458,10 @@ def test_403_message_explains_management_keys(router: respx.MockRouter,
 
 def test_unexpected_status_is_reported(router: respx.MockRouter, fake_time: FakeTime) -> None:
     route = router.get("/key").respond(302, text="")
-    with _client(fake_time) as client, pytest.raises(UpstreamUnavailableError,
-                                                     match="unexpected answer"):
+    with (
+        _client(fake_time) as client,
+        pytest.raises(UpstreamUnavailableError, match="unexpected answer"),
+    ):
         client.get_key(KEY)
     assert route.call_count == 1
 
@@ -376,10 +474,13 @@ def test_key_is_masked_even_when_not_sk_or(router: respx.MockRouter, fake_time: 
     assert secret not in str(caught.value)
 
 
-def test_malformed_json_is_invalid_and_not_retried(router: respx.MockRouter,
-                                                   fake_time: FakeTime) -> None:
+def test_malformed_json_is_invalid_and_not_retried(
+    router: respx.MockRouter, fake_time: FakeTime
+) -> None:
     route = router.get("/activity").respond(200, text="<html>gateway</html>")
-    with _client(fake_time) as client, pytest.raises(InvalidResponseError,
-                                                     match="body is not JSON"):
+    with (
+        _client(fake_time) as client,
+        pytest.raises(InvalidResponseError, match="body is not JSON"),
+    ):
         client.get_activity(KEY, today=TODAY)
     assert route.call_count == 1

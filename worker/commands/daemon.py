@@ -19,15 +19,22 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    run = sub.add_parser("run", help="run the scheduler daemon in the foreground (systemd: "
-                         "deploy/openrouter-watcher.service)")
-    run.add_argument("--local-key-file", metavar="PATH",
-                     help="local runs only: when no master key is configured, use this key file, "
-                     "creating it (mode 0600) on the first run")
+    run = sub.add_parser(
+        "run",
+        help="run the scheduler daemon in the foreground (systemd: "
+        "deploy/openrouter-watcher.service)",
+    )
+    run.add_argument(
+        "--local-key-file",
+        metavar="PATH",
+        help="local runs only: when no master key is configured, use this key file, "
+        "creating it (mode 0600) on the first run",
+    )
     run.set_defaults(func=cmd_run, logging=False)
 
-    status = sub.add_parser("status", help="per-key sync health; exit 1 if the last sync of an "
-                            "active key failed")
+    status = sub.add_parser(
+        "status", help="per-key sync health; exit 1 if the last sync of an active key failed"
+    )
     status.add_argument("--json", action="store_true", help="stable JSON output")
     status.set_defaults(func=cmd_status)
 
@@ -35,8 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _master_key_configured(ctx: Context) -> bool:
     settings = ctx.settings
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    return bool(settings.encryption.key or settings.encryption.key_file
-                or (credentials and (Path(credentials) / CREDENTIAL_NAME).exists()))
+    return bool(
+        settings.encryption.key
+        or settings.encryption.key_file
+        or (credentials and (Path(credentials) / CREDENTIAL_NAME).exists())
+    )
 
 
 def _local_keyring(ctx: Context, path: Path) -> Keyring:
@@ -47,14 +57,19 @@ def _local_keyring(ctx: Context, path: Path) -> Keyring:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(generate_master_key() + "\n")
-        log.warning("master_key_created", path=str(path),
-                    note="LOCAL USE ONLY: back this file up; without it the stored OpenRouter "
-                    "keys cannot be decrypted. Production must configure a key "
-                    "(OPENROUTER_WATCHER_ENCRYPTION_KEY, [encryption] key_file or a systemd "
-                    "credential).")
-        print(f"*** created a new master key in {path} (mode 0600) for this local run. "
-              f"Other commands need it too: export OPENROUTER_WATCHER_ENCRYPTION_KEY_FILE={path}",
-              file=sys.stderr)
+        log.warning(
+            "master_key_created",
+            path=str(path),
+            note="LOCAL USE ONLY: back this file up; without it the stored OpenRouter "
+            "keys cannot be decrypted. Production must configure a key "
+            "(OPENROUTER_WATCHER_ENCRYPTION_KEY, [encryption] key_file or a systemd "
+            "credential).",
+        )
+        print(
+            f"*** created a new master key in {path} (mode 0600) for this local run. "
+            f"Other commands need it too: export OPENROUTER_WATCHER_ENCRYPTION_KEY_FILE={path}",
+            file=sys.stderr,
+        )
     ctx.override_settings(ctx.settings.replace("encryption", key_file=str(path)))
     return Keyring.from_settings(ctx.settings)
 
@@ -84,19 +99,32 @@ def _format_status(status: Status) -> list[str]:
     header = ("ID", "USER", "NAME", "KIND", "ACTIVE", "LAST OK (UTC)", "LAST", "ROWS", "NEWEST")
     rows = [header]
     for k in status.keys:
-        rows.append((str(k.api_key_id), k.user, k.name, k.kind, "yes" if k.active else "no",
-                     when(k.last_success_at), k.last_status or "never", f"{k.rows:,}",
-                     k.newest_date.isoformat() if k.newest_date else "-"))
+        rows.append(
+            (
+                str(k.api_key_id),
+                k.user,
+                k.name,
+                k.kind,
+                "yes" if k.active else "no",
+                when(k.last_success_at),
+                k.last_status or "never",
+                f"{k.rows:,}",
+                k.newest_date.isoformat() if k.newest_date else "-",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-             for r in rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
     for k in status.keys:
         if k.last_status == "failed" and k.last_error:
             lines.append(f"key {k.api_key_id} last error: {k.last_error}")
     run = status.last_run
     if run:
-        lines.append(f"last run: #{run.id} {run.trigger} {run.status}, started "
-                     f"{when(run.started_at)}, {run.keys_ok} ok / {run.keys_failed} failed")
+        lines.append(
+            f"last run: #{run.id} {run.trigger} {run.status}, started "
+            f"{when(run.started_at)}, {run.keys_ok} ok / {run.keys_failed} failed"
+        )
     else:
         lines.append("last run: never")
     lines.append(f"next scheduled run: {when(status.next_run_at)} UTC")

@@ -54,30 +54,42 @@ def _positive(value: str) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
-        "report", help="spend by day, model, key or user (table, CSV or JSON)",
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "report",
+        help="spend by day, model, key or user (table, CSV or JSON)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--since", type=_date, metavar="DATE", help="first day (YYYY-MM-DD)")
-    start.add_argument("--last", type=_positive, metavar="N",
-                       help=f"the N days ending at --until (default {DEFAULT_DAYS})")
-    parser.add_argument("--until", type=_date, metavar="DATE",
-                        help="last day, included (default: yesterday, UTC)")
-    parser.add_argument("--by", choices=DIMENSIONS, default="model",
-                        help="group by this dimension (default: model)")
+    start.add_argument(
+        "--last",
+        type=_positive,
+        metavar="N",
+        help=f"the N days ending at --until (default {DEFAULT_DAYS})",
+    )
+    parser.add_argument(
+        "--until", type=_date, metavar="DATE", help="last day, included (default: yesterday, UTC)"
+    )
+    parser.add_argument(
+        "--by", choices=DIMENSIONS, default="model", help="group by this dimension (default: model)"
+    )
     parser.add_argument("--user", metavar="EMAIL", help="only this user's keys")
     parser.add_argument("--key", type=int, metavar="ID", help="only this key (see keys list)")
     parser.add_argument("--model", metavar="SLUG", help="only this model, e.g. openai/gpt-4o")
-    parser.add_argument("--format", choices=FORMATS, default="table",
-                        help="output format (default: table)")
-    parser.add_argument("--output", metavar="FILE",
-                        help="write to FILE (replaced atomically) instead of stdout")
+    parser.add_argument(
+        "--format", choices=FORMATS, default="table", help="output format (default: table)"
+    )
+    parser.add_argument(
+        "--output", metavar="FILE", help="write to FILE (replaced atomically) instead of stdout"
+    )
     parser.set_defaults(func=cmd_report, logging=True)
 
 
 def cmd_report(ctx: Context, args: argparse.Namespace) -> int:
     """Build the report in SQL and print it (or write it to --output)."""
-    date_range = resolve_range(since=args.since, until=args.until, last=args.last,
-                               today=utcnow().date())
+    date_range = resolve_range(
+        since=args.since, until=args.until, last=args.last, today=utcnow().date()
+    )
     filters = Filters(user_email=args.user, key_id=args.key, model=args.model)
     with ctx.sessions()() as session:
         report = build_report(session, args.by, date_range, filters)

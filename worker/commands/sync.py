@@ -50,19 +50,35 @@ def format_summary(summary: RunSummary) -> list[str]:
         f"requests: {summary.requests}",
     ]
     for key in summary.failed:
-        lines.append(f"failed: key {key.api_key_id} ({key.name!r}, user {key.user_id}): "
-                     f"{key.reason}: {key.error}")
+        lines.append(
+            f"failed: key {key.api_key_id} ({key.name!r}, user {key.user_id}): "
+            f"{key.reason}: {key.error}"
+        )
     return lines
 
 
-def _run(ctx: Context, args: argparse.Namespace, *, trigger: str,
-         days: list[dt.date] | None, today: dt.date) -> int:
+def _run(
+    ctx: Context,
+    args: argparse.Namespace,
+    *,
+    trigger: str,
+    days: list[dt.date] | None,
+    today: dt.date,
+) -> int:
     from worker.sync import locked_sync
 
     factory = ctx.sessions()
     keyring = Keyring.from_settings(ctx.settings)
-    summary = locked_sync(ctx.engine, factory, ctx.settings, keyring, trigger=trigger,
-                          days=days, key_ids=args.key, today=today)
+    summary = locked_sync(
+        ctx.engine,
+        factory,
+        ctx.settings,
+        keyring,
+        trigger=trigger,
+        days=days,
+        key_ids=args.key,
+        today=today,
+    )
     if summary is None:
         raise SyncBusyError()
     if args.json:
@@ -89,31 +105,42 @@ def cmd_backfill(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--key", metavar="ID", type=int, action="append",
-                        help="only this key id (repeatable); default: every active key")
+    parser.add_argument(
+        "--key",
+        metavar="ID",
+        type=int,
+        action="append",
+        help="only this key id (repeatable); default: every active key",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def register(subparsers: Any) -> None:
     """Add ``sync`` and ``backfill`` to the command line."""
     sync = subparsers.add_parser(
-        "sync", help="fetch OpenRouter's last 30 completed days for every active key now",
+        "sync",
+        help="fetch OpenRouter's last 30 completed days for every active key now",
         description="Fetch the last 30 completed UTC days of every active key (one request "
-                    "per key) and store them. Exit 1 if any key failed.")
+        "per key) and store them. Exit 1 if any key failed.",
+    )
     _common(sync)
     sync.set_defaults(func=cmd_sync)
 
     backfill = subparsers.add_parser(
-        "backfill", help="re-fetch chosen days (one request per key and day)",
+        "backfill",
+        help="re-fetch chosen days (one request per key and day)",
         description="Re-fetch chosen completed UTC days, one request per key and day with "
-                    "date=. OpenRouter keeps only the last 30 completed days; older days, "
-                    "today and future days are refused (exit 2). Exit 1 if any key failed.")
+        "date=. OpenRouter keeps only the last 30 completed days; older days, "
+        "today and future days are refused (exit 2). Exit 1 if any key failed.",
+    )
     which = backfill.add_mutually_exclusive_group(required=True)
-    which.add_argument("--days", metavar="N", type=int,
-                       help="the last N completed days (1-30)")
-    which.add_argument("--since", metavar="YYYY-MM-DD", type=_day,
-                       help="first day to fetch")
-    backfill.add_argument("--until", metavar="YYYY-MM-DD", type=_day,
-                          help="last day to fetch (with --since; default: yesterday)")
+    which.add_argument("--days", metavar="N", type=int, help="the last N completed days (1-30)")
+    which.add_argument("--since", metavar="YYYY-MM-DD", type=_day, help="first day to fetch")
+    backfill.add_argument(
+        "--until",
+        metavar="YYYY-MM-DD",
+        type=_day,
+        help="last day to fetch (with --since; default: yesterday)",
+    )
     _common(backfill)
     backfill.set_defaults(func=cmd_backfill)

@@ -12,7 +12,10 @@ def clean_env(**extra: str) -> dict[str, str]:
     process sees only the configuration the caller chose (the loader rejects unknown
     ``OPENROUTER_WATCHER_*`` names, and a stray master key would hide a missing one).
     """
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("OPENROUTER_WATCHER_") and k != "CREDENTIALS_DIRECTORY"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("OPENROUTER_WATCHER_") and k != "CREDENTIALS_DIRECTORY"
+    }
     env.update(extra)
     return env

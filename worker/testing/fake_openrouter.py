@@ -95,16 +95,39 @@ class _Key:
 # --- data -----------------------------------------------------------------------------------
 
 MODEL_SLUGS = (
-    "openai/gpt-4.1", "anthropic/claude-sonnet-4", "google/gemini-2.5-pro",
-    "openai/gpt-4o-mini", "deepseek/deepseek-r1", "meta-llama/llama-3.3-70b-instruct",
-    "anthropic/claude-3.5-haiku", "mistralai/mistral-large-2411", "openai/o3-mini",
-    "google/gemini-2.5-flash", "x-ai/grok-3", "qwen/qwen-2.5-72b-instruct",
-    "anthropic/claude-opus-4", "openai/gpt-4.1-mini", "cohere/command-r-plus-08-2024",
-    "deepseek/deepseek-chat-v3-0324", "perplexity/sonar-pro",
-    "nousresearch/hermes-3-llama-3.1-405b", "microsoft/phi-4", "amazon/nova-pro-v1",
+    "openai/gpt-4.1",
+    "anthropic/claude-sonnet-4",
+    "google/gemini-2.5-pro",
+    "openai/gpt-4o-mini",
+    "deepseek/deepseek-r1",
+    "meta-llama/llama-3.3-70b-instruct",
+    "anthropic/claude-3.5-haiku",
+    "mistralai/mistral-large-2411",
+    "openai/o3-mini",
+    "google/gemini-2.5-flash",
+    "x-ai/grok-3",
+    "qwen/qwen-2.5-72b-instruct",
+    "anthropic/claude-opus-4",
+    "openai/gpt-4.1-mini",
+    "cohere/command-r-plus-08-2024",
+    "deepseek/deepseek-chat-v3-0324",
+    "perplexity/sonar-pro",
+    "nousresearch/hermes-3-llama-3.1-405b",
+    "microsoft/phi-4",
+    "amazon/nova-pro-v1",
 )
-PROVIDERS = ("OpenAI", "Anthropic", "Google", "Together", "DeepInfra", "Fireworks", "Azure",
-             "Amazon Bedrock", "Groq", "Lambda")
+PROVIDERS = (
+    "OpenAI",
+    "Anthropic",
+    "Google",
+    "Together",
+    "DeepInfra",
+    "Fireworks",
+    "Azure",
+    "Amazon Bedrock",
+    "Groq",
+    "Lambda",
+)
 _NANO = Decimal("0.000000001")
 
 
@@ -112,9 +135,15 @@ def _permaslug(slug: str) -> str:
     return f"{slug}-2025-04-14"
 
 
-def generate_activity(*, today: dt.date, days: int = 30, models: int | Sequence[str] = 5,
-                      endpoints: int = 1, seed: int = 0,
-                      scale: Decimal = Decimal("1")) -> list[dict[str, Any]]:
+def generate_activity(
+    *,
+    today: dt.date,
+    days: int = 30,
+    models: int | Sequence[str] = 5,
+    endpoints: int = 1,
+    seed: int = 0,
+    scale: Decimal = Decimal("1"),
+) -> list[dict[str, Any]]:
     """Realistic raw ``ActivityItem`` dicts for the ``days`` completed days before ``today``.
 
     One row per (day, model, endpoint): ``days * models * endpoints`` rows, deterministic for
@@ -125,12 +154,17 @@ def generate_activity(*, today: dt.date, days: int = 30, models: int | Sequence[
     """
     rng = random.Random(seed)
     if isinstance(models, int):
-        slugs = [MODEL_SLUGS[i] if i < len(MODEL_SLUGS) else f"vendor-{i // 20}/model-{i}"
-                 for i in range(models)]
+        slugs = [
+            MODEL_SLUGS[i] if i < len(MODEL_SLUGS) else f"vendor-{i // 20}/model-{i}"
+            for i in range(models)
+        ]
     else:
         slugs = list(models)
-    endpoint_ids = {(slug, e): str(uuid.UUID(int=rng.getrandbits(128), version=4))
-                    for slug in slugs for e in range(endpoints)}
+    endpoint_ids = {
+        (slug, e): str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        for slug in slugs
+        for e in range(endpoints)
+    }
     rows: list[dict[str, Any]] = []
     count = 0
     for back in range(days, 0, -1):
@@ -140,24 +174,32 @@ def generate_activity(*, today: dt.date, days: int = 30, models: int | Sequence[
                 requests = rng.randint(1, 2000)
                 prompt = requests * rng.randint(50, 4000)
                 completion = requests * rng.randint(5, 800)
-                reasoning = (completion + rng.randint(1, 5000) if rng.random() < 0.15
-                             else rng.randint(0, completion))
+                reasoning = (
+                    completion + rng.randint(1, 5000)
+                    if rng.random() < 0.15
+                    else rng.randint(0, completion)
+                )
                 usage = (Decimal(rng.randint(0, 25_000_000_000)) * _NANO * scale).quantize(_NANO)
-                byok = ((Decimal(rng.randint(1, 2_000_000_000)) * _NANO * scale).quantize(_NANO)
-                        if rng.random() < 0.1 else Decimal(0))
-                rows.append({
-                    "date": day.isoformat() + (" 00:00:00" if count % 5 == 4 else ""),
-                    "model": slug,
-                    "model_permaslug": _permaslug(slug),
-                    "endpoint_id": endpoint_ids[(slug, e)],
-                    "provider_name": PROVIDERS[(hash_index(slug) + e) % len(PROVIDERS)],
-                    "usage": usage,
-                    "byok_usage_inference": byok,
-                    "requests": requests,
-                    "prompt_tokens": prompt,
-                    "completion_tokens": completion,
-                    "reasoning_tokens": reasoning,
-                })
+                byok = (
+                    (Decimal(rng.randint(1, 2_000_000_000)) * _NANO * scale).quantize(_NANO)
+                    if rng.random() < 0.1
+                    else Decimal(0)
+                )
+                rows.append(
+                    {
+                        "date": day.isoformat() + (" 00:00:00" if count % 5 == 4 else ""),
+                        "model": slug,
+                        "model_permaslug": _permaslug(slug),
+                        "endpoint_id": endpoint_ids[(slug, e)],
+                        "provider_name": PROVIDERS[(hash_index(slug) + e) % len(PROVIDERS)],
+                        "usage": usage,
+                        "byok_usage_inference": byok,
+                        "requests": requests,
+                        "prompt_tokens": prompt,
+                        "completion_tokens": completion,
+                        "reasoning_tokens": reasoning,
+                    }
+                )
                 count += 1
     return rows
 
@@ -181,9 +223,17 @@ def expected_totals(rows: Iterable[dict[str, Any]]) -> dict[tuple[dt.date, str],
         if identity in seen:
             continue
         seen.add(identity)
-        total = totals.setdefault((day, row["model"]), {
-            "requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0,
-            "usage": Decimal(0), "byok_usage_inference": Decimal(0)})
+        total = totals.setdefault(
+            (day, row["model"]),
+            {
+                "requests": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "reasoning_tokens": 0,
+                "usage": Decimal(0),
+                "byok_usage_inference": Decimal(0),
+            },
+        )
         for name in ("requests", "prompt_tokens", "completion_tokens", "reasoning_tokens"):
             total[name] += row[name]
         for name in ("usage", "byok_usage_inference"):
@@ -211,6 +261,7 @@ def _row_day(row: dict[str, Any]) -> dt.date | None:
 
 # --- the server -----------------------------------------------------------------------------
 
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # listen backlog: bursts of ~100 concurrent connections
@@ -219,6 +270,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real API
+    # Headers and body go out in two writes; with Nagle's algorithm the body then waits ~40 ms
+    # for the client's delayed ACK, which would dwarf the latencies the tests and bench script.
+    disable_nagle_algorithm = True
     server_version = "FakeOpenRouter/1.0"
     timeout = 30  # an idle keep-alive connection releases its thread after this
     server: _Server
@@ -252,8 +306,14 @@ class FakeOpenRouter:
     every request). ``latency`` delays every answer. Thread-safe.
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, today: dt.date | None = None,
-                 latency: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        today: dt.date | None = None,
+        latency: float = 0.0,
+    ) -> None:
         self.host = host
         self.port = port
         self._today = today
@@ -285,8 +345,12 @@ class FakeOpenRouter:
         server.fake = self
         self._server = server
         self._stopping.clear()
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-openrouter", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-openrouter",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -307,13 +371,21 @@ class FakeOpenRouter:
 
     # -- scripting -----------------------------------------------------------------------
 
-    def add_key(self, api_key: str, *, management: bool = True, label: str | None = None,
-                limit: Decimal | None = None, rows: list[dict[str, Any]] | None = None) -> None:
+    def add_key(
+        self,
+        api_key: str,
+        *,
+        management: bool = True,
+        label: str | None = None,
+        limit: Decimal | None = None,
+        rows: list[dict[str, Any]] | None = None,
+    ) -> None:
         """Register a key (a management key unless ``management=False``) and its raw rows."""
         shown = label or f"{api_key[:11]}...{api_key[-3:]}"
         with self._lock:
-            self._keys[api_key] = _Key(management=management, label=shown, limit=limit,
-                                       rows=list(rows or []))
+            self._keys[api_key] = _Key(
+                management=management, label=shown, limit=limit, rows=list(rows or [])
+            )
 
     def set_rows(self, api_key: str, rows: list[dict[str, Any]]) -> None:
         """Replace a key's activity (e.g. OpenRouter restating a day)."""
@@ -362,9 +434,14 @@ class FakeOpenRouter:
         else:
             status, body = self._route(url.path, query, key)
         with self._lock:
-            self.requests.append(RecordedRequest(
-                path=url.path, query=query, status=status,
-                key_fingerprint=fingerprint(api_key) if api_key else None))
+            self.requests.append(
+                RecordedRequest(
+                    path=url.path,
+                    query=query,
+                    status=status,
+                    key_fingerprint=fingerprint(api_key) if api_key else None,
+                )
+            )
         with contextlib.suppress(OSError):  # the client may have given up (timeout)
             handler._answer(status, body, headers)
 
@@ -408,27 +485,51 @@ class FakeOpenRouter:
     def _key_info(self, key: _Key) -> dict[str, Any]:
         with self._lock:
             rows = list(key.rows)
-        usage = sum((Decimal(str(r.get("usage", 0))) for r in rows
-                     if isinstance(r.get("usage"), int | Decimal | str)), Decimal(0))
-        byok = sum((Decimal(str(r.get("byok_usage_inference", 0))) for r in rows
-                    if isinstance(r.get("byok_usage_inference"), int | Decimal | str)),
-                   Decimal(0))
+        usage = sum(
+            (
+                Decimal(str(r.get("usage", 0)))
+                for r in rows
+                if isinstance(r.get("usage"), int | Decimal | str)
+            ),
+            Decimal(0),
+        )
+        byok = sum(
+            (
+                Decimal(str(r.get("byok_usage_inference", 0)))
+                for r in rows
+                if isinstance(r.get("byok_usage_inference"), int | Decimal | str)
+            ),
+            Decimal(0),
+        )
         return {
-            "label": key.label, "limit": key.limit,
+            "label": key.label,
+            "limit": key.limit,
             "limit_remaining": None if key.limit is None else key.limit - usage,
             "limit_reset": None if key.limit is None else "monthly",
-            "usage": usage, "usage_daily": Decimal(0), "usage_weekly": Decimal(0),
-            "usage_monthly": usage, "byok_usage": byok, "byok_usage_daily": Decimal(0),
-            "byok_usage_weekly": Decimal(0), "byok_usage_monthly": byok,
-            "is_free_tier": False, "is_management_key": key.management,
-            "is_provisioning_key": key.management, "include_byok_in_limit": False,
-            "creator_user_id": "user_fake0000000000000000000", "expires_at": None,
-            "rate_limit": {"requests": -1, "interval": "10s",
-                           "note": "This field is deprecated and safe to ignore."},
+            "usage": usage,
+            "usage_daily": Decimal(0),
+            "usage_weekly": Decimal(0),
+            "usage_monthly": usage,
+            "byok_usage": byok,
+            "byok_usage_daily": Decimal(0),
+            "byok_usage_weekly": Decimal(0),
+            "byok_usage_monthly": byok,
+            "is_free_tier": False,
+            "is_management_key": key.management,
+            "is_provisioning_key": key.management,
+            "include_byok_in_limit": False,
+            "creator_user_id": "user_fake0000000000000000000",
+            "expires_at": None,
+            "rate_limit": {
+                "requests": -1,
+                "interval": "10s",
+                "note": "This field is deprecated and safe to ignore.",
+            },
         }
 
 
 # --- command line ---------------------------------------------------------------------------
+
 
 def load_keys_file(fake: FakeOpenRouter, path: Path) -> None:
     """Register the keys of a JSON file ``{key: {"management": bool, "days": int, "models":
@@ -438,29 +539,42 @@ def load_keys_file(fake: FakeOpenRouter, path: Path) -> None:
     for api_key, options in spec.items():
         rows = options.get("rows")
         if rows is None:
-            rows = generate_activity(today=fake.today, days=options.get("days", 30),
-                                     models=options.get("models", 5),
-                                     endpoints=options.get("endpoints", 1),
-                                     seed=options.get("seed", 0))
-        fake.add_key(api_key, management=options.get("management", True),
-                     label=options.get("label"), rows=rows)
+            rows = generate_activity(
+                today=fake.today,
+                days=options.get("days", 30),
+                models=options.get("models", 5),
+                endpoints=options.get("endpoints", 1),
+                seed=options.get("seed", 0),
+            )
+        fake.add_key(
+            api_key,
+            management=options.get("management", True),
+            label=options.get("label"),
+            rows=rows,
+        )
         names = {f.name for f in dataclasses.fields(Fault)}
         if "fail_forever" in options:
-            fake.fail_forever(api_key, Fault(**{k: v for k, v in options["fail_forever"].items()
-                                                if k in names}))
+            fake.fail_forever(
+                api_key, Fault(**{k: v for k, v in options["fail_forever"].items() if k in names})
+            )
         for fault in options.get("faults", []):
             fake.inject(api_key, Fault(**{k: v for k, v in fault.items() if k in names}))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; print the base URL on the first line of stdout."""
-    parser = argparse.ArgumentParser(prog="python -m worker.testing.fake_openrouter",
-                                     description="A fake OpenRouter API on 127.0.0.1.")
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.testing.fake_openrouter",
+        description="A fake OpenRouter API on 127.0.0.1.",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
     parser.add_argument("--keys-file", type=Path, help="JSON file of keys and their data")
-    parser.add_argument("--today", type=dt.date.fromisoformat,
-                        help="the UTC date the 30-day window ends before (default: today)")
+    parser.add_argument(
+        "--today",
+        type=dt.date.fromisoformat,
+        help="the UTC date the 30-day window ends before (default: today)",
+    )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added per answer")
     args = parser.parse_args(argv)
     fake = FakeOpenRouter(host=args.host, port=args.port, today=args.today, latency=args.latency)

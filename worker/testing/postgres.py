@@ -47,9 +47,13 @@ class PostgresServer:
     def __init__(self, bindir: Path, *, settings: dict[str, str] | None = None) -> None:
         self.bindir = bindir
         self.port = free_port()
-        self.settings = {"fsync": "off", "synchronous_commit": "off",
-                         "full_page_writes": "off", "max_connections": "200",
-                         **(settings or {})}
+        self.settings = {
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "200",
+            **(settings or {}),
+        }
         self.tmp = Path(tempfile.mkdtemp(prefix="orw-pg-"))
         self.datadir = self.tmp / "data"
         self.process: subprocess.Popen[bytes] | None = None
@@ -62,29 +66,63 @@ class PostgresServer:
         self.tmp.chmod(0o700)
 
     def _run(self, *args: str) -> None:
-        result = subprocess.run([str(self.bindir / args[0]), *args[1:]], user=self._user,
-                                cwd=self.tmp, capture_output=True, check=False)
+        result = subprocess.run(
+            [str(self.bindir / args[0]), *args[1:]],
+            user=self._user,
+            cwd=self.tmp,
+            capture_output=True,
+            check=False,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"{args[0]} failed: {result.stderr.decode(errors='replace')}")
 
     def start(self, timeout: float = 30.0) -> PostgresServer:
         self._prepare_dir()
-        self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "-A", "trust",
-                  "-E", "UTF8", "--locale=C", "--no-sync")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.datadir),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
         options = [arg for key, value in self.settings.items() for arg in ("-c", f"{key}={value}")]
         log = (self.tmp / "server.log").open("wb")
         self.process = subprocess.Popen(
-            [str(self.bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
-             "-h", "127.0.0.1", "-k", str(self.tmp), *options],
-            user=self._user, cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT)
+            [
+                str(self.bindir / "postgres"),
+                "-D",
+                str(self.datadir),
+                "-p",
+                str(self.port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                str(self.tmp),
+                *options,
+            ],
+            user=self._user,
+            cwd=self.tmp,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError("postgres exited at start: "
-                                   + (self.tmp / "server.log").read_text(errors="replace"))
-            with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.port), timeout=0.5):
+                raise RuntimeError(
+                    "postgres exited at start: "
+                    + (self.tmp / "server.log").read_text(errors="replace")
+                )
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
                 if self._accepts_queries():
                     return self
             time.sleep(0.05)
