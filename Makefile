@@ -20,6 +20,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests bench alembic
 	$(BIN)/ruff format --check worker tests bench alembic
+	$(BIN)/mypy
 
 migrate: $(STAMP)
 	$(BIN)/openrouter-watcher migrate

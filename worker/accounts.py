@@ -13,8 +13,9 @@ import datetime as dt
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -301,7 +302,8 @@ def remove_key(factory: sessionmaker[Session], key_id: int) -> int:
         _key_by_id(session, key_id)
         # Explicit, not just ON DELETE CASCADE: the count is reported, and it does not depend
         # on SQLite's foreign_keys pragma being on.
-        usage = session.execute(delete(UsageStats).where(UsageStats.api_key_id == key_id)).rowcount
+        deleted = session.execute(delete(UsageStats).where(UsageStats.api_key_id == key_id))
+        usage = cast("CursorResult[Any]", deleted).rowcount
         session.execute(delete(ApiKey).where(ApiKey.id == key_id))
         return int(usage or 0)
 

@@ -104,7 +104,7 @@ def collect_status(
         )
     }
     success = dict(
-        session.execute(  # type: ignore[arg-type]
+        session.execute(
             select(
                 SyncKeyResult.api_key_id, func.max(SyncKeyResult.finished_at, type_=UTCDateTime())
             )

@@ -13,7 +13,7 @@ import importlib
 COMMAND_MODULES: tuple[str, ...] = ("accounts", "report", "sync", "daemon")
 
 
-def register_all(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_all(subparsers: argparse._SubParsersAction) -> None:
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"worker.commands.{name}")
         module.register(subparsers)

@@ -326,7 +326,7 @@ def _group(sub: Any, name: str, help_text: str) -> Any:
     return inner
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add generate-key, users, keys and tokens to the command line."""
     gen = subparsers.add_parser("generate-key", help="print a new random base64 master key")
     gen.set_defaults(func=cmd_generate_key, logging=False)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from worker.cli import Context
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser(
         "run",
         help="run the scheduler daemon in the foreground (systemd: "

@@ -52,7 +52,7 @@ def _positive(value: str) -> int:
     return number
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "report",
         help="spend by day, model, key or user (table, CSV or JSON)",
