@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error. Expect
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -140,7 +141,7 @@ def main(
         ctx = Context(
             config_path=args.config,
             log_level=args.log_level,
-            stdin=stdin or sys.stdin,
+            stdin=stdin or sys.stdin or io.StringIO(),
             stdout=stdout or sys.stdout,
             stderr=stderr,
         )

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from worker import __version__
+from worker.testing.env import clean_env
 
 COMMANDS = (
     "migrate",
@@ -53,3 +54,31 @@ def test_unknown_command_is_one_line_and_exit_2() -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
     assert "Traceback" not in result.stderr
+
+
+def test_keys_add_with_a_closed_stdin_is_a_usage_error(sqlite_url: str, master_key: str) -> None:
+    """Under CI or cron there may be no standard input at all: not a crash, exit 2."""
+    env = clean_env(
+        OPENROUTER_WATCHER_CONFIG=os.devnull,
+        OPENROUTER_WATCHER_DATABASE_URL=sqlite_url,
+        OPENROUTER_WATCHER_ENCRYPTION_KEY=master_key,
+    )
+    cli = [sys.executable, "-m", "worker"]
+    subprocess.run(
+        [*cli, "users", "add", "a@example.com"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    result = subprocess.run(
+        [*cli, "keys", "add", "--user", "a@example.com", "--name", "k", "--no-verify"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=lambda: os.close(0),  # no standard input at all, not even /dev/null
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "unexpected" not in result.stderr
