@@ -22,7 +22,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Table, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -62,9 +62,12 @@ T = TypeVar("T")
 USAGE: Table = UsageStats.__table__  # type: ignore[assignment]
 
 
-@dataclass(frozen=True, slots=True)
-class UsageRow:
-    """One (date, model) total for one key, as stored in ``usage_stats``."""
+class UsageRow(NamedTuple):
+    """One (date, model) total for one key, as stored in ``usage_stats``.
+
+    A NamedTuple (immutable, built at C speed) rather than a frozen dataclass, whose
+    ``__init__`` costs about 1 µs a row: a sync builds one per stored row.
+    """
 
     date: dt.date
     model: str
@@ -275,38 +278,26 @@ def _stored_wire(
         return {}
     by_text = {day.isoformat(): day for day in days}
     mark = "?" if sqlite_types else "%s"
-    # Only constant identifiers and markers are formatted in; every value is bound.
+    # NULLs become zero in SQL, and the rows come through the driver's own fetchall: going
+    # through SQLAlchemy's result rows and a Python loop cost about 1.5 µs a row (measured),
+    # the bulk of an unchanged re-sync's write transaction. Only constant identifiers and
+    # markers are formatted in; every value is bound.
+    values = ", ".join(f"COALESCE({name}, 0)" for name in VALUE_COLUMNS)
     sql = (
-        f"SELECT id, date, model, {', '.join(VALUE_COLUMNS)} FROM usage_stats "  # noqa: S608
+        f"SELECT date, model, id, {values} FROM usage_stats "  # noqa: S608
         f"WHERE api_key_id = {mark} AND date IN ({', '.join([mark] * len(by_text))})"
     )
     params = (api_key_id, *(by_text if sqlite_types else by_text.values()))
-    zero: Any = 0.0 if sqlite_types else Decimal(0)
-    result: dict[tuple[dt.date, str], tuple[int, tuple[Any, ...]]] = {}
-    for (
-        row_id,
-        date,
-        model,
-        n,
-        t_in,
-        t_out,
-        t_reason,
-        cost,
-        byok,
-    ) in session.connection().exec_driver_sql(sql, params):
-        day = by_text[date] if sqlite_types else date
-        result[(day, model)] = (
-            row_id,
-            (
-                n or 0,
-                t_in or 0,
-                t_out or 0,
-                t_reason or 0,
-                zero if cost is None else cost,
-                zero if byok is None else byok,
-            ),
-        )
-    return result
+    driver: Any = session.connection().connection.driver_connection
+    cursor = driver.cursor()
+    try:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    if sqlite_types:
+        return {(by_text[row[0]], row[1]): (row[2], row[3:]) for row in rows}
+    return {(row[0], row[1]): (row[2], row[3:]) for row in rows}
 
 
 def _same(stored: tuple[Any, ...], fetched: UsageRow, wire: tuple[Any, ...]) -> bool:

@@ -252,9 +252,20 @@ def aggregate(rows: Iterable[ActivityRow], days: Sequence[dt.date] | None = None
                 f"OpenRouter /activity: a row for {row.model} is dated "
                 f"{row.date}, which was not requested"
             )
-        acc = totals.get((row.date, row.model))
+        key = (row.date, row.model)
+        acc = totals.get(key)
         if acc is None:
-            acc = totals[(row.date, row.model)] = [0, 0, 0, 0, Decimal(0), Decimal(0)]
+            # The first endpoint's values start the totals (no adding to zero: with one
+            # endpoint per model, the common case, nothing is added at all).
+            totals[key] = [
+                row.requests,
+                row.prompt_tokens,
+                row.completion_tokens,
+                row.reasoning_tokens,
+                Decimal(row.usage),
+                Decimal(row.byok_usage_inference),
+            ]
+            continue
         acc[0] += row.requests
         acc[1] += row.prompt_tokens
         acc[2] += row.completion_tokens
