@@ -212,6 +212,7 @@ def _sync(factory: Any, keyring: Any, base_url: str, concurrency: int) -> dict[s
         "unchanged": counts.unchanged,
         "deleted": counts.deleted,
         "write_seconds": summary.write_seconds,
+        "write_cpu_seconds": summary.write_cpu_seconds,
     }
 
 
@@ -401,6 +402,11 @@ def throughput(
                 f"{_fmt_s(run['write_seconds'])}, {write_rate:,.0f} rows/s"
                 f" = {write_rate / floor_rate:.0%} of floor"
             )
+            cpu_rate = written / run["write_cpu_seconds"]
+            figures["write CPU"] = (
+                f"{_fmt_s(run['write_cpu_seconds'])}, {cpu_rate:,.0f} rows/s"
+                f" = {cpu_rate / floor_rate:.0%} of floor"
+            )
         if label == "re-sync":
             figures["vs first"] = f"{run['wall'] / first['wall']:.0%}"
         rows.append(Row(f"throughput {label}", params, figures))
@@ -505,6 +511,7 @@ COLUMNS = (
     "wall",
     "rows/s written",
     "write phase",
+    "write CPU",
     "written / unchanged",
     "vs first",
     "HTTP req/key",
