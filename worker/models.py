@@ -187,6 +187,10 @@ class ApiKey(Base):
     # Added by 0002: "management", "ordinary" or NULL (not known yet). Learned from GET /key
     # when the key is added and from /activity's 200 or 403 on every sync.
     kind: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    # Added by 0004: SHA-256 of the last whole-window /activity answer stored for this key,
+    # and the count and sums of the rows it left in that window (see worker.store).
+    activity_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    activity_checksum: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
     user: Mapped[User] = relationship(back_populates="api_keys")
     usage_stats: Mapped[list[UsageStats]] = relationship(

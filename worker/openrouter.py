@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import hashlib
 import json
 import random
 import re
@@ -117,6 +118,31 @@ class ActivityResult:
 
     rows: list[ActivityRow]  # validated; exact duplicate rows removed (counted once)
     requests_made: int  # HTTP requests sent for this call, retries included
+
+
+@dataclass(frozen=True)
+class ActivityAnswer:
+    """An ``/activity`` answer (HTTP 200) before validation: :meth:`parse` validates it.
+
+    The sync compares :meth:`digest` with the digest of the last answer it stored for the key,
+    and skips validating and storing an identical answer (see :mod:`worker.sync`).
+    """
+
+    text: str
+    requests_made: int  # HTTP requests sent for this call, retries included
+    today: dt.date
+    day: dt.date | None = None
+
+    def digest(self) -> str:
+        """SHA-256 of the window asked for and the body: equal digests, equal rows."""
+        first, last = completed_window(self.today)
+        scope = f"{first}..{last} {self.day or 'window'}\n"
+        return hashlib.sha256(scope.encode() + self.text.encode()).hexdigest()
+
+    def parse(self) -> ActivityResult:
+        """Validate the body (:func:`parse_activity`); raise :class:`InvalidResponseError`."""
+        rows = parse_activity(self.text, today=self.today, day=self.day)
+        return ActivityResult(rows=rows, requests_made=self.requests_made)
 
 
 @dataclass(frozen=True)
@@ -523,12 +549,20 @@ class OpenRouterClient:
         Every row must lie in :func:`completed_window` of ``today`` (default: the UTC date now)
         and, when ``day`` is given, on that day.
         """
+        return self.fetch_activity(api_key, day=day, today=today).parse()
+
+    def fetch_activity(
+        self, api_key: str, *, day: dt.date | None = None, today: dt.date | None = None
+    ) -> ActivityAnswer:
+        """:meth:`get_activity` without the validation: the answer as received (HTTP 200).
+
+        Errors (HTTP status, transport, retries exhausted) are raised as by
+        :meth:`get_activity`; only an invalid body is left for :meth:`ActivityAnswer.parse`.
+        """
         today = today or utc_today()
         params = {"date": day.isoformat()} if day is not None else None
         response, sent = self._get("activity", api_key, params=params)
-        return ActivityResult(
-            rows=parse_activity(response.text, today=today, day=day), requests_made=sent
-        )
+        return ActivityAnswer(text=response.text, requests_made=sent, today=today, day=day)
 
     # -- transport and retries -------------------------------------------------------------
 

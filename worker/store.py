@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Table, delete, insert, or_, select, update
+from sqlalchemy import Table, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -100,6 +100,9 @@ class ActiveKey:
     user_id: int
     name: str
     key_encrypted: str
+    # What the last stored whole-window answer left (see remember_activity); None if unknown.
+    activity_digest: str | None = None
+    activity_checksum: str | None = None
 
     def __repr__(self) -> str:  # keep the ciphertext out of reprs and tracebacks
         return f"ActiveKey(id={self.id}, user_id={self.user_id}, name={self.name!r})"
@@ -137,7 +140,14 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 def active_keys(session: Session, key_ids: Iterable[int] | None = None) -> list[ActiveKey]:
     """Active keys of active users, by id; only those in ``key_ids`` when it is given."""
     stmt = (
-        select(ApiKey.id, ApiKey.user_id, ApiKey.name, ApiKey.key_encrypted)
+        select(
+            ApiKey.id,
+            ApiKey.user_id,
+            ApiKey.name,
+            ApiKey.key_encrypted,
+            ApiKey.activity_digest,
+            ApiKey.activity_checksum,
+        )
         .join(User, User.id == ApiKey.user_id)
         .where(ApiKey.is_active.is_(True), User.is_active.is_(True))
         .order_by(ApiKey.id)
@@ -161,6 +171,44 @@ def mark_key_seen(
     # On the Core table: the ORM-enabled update() adds its synchronize-session bookkeeping,
     # a measurable part of a small key's write transaction.
     session.execute(update(KEYS).where(KEYS.c.id == api_key_id).values(**values))
+
+
+def window_checksum(session: Session, api_key_id: int, first: dt.date, last: dt.date) -> str:
+    """The count and sums of the key's stored rows dated ``first``…``last``, as one string.
+
+    One aggregate query over the (api_key_id, date, model) index. Money is summed in whole
+    nano-dollars (exact on SQLite too, whose NUMERIC is a float); the models' lengths are
+    summed too, so a renamed model shows. Equal strings mean the rows very probably did not
+    change: a change that keeps the count and every sum equal goes unnoticed.
+    """
+    table = USAGE
+    nano = 1_000_000_000
+    stmt = select(
+        func.count(),
+        func.sum(table.c.requests_count),
+        func.sum(table.c.tokens_input),
+        func.sum(table.c.tokens_output),
+        func.sum(table.c.tokens_reasoning),
+        func.sum(func.round(table.c.cost * nano)),
+        func.sum(func.round(table.c.byok_cost * nano)),
+        func.sum(func.length(table.c.model)),
+    ).where(table.c.api_key_id == api_key_id, table.c.date.between(first, last))
+    row = session.execute(stmt).one()
+    return "|".join("" if value is None else str(value) for value in row)
+
+
+def checksum_rows(checksum: str) -> int:
+    """The row count recorded in a :func:`window_checksum`."""
+    return int(checksum.split("|", 1)[0])
+
+
+def remember_activity(session: Session, api_key_id: int, digest: str, checksum: str) -> None:
+    """Record the digest of the whole-window answer just stored and the checksum it left."""
+    session.execute(
+        update(KEYS)
+        .where(KEYS.c.id == api_key_id)
+        .values(activity_digest=digest, activity_checksum=checksum)
+    )
 
 
 # --- usage rows ------------------------------------------------------------------------------

@@ -16,6 +16,13 @@
 5. close the run: ``ok``, ``failed`` (some key failed) or ``interrupted`` (``stop`` was set
    before every key had started), and log one ``sync_finished`` line.
 
+An unchanged account costs almost nothing to re-sync: after storing a whole-window answer the
+key records the answer's digest and a checksum of the rows it left (count and sums, one
+aggregate query). When the next answer has the same digest, the worker thread does not
+validate it, and the write transaction only re-reads the checksum: equal, the rows are
+reported unchanged; different (someone changed the stored rows), the answer is validated and
+stored as usual, which repairs them.
+
 Collaborators (session factory, settings, keyring, client factory, clock) are arguments, so
 tests need no monkeypatching.
 """
@@ -29,7 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -54,7 +61,13 @@ from worker.errors import (
 from worker.locking import sync_lock
 from worker.logs import bound_contextvars, get_logger, mask_text
 from worker.models import utcnow
-from worker.openrouter import ActivityResult, ActivityRow, OpenRouterClient, completed_window
+from worker.openrouter import (
+    ActivityAnswer,
+    ActivityResult,
+    ActivityRow,
+    OpenRouterClient,
+    completed_window,
+)
 from worker.openrouter import utc_today as _utc_today
 from worker.store import ActiveKey, UsageRow, WriteCounts
 
@@ -71,6 +84,16 @@ class ActivityClient(Protocol):
     ) -> ActivityResult: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class RawActivityClient(ActivityClient, Protocol):
+    """A client that can also hand back an answer unvalidated (the real one does): with it,
+    an answer identical to the last stored one is neither validated nor stored again."""
+
+    def fetch_activity(
+        self, api_key: str, *, day: dt.date | None = None, today: dt.date | None = None
+    ) -> ActivityAnswer: ...
 
 
 ClientFactory = Callable[[], ActivityClient]
@@ -170,6 +193,10 @@ class _Fetched:
     http_requests: int
     accepted: bool  # OpenRouter answered 200 at least once
     error: BaseException | None = None
+    # The whole-window answer's digest (None for a backfill or a client without raw answers);
+    # ``answer`` is kept, unvalidated, only when the digest equals the key's last one.
+    digest: str | None = None
+    answer: ActivityAnswer | None = None
 
 
 # --- days -----------------------------------------------------------------------------------
@@ -358,7 +385,18 @@ def _fetch_key(
             client = pool.get()
             before = getattr(client, "requests_made", 0)
             raw: list[ActivityRow] = []
-            if whole_window:
+            digest: str | None = None
+            if whole_window and isinstance(client, RawActivityClient):
+                answer = client.fetch_activity(secret, today=today)
+                requests += answer.requests_made
+                digest = answer.digest()
+                if digest == key.activity_digest and key.activity_checksum is not None:
+                    # The answer we stored last time, byte for byte (it was valid then): not
+                    # validated again; the writer checks the stored rows are what it left.
+                    return _Fetched(key, None, requests, True, digest=digest, answer=answer)
+                raw.extend(answer.parse().rows)
+                accepted = True
+            elif whole_window:
                 result = client.get_activity(secret, today=today)
                 raw.extend(result.rows)
                 requests += result.requests_made
@@ -371,7 +409,7 @@ def _fetch_key(
                     accepted = True
             del secret
             rows = aggregate(raw, days)
-            return _Fetched(key, rows, requests, accepted)
+            return _Fetched(key, rows, requests, accepted, digest=digest)
         except Exception as exc:
             # A per-thread client counts every request it sent, the failed call's retries
             # included; a stub without the counter falls back to the successful calls.
@@ -558,10 +596,9 @@ def _store_key(
     with bound_contextvars(api_key_id=key.id, user_id=key.user_id):
         error = fetched.error
         if error is None:
-            assert fetched.rows is not None
             try:
                 with transaction(session_factory) as session:
-                    outcome.counts = store.write_key_days(session, key.id, days, fetched.rows)
+                    outcome.counts = _write_rows(session, fetched, days)
                     store.mark_key_seen(
                         session, key.id, kind=store.KEY_MANAGEMENT, accepted_at=utcnow()
                     )
@@ -615,6 +652,30 @@ def _store_key(
             # E.g. the key was deleted meanwhile; the outcome is still reported and logged.
             log.exception("key_result_not_recorded")
         return outcome
+
+
+def _write_rows(session: Session, fetched: _Fetched, days: list[dt.date]) -> WriteCounts:
+    """The key's rows for ``days``, in the caller's transaction; what the write did.
+
+    An answer identical to the last stored one is only checked: if the stored rows still
+    give the checksum recorded then, they are all unchanged and nothing is written.
+    Otherwise (and for every other answer) the rows are stored, and a whole-window answer's
+    digest is recorded with the checksum of what it left.
+    """
+    key = fetched.key
+    rows = fetched.rows
+    if fetched.answer is not None:
+        checksum = store.window_checksum(session, key.id, days[0], days[-1])
+        if checksum == key.activity_checksum:
+            return WriteCounts(unchanged=store.checksum_rows(checksum))
+        # The stored rows changed since (by hand, or a backfill): store the answer again.
+        rows = aggregate(fetched.answer.parse().rows, days)
+    assert rows is not None
+    counts = store.write_key_days(session, key.id, days, rows)
+    if fetched.digest is not None:
+        checksum = store.window_checksum(session, key.id, days[0], days[-1])
+        store.remember_activity(session, key.id, fetched.digest, checksum)
+    return counts
 
 
 def locked_sync(
