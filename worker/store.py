@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Table, delete, func, insert, or_, select, update
+from sqlalchemy import Table, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -158,16 +158,24 @@ def active_keys(session: Session, key_ids: Iterable[int] | None = None) -> list[
 
 
 def mark_key_seen(
-    session: Session, api_key_id: int, *, kind: str, accepted_at: dt.datetime | None = None
+    session: Session,
+    api_key_id: int,
+    *,
+    kind: str,
+    accepted_at: dt.datetime | None = None,
+    activity: tuple[str, str] | None = None,
 ) -> None:
     """Record what OpenRouter said about a key: its kind, and when it last accepted it.
 
     ``kind`` is ``management`` (``/activity`` answered 200) or ``ordinary`` (403).
-    ``accepted_at`` is set only when OpenRouter accepted the key.
+    ``accepted_at`` is set only when OpenRouter accepted the key. ``activity`` is the
+    (digest, checksum) of a whole-window answer just stored (see :func:`window_checksum`).
     """
     values: dict[str, Any] = {"kind": kind}
     if accepted_at is not None:
         values["last_used_at"] = accepted_at
+    if activity is not None:
+        values["activity_digest"], values["activity_checksum"] = activity
     # On the Core table: the ORM-enabled update() adds its synchronize-session bookkeeping,
     # a measurable part of a small key's write transaction.
     session.execute(update(KEYS).where(KEYS.c.id == api_key_id).values(**values))
@@ -181,34 +189,34 @@ def window_checksum(session: Session, api_key_id: int, first: dt.date, last: dt.
     summed too, so a renamed model shows. Equal strings mean the rows very probably did not
     change: a change that keeps the count and every sum equal goes unnoticed.
     """
-    table = USAGE
-    nano = 1_000_000_000
-    stmt = select(
-        func.count(),
-        func.sum(table.c.requests_count),
-        func.sum(table.c.tokens_input),
-        func.sum(table.c.tokens_output),
-        func.sum(table.c.tokens_reasoning),
-        func.sum(func.round(table.c.cost * nano)),
-        func.sum(func.round(table.c.byok_cost * nano)),
-        func.sum(func.length(table.c.model)),
-    ).where(table.c.api_key_id == api_key_id, table.c.date.between(first, last))
-    row = session.execute(stmt).one()
+    sqlite_types = session.get_bind().dialect.name == "sqlite"
+    mark = "?" if sqlite_types else "%s"
+    # Driver SQL, like _stored_wire: building the equivalent select() on every call cost
+    # more than running it (it runs twice per key and run). Only constants are formatted in.
+    sql = (
+        "SELECT count(*), sum(requests_count), sum(tokens_input), "  # noqa: S608
+        "sum(tokens_output), sum(tokens_reasoning), sum(round(cost * 1000000000)), "
+        "sum(round(byok_cost * 1000000000)), sum(length(model)) FROM usage_stats "
+        f"WHERE api_key_id = {mark} AND date BETWEEN {mark} AND {mark}"
+    )
+    params = (
+        (api_key_id, first.isoformat(), last.isoformat())
+        if sqlite_types
+        else (api_key_id, first, last)
+    )
+    driver: Any = session.connection().connection.driver_connection
+    cursor = driver.cursor()
+    try:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
     return "|".join("" if value is None else str(value) for value in row)
 
 
 def checksum_rows(checksum: str) -> int:
     """The row count recorded in a :func:`window_checksum`."""
     return int(checksum.split("|", 1)[0])
-
-
-def remember_activity(session: Session, api_key_id: int, digest: str, checksum: str) -> None:
-    """Record the digest of the whole-window answer just stored and the checksum it left."""
-    session.execute(
-        update(KEYS)
-        .where(KEYS.c.id == api_key_id)
-        .values(activity_digest=digest, activity_checksum=checksum)
-    )
 
 
 # --- usage rows ------------------------------------------------------------------------------
@@ -430,11 +438,12 @@ def write_key_days(
         # the comparison above. Chunks keep one statement's parameters a few megabytes.
         connection = session.connection()
         sql = _upsert_sql(dialect)
+        # The sqlite3 or psycopg connection under the session's transaction.
+        driver: Any = connection.connection.driver_connection
         for chunk in _chunks(to_upsert, chunk_size):
             if sqlite_types:
-                connection.exec_driver_sql(sql, list(chunk))
+                driver.executemany(sql, chunk)
             else:
-                driver: Any = connection.connection.driver_connection  # a psycopg Connection
                 with driver.cursor() as cursor:
                     cursor.execute(_PG_INCOMING_DDL)
                     with cursor.copy(_PG_COPY) as copy:

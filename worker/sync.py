@@ -598,9 +598,13 @@ def _store_key(
         if error is None:
             try:
                 with transaction(session_factory) as session:
-                    outcome.counts = _write_rows(session, fetched, days)
+                    outcome.counts, activity = _write_rows(session, fetched, days)
                     store.mark_key_seen(
-                        session, key.id, kind=store.KEY_MANAGEMENT, accepted_at=utcnow()
+                        session,
+                        key.id,
+                        kind=store.KEY_MANAGEMENT,
+                        accepted_at=utcnow(),
+                        activity=activity,
                     )
                     store.record_key_result(
                         session,
@@ -654,8 +658,11 @@ def _store_key(
         return outcome
 
 
-def _write_rows(session: Session, fetched: _Fetched, days: list[dt.date]) -> WriteCounts:
-    """The key's rows for ``days``, in the caller's transaction; what the write did.
+def _write_rows(
+    session: Session, fetched: _Fetched, days: list[dt.date]
+) -> tuple[WriteCounts, tuple[str, str] | None]:
+    """The key's rows for ``days``, in the caller's transaction: what the write did, and the
+    (digest, checksum) to record for the key (None: keep what is recorded).
 
     An answer identical to the last stored one is only checked: if the stored rows still
     give the checksum recorded then, they are all unchanged and nothing is written.
@@ -667,15 +674,14 @@ def _write_rows(session: Session, fetched: _Fetched, days: list[dt.date]) -> Wri
     if fetched.answer is not None:
         checksum = store.window_checksum(session, key.id, days[0], days[-1])
         if checksum == key.activity_checksum:
-            return WriteCounts(unchanged=store.checksum_rows(checksum))
+            return WriteCounts(unchanged=store.checksum_rows(checksum)), None
         # The stored rows changed since (by hand, or a backfill): store the answer again.
         rows = aggregate(fetched.answer.parse().rows, days)
     assert rows is not None
     counts = store.write_key_days(session, key.id, days, rows)
-    if fetched.digest is not None:
-        checksum = store.window_checksum(session, key.id, days[0], days[-1])
-        store.remember_activity(session, key.id, fetched.digest, checksum)
-    return counts
+    if fetched.digest is None:
+        return counts, None
+    return counts, (fetched.digest, store.window_checksum(session, key.id, days[0], days[-1]))
 
 
 def locked_sync(
