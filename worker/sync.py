@@ -6,8 +6,9 @@
 2. fetch keys concurrently (``[sync] concurrency`` threads, each with its own
    :class:`~worker.openrouter.OpenRouterClient`), never more than ``concurrency`` keys in flight,
    so memory grows with the concurrency and not with the number of keys. A worker thread
-   decrypts the key, fetches its activity and aggregates it by (date, model) in ``Decimal``;
-3. as each key's result arrives, write it in the calling thread, in one short transaction
+   decrypts the key and fetches its activity;
+3. as each key's answer arrives, the calling thread validates it, aggregates it by (date,
+   model) in ``Decimal`` and writes it, in one short transaction
    (:func:`worker.store.write_key_days` plus the key's kind, last use and ledger row). The
    network is never called with a transaction open, and writes are serialized;
 4. a key that fails (cannot be decrypted, 401, 403, invalid response, retries exhausted, a
@@ -18,8 +19,8 @@
 
 An unchanged account costs almost nothing to re-sync: after storing a whole-window answer the
 key records the answer's digest and a checksum of the rows it left (count and sums, one
-aggregate query). When the next answer has the same digest, the worker thread does not
-validate it, and the write transaction only re-reads the checksum: equal, the rows are
+aggregate query). When the next answer has the same digest, it is not validated again, and
+the write transaction only re-reads the checksum: equal, the rows are
 reported unchanged; different (someone changed the stored rows), the answer is validated and
 stored as usual, which repairs them.
 
@@ -89,7 +90,9 @@ class ActivityClient(Protocol):
 @runtime_checkable
 class RawActivityClient(ActivityClient, Protocol):
     """A client that can also hand back an answer unvalidated (the real one does): with it,
-    an answer identical to the last stored one is neither validated nor stored again."""
+    answers are validated by the writer thread, and one identical to the last stored one is
+    neither validated nor stored again. Other clients (test stubs) validate in the fetch
+    thread, through ``get_activity``."""
 
     def fetch_activity(
         self, api_key: str, *, day: dt.date | None = None, today: dt.date | None = None
@@ -193,8 +196,8 @@ class _Fetched:
     http_requests: int
     accepted: bool  # OpenRouter answered 200 at least once
     error: BaseException | None = None
-    # The whole-window answer's digest (None for a backfill or a client without raw answers);
-    # ``answer`` is kept, unvalidated, only when the digest equals the key's last one.
+    # A whole-window answer from a RawActivityClient, not validated yet (see _validate), and
+    # its digest; None for a backfill or another client, which hand over ``rows``.
     digest: str | None = None
     answer: ActivityAnswer | None = None
 
@@ -374,7 +377,8 @@ def _fetch_key(
     today: dt.date,
     run_id: int,
 ) -> _Fetched:
-    """In a worker thread: decrypt, fetch and aggregate one key. Never raises."""
+    """In a worker thread: decrypt and fetch one key (through ``get_activity``, also
+    validate and aggregate). Never raises."""
     with bound_contextvars(run_id=run_id, api_key_id=key.id, user_id=key.user_id):
         requests = 0
         accepted = False
@@ -385,18 +389,15 @@ def _fetch_key(
             client = pool.get()
             before = getattr(client, "requests_made", 0)
             raw: list[ActivityRow] = []
-            digest: str | None = None
             if whole_window and isinstance(client, RawActivityClient):
                 answer = client.fetch_activity(secret, today=today)
-                requests += answer.requests_made
-                digest = answer.digest()
-                if digest == key.activity_digest and key.activity_checksum is not None:
-                    # The answer we stored last time, byte for byte (it was valid then): not
-                    # validated again; the writer checks the stored rows are what it left.
-                    return _Fetched(key, None, requests, True, digest=digest, answer=answer)
-                raw.extend(answer.parse().rows)
-                accepted = True
-            elif whole_window:
+                del secret
+                # Validated by the writer thread (see _validate): the fetch threads then only
+                # wait on the network, and do not hold the GIL while the writer writes.
+                return _Fetched(
+                    key, None, answer.requests_made, False, digest=answer.digest(), answer=answer
+                )
+            if whole_window:
                 result = client.get_activity(secret, today=today)
                 raw.extend(result.rows)
                 requests += result.requests_made
@@ -409,7 +410,7 @@ def _fetch_key(
                     accepted = True
             del secret
             rows = aggregate(raw, days)
-            return _Fetched(key, rows, requests, accepted, digest=digest)
+            return _Fetched(key, rows, requests, accepted)
         except Exception as exc:
             # A per-thread client counts every request it sent, the failed call's retries
             # included; a stub without the counter falls back to the successful calls.
@@ -566,11 +567,10 @@ def _run_keys(
                 break
             done, in_flight = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
             for future in done:
+                fetched = _validate(future.result(), days)
                 write_started = time.perf_counter()
                 cpu_started = time.thread_time()
-                summary.keys.append(
-                    _store_key(session_factory, summary.run_id, future.result(), days)
-                )
+                summary.keys.append(_store_key(session_factory, summary.run_id, fetched, days))
                 summary.write_seconds += time.perf_counter() - write_started
                 summary.write_cpu_seconds += time.thread_time() - cpu_started
         summary.keys_skipped = sum(1 for _ in pending) if not exhausted else 0
@@ -579,6 +579,32 @@ def _run_keys(
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         pool.close()
+
+
+def _validate(fetched: _Fetched, days: list[dt.date]) -> _Fetched:
+    """In the calling thread: validate and aggregate an unvalidated whole-window answer.
+
+    An answer identical to the last one stored for the key (same digest) was valid then: it
+    is kept for :func:`_write_rows` to check against the stored rows. Done here rather than
+    in the fetch threads: the run is CPU-bound on one interpreter, and fetch threads parsing
+    while the writer writes made it wait for the GIL after every SQLite call (the write
+    transactions took about three times their CPU time).
+    """
+    answer = fetched.answer
+    if answer is None or fetched.error is not None:
+        return fetched
+    key = fetched.key
+    if fetched.digest == key.activity_digest and key.activity_checksum is not None:
+        fetched.accepted = True
+        return fetched
+    fetched.answer = None
+    try:
+        fetched.rows = aggregate(answer.parse().rows, days)
+    except Exception as exc:  # an invalid answer fails this key only, as in _fetch_key
+        fetched.error = exc
+        return fetched
+    fetched.accepted = True
+    return fetched
 
 
 def _store_key(

@@ -203,3 +203,30 @@ def test_another_window_is_another_digest() -> None:
         ).digest()
     )
     assert one.digest() != ActivityAnswer(text='{"data":[]}', requests_made=1, today=TODAY).digest()
+
+
+def test_an_invalid_answer_fails_its_key_only_and_is_not_remembered(
+    session_factory: sessionmaker[Session], keyring: Keyring, fake: FakeOpenRouter, key_id: int
+) -> None:
+    broken = "sk-or-v1-" + "e" * 64
+    raw = _raw(seed=2)
+    fake.add_key(broken, rows=[{**raw[0], "requests": -1}, *raw[1:]])
+    broken_id = accounts.add_key(session_factory, keyring, "digest@example.com", "b", broken).id
+    settings = Settings().replace("openrouter", base_url=fake.base_url)
+
+    summary = run_sync(session_factory, settings, keyring, today=TODAY)
+
+    assert summary.status == "failed"
+    outcomes = {k.api_key_id: k for k in summary.keys}
+    assert outcomes[key_id].status == "ok"
+    assert outcomes[key_id].counts == WriteCounts(inserted=ROWS)
+    failed = outcomes[broken_id]
+    assert (failed.status, failed.reason, failed.http_requests) == ("failed", "invalid_response", 1)
+    assert failed.error is not None and "field 'requests'" in failed.error
+    with session_factory() as session:
+        key = session.get(ApiKey, broken_id)
+        assert key is not None
+        # Not accepted (as when the fetch thread validated): no last use, nothing remembered.
+        assert key.last_used_at is None
+        assert key.activity_digest is None and key.activity_checksum is None
+    assert _stored(session_factory, broken_id) == {}
