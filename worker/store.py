@@ -19,13 +19,12 @@ values (``INSERT … ON CONFLICT`` consumes one per attempted row, even when it 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from worker.models import (
@@ -226,58 +225,10 @@ def checksum_rows(checksum: str) -> int:
 # --- usage rows ------------------------------------------------------------------------------
 
 
-def stored_rows(
-    session: Session, api_key_id: int, days: Iterable[dt.date]
-) -> dict[tuple[dt.date, str], tuple[int, UsageRow]]:
-    """The key's stored rows for those days: ``{(date, model): (row id, values)}``."""
-    day_list = sorted(set(days))
-    if not day_list:
-        return {}
-    table = USAGE
-    cols = [table.c.id, table.c.date, table.c.model, *(table.c[c] for c in VALUE_COLUMNS)]
-    stmt = select(*cols).where(table.c.api_key_id == api_key_id, table.c.date.in_(day_list))
-    result: dict[tuple[dt.date, str], tuple[int, UsageRow]] = {}
-    for row in session.execute(stmt):
-        # NULLs only come from rows written outside the worker; they compare as zero.
-        stored = UsageRow(
-            row.date,
-            row.model,
-            row.requests_count or 0,
-            row.tokens_input or 0,
-            row.tokens_output or 0,
-            row.tokens_reasoning or 0,
-            row.cost if row.cost is not None else Decimal(0),
-            row.byok_cost if row.byok_cost is not None else Decimal(0),
-        )
-        result[(row.date, row.model)] = (row.id, stored)
-    return result
-
-
-def _dialect_insert(session: Session) -> Callable[[Table], Any]:
-    """The dialect's ``insert`` (both have ``on_conflict_do_update``): one code path."""
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert
-    if name == "sqlite":
-        return sqlite.insert
-    raise NotImplementedError(f"unsupported database dialect {name!r}")
-
-
-def _upsert_statement(session: Session) -> Any:
-    table = USAGE
-    stmt = _dialect_insert(session)(table)
-    excluded = stmt.excluded
-    return stmt.on_conflict_do_update(
-        index_elements=[table.c.api_key_id, table.c.date, table.c.model],
-        set_={name: excluded[name] for name in VALUE_COLUMNS},
-        # Skip the write when nothing changed (rendered IS NOT on SQLite): the comparison in
-        # Python already filters, this guards a row another writer changed meanwhile.
-        where=or_(*(table.c[name].is_distinct_from(excluded[name]) for name in VALUE_COLUMNS)),
-    )
-
-
 def _upsert_sql(dialect: str) -> str:
-    """The same upsert as :func:`_upsert_statement`, as driver SQL with positional markers.
+    """``INSERT … ON CONFLICT (api_key_id, date, model) DO UPDATE … WHERE … IS DISTINCT FROM``
+    as driver SQL: the guard skips the write when nothing changed (rendered ``IS NOT`` on
+    SQLite), which protects a row another writer changed since it was compared.
 
     The ETL sends it with the driver's ``executemany`` and parameters already in the driver's
     types (see :func:`_wire`): SQLAlchemy's per-row, per-column bind processing cost about
@@ -383,6 +334,33 @@ def _same(stored: tuple[Any, ...], fetched: UsageRow, wire: tuple[Any, ...]) -> 
     return old.values() == fetched.values()
 
 
+def send_upserts(
+    session: Session, rows: Sequence[tuple[Any, ...]], created: Any, *, chunk_size: int = CHUNK_SIZE
+) -> None:
+    """Upsert rows already in the driver's types (see :func:`_wire`), in the caller's transaction.
+
+    SQLite: ``executemany`` of the upsert, each row carrying its ``created_at``. PostgreSQL: COPY
+    into a temporary table, then one ``INSERT … SELECT`` with ``created`` bound once.
+    """
+    # No RETURNING: measured 6x slower on psycopg 3 for bulk upserts; counts come from the
+    # caller's comparison. Chunks keep one statement's parameters a few megabytes.
+    dialect = session.get_bind().dialect.name
+    sql = _upsert_sql(dialect)
+    # The sqlite3 or psycopg connection under the session's transaction.
+    driver: Any = session.connection().connection.driver_connection
+    for chunk in _chunks(rows, chunk_size):
+        if dialect == "sqlite":
+            driver.executemany(sql, chunk)
+        else:
+            with driver.cursor() as cursor:
+                cursor.execute(_PG_INCOMING_DDL)
+                with cursor.copy(_PG_COPY) as copy:
+                    for values in chunk:
+                        copy.write_row(values)
+                cursor.execute(sql, (created,))
+                cursor.execute(f"DELETE FROM {_PG_INCOMING}")  # noqa: S608 - a constant
+
+
 def write_key_days(
     session: Session,
     api_key_id: int,
@@ -438,23 +416,7 @@ def write_key_days(
     counts.deleted = len(vanished)
 
     if to_upsert:
-        # No RETURNING: measured 6x slower on psycopg 3 for bulk upserts; counts come from
-        # the comparison above. Chunks keep one statement's parameters a few megabytes.
-        connection = session.connection()
-        sql = _upsert_sql(dialect)
-        # The sqlite3 or psycopg connection under the session's transaction.
-        driver: Any = connection.connection.driver_connection
-        for chunk in _chunks(to_upsert, chunk_size):
-            if sqlite_types:
-                driver.executemany(sql, chunk)
-            else:
-                with driver.cursor() as cursor:
-                    cursor.execute(_PG_INCOMING_DDL)
-                    with cursor.copy(_PG_COPY) as copy:
-                        for values in chunk:
-                            copy.write_row(values)
-                    cursor.execute(sql, (created,))
-                    cursor.execute(f"DELETE FROM {_PG_INCOMING}")  # noqa: S608 - a constant
+        send_upserts(session, to_upsert, created, chunk_size=chunk_size)
     table = USAGE
     for id_chunk in _chunks(vanished, chunk_size):
         session.execute(

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker import store
 from worker.db import create_db_engine, make_session_factory, transaction
-from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats, User
+from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats, User, utcnow
 from worker.store import UsageRow, WriteCounts
 
 D1 = dt.date(2026, 11, 1)
@@ -236,37 +236,35 @@ def test_ledger_rejects_unknown_states(session: Session, sample_key: ApiKey) -> 
 def test_the_upsert_guard_skips_a_row_whose_values_are_equal(
     session_factory: sessionmaker[Session], sample_key: ApiKey
 ) -> None:
-    """The IS DISTINCT FROM (SQLite: IS NOT) guard: an equal conflicting row is not updated."""
+    """The IS DISTINCT FROM (SQLite: IS NOT) guard of the statement the sync sends: an equal
+    conflicting row is not rewritten, a different one is."""
     _write(session_factory, sample_key.id, [D1], [UsageRow(D1, "a/x", 1, cost=Decimal("0.3"))])
-    params = {
-        "api_key_id": sample_key.id,
-        "date": D1,
-        "model": "a/x",
-        "requests_count": 1,
-        "tokens_input": 0,
-        "tokens_output": 0,
-        "tokens_reasoning": 0,
-        "cost": Decimal("0.3"),
-        "byok_cost": Decimal(0),
-    }
+
+    def send(cost: Decimal, session: Session) -> None:
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        created = utcnow().replace(tzinfo=None).isoformat(" ") if sqlite else utcnow()
+        row = UsageRow(D1, "a/x", 1, cost=cost)
+        wire = store._wire(row, sqlite)
+        day = D1.isoformat() if sqlite else D1
+        values = (sample_key.id, day, "a/x", *wire, *((created,) if sqlite else ()))
+        store.send_upserts(session, [values], created)
+
     with transaction(session_factory) as session:
         conn = session.connection()
         # What "written" means: PostgreSQL gives an updated row a new xmin; SQLite counts it
-        # in changes().
+        # in total_changes().
         probe = (
-            text("SELECT changes()")
+            text("SELECT total_changes()")
             if conn.dialect.name == "sqlite"
             else text("SELECT xmin::text::bigint FROM usage_stats")
         )
         before = conn.execute(probe).scalar_one()
-        conn.execute(store._upsert_statement(session), params)
+        send(Decimal("0.3"), session)
         after_same = conn.execute(probe).scalar_one()
-    with transaction(session_factory) as session:
-        conn = session.connection()
-        conn.execute(store._upsert_statement(session), {**params, "cost": Decimal(1)})
+        send(Decimal(1), session)
         after_change = conn.execute(probe).scalar_one()
     if conn.dialect.name == "sqlite":
-        assert (after_same, after_change) == (0, 1)
+        assert (after_same - before, after_change - after_same) == (0, 1)
     else:
         assert after_same == before
         assert after_change != before
