@@ -11,26 +11,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker import store
 from worker.db import create_db_engine, make_session_factory, transaction
-from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats, User, utcnow
+from worker.models import ApiKey, SyncKeyResult, SyncRun, User, utcnow
 from worker.store import UsageRow, WriteCounts
+from worker.testing.usage import stored_usage
 
 D1 = dt.date(2026, 11, 1)
 D2 = dt.date(2026, 11, 2)
-
-
-def _rows(session: Session, key_id: int) -> dict[tuple[dt.date, str], tuple]:
-    result = session.execute(select(UsageStats).where(UsageStats.api_key_id == key_id)).scalars()
-    return {
-        (r.date, r.model): (
-            r.requests_count,
-            r.tokens_input,
-            r.tokens_output,
-            r.tokens_reasoning,
-            r.cost,
-            r.byok_cost,
-        )
-        for r in result
-    }
 
 
 def _write(
@@ -68,7 +54,7 @@ def test_write_inserts_then_an_identical_write_sends_nothing(
     assert not [s for s in statements if not s.lstrip().upper().startswith("SELECT")]
 
     with session_factory() as session:
-        stored = _rows(session, sample_key.id)
+        stored = stored_usage(session, sample_key.id)
     assert stored[(D1, "openai/gpt-4.1")] == (
         3,
         100,
@@ -104,7 +90,7 @@ def test_a_restated_day_replaces_values_and_deletes_vanished_models_only_that_da
     )
     assert counts == WriteCounts(inserted=1, updated=1, deleted=1)
     with session_factory() as session:
-        stored = _rows(session, sample_key.id)
+        stored = stored_usage(session, sample_key.id)
     assert stored == {
         (D1, "a/x"): (9, 9, 9, 1, Decimal("9.000000009"), Decimal("0.1")),
         (D1, "a/z"): (1, 1, 1, 0, Decimal("0.1"), Decimal(0)),
@@ -112,7 +98,7 @@ def test_a_restated_day_replaces_values_and_deletes_vanished_models_only_that_da
     }
 
 
-def test_a_fetched_day_without_rows_deletes_that_days_rows(
+def test_a_fetched_day_without_rows_deletes_that_daysstored_usage(
     session_factory: sessionmaker[Session], sample_key: ApiKey
 ) -> None:
     _write(
@@ -120,7 +106,7 @@ def test_a_fetched_day_without_rows_deletes_that_days_rows(
     )
     assert _write(session_factory, sample_key.id, [D1], []) == WriteCounts(deleted=1)
     with session_factory() as session:
-        assert set(_rows(session, sample_key.id)) == {(D2, "a/x")}
+        assert set(stored_usage(session, sample_key.id)) == {(D2, "a/x")}
 
 
 def test_writes_are_chunked_and_counted_exactly(
@@ -140,7 +126,7 @@ def test_writes_are_chunked_and_counted_exactly(
         updated=7 - 1, unchanged=24, deleted=5
     )
     with session_factory() as session:
-        assert len(_rows(session, sample_key.id)) == 30
+        assert len(stored_usage(session, sample_key.id)) == 30
 
 
 def test_rows_of_other_keys_are_never_touched(
@@ -155,7 +141,7 @@ def test_rows_of_other_keys_are_never_touched(
         inserted=1
     )
     with session_factory() as s:
-        assert _rows(s, other.id) == {(D1, "a/x"): (5, 0, 0, 0, Decimal(0), Decimal(0))}
+        assert stored_usage(s, other.id) == {(D1, "a/x"): (5, 0, 0, 0, Decimal(0), Decimal(0))}
 
 
 def test_write_rejects_rows_outside_the_days_and_duplicates(
@@ -269,7 +255,7 @@ def test_the_upsert_guard_skips_a_row_whose_values_are_equal(
         assert after_same == before
         assert after_change != before
     with session_factory() as session:
-        assert _rows(session, sample_key.id)[(D1, "a/x")][4] == Decimal(1)
+        assert stored_usage(session, sample_key.id)[(D1, "a/x")][4] == Decimal(1)
 
 
 def test_unchanged_resync_does_not_advance_the_postgres_sequence(postgres_url: str) -> None:

@@ -28,6 +28,7 @@ from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats, User
 from worker.openrouter import ActivityResult, ActivityRow
 from worker.store import WriteCounts
 from worker.sync import RunSummary, run_sync
+from worker.testing.usage import stored_usage_of
 
 TODAY = dt.date(2026, 11, 26)
 D1 = dt.date(2026, 11, 24)
@@ -157,22 +158,6 @@ def _run(
     return run_sync(factory, settings, keyring, today=TODAY, client_factory=stub.factory, **kwargs)
 
 
-def _stored(factory: sessionmaker[Session], key_id: int) -> dict[tuple[dt.date, str], tuple]:
-    with factory() as s:
-        rows = s.execute(select(UsageStats).where(UsageStats.api_key_id == key_id)).scalars()
-        return {
-            (r.date, r.model): (
-                r.requests_count,
-                r.tokens_input,
-                r.tokens_output,
-                r.tokens_reasoning,
-                r.cost,
-                r.byok_cost,
-            )
-            for r in rows
-        }
-
-
 def _results(factory: sessionmaker[Session], run_id: int) -> dict[int, SyncKeyResult]:
     with factory() as s:
         rows = s.execute(select(SyncKeyResult).where(SyncKeyResult.run_id == run_id)).scalars()
@@ -231,15 +216,14 @@ def test_endpoint_rows_are_summed_exactly_per_day_and_model(
     assert summary.counts == WriteCounts(inserted=3)
     assert summary.requests == 1
     assert stub.calls == [(SECRET_A, None)]  # the whole window in one request
-    assert _stored(session_factory, key) == {
+    assert stored_usage_of(session_factory, key) == {
         # reasoning (65) is kept apart and never added to the output tokens (50)
         (D1, "openai/gpt-4.1"): (5, 300, 50, 65, Decimal("0.3"), Decimal("0.000000002")),
         (D1, "anthropic/claude"): (1, 0, 0, 0, Decimal("454.542594979"), Decimal(0)),
         (D2, "openai/gpt-4.1"): (1, 0, 0, 0, Decimal("0.000000001"), Decimal(0)),
     }
-    assert _stored(session_factory, key)[(D1, "openai/gpt-4.1")][4] == Decimal("0.1") + Decimal(
-        "0.2"
-    )
+    cost = stored_usage_of(session_factory, key)[(D1, "openai/gpt-4.1")][4]
+    assert cost == Decimal("0.1") + Decimal("0.2")
 
 
 def test_a_second_identical_run_changes_nothing(
@@ -258,7 +242,7 @@ def test_a_second_identical_run_changes_nothing(
     ]
     first = _run(session_factory, settings, keyring, stub)
     assert first.counts == WriteCounts(inserted=5)
-    before = _stored(session_factory, key)
+    before = stored_usage_of(session_factory, key)
     with engine.connect() as conn:
         ids_before = conn.execute(text("SELECT id FROM usage_stats ORDER BY id")).scalars().all()
         seq_before = (
@@ -285,7 +269,7 @@ def test_a_second_identical_run_changes_nothing(
     assert second.counts == WriteCounts(unchanged=5)
     assert second.status == "ok"
     assert writes == []
-    assert _stored(session_factory, key) == before
+    assert stored_usage_of(session_factory, key) == before
     with engine.connect() as conn:
         assert (
             conn.execute(text("SELECT id FROM usage_stats ORDER BY id")).scalars().all()
@@ -318,7 +302,7 @@ def test_a_restated_day_replaces_values_deletes_a_vanished_model_and_leaves_othe
     ]
     summary = _run(session_factory, settings, keyring, stub)
     assert summary.counts == WriteCounts(updated=1, unchanged=1, deleted=1)
-    assert _stored(session_factory, key) == {
+    assert stored_usage_of(session_factory, key) == {
         (D1, "a/x"): (7, 0, 0, 0, Decimal("1.000000001"), Decimal(0)),
         (D2, "a/x"): (1, 0, 0, 0, Decimal("3"), Decimal(0)),
     }
@@ -340,7 +324,7 @@ def test_a_sync_clears_a_window_day_that_now_has_no_rows_but_keeps_older_history
     stub.answers[SECRET_A] = [act(D2, "a/x")]
     summary = _run(session_factory, settings, keyring, stub)
     assert summary.counts == WriteCounts(unchanged=1, deleted=1)
-    assert set(_stored(session_factory, key)) == {(old, "a/x"), (D2, "a/x")}
+    assert set(stored_usage_of(session_factory, key)) == {(old, "a/x"), (D2, "a/x")}
 
 
 def test_backfill_fetches_one_request_per_day_and_touches_only_those_days(
@@ -364,7 +348,7 @@ def test_backfill_fetches_one_request_per_day_and_touches_only_those_days(
     assert summary.days == [D1, D2]
     assert summary.requests == 2
     assert summary.counts == WriteCounts(updated=1, deleted=1)
-    stored = _stored(session_factory, key)
+    stored = stored_usage_of(session_factory, key)
     assert stored == {
         (D0, "a/x"): (1, 0, 0, 0, Decimal(1), Decimal(0)),
         (D1, "a/x"): (1, 0, 0, 0, Decimal(5), Decimal(0)),
@@ -414,9 +398,9 @@ def test_failing_keys_never_stop_the_others_and_the_ledger_records_every_outcome
     assert by_id[broken.id].http_requests == 0
     assert "cannot decrypt api key" in (by_id[broken.id].error or "")
 
-    assert set(_stored(session_factory, good)) == {(D1, "a/x")}
+    assert set(stored_usage_of(session_factory, good)) == {(D1, "a/x")}
     for failed in (ordinary, down, revoked, broken.id):
-        assert _stored(session_factory, failed) == {}
+        assert stored_usage_of(session_factory, failed) == {}
 
     run = _run_row(session_factory, summary.run_id)
     assert (run.trigger, run.status, run.keys_ok, run.keys_failed) == ("sync", "failed", 1, 4)
@@ -492,11 +476,11 @@ def test_a_key_whose_write_fails_is_rolled_back_whole(
     assert by_id[victim].counts == WriteCounts()
     assert "disk full" in (by_id[victim].error or "")
     # Neither the update of a/x nor anything else of the victim's transaction survived.
-    assert _stored(session_factory, victim) == {
+    assert stored_usage_of(session_factory, victim) == {
         (D1, "a/x"): (1, 0, 0, 0, Decimal(1), Decimal(0)),
         (D1, "a/y"): (1, 0, 0, 0, Decimal(1), Decimal(0)),
     }
-    assert _stored(session_factory, other)[(D1, "a/x")][4] == Decimal(3)
+    assert stored_usage_of(session_factory, other)[(D1, "a/x")][4] == Decimal(3)
     assert _results(session_factory, summary.run_id)[victim].status == "failed"
 
 
@@ -511,7 +495,7 @@ def test_invalid_rows_fail_the_key_before_anything_is_written(
     stub.answers[SECRET_A] = InvalidResponseError("OpenRouter /activity: row 3: field 'usage'")
     summary = _run(session_factory, settings, keyring, stub)
     assert summary.keys[0].reason == "invalid_response"
-    assert _stored(session_factory, key) == {}
+    assert stored_usage_of(session_factory, key) == {}
 
 
 def test_only_the_requested_active_keys_are_synced(
@@ -580,7 +564,7 @@ def test_stop_starts_no_new_key_and_marks_the_run_interrupted(
     assert summary.status == "interrupted"
     assert [k.api_key_id for k in summary.keys] == [first]  # the one in flight finished whole
     assert summary.keys_skipped == 2
-    assert set(_stored(session_factory, first)) == {(D1, "a/x")}
+    assert set(stored_usage_of(session_factory, first)) == {(D1, "a/x")}
     run = _run_row(session_factory, summary.run_id)
     assert (run.status, run.keys_ok, run.keys_failed) == ("interrupted", 1, 0)
 

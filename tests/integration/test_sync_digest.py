@@ -20,6 +20,7 @@ from worker.openrouter import ActivityAnswer
 from worker.store import WriteCounts
 from worker.sync import RunSummary, run_sync
 from worker.testing.fake_openrouter import FakeOpenRouter, expected_totals, generate_activity
+from worker.testing.usage import stored_usage_of
 
 TODAY = dt.date(2026, 5, 1)
 SECRET = "sk-or-v1-" + "d" * 64
@@ -67,22 +68,6 @@ def _sync(
     return summary
 
 
-def _stored(session_factory: sessionmaker[Session], key: int) -> dict[Any, tuple[Any, ...]]:
-    with session_factory() as session:
-        rows = session.execute(select(UsageStats).where(UsageStats.api_key_id == key)).scalars()
-        return {
-            (r.date, r.model): (
-                r.requests_count,
-                r.tokens_input,
-                r.tokens_output,
-                r.tokens_reasoning,
-                r.cost,
-                r.byok_cost,
-            )
-            for r in rows
-        }
-
-
 def _expected() -> dict[Any, tuple[Any, ...]]:
     return {
         pair: (
@@ -120,7 +105,7 @@ def test_identical_answer_is_neither_validated_nor_written(
     assert again.counts == WriteCounts(unchanged=ROWS)
     assert again.keys[0].counts == WriteCounts(unchanged=ROWS)
     assert len(parses) == 1  # not validated again
-    assert _stored(session_factory, key_id) == _expected()
+    assert stored_usage_of(session_factory, key_id) == _expected()
 
 
 @pytest.mark.parametrize(
@@ -162,14 +147,14 @@ def test_a_manual_change_to_stored_rows_is_repaired_by_the_next_sync(
         "renamed": WriteCounts(inserted=1, unchanged=ROWS - 1, deleted=1),
     }[counts]
     assert repaired.counts == expected
-    assert _stored(session_factory, key_id) == _expected()
+    assert stored_usage_of(session_factory, key_id) == _expected()
 
     # Repaired, the checksum is recorded again: the next identical answer is skipped.
     assert _sync(session_factory, keyring, fake).counts == WriteCounts(unchanged=ROWS)
     assert len(parses) == 2
 
 
-def test_a_changed_answer_is_stored(
+def test_a_changed_answer_isstored_usage_of(
     session_factory: sessionmaker[Session],
     keyring: Keyring,
     fake: FakeOpenRouter,
@@ -188,7 +173,7 @@ def test_a_changed_answer_is_stored(
     assert _sync(session_factory, keyring, fake).counts == WriteCounts(
         updated=1, unchanged=ROWS - 1
     )
-    assert _stored(session_factory, key_id) == _expected()
+    assert stored_usage_of(session_factory, key_id) == _expected()
 
 
 def test_another_window_is_another_digest() -> None:
@@ -229,4 +214,4 @@ def test_an_invalid_answer_fails_its_key_only_and_is_not_remembered(
         # Not accepted (as when the fetch thread validated): no last use, nothing remembered.
         assert key.last_used_at is None
         assert key.activity_digest is None and key.activity_checksum is None
-    assert _stored(session_factory, broken_id) == {}
+    assert stored_usage_of(session_factory, broken_id) == {}
