@@ -477,6 +477,75 @@ def record_key_result(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SyncedKey:
+    """A key whose rows were just stored: what its ``api_keys`` row and ledger row record."""
+
+    api_key_id: int
+    counts: WriteCounts
+    http_requests: int
+    # The (digest, checksum) of the stored whole-window answer (see window_checksum), or
+    # what was recorded before when the write left it valid.
+    activity_digest: str | None
+    activity_checksum: str | None
+
+
+_MARK_KEYS_SYNCED = (
+    update(KEYS)
+    .where(KEYS.c.id == bindparam("key_id"))
+    .values(
+        kind=KEY_MANAGEMENT,
+        last_used_at=bindparam("accepted_at"),
+        activity_digest=bindparam("digest"),
+        activity_checksum=bindparam("checksum"),
+    )
+)
+
+
+def record_synced_keys(
+    session: Session, run_id: int, synced: Sequence[SyncedKey], *, accepted_at: dt.datetime
+) -> None:
+    """For keys stored in the caller's transaction: mark each a management key accepted at
+    ``accepted_at`` with its activity digest and checksum, and add its ``ok`` ledger row.
+
+    Two executemany statements for the whole group, whatever its size: one statement per
+    key and table cost about a quarter of a small key's write (measured).
+    """
+    if not synced:
+        return
+    session.execute(
+        _MARK_KEYS_SYNCED,
+        [
+            {
+                "key_id": key.api_key_id,
+                "accepted_at": accepted_at,
+                "digest": key.activity_digest,
+                "checksum": key.activity_checksum,
+            }
+            for key in synced
+        ],
+    )
+    finished_at = utcnow()
+    session.execute(
+        _RECORD_KEY_RESULT,
+        [
+            {
+                "run_id": run_id,
+                "api_key_id": key.api_key_id,
+                "status": "ok",
+                "rows_inserted": key.counts.inserted,
+                "rows_updated": key.counts.updated,
+                "rows_unchanged": key.counts.unchanged,
+                "rows_deleted": key.counts.deleted,
+                "http_requests": key.http_requests,
+                "error": None,
+                "finished_at": finished_at,
+            }
+            for key in synced
+        ],
+    )
+
+
 def finish_run(
     session: Session, run_id: int, *, status: str, keys_ok: int, keys_failed: int
 ) -> None:

@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 import structlog
-from sqlalchemy import Engine, event, select, text
+from sqlalchemy import Engine, delete, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker import store
+from worker import sync as sync_module
 from worker.config import Settings
 from worker.crypto import Keyring
 from worker.db import transaction
@@ -26,8 +28,8 @@ from worker.errors import (
 )
 from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats, User
 from worker.openrouter import ActivityResult, ActivityRow
-from worker.store import WriteCounts
-from worker.sync import RunSummary, run_sync
+from worker.store import ActiveKey, UsageRow, WriteCounts
+from worker.sync import RunSummary, _Fetched, _store_keys, run_sync, window_days
 from worker.testing.usage import stored_usage_of
 
 TODAY = dt.date(2026, 11, 26)
@@ -588,3 +590,129 @@ def test_a_run_cut_short_by_an_exception_is_closed_as_interrupted(
     with session_factory() as s:
         runs = s.execute(select(SyncRun)).scalars().all()
     assert [(r.status, r.finished_at is not None) for r in runs] == [("interrupted", True)]
+
+
+# --- the writer: group commits, and fetches that never wait for writes ---------------------------
+
+
+def _fetched(key_id: int, user_id: int, rows: list[UsageRow]) -> _Fetched:
+    key = ActiveKey(id=key_id, user_id=user_id, name=f"k{key_id}", key_encrypted="unused")
+    return _Fetched(key, rows, http_requests=1, accepted=True)
+
+
+def _count_commits(engine: Engine) -> list[int]:
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda _conn: commits.append(1))
+    return commits
+
+
+def test_answers_that_arrive_together_are_written_in_one_transaction(
+    session_factory: sessionmaker[Session], engine: Engine, add_key: Any, user: User
+) -> None:
+    ids = [add_key(s) for s in (SECRET_A, SECRET_B, SECRET_C)]
+    with transaction(session_factory) as s:
+        run_id = store.start_run(s, "sync")
+    days = window_days(TODAY)
+    batch = [_fetched(i, user.id, [UsageRow(D1, "a/x", n + 1)]) for n, i in enumerate(ids)]
+    commits = _count_commits(engine)
+
+    outcomes = _store_keys(session_factory, run_id, batch, days)
+
+    assert len(commits) == 1
+    assert [(o.api_key_id, o.status, o.counts.inserted) for o in outcomes] == [
+        (i, "ok", 1) for i in ids
+    ]
+    assert [stored_usage_of(session_factory, i)[(D1, "a/x")][0] for i in ids] == [1, 2, 3]
+    results = _results(session_factory, run_id)
+    assert {i: (r.status, r.rows_inserted, r.http_requests) for i, r in results.items()} == {
+        i: ("ok", 1, 1) for i in ids
+    }
+    with session_factory() as s:
+        keys = s.execute(select(ApiKey).where(ApiKey.id.in_(ids))).scalars().all()
+        assert {(k.kind, k.last_used_at is not None) for k in keys} == {("management", True)}
+
+
+def test_a_group_is_split_when_it_would_hold_too_many_rows(
+    session_factory: sessionmaker[Session],
+    engine: Engine,
+    add_key: Any,
+    user: User,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids = [add_key(s) for s in (SECRET_A, SECRET_B, SECRET_C)]
+    with transaction(session_factory) as s:
+        run_id = store.start_run(s, "sync")
+    monkeypatch.setattr(sync_module, "GROUP_COMMIT_ROWS", 3)
+    two_rows = [UsageRow(D1, "a/x", 1), UsageRow(D2, "a/x", 1)]
+    batch = [_fetched(i, user.id, two_rows) for i in ids]
+    commits = _count_commits(engine)
+
+    outcomes = _store_keys(session_factory, run_id, batch, window_days(TODAY))
+
+    assert len(commits) == 3  # 2 + 2 rows would pass 3: one key per transaction
+    assert [o.status for o in outcomes] == ["ok"] * 3
+
+
+def test_a_failing_group_is_retried_key_by_key_and_only_the_culprit_fails(
+    session_factory: sessionmaker[Session], engine: Engine, add_key: Any, user: User
+) -> None:
+    good_a, victim, good_b = (add_key(s) for s in (SECRET_A, SECRET_B, SECRET_C))
+    with transaction(session_factory) as s:
+        run_id = store.start_run(s, "sync")
+    batch = [_fetched(i, user.id, [UsageRow(D1, "a/x", 1)]) for i in (good_a, victim, good_b)]
+    # Deleted while its answer was on the way: its rows break the foreign key.
+    with transaction(session_factory) as s:
+        s.execute(delete(ApiKey).where(ApiKey.id == victim))
+    commits = _count_commits(engine)
+
+    outcomes = _store_keys(session_factory, run_id, batch, window_days(TODAY))
+
+    by_id = {o.api_key_id: o for o in outcomes}
+    assert {i: by_id[i].status for i in by_id} == {good_a: "ok", victim: "failed", good_b: "ok"}
+    assert by_id[victim].reason == "unexpected"
+    # The group's transaction was rolled back, then each key had its own.
+    assert len(commits) == 2
+    assert set(stored_usage_of(session_factory, good_a)) == {(D1, "a/x")}
+    assert set(stored_usage_of(session_factory, good_b)) == {(D1, "a/x")}
+    assert stored_usage_of(session_factory, victim) == {}
+    results = _results(session_factory, run_id)
+    assert {i: r.status for i, r in results.items()} == {good_a: "ok", good_b: "ok"}
+
+
+def test_the_next_fetch_does_not_wait_for_the_previous_write(
+    session_factory: sessionmaker[Session],
+    keyring: Keyring,
+    stub: StubOpenRouter,
+    add_key: Any,
+    engine: Engine,
+) -> None:
+    add_key(SECRET_A)
+    add_key(SECRET_B)
+    for s in (SECRET_A, SECRET_B):
+        stub.answers[s] = [act(D1, "a/x")]
+    second_fetch = threading.Event()
+    stub.on_call = lambda key, _day: second_fetch.set() if len(stub.calls) == 2 else None
+    seen_during_first_write: list[bool] = []
+
+    def hold_first_commit(_conn: Any) -> None:
+        # The first key's write commits only once the second key's fetch has started (or
+        # after 10 s, if the fetch thread waits for this write: then the test fails).
+        if not seen_during_first_write:
+            seen_during_first_write.append(second_fetch.wait(timeout=10))
+
+    # The run's own first transaction (start_run) commits before any fetch: hold the
+    # commits only once the sync is fetching.
+    stub_on_call = stub.on_call
+
+    def on_call(key: str, day: dt.date | None) -> None:
+        if len(stub.calls) == 1:
+            event.listen(engine, "commit", hold_first_commit)
+        stub_on_call(key, day)
+
+    stub.on_call = on_call
+    try:
+        summary = _run(session_factory, Settings().replace("sync", concurrency=1), keyring, stub)
+    finally:
+        event.remove(engine, "commit", hold_first_commit)
+    assert summary.keys_ok == 2
+    assert seen_during_first_write == [True]
