@@ -41,6 +41,9 @@ from worker.models import (
 # statement's parameters stay a few megabytes whatever the account's size.
 CHUNK_SIZE = 5000
 
+# Keys per statement when a group of keys is read or checked at once.
+KEY_CHUNK = 500
+
 # The values a sync writes; (api_key_id, date, model) is the natural key.
 VALUE_COLUMNS = (
     "requests_count",
@@ -184,37 +187,50 @@ def mark_key_seen(
     session.execute(_MARK_KEY_SEEN, values)
 
 
-def window_checksum(session: Session, api_key_id: int, first: dt.date, last: dt.date) -> str:
-    """The count and sums of the key's stored rows dated ``first``…``last``, as one string.
+def window_checksums(
+    session: Session, api_key_ids: Sequence[int], first: dt.date, last: dt.date
+) -> dict[int, str]:
+    """For each key, the count and sums of its stored rows dated ``first``…``last``, as one
+    string (a key without rows gets the string of zero rows).
 
-    One aggregate query over the (api_key_id, date, model) index. Money is summed in whole
-    nano-dollars (exact on SQLite too, whose NUMERIC is a float); the models' lengths are
-    summed too, so a renamed model shows. Equal strings mean the rows very probably did not
-    change: a change that keeps the count and every sum equal goes unnoticed.
+    One aggregate query per :data:`KEY_CHUNK` keys over the (api_key_id, date, model)
+    index. Money is summed in whole nano-dollars (exact on SQLite too, whose NUMERIC is a
+    float); the models' lengths are summed too, so a renamed model shows. Equal strings mean
+    the rows very probably did not change: a change that keeps the count and every sum equal
+    goes unnoticed.
     """
     sqlite_types = session.get_bind().dialect.name == "sqlite"
     mark = "?" if sqlite_types else "%s"
-    # Driver SQL, like _stored_wire: building the equivalent select() on every call cost
-    # more than running it (it runs twice per key and run). Only constants are formatted in.
-    sql = (
-        "SELECT count(*), sum(requests_count), sum(tokens_input), "  # noqa: S608
-        "sum(tokens_output), sum(tokens_reasoning), sum(round(cost * 1000000000)), "
-        "sum(round(byok_cost * 1000000000)), sum(length(model)) FROM usage_stats "
-        f"WHERE api_key_id = {mark} AND date BETWEEN {mark} AND {mark}"
-    )
-    params = (
-        (api_key_id, first.isoformat(), last.isoformat())
-        if sqlite_types
-        else (api_key_id, first, last)
-    )
+    bounds = (first.isoformat(), last.isoformat()) if sqlite_types else (first, last)
     driver: Any = session.connection().connection.driver_connection
-    cursor = driver.cursor()
-    try:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    finally:
-        cursor.close()
-    return "|".join("" if value is None else str(value) for value in row)
+    result = {key_id: _EMPTY_CHECKSUM for key_id in api_key_ids}
+    for ids in _chunks(list(api_key_ids), KEY_CHUNK):
+        # Driver SQL, like _stored_wire: building the equivalent select() on every call cost
+        # more than running it. Only constants and markers are formatted in.
+        sql = (
+            "SELECT api_key_id, count(*), sum(requests_count), sum(tokens_input), "  # noqa: S608
+            "sum(tokens_output), sum(tokens_reasoning), sum(round(cost * 1000000000)), "
+            "sum(round(byok_cost * 1000000000)), sum(length(model)) FROM usage_stats "
+            f"WHERE api_key_id IN ({', '.join([mark] * len(ids))}) "
+            f"AND date BETWEEN {mark} AND {mark} GROUP BY api_key_id"
+        )
+        cursor = driver.cursor()
+        try:
+            cursor.execute(sql, (*ids, *bounds))
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+        for key_id, *values in rows:
+            result[key_id] = "|".join("" if value is None else str(value) for value in values)
+    return result
+
+
+def window_checksum(session: Session, api_key_id: int, first: dt.date, last: dt.date) -> str:
+    """:func:`window_checksums` of one key."""
+    return window_checksums(session, [api_key_id], first, last)[api_key_id]
+
+
+_EMPTY_CHECKSUM = "0" + "|" * 7  # count 0, every sum NULL
 
 
 def checksum_rows(checksum: str) -> int:
@@ -284,13 +300,16 @@ def _wire(row: UsageRow, sqlite_types: bool) -> tuple[Any, ...]:
 
 
 def _stored_wire(
-    session: Session, api_key_id: int, days: set[dt.date], sqlite_types: bool
-) -> dict[tuple[dt.date, str], tuple[int, tuple[Any, ...]]]:
-    """The key's stored rows for ``days`` as the driver returns them (no type processing):
-    ``{(date, model): (row id, wire values)}``; NULLs (rows written outside the worker)
-    read as zero."""
+    session: Session, api_key_ids: Sequence[int], days: set[dt.date], sqlite_types: bool
+) -> dict[int, dict[tuple[dt.date, str], tuple[int, tuple[Any, ...]]]]:
+    """The keys' stored rows for ``days`` as the driver returns them (no type processing):
+    ``{api_key_id: {(date, model): (row id, wire values)}}``, every key present; NULLs
+    (rows written outside the worker) read as zero."""
+    result: dict[int, dict[tuple[dt.date, str], tuple[int, tuple[Any, ...]]]] = {
+        key_id: {} for key_id in api_key_ids
+    }
     if not days:
-        return {}
+        return result
     by_text = {day.isoformat(): day for day in days}
     mark = "?" if sqlite_types else "%s"
     # NULLs become zero in SQL, and the rows come through the driver's own fetchall: going
@@ -298,21 +317,24 @@ def _stored_wire(
     # the bulk of an unchanged re-sync's write transaction. Only constant identifiers and
     # markers are formatted in; every value is bound.
     values = ", ".join(f"COALESCE({name}, 0)" for name in VALUE_COLUMNS)
-    sql = (
-        f"SELECT date, model, id, {values} FROM usage_stats "  # noqa: S608
-        f"WHERE api_key_id = {mark} AND date IN ({', '.join([mark] * len(by_text))})"
-    )
-    params = (api_key_id, *(by_text if sqlite_types else by_text.values()))
+    day_params = tuple(by_text if sqlite_types else by_text.values())
     driver: Any = session.connection().connection.driver_connection
-    cursor = driver.cursor()
-    try:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    finally:
-        cursor.close()
-    if sqlite_types:
-        return {(by_text[row[0]], row[1]): (row[2], row[3:]) for row in rows}
-    return {(row[0], row[1]): (row[2], row[3:]) for row in rows}
+    for ids in _chunks(list(api_key_ids), KEY_CHUNK):
+        sql = (
+            f"SELECT api_key_id, date, model, id, {values} FROM usage_stats "  # noqa: S608
+            f"WHERE api_key_id IN ({', '.join([mark] * len(ids))}) "
+            f"AND date IN ({', '.join([mark] * len(day_params))})"
+        )
+        cursor = driver.cursor()
+        try:
+            cursor.execute(sql, (*ids, *day_params))
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+        for row in rows:
+            date = by_text[row[1]] if sqlite_types else row[1]
+            result[row[0]][(date, row[2])] = (row[3], row[4:])
+    return result
 
 
 def _same(stored: tuple[Any, ...], fetched: UsageRow, wire: tuple[Any, ...]) -> bool:
@@ -369,60 +391,82 @@ def write_key_days(
     *,
     chunk_size: int = CHUNK_SIZE,
 ) -> WriteCounts:
-    """Make the key's stored rows for ``days`` exactly ``rows``, in the caller's transaction.
+    """:func:`write_keys_days` for one key."""
+    (counts,) = write_keys_days(session, [(api_key_id, rows)], days, chunk_size=chunk_size)
+    return counts
+
+
+def write_keys_days(
+    session: Session,
+    keys_rows: Sequence[tuple[int, Iterable[UsageRow]]],
+    days: Iterable[dt.date],
+    *,
+    chunk_size: int = CHUNK_SIZE,
+) -> list[WriteCounts]:
+    """For each (api_key_id, rows): make the key's stored rows for ``days`` exactly ``rows``,
+    in the caller's transaction; what each write did, in the same order.
 
     Each day in ``days`` was fetched, so it is the full truth for that day: new (date, model)
     pairs are inserted, changed ones updated, models no longer reported deleted, and unchanged
-    rows are not sent at all. Rows dated outside ``days`` are a programming error.
+    rows are not sent at all. The keys share their statements (one read, one upsert, one
+    delete per chunk), whatever their number. Rows dated outside ``days`` or a key given
+    twice are programming errors.
     """
     day_set = set(days)
     dialect = session.get_bind().dialect.name
     if dialect not in ("sqlite", "postgresql"):
         raise NotImplementedError(f"unsupported database dialect {dialect!r}")
     sqlite_types = dialect == "sqlite"
-    stored = _stored_wire(session, api_key_id, day_set, sqlite_types)
-    counts = WriteCounts()
-    to_upsert: list[tuple[Any, ...]] = []
-    seen: set[tuple[dt.date, str]] = set()
+    key_ids = [api_key_id for api_key_id, _ in keys_rows]
+    if len(set(key_ids)) != len(key_ids):
+        raise ValueError("a key is given twice: one entry per key")
+    stored_by_key = _stored_wire(session, key_ids, day_set, sqlite_types)
     now = utcnow()
     # created_at as UTCDateTime binds it: naive UTC text on SQLite, timestamptz on PostgreSQL.
     created: Any = now.replace(tzinfo=None).isoformat(" ") if sqlite_types else now
-    for row in rows:
-        if row.date not in day_set:
-            raise ValueError(f"row for {row.date} is outside the days being written")
-        pair = (row.date, row.model)
-        if pair in seen:
-            raise ValueError(f"two rows for {row.model} on {row.date}: aggregate first")
-        seen.add(pair)
-        wire = _wire(row, sqlite_types)
-        old = stored.get(pair)
-        if old is not None and _same(old[1], row, wire):
-            counts.unchanged += 1
-            continue
-        if old is None:
-            counts.inserted += 1
-        else:
-            counts.updated += 1
-        to_upsert.append(
-            (
-                api_key_id,
-                row.date.isoformat() if sqlite_types else row.date,
-                row.model,
-                *wire,
-                *((created,) if sqlite_types else ()),
+    to_upsert: list[tuple[Any, ...]] = []
+    vanished: list[int] = []
+    all_counts: list[WriteCounts] = []
+    for api_key_id, rows in keys_rows:
+        stored = stored_by_key[api_key_id]
+        counts = WriteCounts()
+        seen: set[tuple[dt.date, str]] = set()
+        for row in rows:
+            if row.date not in day_set:
+                raise ValueError(f"row for {row.date} is outside the days being written")
+            pair = (row.date, row.model)
+            if pair in seen:
+                raise ValueError(f"two rows for {row.model} on {row.date}: aggregate first")
+            seen.add(pair)
+            wire = _wire(row, sqlite_types)
+            old = stored.get(pair)
+            if old is not None and _same(old[1], row, wire):
+                counts.unchanged += 1
+                continue
+            if old is None:
+                counts.inserted += 1
+            else:
+                counts.updated += 1
+            to_upsert.append(
+                (
+                    api_key_id,
+                    row.date.isoformat() if sqlite_types else row.date,
+                    row.model,
+                    *wire,
+                    *((created,) if sqlite_types else ()),
+                )
             )
-        )
-    vanished = [row_id for pair, (row_id, _) in stored.items() if pair not in seen]
-    counts.deleted = len(vanished)
+        gone = [row_id for pair, (row_id, _) in stored.items() if pair not in seen]
+        counts.deleted = len(gone)
+        vanished.extend(gone)
+        all_counts.append(counts)
 
     if to_upsert:
         send_upserts(session, to_upsert, created, chunk_size=chunk_size)
     table = USAGE
     for id_chunk in _chunks(vanished, chunk_size):
-        session.execute(
-            delete(table).where(table.c.api_key_id == api_key_id, table.c.id.in_(list(id_chunk)))
-        )
-    return counts
+        session.execute(delete(table).where(table.c.id.in_(list(id_chunk))))
+    return all_counts
 
 
 # --- ledger ----------------------------------------------------------------------------------

@@ -9,9 +9,9 @@
    queue is bounded, so memory grows with the concurrency and not with the number of keys;
 3. the calling thread takes every answer queued, validates and aggregates each by (date,
    model) in ``Decimal``, and writes them together in one short transaction (a group commit:
-   :func:`worker.store.write_key_days` for each key, then their kinds, last uses and ledger
-   rows). Each key is still whole or absent: if the group's transaction fails, its keys are
-   written again one transaction each. The network is never called with a transaction open,
+   :func:`worker.store.write_keys_days`, then their kinds, last uses and ledger rows). Each
+   key is still whole or absent: if the group's transaction fails, its keys are written
+   again one transaction each. The network is never called with a transaction open,
    and writes are serialized;
 4. a key that fails (cannot be decrypted, 401, 403, invalid response, retries exhausted, a
    database error) is rolled back whole, recorded in the ledger and logged
@@ -641,7 +641,7 @@ def _validate(fetched: _Fetched, days: list[dt.date]) -> _Fetched:
     """In the calling thread: validate and aggregate an unvalidated whole-window answer.
 
     An answer identical to the last one stored for the key (same digest) was valid then: it
-    is kept for :func:`_write_rows` to check against the stored rows. Done here rather than
+    is kept for :func:`_write_keys` to check against the stored rows. Done here rather than
     in the fetch threads: the run is CPU-bound on one interpreter, and fetch threads parsing
     while the writer writes made it wait for the GIL after every SQLite call (the write
     transactions took about three times their CPU time).
@@ -758,12 +758,52 @@ def _synced(fetched: _Fetched, counts: WriteCounts) -> KeyOutcome:
 def _write_keys(
     session: Session, run_id: int, group: Sequence[_Fetched], days: list[dt.date]
 ) -> list[WriteCounts]:
-    """In the caller's transaction: fetched keys' rows, kinds, last uses and ledger rows."""
+    """In the caller's transaction: fetched keys' rows, kinds, last uses and ledger rows.
+
+    The keys share their statements (see :func:`worker.store.write_keys_days`). An answer
+    identical to the last stored one is only checked: if the key's stored rows still give
+    the checksum recorded then, they are all unchanged and nothing is written; otherwise
+    (someone changed them since) the answer is validated and stored again, which repairs
+    them. A whole-window answer that was stored records its digest with the checksum of the
+    rows it left.
+    """
+    first, last = days[0], days[-1]
+    rows_of: dict[int, list[UsageRow]] = {}
+    unchanged: dict[int, WriteCounts] = {}
+    identical = [f for f in group if f.answer is not None]
+    checksums = (
+        store.window_checksums(session, [f.key.id for f in identical], first, last)
+        if identical
+        else {}
+    )
+    for fetched in group:
+        key = fetched.key
+        if fetched.answer is not None:
+            if checksums[key.id] == key.activity_checksum:
+                count = store.checksum_rows(checksums[key.id])
+                unchanged[key.id] = WriteCounts(unchanged=count)
+                continue
+            # The stored rows changed since (by hand, or a backfill): store the answer again.
+            rows_of[key.id] = aggregate(fetched.answer.parse().rows, days)
+        else:
+            assert fetched.rows is not None
+            rows_of[key.id] = fetched.rows
+    written = dict(
+        zip(
+            rows_of,
+            store.write_keys_days(session, list(rows_of.items()), days),
+            strict=True,
+        )
+    )
+    recorded = [f.key.id for f in group if f.digest is not None and f.key.id in written]
+    after = store.window_checksums(session, recorded, first, last) if recorded else {}
     synced = []
     for fetched in group:
         key = fetched.key
-        counts, activity = _write_rows(session, fetched, days)
-        digest, checksum = activity or (key.activity_digest, key.activity_checksum)
+        counts = unchanged[key.id] if key.id in unchanged else written[key.id]
+        digest, checksum = key.activity_digest, key.activity_checksum  # kept as recorded
+        if key.id in after:
+            digest, checksum = fetched.digest, after[key.id]
         synced.append(store.SyncedKey(key.id, counts, fetched.http_requests, digest, checksum))
     store.record_synced_keys(session, run_id, synced, accepted_at=utcnow())
     return [key.counts for key in synced]
@@ -818,32 +858,6 @@ def _store_key(
             # E.g. the key was deleted meanwhile; the outcome is still reported and logged.
             log.exception("key_result_not_recorded")
         return outcome
-
-
-def _write_rows(
-    session: Session, fetched: _Fetched, days: list[dt.date]
-) -> tuple[WriteCounts, tuple[str, str] | None]:
-    """The key's rows for ``days``, in the caller's transaction: what the write did, and the
-    (digest, checksum) to record for the key (None: keep what is recorded).
-
-    An answer identical to the last stored one is only checked: if the stored rows still
-    give the checksum recorded then, they are all unchanged and nothing is written.
-    Otherwise (and for every other answer) the rows are stored, and a whole-window answer's
-    digest is recorded with the checksum of what it left.
-    """
-    key = fetched.key
-    rows = fetched.rows
-    if fetched.answer is not None:
-        checksum = store.window_checksum(session, key.id, days[0], days[-1])
-        if checksum == key.activity_checksum:
-            return WriteCounts(unchanged=store.checksum_rows(checksum)), None
-        # The stored rows changed since (by hand, or a backfill): store the answer again.
-        rows = aggregate(fetched.answer.parse().rows, days)
-    assert rows is not None
-    counts = store.write_key_days(session, key.id, days, rows)
-    if fetched.digest is None:
-        return counts, None
-    return counts, (fetched.digest, store.window_checksum(session, key.id, days[0], days[-1]))
 
 
 def locked_sync(

@@ -280,3 +280,57 @@ def test_unchanged_resync_does_not_advance_the_postgres_sequence(postgres_url: s
         assert after == before
     finally:
         engine.dispose()
+
+
+def test_several_keys_share_one_write_and_each_gets_its_own_counts(
+    session_factory: sessionmaker[Session], sample_key: ApiKey, sample_user: User
+) -> None:
+    with transaction(session_factory) as session:
+        other = ApiKey(user_id=sample_user.id, name="other", key_encrypted="x", is_active=True)
+        session.add(other)
+        session.flush()
+        other_id = other.id
+    _write(session_factory, sample_key.id, [D1], [UsageRow(D1, "a/x", 1), UsageRow(D1, "a/y", 1)])
+    _write(session_factory, other_id, [D1], [UsageRow(D1, "a/y", 5)])
+
+    with transaction(session_factory) as session:
+        counts = store.write_keys_days(
+            session,
+            [
+                # a/y vanished for this key only: the other key's a/y stays.
+                (sample_key.id, [UsageRow(D1, "a/x", 2)]),
+                (other_id, [UsageRow(D1, "a/y", 5), UsageRow(D1, "b/z", 1)]),
+            ],
+            [D1],
+        )
+
+    assert counts == [WriteCounts(updated=1, deleted=1), WriteCounts(inserted=1, unchanged=1)]
+    with session_factory() as session:
+        assert {k: v[0] for k, v in stored_usage(session, sample_key.id).items()} == {
+            (D1, "a/x"): 2
+        }
+        assert {k: v[0] for k, v in stored_usage(session, other_id).items()} == {
+            (D1, "a/y"): 5,
+            (D1, "b/z"): 1,
+        }
+
+
+def test_a_key_given_twice_in_one_write_is_refused(session: Session, sample_key: ApiKey) -> None:
+    with pytest.raises(ValueError, match="twice"):
+        store.write_keys_days(
+            session, [(sample_key.id, []), (sample_key.id, [UsageRow(D1, "a/x", 1)])], [D1]
+        )
+
+
+def test_checksums_of_several_keys_in_one_query(
+    session_factory: sessionmaker[Session], sample_key: ApiKey
+) -> None:
+    _write(session_factory, sample_key.id, [D1, D2], [UsageRow(D1, "a/x", 2, cost=Decimal("0.5"))])
+    with session_factory() as session:
+        sums = store.window_checksums(session, [sample_key.id, 999_999], D1, D2)
+        alone = store.window_checksum(session, 999_999, D1, D2)
+    assert store.checksum_rows(sums[sample_key.id]) == 1
+    assert sums[sample_key.id].startswith("1|2|")
+    assert "500000000" in sums[sample_key.id]
+    assert sums[999_999] == alone
+    assert store.checksum_rows(sums[999_999]) == 0
