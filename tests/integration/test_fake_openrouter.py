@@ -407,3 +407,19 @@ def test_expected_totals_counts_exact_duplicates_once() -> None:
 def test_base_url_needs_a_started_server() -> None:
     with pytest.raises(RuntimeError, match="not started"):
         _ = FakeOpenRouter().base_url
+
+
+def test_requests_go_through_the_proxy_the_environment_names(
+    fake: FakeOpenRouter, sleeps: Sleeps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fake also answers absolute-form requests, as a forward proxy receives them: with
+    # HTTP_PROXY pointing at it, a host that cannot be resolved is reached through it.
+    origin = httpx.URL(fake.base_url)
+    monkeypatch.setenv("HTTP_PROXY", f"http://{origin.host}:{origin.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    settings = OpenRouterSettings(base_url="http://openrouter.invalid/api/v1", max_attempts=1)
+    with OpenRouterClient(settings, sleep=sleeps) as client:
+        result = client.get_activity(MGMT, today=TODAY)
+    assert result.rows
+    assert fake.request_count() == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import os
 import random
 from collections.abc import Iterator
 from decimal import Decimal
@@ -29,6 +30,7 @@ from worker.openrouter import (
     KeyInfo,
     OpenRouterClient,
     completed_window,
+    environment_proxy,
     parse_retry_after,
     utc_today,
 )
@@ -126,10 +128,43 @@ def test_attribution_headers_omitted_when_empty(
     assert "X-Title" not in headers
 
 
-def test_timeouts_come_from_settings(fake_time: FakeTime) -> None:
+def test_timeouts_come_from_settings(router: respx.MockRouter, fake_time: FakeTime) -> None:
+    route = router.get("/activity").respond(json=_body())
     with _client(fake_time, connect_timeout=3.0, read_timeout=7.0) as client:
-        timeout = client._http.timeout
-    assert (timeout.connect, timeout.read) == (3.0, 7.0)
+        client.get_activity(KEY, today=TODAY)
+    timeout = route.calls.last.request.extensions["timeout"]
+    assert (timeout["connect"], timeout["read"]) == (3.0, 7.0)
+
+
+@pytest.mark.parametrize(
+    ("env", "url", "expected"),
+    [
+        ({}, "https://openrouter.ai/api/v1/activity", None),
+        (
+            {"HTTPS_PROXY": "http://proxy:3128"},
+            "https://openrouter.ai/api/v1/",
+            "http://proxy:3128",
+        ),
+        ({"https_proxy": "http://low:3128"}, "https://openrouter.ai/api/v1/", "http://low:3128"),
+        ({"HTTP_PROXY": "http://plain:3128"}, "https://openrouter.ai/api/v1/", None),
+        ({"HTTP_PROXY": "http://plain:3128"}, "http://127.0.0.1:8080/", "http://plain:3128"),
+        ({"ALL_PROXY": "socks5://all:1080"}, "https://openrouter.ai/api/v1/", "socks5://all:1080"),
+        (
+            {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "example.org,openrouter.ai"},
+            "https://openrouter.ai/api/v1/",
+            None,
+        ),
+    ],
+)
+def test_the_proxy_comes_from_the_environment_like_httpx_clients(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str, expected: str | None
+) -> None:
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert environment_proxy(httpx.URL(url)) == expected
 
 
 def test_activity_rows_are_exact_decimals(router: respx.MockRouter, fake_time: FakeTime) -> None:
