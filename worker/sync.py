@@ -714,15 +714,15 @@ def _store_group(
     group: list[_Fetched],
     days: list[dt.date],
 ) -> list[KeyOutcome]:
-    """One transaction for the keys of ``group``; one each if it fails."""
-    if len(group) == 1:
-        return [_store_key(session_factory, run_id, group[0], days)]
+    """One transaction for the keys of ``group``, new rows sent as plain inserts; if it
+    fails, one transaction each, every row through the upsert."""
     try:
         with transaction(session_factory) as session:
-            counts = _write_keys(session, run_id, group, days)
+            counts = _write_keys(session, run_id, group, days, plain_inserts=True)
     except Exception:
         # Rolled back whole: nothing of the group is stored. Store its keys one by one, so
-        # only the key that fails again is recorded as failed.
+        # only the key that fails again is recorded as failed; through the upsert, in case
+        # a row read as absent appeared meanwhile (see store.send_inserts).
         log.info("group_commit_failed", keys=len(group), exc_info=True)
         return [_store_key(session_factory, run_id, fetched, days) for fetched in group]
     return [_synced(fetched, written) for fetched, written in zip(group, counts, strict=True)]
@@ -756,7 +756,12 @@ def _synced(fetched: _Fetched, counts: WriteCounts) -> KeyOutcome:
 
 
 def _write_keys(
-    session: Session, run_id: int, group: Sequence[_Fetched], days: list[dt.date]
+    session: Session,
+    run_id: int,
+    group: Sequence[_Fetched],
+    days: list[dt.date],
+    *,
+    plain_inserts: bool,
 ) -> list[WriteCounts]:
     """In the caller's transaction: fetched keys' rows, kinds, last uses and ledger rows.
 
@@ -791,7 +796,9 @@ def _write_keys(
     written = dict(
         zip(
             rows_of,
-            store.write_keys_days(session, list(rows_of.items()), days),
+            store.write_keys_days(
+                session, list(rows_of.items()), days, plain_inserts=plain_inserts
+            ),
             strict=True,
         )
     )
@@ -821,7 +828,7 @@ def _store_key(
         if error is None:
             try:
                 with transaction(session_factory) as session:
-                    (counts,) = _write_keys(session, run_id, [fetched], days)
+                    (counts,) = _write_keys(session, run_id, [fetched], days, plain_inserts=False)
             except Exception as exc:  # the key's transaction is rolled back whole
                 error = exc
         if error is None:

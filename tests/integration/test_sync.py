@@ -716,3 +716,38 @@ def test_the_next_fetch_does_not_wait_for_the_previous_write(
         event.remove(engine, "commit", hold_first_commit)
     assert summary.keys_ok == 2
     assert seen_during_first_write == [True]
+
+
+def test_a_row_that_appears_after_it_was_read_as_absent_is_upserted_instead(
+    session_factory: sessionmaker[Session],
+    add_key: Any,
+    user: User,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = add_key(SECRET_A)
+    other = add_key(SECRET_B)
+    with transaction(session_factory) as s:
+        run_id = store.start_run(s, "sync")
+        store.write_key_days(s, key, [D1], [UsageRow(D1, "a/x", 1)])
+    # As if another writer added a/x between the read and the write: the read sees nothing.
+    real_read = store._stored_wire
+    monkeypatch.setattr(
+        store,
+        "_stored_wire",
+        lambda session, ids, days, sqlite_types: {
+            i: {} for i in real_read(session, ids, days, sqlite_types)
+        },
+    )
+    batch = [
+        _fetched(key, user.id, [UsageRow(D1, "a/x", 7)]),
+        _fetched(other, user.id, [UsageRow(D1, "a/x", 8)]),
+    ]
+    with structlog.testing.capture_logs() as logs:
+        outcomes = _store_keys(session_factory, run_id, batch, window_days(TODAY))
+
+    assert [(o.api_key_id, o.status) for o in outcomes] == [(key, "ok"), (other, "ok")]
+    assert stored_usage_of(session_factory, key)[(D1, "a/x")][0] == 7
+    assert stored_usage_of(session_factory, other)[(D1, "a/x")][0] == 8
+    assert [e["event"] for e in logs if e["event"] == "group_commit_failed"] == [
+        "group_commit_failed"
+    ]
