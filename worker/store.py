@@ -356,6 +356,42 @@ def _same(stored: tuple[Any, ...], fetched: UsageRow, wire: tuple[Any, ...]) -> 
     return old.values() == fetched.values()
 
 
+def _all_new(
+    api_key_id: int,
+    rows: list[UsageRow],
+    day_set: set[dt.date],
+    sqlite_types: bool,
+    created: Any,
+    to_insert: list[tuple[Any, ...]],
+) -> WriteCounts:
+    """Queue ``rows`` (none of them stored) on ``to_insert``, as :func:`write_keys_days` does."""
+    outside = {row.date for row in rows} - day_set
+    if outside:
+        raise ValueError(f"row for {min(outside)} is outside the days being written")
+    if len({(row.date, row.model) for row in rows}) != len(rows):
+        raise ValueError(f"two rows for one model and day for key {api_key_id}: aggregate first")
+    if sqlite_types:
+        to_insert.extend(
+            (
+                api_key_id,
+                row.date.isoformat(),
+                row.model,
+                row.requests_count,
+                row.tokens_input,
+                row.tokens_output,
+                row.tokens_reasoning,
+                float(row.cost),
+                float(row.byok_cost),
+                created,
+            )
+            for row in rows
+        )
+    else:
+        # A UsageRow is already (date, model, *values) in the driver's types.
+        to_insert.extend((api_key_id, *row) for row in rows)
+    return WriteCounts(inserted=len(rows))
+
+
 def send_upserts(
     session: Session, rows: Sequence[tuple[Any, ...]], created: Any, *, chunk_size: int = CHUNK_SIZE
 ) -> None:
@@ -465,6 +501,13 @@ def write_keys_days(
     all_counts: list[WriteCounts] = []
     for api_key_id, rows in keys_rows:
         stored = stored_by_key[api_key_id]
+        if not stored and plain_inserts:
+            # Nothing stored for these days (a key's first sync, or a new day): every row is
+            # new. The same checks in set operations, and the tuples built in one pass.
+            all_counts.append(
+                _all_new(api_key_id, list(rows), day_set, sqlite_types, created, to_insert)
+            )
+            continue
         counts = WriteCounts()
         seen: set[tuple[dt.date, str]] = set()
         for row in rows:

@@ -144,13 +144,54 @@ def test_rows_of_other_keys_are_never_touched(
         assert stored_usage(s, other.id) == {(D1, "a/x"): (5, 0, 0, 0, Decimal(0), Decimal(0))}
 
 
+@pytest.mark.parametrize("plain_inserts", [False, True])
 def test_write_rejects_rows_outside_the_days_and_duplicates(
-    session_factory: sessionmaker[Session], sample_key: ApiKey
+    session_factory: sessionmaker[Session], sample_key: ApiKey, plain_inserts: bool
 ) -> None:
+    def write(rows: list[UsageRow]) -> None:
+        with transaction(session_factory) as session:
+            store.write_keys_days(
+                session, [(sample_key.id, rows)], [D1], plain_inserts=plain_inserts
+            )
+
     with pytest.raises(ValueError, match="outside"):
-        _write(session_factory, sample_key.id, [D1], [UsageRow(D2, "a/x")])
+        write([UsageRow(D2, "a/x")])
     with pytest.raises(ValueError, match="aggregate first"):
-        _write(session_factory, sample_key.id, [D1], [UsageRow(D1, "a/x"), UsageRow(D1, "a/x")])
+        write([UsageRow(D1, "a/x"), UsageRow(D1, "a/x")])
+    with session_factory() as session:
+        assert stored_usage(session, sample_key.id) == {}
+
+
+def test_plain_inserts_store_exactly_what_the_upsert_stores(
+    session_factory: sessionmaker[Session], sample_key: ApiKey, sample_user: User
+) -> None:
+    with transaction(session_factory) as session:
+        other = ApiKey(user_id=sample_user.id, name="other", key_encrypted="x", is_active=True)
+        session.add(other)
+        session.flush()
+        other_id = other.id
+    rows = [
+        UsageRow(D1, "openai/gpt-4.1", 3, 100, 50, 70, Decimal("454.542594979"), Decimal("1e-9")),
+        UsageRow(D2, "a/x", 1, 2**40, 5, 0, Decimal("0.3"), Decimal(0)),
+    ]
+    with transaction(session_factory) as session:
+        counts = store.write_keys_days(
+            session, [(sample_key.id, rows), (other_id, rows)], [D1, D2], plain_inserts=True
+        )
+    assert counts == [WriteCounts(inserted=2), WriteCounts(inserted=2)]
+    with transaction(session_factory) as session:
+        again = store.write_keys_days(session, [(sample_key.id, rows)], [D1, D2])
+    assert again == [WriteCounts(unchanged=2)]
+    with session_factory() as session:
+        assert stored_usage(session, sample_key.id) == stored_usage(session, other_id)
+        assert stored_usage(session, sample_key.id)[(D1, "openai/gpt-4.1")] == (
+            3,
+            100,
+            50,
+            70,
+            Decimal("454.542594979"),
+            Decimal("0.000000001"),
+        )
 
 
 def test_active_keys_skip_inactive_keys_and_users(session: Session) -> None:
