@@ -211,11 +211,14 @@ def _sync(factory: Any, keyring: Any, base_url: str, concurrency: int) -> dict[s
         Settings().replace("openrouter", base_url=base_url).replace("sync", concurrency=concurrency)
     )
     started = time.perf_counter()
+    cpu_started = time.process_time()
     summary = run_sync(factory, settings, keyring, trigger="sync", today=TODAY)
     wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     counts = summary.counts
     return {
         "wall": wall,
+        "cpu": cpu,
         "status": summary.status,
         "keys_ok": summary.keys_ok,
         "keys_failed": summary.keys_failed,
@@ -229,15 +232,26 @@ def _sync(factory: Any, keyring: Any, base_url: str, concurrency: int) -> dict[s
     }
 
 
-def _floor_sqlite(db_path: Path, rows: list[tuple[Any, ...]], workdir: Path) -> float:
+def _floor_sqlite(
+    db_path: Path, rows: list[tuple[Any, ...]], workdir: Path, *, foreign_key: bool
+) -> float:
     """Seconds for ``sqlite3.executemany`` of a plain INSERT of ``rows`` into an empty table of
     the same shape (same columns, indexes and unique constraint), one transaction, same
-    pragmas as the worker."""
+    pragmas as the worker.
+
+    ``foreign_key``: also enforce ``usage_stats.api_key_id → api_keys`` as the worker does
+    (``PRAGMA foreign_keys=ON``, the users and keys copied in); otherwise the foreign key stays
+    declared but unchecked (sqlite3's default), the issue's floor.
+    """
     src = sqlite3.connect(db_path)
+    tables = ("users", "api_keys", "usage_stats") if foreign_key else ("usage_stats",)
     ddl = [
         sql
+        for table in tables
         for (sql,) in src.execute(
-            "SELECT sql FROM sqlite_master WHERE tbl_name = 'usage_stats' AND sql IS NOT NULL"
+            "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL "
+            "ORDER BY type DESC",  # the table before its indexes
+            (table,),
         )
     ]
     src.close()
@@ -245,8 +259,15 @@ def _floor_sqlite(db_path: Path, rows: list[tuple[Any, ...]], workdir: Path) -> 
     floor_path.unlink(missing_ok=True)
     conn = sqlite3.connect(floor_path)
     conn.execute("PRAGMA journal_mode=WAL")
-    for sql in ddl:  # the foreign key stays declared; sqlite3 leaves it unenforced by default
+    for sql in ddl:
         conn.execute(sql)
+    if foreign_key:
+        conn.execute("ATTACH DATABASE ? AS src", (str(db_path),))
+        conn.execute("INSERT INTO users SELECT * FROM src.users")
+        conn.execute("INSERT INTO api_keys SELECT * FROM src.api_keys")
+        conn.commit()
+        conn.execute("DETACH DATABASE src")
+        conn.execute("PRAGMA foreign_keys=ON")
     conn.commit()
     started = time.perf_counter()
     conn.executemany(
@@ -260,14 +281,19 @@ def _floor_sqlite(db_path: Path, rows: list[tuple[Any, ...]], workdir: Path) -> 
     return elapsed
 
 
-def _floor_postgres(dsn: str, rows: list[tuple[Any, ...]]) -> float:
+def _floor_postgres(dsn: str, rows: list[tuple[Any, ...]], *, foreign_key: bool) -> float:
     """Seconds for psycopg ``COPY`` of ``rows`` into an empty copy of ``usage_stats``
-    (``LIKE … INCLUDING ALL``: same columns, defaults, indexes, unique constraint)."""
+    (``LIKE … INCLUDING ALL``: same columns, defaults, indexes, unique constraint; not the
+    foreign key, unless ``foreign_key``: then it is added, checked per row as the worker's)."""
     import psycopg
 
     with psycopg.connect(dsn) as conn:
         conn.execute("DROP TABLE IF EXISTS floor_usage")
         conn.execute("CREATE TABLE floor_usage (LIKE usage_stats INCLUDING ALL)")
+        if foreign_key:
+            conn.execute(
+                "ALTER TABLE floor_usage ADD FOREIGN KEY (api_key_id) REFERENCES api_keys (id)"
+            )
         conn.commit()
         started = time.perf_counter()
         with (
@@ -280,11 +306,16 @@ def _floor_postgres(dsn: str, rows: list[tuple[Any, ...]]) -> float:
             for row in rows:
                 copy.write_row(row)
         conn.commit()
-        return time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        conn.execute("DROP TABLE floor_usage")
+        conn.commit()
+        return elapsed
 
 
 def scenario(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one scenario (in a fresh process) and return its figures."""
+    if spec.get("http_only"):
+        return http_only(spec)
     from sqlalchemy import text
 
     from worker.logs import configure_logging
@@ -330,13 +361,15 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
         if spec["db"] == "sqlite":
             with sqlite3.connect(db_path) as raw:
                 rows = raw.execute(f"SELECT {cols} FROM usage_stats ORDER BY id").fetchall()
-            result["floor_seconds"] = _floor_sqlite(db_path, rows, workdir)
+            result["floor_seconds"] = _floor_sqlite(db_path, rows, workdir, foreign_key=False)
+            result["floor_fk_seconds"] = _floor_sqlite(db_path, rows, workdir, foreign_key=True)
         else:
             import psycopg
 
             with psycopg.connect(spec["dsn"]) as raw:
                 rows = raw.execute(f"SELECT {cols} FROM usage_stats ORDER BY id").fetchall()
-            result["floor_seconds"] = _floor_postgres(spec["dsn"], rows)
+            result["floor_seconds"] = _floor_postgres(spec["dsn"], rows, foreign_key=False)
+            result["floor_fk_seconds"] = _floor_postgres(spec["dsn"], rows, foreign_key=True)
         result["floor_rows"] = len(rows)
     engine.dispose()
     return result
@@ -363,12 +396,14 @@ SCALES: dict[str, dict[str, Any]] = {
         "throughput": (200, 20, 2),
         "latency_keys": 500,
         "concurrency": (1, 8, 32, 100),
+        "http_only_concurrency": (32, 100),
         "scale": (100, 1000, 5000),
     },
     "small": {
         "throughput": (40, 20, 2),
         "latency_keys": 200,
         "concurrency": (8, 32, 100),
+        "http_only_concurrency": (32, 100),
         "scale": (100, 500, 1000),
     },
 }
@@ -412,6 +447,7 @@ def throughput(
     source = keys * 30 * models * endpoints
     params = f"{db}, K={keys}, M={models}, E={endpoints}, {source:,} source rows, c=8"
     floor_rate = res["floor_rows"] / res["floor_seconds"]
+    floor_fk_rate = res["floor_rows"] / res["floor_fk_seconds"]
     rows: list[Row] = []
     for label, run in (("first sync", first), ("re-sync", again)):
         written = run["inserted"] + run["updated"] + run["deleted"]
@@ -427,6 +463,7 @@ def throughput(
             figures["write phase"] = (
                 f"{_fmt_s(run['write_seconds'])}, {write_rate:,.0f} rows/s"
                 f" = {write_rate / floor_rate:.0%} of floor"
+                f" ({write_rate / floor_fk_rate:.0%} of the floor with the foreign key)"
             )
         if label == "first sync" and db == "sqlite" and run["write_cpu_seconds"]:
             # SQLite only: PostgreSQL's own work runs in the server process, out of this figure.
@@ -439,20 +476,72 @@ def throughput(
             figures["vs first"] = f"{run['wall'] / first['wall']:.0%}"
         rows.append(Row(f"throughput {label}", params, figures))
     floor_name = "sqlite3.executemany INSERT" if db == "sqlite" else "psycopg COPY"
-    rows.append(
-        Row(
-            f"floor {db}",
-            f"{floor_name}, {res['floor_rows']:,} rows, empty table",
-            {"wall": _fmt_s(res["floor_seconds"]), "rows/s written": f"{floor_rate:,.0f}"},
+    for label, seconds, rate in (
+        ("foreign key not checked", res["floor_seconds"], floor_rate),
+        ("foreign key checked, as in the worker", res["floor_fk_seconds"], floor_fk_rate),
+    ):
+        rows.append(
+            Row(
+                f"floor {db}",
+                f"{floor_name}, {res['floor_rows']:,} rows, empty table, {label}",
+                {"wall": _fmt_s(seconds), "rows/s written": f"{rate:,.0f}"},
+            )
         )
-    )
     rows[0].figures["fake saw"] = f"{stats.get('requests', 0) / keys / 2:.2f} req/key/sync"
     if db == "postgresql":
         pg.drop_database(f"bench_throughput_{os.getpid()}")
     return rows
 
 
-def latency(keys: int, concurrencies: tuple[int, ...], workdir: Path) -> list[Row]:
+def _cpu_share(run: dict[str, Any]) -> str:
+    return f"{_fmt_s(run['cpu'])} ({run['cpu'] / run['wall']:.0%} of wall)"
+
+
+def http_only(spec: dict[str, Any]) -> dict[str, Any]:
+    """The latency-bound fetches alone: the sync's threads, one client each, each taking the
+    next key, but no decryption, validation or database. What the HTTP client costs, as a
+    floor under the latency-bound sync."""
+    import threading
+
+    from worker.config import Settings
+    from worker.openrouter import OpenRouterClient
+
+    settings = Settings().replace("openrouter", base_url=spec["base_url"]).openrouter
+    secrets = iter([key_secret(index) for index in range(spec["keys"])])
+    lock = threading.Lock()
+    requests = 0
+
+    def fetch_loop() -> None:
+        nonlocal requests
+        with OpenRouterClient(settings) as client:
+            while True:
+                with lock:
+                    secret = next(secrets, None)
+                if secret is None:
+                    break
+                answer = client.fetch_activity(secret, today=TODAY)
+                with lock:
+                    requests += answer.requests_made
+
+    threads = [threading.Thread(target=fetch_loop) for _ in range(spec["concurrency"])]
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    run = {"wall": wall, "cpu": cpu, "requests": requests}
+    return {"runs": [run], "peak_rss_mb": _peak_rss_mb()}
+
+
+def latency(
+    keys: int,
+    concurrencies: tuple[int, ...],
+    http_only_concurrencies: tuple[int, ...],
+    workdir: Path,
+) -> list[Row]:
     rows = []
     with fake_server(keys, 1, 1, LATENCY, workdir) as (base_url, _stats):
         for concurrency in concurrencies:
@@ -476,8 +565,35 @@ def latency(keys: int, concurrencies: tuple[int, ...], workdir: Path) -> list[Ro
                         "wall": _fmt_s(run["wall"]),
                         "ideal": _fmt_s(ideal),
                         "× ideal": f"{run['wall'] / ideal:.2f}",
+                        "sync CPU": _cpu_share(run),
                         "HTTP req/key": f"{run['requests'] / keys:.2f}",
                         "peak RSS": f"{res['peak_rss_mb']:.0f} MB",
+                    },
+                )
+            )
+        for concurrency in http_only_concurrencies:
+            res = run_child(
+                {
+                    "name": f"latency-http-{concurrency}",
+                    "http_only": True,
+                    "keys": keys,
+                    "concurrency": concurrency,
+                    "base_url": base_url,
+                }
+            )
+            run = res["runs"][0]
+            ideal = keys * LATENCY / concurrency
+            rows.append(
+                Row(
+                    "latency-bound, HTTP only",
+                    f"K={keys}, 50 ms/answer, concurrency {concurrency}: the fetches alone "
+                    "(no decryption, validation or database)",
+                    {
+                        "wall": _fmt_s(run["wall"]),
+                        "ideal": _fmt_s(ideal),
+                        "× ideal": f"{run['wall'] / ideal:.2f}",
+                        "sync CPU": _cpu_share(run),
+                        "HTTP req/key": f"{run['requests'] / keys:.2f}",
                     },
                 )
             )
@@ -546,6 +662,7 @@ COLUMNS = (
     "fake saw",
     "ideal",
     "× ideal",
+    "sync CPU",
     "ms/key",
     "peak RSS",
 )
@@ -610,7 +727,14 @@ def main() -> int:
                 add(throughput("postgresql", keys, models, endpoints, workdir, pg))
             else:
                 print("PostgreSQL not found (set PG_BINDIR): skipping its scenario")
-            add(latency(params["latency_keys"], params["concurrency"], workdir))
+            add(
+                latency(
+                    params["latency_keys"],
+                    params["concurrency"],
+                    params["http_only_concurrency"],
+                    workdir,
+                )
+            )
             add(scale(params["scale"], workdir))
         finally:
             if pg is not None:
