@@ -620,13 +620,15 @@ def _run_keys(
         summary.keys.sort(key=lambda outcome: outcome.api_key_id)
     finally:
         abandon.set()
-        # Unblock fetch threads waiting to queue a result nobody will write (when leaving
-        # early), then wait for them: each finishes the request it is in.
-        while any(thread.is_alive() for thread in threads):
-            try:
-                results.get(timeout=0.05)
-            except queue.Empty:
-                pass
+        # Wait for the fetch threads: each finishes the request it is in. When leaving early,
+        # one may be blocked queueing a result nobody will write: taking it frees the thread.
+        for thread in threads:
+            while thread.is_alive():
+                try:
+                    results.get_nowait()
+                except queue.Empty:
+                    pass
+                thread.join(timeout=0.01)
         pool.close()
 
 

@@ -751,3 +751,35 @@ def test_a_row_that_appears_after_it_was_read_as_absent_is_upserted_instead(
     assert [e["event"] for e in logs if e["event"] == "group_commit_failed"] == [
         "group_commit_failed"
     ]
+
+
+def test_a_writer_interrupted_with_fetches_queued_leaves_no_thread_behind(
+    session_factory: sessionmaker[Session],
+    keyring: Keyring,
+    stub: StubOpenRouter,
+    add_key: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secrets = [SECRET_A, SECRET_B, SECRET_C, SECRET_D]
+    for secret in secrets:
+        add_key(secret)
+        stub.answers[secret] = [act(D1, "a/x")]
+    three_fetched = threading.Event()
+    stub.on_call = lambda _key, _day: three_fetched.set() if len(stub.calls) == 3 else None
+
+    def interrupted_write(*_args: Any) -> Any:
+        # By now the fetch thread has queued the second answer and is blocked queueing the
+        # third (the queue holds one answer at concurrency 1).
+        three_fetched.wait(timeout=10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sync_module, "_store_keys", interrupted_write)
+    with pytest.raises(KeyboardInterrupt):
+        _run(session_factory, Settings().replace("sync", concurrency=1), keyring, stub)
+
+    assert three_fetched.is_set()
+    assert not [t for t in threading.enumerate() if t.name.startswith("sync-fetch")]
+    assert len(stub.calls) == 3  # nothing more was fetched once the writer left
+    with session_factory() as s:
+        runs = s.execute(select(SyncRun)).scalars().all()
+    assert [r.status for r in runs] == ["interrupted"]
