@@ -543,11 +543,15 @@ def latency(
     workdir: Path,
 ) -> list[Row]:
     rows = []
+    runs = [(False, concurrency) for concurrency in concurrencies] + [
+        (True, concurrency) for concurrency in http_only_concurrencies
+    ]
     with fake_server(keys, 1, 1, LATENCY, workdir) as (base_url, _stats):
-        for concurrency in concurrencies:
+        for http_alone, concurrency in runs:
             res = run_child(
                 {
-                    "name": f"latency-{concurrency}",
+                    "name": f"latency-{'http-' if http_alone else ''}{concurrency}",
+                    "http_only": http_alone,
                     "db": "sqlite",
                     "keys": keys,
                     "concurrency": concurrency,
@@ -557,46 +561,24 @@ def latency(
             )
             run = res["runs"][0]
             ideal = keys * LATENCY / concurrency
-            rows.append(
-                Row(
-                    "latency-bound",
-                    f"sqlite, K={keys}, 50 ms/answer, concurrency {concurrency}, 30 rows/key",
-                    {
-                        "wall": _fmt_s(run["wall"]),
-                        "ideal": _fmt_s(ideal),
-                        "× ideal": f"{run['wall'] / ideal:.2f}",
-                        "sync CPU": _cpu_share(run),
-                        "HTTP req/key": f"{run['requests'] / keys:.2f}",
-                        "peak RSS": f"{res['peak_rss_mb']:.0f} MB",
-                    },
-                )
-            )
-        for concurrency in http_only_concurrencies:
-            res = run_child(
-                {
-                    "name": f"latency-http-{concurrency}",
-                    "http_only": True,
-                    "keys": keys,
-                    "concurrency": concurrency,
-                    "base_url": base_url,
-                }
-            )
-            run = res["runs"][0]
-            ideal = keys * LATENCY / concurrency
-            rows.append(
-                Row(
-                    "latency-bound, HTTP only",
+            figures = {
+                "wall": _fmt_s(run["wall"]),
+                "ideal": _fmt_s(ideal),
+                "× ideal": f"{run['wall'] / ideal:.2f}",
+                "sync CPU": _cpu_share(run),
+                "HTTP req/key": f"{run['requests'] / keys:.2f}",
+            }
+            if http_alone:
+                scenario = "latency-bound, HTTP only"
+                params = (
                     f"K={keys}, 50 ms/answer, concurrency {concurrency}: the fetches alone "
-                    "(no decryption, validation or database)",
-                    {
-                        "wall": _fmt_s(run["wall"]),
-                        "ideal": _fmt_s(ideal),
-                        "× ideal": f"{run['wall'] / ideal:.2f}",
-                        "sync CPU": _cpu_share(run),
-                        "HTTP req/key": f"{run['requests'] / keys:.2f}",
-                    },
+                    "(no decryption, validation or database)"
                 )
-            )
+            else:
+                scenario = "latency-bound"
+                params = f"sqlite, K={keys}, 50 ms/answer, concurrency {concurrency}, 30 rows/key"
+                figures["peak RSS"] = f"{res['peak_rss_mb']:.0f} MB"
+            rows.append(Row(scenario, params, figures))
     return rows
 
 

@@ -138,6 +138,23 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+def _driver(session: Session) -> Any:
+    """The sqlite3 or psycopg connection under the session's transaction."""
+    return session.connection().connection.driver_connection
+
+
+def _fetch_all(session: Session, sql: str, params: Sequence[Any]) -> list[Any]:
+    """Run driver SQL in the session's transaction and return every row, as the driver returns
+    them: SQLAlchemy's statement building and result processing cost more than these small
+    queries themselves (measured), and they run for every group of keys."""
+    cursor = _driver(session).cursor()
+    try:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
 # --- keys ------------------------------------------------------------------------------------
 
 
@@ -202,7 +219,6 @@ def window_checksums(
     sqlite_types = session.get_bind().dialect.name == "sqlite"
     mark = "?" if sqlite_types else "%s"
     bounds = (first.isoformat(), last.isoformat()) if sqlite_types else (first, last)
-    driver: Any = session.connection().connection.driver_connection
     result = {key_id: _EMPTY_CHECKSUM for key_id in api_key_ids}
     for ids in _chunks(list(api_key_ids), KEY_CHUNK):
         # Driver SQL, like _stored_wire: building the equivalent select() on every call cost
@@ -214,13 +230,7 @@ def window_checksums(
             f"WHERE api_key_id IN ({', '.join([mark] * len(ids))}) "
             f"AND date BETWEEN {mark} AND {mark} GROUP BY api_key_id"
         )
-        cursor = driver.cursor()
-        try:
-            cursor.execute(sql, (*ids, *bounds))
-            rows = cursor.fetchall()
-        finally:
-            cursor.close()
-        for key_id, *values in rows:
+        for key_id, *values in _fetch_all(session, sql, (*ids, *bounds)):
             result[key_id] = "|".join("" if value is None else str(value) for value in values)
     return result
 
@@ -318,20 +328,13 @@ def _stored_wire(
     # markers are formatted in; every value is bound.
     values = ", ".join(f"COALESCE({name}, 0)" for name in VALUE_COLUMNS)
     day_params = tuple(by_text if sqlite_types else by_text.values())
-    driver: Any = session.connection().connection.driver_connection
     for ids in _chunks(list(api_key_ids), KEY_CHUNK):
         sql = (
             f"SELECT api_key_id, date, model, id, {values} FROM usage_stats "  # noqa: S608
             f"WHERE api_key_id IN ({', '.join([mark] * len(ids))}) "
             f"AND date IN ({', '.join([mark] * len(day_params))})"
         )
-        cursor = driver.cursor()
-        try:
-            cursor.execute(sql, (*ids, *day_params))
-            rows = cursor.fetchall()
-        finally:
-            cursor.close()
-        for row in rows:
+        for row in _fetch_all(session, sql, (*ids, *day_params)):
             date = by_text[row[1]] if sqlite_types else row[1]
             result[row[0]][(date, row[2])] = (row[3], row[4:])
     return result
@@ -372,18 +375,7 @@ def _all_new(
         raise ValueError(f"two rows for one model and day for key {api_key_id}: aggregate first")
     if sqlite_types:
         to_insert.extend(
-            (
-                api_key_id,
-                row.date.isoformat(),
-                row.model,
-                row.requests_count,
-                row.tokens_input,
-                row.tokens_output,
-                row.tokens_reasoning,
-                float(row.cost),
-                float(row.byok_cost),
-                created,
-            )
+            (api_key_id, row.date.isoformat(), row.model, *_wire(row, True), created)
             for row in rows
         )
     else:
@@ -404,8 +396,7 @@ def send_upserts(
     # caller's comparison. Chunks keep one statement's parameters a few megabytes.
     dialect = session.get_bind().dialect.name
     sql = _upsert_sql(dialect)
-    # The sqlite3 or psycopg connection under the session's transaction.
-    driver: Any = session.connection().connection.driver_connection
+    driver = _driver(session)
     for chunk in _chunks(rows, chunk_size):
         if dialect == "sqlite":
             driver.executemany(sql, chunk)
@@ -440,7 +431,7 @@ def send_inserts(
     transaction fails; the sync then writes the key again through the upsert alone.
     """
     dialect = session.get_bind().dialect.name
-    driver: Any = session.connection().connection.driver_connection
+    driver = _driver(session)
     for chunk in _chunks(rows, chunk_size):
         if dialect == "sqlite":
             driver.executemany(_SQLITE_INSERT, chunk)

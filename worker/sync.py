@@ -777,12 +777,8 @@ def _write_keys(
     first, last = days[0], days[-1]
     rows_of: dict[int, list[UsageRow]] = {}
     unchanged: dict[int, WriteCounts] = {}
-    identical = [f for f in group if f.answer is not None]
-    checksums = (
-        store.window_checksums(session, [f.key.id for f in identical], first, last)
-        if identical
-        else {}
-    )
+    identical = [f.key.id for f in group if f.answer is not None]
+    checksums = store.window_checksums(session, identical, first, last)
     for fetched in group:
         key = fetched.key
         if fetched.answer is not None:
@@ -805,7 +801,7 @@ def _write_keys(
         )
     )
     recorded = [f.key.id for f in group if f.digest is not None and f.key.id in written]
-    after = store.window_checksums(session, recorded, first, last) if recorded else {}
+    after = store.window_checksums(session, recorded, first, last)
     synced = []
     for fetched in group:
         key = fetched.key
