@@ -302,7 +302,8 @@ def load_settings(
         elif not isinstance(data[name], dict):
             problems.append(f"[{name}] in {file_label} must be a table")
 
-    known_env = {ENV_PREFIX + "CONFIG"}
+    # The testing clock (worker.days) shares the prefix but is not a setting.
+    known_env = {ENV_PREFIX + "CONFIG", ENV_PREFIX + "TESTING_CLOCK"}
     for section_name, cls in SECTIONS.items():
         raw = data.get(section_name, {})
         raw = raw if isinstance(raw, dict) else {}

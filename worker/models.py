@@ -34,6 +34,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.sql.elements import conv
 
+from worker.days import utc_now
+
 # Stable, explicit names for every index and constraint, so migrations can refer to them and
 # the same schema has the same names on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -51,8 +53,8 @@ BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> dt.datetime:
-    """The current time, timezone-aware, in UTC."""
-    return dt.datetime.now(dt.UTC)
+    """The current time, timezone-aware, in UTC (:func:`worker.days.utc_now`)."""
+    return utc_now()
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
