@@ -137,6 +137,68 @@ def sample_key(session: Session, sample_user: User) -> ApiKey:
     return key
 
 
+class UsageTriggers:
+    """Database triggers on ``usage_stats`` that see every row written, whatever the driver
+    path (the store writes through the raw driver, COPY included, which SQLAlchemy's events
+    never see): :meth:`writes` lists them, :meth:`fail` makes an operation fail."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE test_usage_writes (op VARCHAR(10))")
+            for op in ("INSERT", "UPDATE", "DELETE"):
+                if self.postgres:
+                    conn.exec_driver_sql(
+                        f"CREATE FUNCTION test_log_{op.lower()}() RETURNS trigger AS $$ BEGIN "  # noqa: S608
+                        f"INSERT INTO test_usage_writes VALUES ('{op.lower()}'); RETURN NULL; "
+                        "END $$ LANGUAGE plpgsql"
+                    )
+                    conn.exec_driver_sql(
+                        f"CREATE TRIGGER test_log_{op.lower()} AFTER {op} ON usage_stats "
+                        f"FOR EACH ROW EXECUTE FUNCTION test_log_{op.lower()}()"
+                    )
+                else:
+                    conn.exec_driver_sql(
+                        f"CREATE TRIGGER test_log_{op.lower()} AFTER {op} ON usage_stats BEGIN "  # noqa: S608
+                        f"INSERT INTO test_usage_writes VALUES ('{op.lower()}'); END"
+                    )
+
+    def writes(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.exec_driver_sql("SELECT op FROM test_usage_writes").scalars())
+
+    def fail(self, op: str, message: str = "disk full") -> None:
+        """Every later ``op`` (INSERT, UPDATE, DELETE) on usage_stats fails with ``message``."""
+        with self.engine.begin() as conn:
+            if self.postgres:
+                conn.exec_driver_sql(
+                    "CREATE FUNCTION test_fail() RETURNS trigger AS $$ BEGIN "
+                    f"RAISE EXCEPTION '{message}'; END $$ LANGUAGE plpgsql"
+                )
+                conn.exec_driver_sql(
+                    f"CREATE TRIGGER test_fail BEFORE {op} ON usage_stats "
+                    "FOR EACH ROW EXECUTE FUNCTION test_fail()"
+                )
+            else:
+                conn.exec_driver_sql(
+                    f"CREATE TRIGGER test_fail BEFORE {op} ON usage_stats BEGIN "
+                    f"SELECT RAISE(ABORT, '{message}'); END"
+                )
+
+    def heal(self) -> None:
+        """Writes succeed again."""
+        with self.engine.begin() as conn:
+            suffix = " ON usage_stats" if self.postgres else ""
+            conn.exec_driver_sql(f"DROP TRIGGER test_fail{suffix}")
+
+
+@pytest.fixture
+def usage_triggers(engine: Engine) -> UsageTriggers:
+    """Triggers on usage_stats that record and can fail writes (see :class:`UsageTriggers`)."""
+    return UsageTriggers(engine)
+
+
 # Appended by issue 3 (keys at rest): a master key and its keyring for any test that encrypts.
 import base64  # noqa: E402
 
@@ -152,7 +214,7 @@ def master_key() -> str:
 @pytest.fixture
 def keyring(master_key: str) -> Keyring:
     """A keyring holding only ``master_key``."""
-    return Keyring.from_keys(base64.b64decode(master_key))
+    return Keyring(base64.b64decode(master_key))
 
 
 # --- reports (issue 6) -----------------------------------------------------------------------

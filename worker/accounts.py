@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import passwords, tokens
-from worker.crypto import Keyring
+from worker.crypto import Keyring, master_key_id_of
 from worker.db import transaction
 from worker.errors import ConflictError, NotFoundError, UsageError
 from worker.models import ApiKey, ApiToken, UsageStats, User
@@ -31,8 +31,6 @@ EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]{2,}\.[^@\s]{2,}$")
 EMAIL_MAX = 255
 NAME_MAX = 100
 KEY_PREFIX = "sk-or-"
-KIND_MANAGEMENT = "management"
-KIND_ORDINARY = "ordinary"
 
 
 @dataclass(frozen=True)
@@ -128,7 +126,6 @@ def _key_by_id(session: Session, key_id: int) -> ApiKey:
 
 
 def _key_view(key: ApiKey, email: str) -> KeyView:
-    parts = key.key_encrypted.split(":", 2)
     return KeyView(
         id=key.id,
         user_id=key.user_id,
@@ -136,7 +133,7 @@ def _key_view(key: ApiKey, email: str) -> KeyView:
         name=key.name,
         active=bool(key.is_active),
         kind=key.kind,
-        master_key_id=parts[1] if len(parts) == 3 else None,
+        master_key_id=master_key_id_of(key.key_encrypted),
         created_at=key.created_at,
         last_used_at=key.last_used_at,
     )

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import __version__
+from worker import __version__, render
 from worker.config import CONFIG_ENV, ENV_PREFIX, Settings, load_settings
 from worker.db import check_schema, engine_from_settings, init_db, make_session_factory
 from worker.errors import EXIT_RUNTIME, EXIT_USAGE, UsageError, WatcherError
@@ -80,6 +80,20 @@ class Context:
 
     def out(self, text: str = "") -> None:
         print(text, file=self.stdout)
+
+    def print_table(
+        self,
+        headers: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        **options: Any,
+    ) -> None:
+        """A table on stdout (:func:`worker.render.table`)."""
+        for line in render.table(headers, rows, **options):
+            self.out(line)
+
+    def print_json(self, value: Any) -> None:
+        """``value`` as the stable JSON document on stdout (:func:`worker.render.to_json`)."""
+        self.out(render.to_json(value))
 
     def close(self) -> None:
         if self._engine is not None:

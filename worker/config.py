@@ -101,13 +101,22 @@ class OpenRouterSettings:
     read_timeout: float = _opt(60.0, "Seconds to wait for a response", lo=0.1, hi=3600)
     max_attempts: int = _opt(5, "Attempts per request, the first included", lo=1, hi=50)
     request_deadline: float = _opt(
-        120.0, "Total seconds one request may take, retries included", lo=1, hi=3600
+        120.0,
+        "Total seconds one request may take, retries and the answer's bytes included",
+        lo=1,
+        hi=3600,
     )
     backoff_initial: float = _opt(
         0.5, "First retry wait (s); doubles each attempt, with jitter", lo=0, hi=600
     )
     backoff_max: float = _opt(60.0, "Longest wait between attempts (s)", lo=0, hi=3600)
     retry_after_max: float = _opt(60.0, "Cap on a server's Retry-After (s)", lo=0, hi=3600)
+    max_response_bytes: int = _opt(
+        64 * 1024 * 1024,
+        "Largest answer accepted (bytes); a larger one fails the key as invalid_response",
+        lo=1024,
+        hi=2**31,
+    )
     http_referer: str = _opt("", "Optional HTTP-Referer header (OpenRouter app attribution)")
     x_title: str = _opt("", "Optional X-Title header (OpenRouter app attribution)")
 

@@ -32,6 +32,7 @@ import secrets
 import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -122,11 +123,6 @@ class Keyring:
         return list(self._ciphers)
 
     @classmethod
-    def from_keys(cls, current: bytes, previous: Sequence[bytes] = ()) -> Keyring:
-        """A keyring from raw 32-byte keys (tests, and code that already has the bytes)."""
-        return cls(current, previous)
-
-    @classmethod
     def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Keyring:
         """The keyring the configuration describes; :class:`MasterKeyError` if there is none.
 
@@ -169,7 +165,18 @@ class Keyring:
 
     def decrypt(self, stored: str, *, user_id: int, key_id: int) -> str:
         """The plaintext, or a :class:`DecryptionError` naming the row and master key id."""
-        _version, master_id, blob = _split(stored, key_id)
+        parts = parse_stored(stored)
+        if parts is None:
+            raise DecryptionError(
+                f"cannot decrypt api key {key_id}: stored value is not in the "
+                f"{FORMAT_VERSION}:<key-id>:<data> format"
+            )
+        version, master_id, blob = parts
+        if version != FORMAT_VERSION:
+            raise DecryptionError(
+                f"cannot decrypt api key {key_id}: unknown format version "
+                f"{version[:10]!r} (this code reads {FORMAT_VERSION})"
+            )
         cipher = self._ciphers.get(master_id)
         if cipher is None:
             raise DecryptionError(
@@ -197,25 +204,29 @@ class Keyring:
 
     def needs_rotation(self, stored: str) -> bool:
         """True unless the value is a v1 ciphertext under the current master key."""
-        parts = stored.split(":", 2)
-        return not (len(parts) == 3 and parts[0] == FORMAT_VERSION and parts[1] == self.key_id)
-
-    def master_key_id_of(self, stored: str) -> str | None:
-        """The master key id a stored value names, or None if it is not in the v1 format."""
-        parts = stored.split(":", 2)
-        return parts[1] if len(parts) == 3 and parts[0] == FORMAT_VERSION else None
+        return master_key_id_of(stored) != self.key_id
 
 
-def _split(stored: str, key_id: int) -> tuple[str, str, str]:
+class StoredKey(NamedTuple):
+    """The parts of ``api_keys.key_encrypted``: ``<version>:<master key id>:<data>``."""
+
+    version: str
+    master_key_id: str
+    blob: str
+
+
+def parse_stored(stored: str) -> StoredKey | None:
+    """The parts of a stored ciphertext, or None if it is not ``<version>:<key-id>:<data>``.
+
+    The one place that reads the format.
+    """
     parts = stored.split(":", 2)
     if len(parts) != 3 or not parts[1]:
-        raise DecryptionError(
-            f"cannot decrypt api key {key_id}: stored value is not in the "
-            f"{FORMAT_VERSION}:<key-id>:<data> format"
-        )
-    if parts[0] != FORMAT_VERSION:
-        raise DecryptionError(
-            f"cannot decrypt api key {key_id}: unknown format version "
-            f"{parts[0][:10]!r} (this code reads {FORMAT_VERSION})"
-        )
-    return parts[0], parts[1], parts[2]
+        return None
+    return StoredKey(*parts)
+
+
+def master_key_id_of(stored: str) -> str | None:
+    """The master key id a stored value names, or None if it is not in the v1 format."""
+    parts = parse_stored(stored)
+    return parts.master_key_id if parts is not None and parts.version == FORMAT_VERSION else None

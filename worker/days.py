@@ -43,6 +43,13 @@ def _pinned_clock() -> tuple[dt.datetime, float] | None:
 _PINNED = _pinned_clock()
 
 
+def pin_clock(instant: dt.datetime | None) -> None:
+    """The testing hook, in process: :func:`utc_now` runs from ``instant`` from now on, as if
+    the process had started with ``OPENROUTER_WATCHER_TESTING_CLOCK`` (None: the real clock)."""
+    global _PINNED
+    _PINNED = None if instant is None else (instant.astimezone(dt.UTC), time.monotonic())
+
+
 def utc_now() -> dt.datetime:
     """The current time, timezone-aware, in UTC (see the testing hook above)."""
     if _PINNED is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from worker.cli import main as cli_main
 from worker.crypto import generate_master_key
-from worker.openrouter import utc_today
+from worker.days import utc_today
 from worker.testing.fake_openrouter import FakeOpenRouter, generate_activity
 
 DEMO_DIR = Path("data/demo")

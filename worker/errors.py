@@ -49,10 +49,6 @@ class DatabaseUnavailableError(WatcherError):
     exit_code = EXIT_USAGE
 
 
-class StorageError(WatcherError):
-    """Writing to the database failed."""
-
-
 class NotFoundError(WatcherError):
     """No such object."""
 
@@ -77,6 +73,8 @@ class DecryptionError(WatcherError):
 
 class OpenRouterError(WatcherError):
     """OpenRouter request failed."""
+
+    requests: int = 0  # HTTP requests the failed call sent, retries included (set by the client)
 
 
 class UnauthorizedError(OpenRouterError):

@@ -37,6 +37,19 @@ def register_secret(value: str) -> None:
         _secret_re = re.compile("|".join(re.escape(s) for s in alternatives))
 
 
+# A long run of key characters: an OpenRouter key echoed without its sk-or- prefix, a token.
+KEY_LIKE_RE = re.compile(r"[A-Za-z0-9_\-]{40,}")
+
+
+def mask_key_like(text: str) -> str:
+    """The text with every key-like token of 40 or more characters replaced by [REDACTED].
+
+    For text that comes from outside (an upstream error message may echo the key it was sent,
+    without its prefix); not for our own log lines, whose ids and hashes would be masked too.
+    """
+    return KEY_LIKE_RE.sub(REDACTED, text)
+
+
 def mask_text(text: str) -> str:
     """The text with OpenRouter keys and registered secrets replaced by [REDACTED]."""
     text = OPENROUTER_KEY_RE.sub(REDACTED, text)

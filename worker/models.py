@@ -47,6 +47,9 @@ NAMING_CONVENTION = {
 }
 
 MONEY_SCALE = 9
+# api_keys.kind: what OpenRouter said the key is (NULL: not known yet).
+KIND_MANAGEMENT = "management"
+KIND_ORDINARY = "ordinary"
 # A 64-bit id on PostgreSQL (INSERT … ON CONFLICT burns a sequence value per attempted row);
 # SQLite's INTEGER PRIMARY KEY is already 64-bit and must stay INTEGER to be the rowid.
 BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -189,10 +192,11 @@ class ApiKey(Base):
     # Added by 0002: "management", "ordinary" or NULL (not known yet). Learned from GET /key
     # when the key is added and from /activity's 200 or 403 on every sync.
     kind: Mapped[str | None] = mapped_column(String(20), nullable=True)
-    # Added by 0004: SHA-256 of the last whole-window /activity answer stored for this key,
-    # and the count and sums of the rows it left in that window (see worker.store).
+    # Added by 0004 and 0005: SHA-256 of the window and body of the last whole-window
+    # /activity answer stored for this key, and its number of (day, model) rows: an identical
+    # answer is neither validated nor stored again (see worker.sync).
     activity_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    activity_checksum: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    activity_rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     user: Mapped[User] = relationship(back_populates="api_keys")
     usage_stats: Mapped[list[UsageStats]] = relationship(

@@ -19,10 +19,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import json
 import os
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -43,6 +41,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from worker import render
+from worker.days import DateRange
 from worker.errors import NotFoundError, UsageError
 from worker.models import MONEY, MONEY_SCALE, ApiKey, UsageStats, User, to_money
 
@@ -50,9 +50,7 @@ Dimension = Literal["day", "model", "key", "user"]
 Format = Literal["table", "csv", "json"]
 DIMENSIONS: tuple[str, ...] = get_args(Dimension)
 FORMATS: tuple[str, ...] = get_args(Format)
-DEFAULT_DAYS = 30
 ZERO = Decimal(0).quantize(Decimal(1).scaleb(-MONEY_SCALE))
-CENT = Decimal("0.01")
 BAR_WIDTH = 20  # characters for the largest day
 BAR_EIGHTHS = "▏▎▍▌▋▊▉█"  # 1/8 … 8/8 of a character cell
 
@@ -107,47 +105,6 @@ def _sum_int(column: Any) -> ColumnElement[int]:
 
 
 # --- the range and the filters --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DateRange:
-    """An inclusive range of UTC days."""
-
-    since: dt.date
-    until: dt.date
-
-    @property
-    def days(self) -> int:
-        return (self.until - self.since).days + 1
-
-    def __str__(self) -> str:
-        return f"{self.since.isoformat()} and {self.until.isoformat()}"
-
-
-def resolve_range(
-    *,
-    since: dt.date | None = None,
-    until: dt.date | None = None,
-    last: int | None = None,
-    today: dt.date,
-) -> DateRange:
-    """The range a user asked for; by default the last 30 completed UTC days.
-
-    ``until`` defaults to yesterday (OpenRouter only reports completed days); ``since``
-    defaults to ``until - (last or 30) + 1``. ``last`` cannot be combined with ``since``.
-    """
-    if last is not None and since is not None:
-        raise UsageError("--last and --since cannot be combined: give one of them")
-    if last is not None and last < 1:
-        raise UsageError(f"--last must be at least 1 day, not {last}")
-    end = until if until is not None else today - dt.timedelta(days=1)
-    start = since if since is not None else end - dt.timedelta(days=(last or DEFAULT_DAYS) - 1)
-    if start > end:
-        raise UsageError(
-            f"inverted range: --since {start.isoformat()} is after --until "
-            f"{end.isoformat()}: swap them"
-        )
-    return DateRange(start, end)
 
 
 @dataclass(frozen=True)
@@ -345,11 +302,6 @@ def header_line(report: Report) -> str:
     return f"{text}, {described}" if described else text
 
 
-def dollars(amount: Decimal) -> str:
-    """$1,234.57: to the cent, half up, with thousands separators."""
-    return f"${amount.quantize(CENT, rounding=ROUND_HALF_UP):,}"
-
-
 def bar(value: Decimal, largest: Decimal, width: int = BAR_WIDTH) -> str:
     """A horizontal bar of unicode blocks, ``width`` cells for ``largest``, in eighths.
 
@@ -363,75 +315,47 @@ def bar(value: Decimal, largest: Decimal, width: int = BAR_WIDTH) -> str:
     return BAR_EIGHTHS[-1] * full + (BAR_EIGHTHS[part - 1] if part else "")
 
 
-def _label(value: Any) -> str:
-    return value.isoformat() if isinstance(value, dt.date) else str(value)
+_TITLES = {
+    "date": "date",
+    "model": "model",
+    "key_id": "key",
+    "key_name": "name",
+    "user_email": "user",
+}
+_METRIC_TITLES = ("requests", "tokens in", "tokens out", "reasoning", "cost", "BYOK cost")
 
 
 def render_table(report: Report) -> str:
     """A plain-text table with a header line, one line per group and a total line."""
-    group_titles = {
-        "date": "date",
-        "model": "model",
-        "key_id": "key",
-        "key_name": "name",
-        "user_email": "user",
-    }
-    titles = [group_titles[f] for f in GROUP_FIELDS[report.by]]
-    titles += ["requests", "tokens in", "tokens out", "reasoning", "cost", "BYOK cost"]
-    lines: list[list[str]] = []
-    for row in report.rows:
-        lines.append(
-            [_label(row.group[f]) for f in GROUP_FIELDS[report.by]] + _metric_cells(row.totals)
-        )
-    total_cells = ["total"] + [""] * (len(GROUP_FIELDS[report.by]) - 1)
-    total_line = total_cells + _metric_cells(report.total)
-    n_groups = len(GROUP_FIELDS[report.by])
-    widths = [
-        max(len(line[i]) for line in [titles, *lines, total_line]) for i in range(len(titles))
-    ]
-
-    def fmt(cells: Sequence[str]) -> str:
-        out = [
-            cell.ljust(widths[i]) if i < n_groups else cell.rjust(widths[i])
-            for i, cell in enumerate(cells)
-        ]
-        return "  ".join(out)
-
-    bars: list[str] = [""] * len(lines)
+    group_fields = GROUP_FIELDS[report.by]
+    titles = [_TITLES[f] for f in group_fields] + list(_METRIC_TITLES)
+    align = [render.LEFT] * len(group_fields) + [render.RIGHT] * len(METRIC_FIELDS)
+    rows = [[row.group[f] for f in group_fields] + _metrics(row.totals) for row in report.rows]
+    total = ["total"] + [""] * (len(group_fields) - 1) + _metrics(report.total)
+    lines = render.table(titles, rows, align=align, footer=[total])
     if report.by == "day":
+        # Each day's line ends with a bar proportional to its cost (lines: titles, rule, days).
         largest = max((row.totals.cost for row in report.rows), default=ZERO)
-        bars = [bar(row.totals.cost, largest) for row in report.rows]
-    rule = "  ".join("-" * w for w in widths)
-    out = [header_line(report), "", fmt(titles), rule]
-    out += [
-        (fmt(line) + ("  " + b if b else "")).rstrip() for line, b in zip(lines, bars, strict=True)
-    ]
-    out += [rule, fmt(total_line).rstrip()]
-    return "\n".join(out) + "\n"
+        for index, row in enumerate(report.rows, start=2):
+            drawn = bar(row.totals.cost, largest)
+            lines[index] = lines[index] + "  " + drawn if drawn else lines[index]
+    return "\n".join([header_line(report), "", *lines]) + "\n"
 
 
-def _metric_cells(totals: Totals) -> list[str]:
+def _metrics(totals: Totals) -> list[Any]:
     return [
         f"{totals.requests:,}",
         f"{totals.tokens_input:,}",
         f"{totals.tokens_output:,}",
         f"{totals.tokens_reasoning:,}",
-        dollars(totals.cost),
-        dollars(totals.byok_cost),
+        totals.cost,
+        totals.byok_cost,
     ]
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return f"{value:f}"  # fixed-point: never "0E-9" or "5.00E-7"
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return value
-
-
 def _record(group: dict[str, Any], totals: Totals) -> dict[str, Any]:
-    record = {name: _json_value(value) for name, value in group.items()}
-    record.update({f: _json_value(getattr(totals, f)) for f in METRIC_FIELDS})
+    record = {name: render.jsonable(value) for name, value in group.items()}
+    record.update({f: render.jsonable(getattr(totals, f)) for f in METRIC_FIELDS})
     return record
 
 
@@ -468,10 +392,10 @@ def report_dict(report: Report) -> dict[str, Any]:
 
 
 def render_json(report: Report) -> str:
-    return json.dumps(report_dict(report), indent=2, ensure_ascii=False) + "\n"
+    return render.to_json(report_dict(report)) + "\n"
 
 
-def render(report: Report, fmt: str) -> str:
+def format_report(report: Report, fmt: str) -> str:
     """The report in ``fmt`` (table, csv or json)."""
     if fmt == "csv":
         return render_csv(report)

@@ -49,14 +49,12 @@ class SyncDaemon:
         session_factory: sessionmaker[Session],
         keyring: Keyring,
         *,
-        client_factory: Callable[[], Any] | None = None,
         exit_now: Callable[[int], None] = os._exit,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.session_factory = session_factory
         self.keyring = keyring
-        self.client_factory = client_factory
         self.stop = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
@@ -78,16 +76,13 @@ class SyncDaemon:
             return
         self._idle.clear()
         try:
-            kwargs: dict[str, Any] = {"stop": self.stop}
-            if self.client_factory is not None:
-                kwargs["client_factory"] = self.client_factory
             summary = locked_sync(
                 self.engine,
                 self.session_factory,
                 self.settings,
                 self.keyring,
                 trigger="schedule",
-                **kwargs,
+                stop=self.stop,
             )
             fields: dict[str, Any] = {}
             if summary is not None:

@@ -6,7 +6,7 @@ Read-only queries over the keys, the usage rows and the sync ledger; no network.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
@@ -55,20 +55,12 @@ class Status:
         return not any(k.active and k.last_status == "failed" for k in self.keys)
 
     def to_json(self) -> dict[str, Any]:
-        def encode(value: Any) -> Any:
-            if isinstance(value, dt.datetime | dt.date):
-                return value.isoformat()
-            if isinstance(value, dict):
-                return {k: encode(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [encode(v) for v in value]
-            return value
-
+        """The ``status --json`` document (rendered by :func:`worker.render.to_json`)."""
         return {
             "healthy": self.healthy,
-            "keys": [encode(asdict(k)) for k in self.keys],
-            "last_run": encode(asdict(self.last_run)) if self.last_run else None,
-            "next_run_at": encode(self.next_run_at),
+            "keys": self.keys,
+            "last_run": self.last_run,
+            "next_run_at": self.next_run_at,
         }
 
 

@@ -14,7 +14,7 @@ from worker import accounts, tokens
 from worker.crypto import Keyring, generate_master_key
 from worker.db import transaction
 from worker.errors import ConflictError, DecryptionError, NotFoundError, UsageError
-from worker.models import ApiKey, ApiToken, UsageStats, User
+from worker.models import KIND_MANAGEMENT, ApiKey, ApiToken, UsageStats, User
 
 KEY_A = "sk-or-v1-" + "a1" * 32
 KEY_B = "sk-or-v1-" + "b2" * 32
@@ -23,7 +23,7 @@ Factory = sessionmaker[Session]
 
 
 def _ring() -> Keyring:
-    return Keyring.from_keys(base64.b64decode(generate_master_key()))
+    return Keyring(base64.b64decode(generate_master_key()))
 
 
 def _snapshot(factory: Factory) -> list[tuple[object, ...]]:
@@ -125,7 +125,7 @@ def test_add_key_encrypts_bound_to_its_row(session_factory: Factory, keyring: Ke
         "alice@example.com",
         " prod ",
         f"  {KEY_A}\n",
-        accounts.KIND_MANAGEMENT,
+        KIND_MANAGEMENT,
     )
     assert (view.name, view.kind, view.master_key_id, view.active) == (
         "prod",
@@ -254,12 +254,12 @@ def _three_keys(factory: Factory, ring: Keyring) -> list[int]:
 
 def test_rotation_reencrypts_every_row_for_the_new_key_only(session_factory: Factory) -> None:
     old_raw, new_raw = (base64.b64decode(generate_master_key()) for _ in range(2))
-    old = Keyring.from_keys(old_raw)
+    old = Keyring(old_raw)
     ids = _three_keys(session_factory, old)
-    rotating = Keyring.from_keys(new_raw, [old_raw])
+    rotating = Keyring(new_raw, [old_raw])
     result = accounts.rotate_master(session_factory, rotating)
     assert (result.rotated, result.unchanged, result.master_key_id) == (3, 0, rotating.key_id)
-    new_only = Keyring.from_keys(new_raw)
+    new_only = Keyring(new_raw)
     plain = []
     for key_id in ids:
         user_id, stored = _stored(session_factory, key_id)
@@ -275,7 +275,7 @@ def test_rotation_reencrypts_every_row_for_the_new_key_only(session_factory: Fac
 
 def test_interrupted_rotation_leaves_every_row_readable(session_factory: Factory) -> None:
     old_raw, new_raw = (base64.b64decode(generate_master_key()) for _ in range(2))
-    old = Keyring.from_keys(old_raw)
+    old = Keyring(old_raw)
     ids = _three_keys(session_factory, old)
     before = _snapshot(session_factory)
     seen: list[int] = []
@@ -287,7 +287,7 @@ def test_interrupted_rotation_leaves_every_row_readable(session_factory: Factory
 
     with pytest.raises(KeyboardInterrupt):
         accounts.rotate_master(
-            session_factory, Keyring.from_keys(new_raw, [old_raw]), on_row=crash_after_second
+            session_factory, Keyring(new_raw, [old_raw]), on_row=crash_after_second
         )
     assert seen == ids[:2]
     assert _snapshot(session_factory) == before

@@ -218,7 +218,7 @@ def test_rotate_master_with_previous_keys(run: Run, db_path: Path, master_key: s
     out = ok(run("keys", "rotate-master", key=new_key, env=rotating))
     assert out.splitlines()[0] == f"re-encrypted 2 keys under master key {new_id} (0 already were)"
     assert {k["master_key_id"] for k in json.loads(ok(run("keys", "list", "--json")))} == {new_id}
-    ring = Keyring.from_keys(base64.b64decode(new_key))
+    ring = Keyring(base64.b64decode(new_key))
     with sqlite3.connect(db_path) as conn:
         rows = conn.execute(
             "SELECT id, user_id, key_encrypted FROM api_keys ORDER BY id"
@@ -477,13 +477,13 @@ ADD = ("keys", "add", "--user", "alice@example.com", "--name", "prod")
             True,
             "management",
             "management key '[REDACTED]...3c3': per-model history available; "
-            "limit $100, remaining $74.5, usage $25.5",
+            "limit $100.00, remaining $74.50, usage $25.50",
         ),
         (
             False,
             "ordinary",
-            "ordinary key '[REDACTED]...3c3': limit $100, remaining $74.5, usage "
-            "$25.5; per-model history needs a management key",
+            "ordinary key '[REDACTED]...3c3': limit $100.00, remaining $74.50, usage "
+            "$25.50; per-model history needs a management key",
         ),
     ],
 )

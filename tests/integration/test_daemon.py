@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 
 from worker import accounts
 from worker.crypto import Keyring
+from worker.days import utc_today
 from worker.db import create_db_engine, make_session_factory
 from worker.models import ApiKey, SyncRun, UsageStats
-from worker.openrouter import utc_today
 from worker.testing.env import clean_env
 from worker.testing.fake_openrouter import FakeOpenRouter, generate_activity
 

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from worker.config import OpenRouterSettings
+from worker.days import completed_window
 from worker.errors import (
     BadRequestError,
     InvalidResponseError,
@@ -26,7 +27,7 @@ from worker.errors import (
     UnauthorizedError,
     UpstreamUnavailableError,
 )
-from worker.openrouter import OpenRouterClient, completed_window
+from worker.openrouter import OpenRouterClient
 from worker.testing.fake_openrouter import (
     FakeOpenRouter,
     Fault,
@@ -38,6 +39,13 @@ from worker.testing.fake_openrouter import (
 )
 
 TODAY = dt.date(2026, 5, 1)
+
+
+def _noon() -> dt.datetime:
+    """The client's clock: noon UTC on TODAY, the day the fake's window ends before."""
+    return dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
+
+
 MGMT = "sk-or-v1-management-aaaa"
 PLAIN = "sk-or-v1-inference-bbbb"
 
@@ -64,7 +72,9 @@ def sleeps() -> Sleeps:
 
 
 def _client(fake: FakeOpenRouter, sleeps: Sleeps, **settings: Any) -> OpenRouterClient:
-    return OpenRouterClient(OpenRouterSettings(base_url=fake.base_url, **settings), sleep=sleeps)
+    return OpenRouterClient(
+        OpenRouterSettings(base_url=fake.base_url, **settings), sleep=sleeps, wall_clock=_noon
+    )
 
 
 def _totals_of(rows: Any) -> dict[tuple[dt.date, str], dict[str, Any]]:
@@ -89,9 +99,9 @@ def _totals_of(rows: Any) -> dict[tuple[dt.date, str], dict[str, Any]]:
 def test_whole_window_matches_the_scripted_data(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
     rows = generate_activity(today=TODAY, models=3, endpoints=2, seed=1)
     with _client(fake, sleeps) as client:
-        result = client.get_activity(MGMT, today=TODAY)
+        result = client.get_activity(MGMT)
     assert len(result.rows) == 30 * 3 * 2
-    assert result.requests_made == 1
+    assert result.requests == 1
     assert _totals_of(result.rows) == expected_totals(rows)
     assert fake.requests[-1].path == "/api/v1/activity"
     assert fake.requests[-1].status == 200
@@ -106,14 +116,14 @@ def test_rows_outside_the_window_are_not_served(fake: FakeOpenRouter, sleeps: Sl
     ]
     fake.set_rows(MGMT, inside + outside)
     with _client(fake, sleeps) as client:
-        result = client.get_activity(MGMT, today=TODAY)
+        result = client.get_activity(MGMT)
     assert sorted(r.date for r in result.rows) == [last - dt.timedelta(days=1), last]
 
 
 def test_one_day(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
     day = dt.date(2026, 4, 10)
     with _client(fake, sleeps) as client:
-        result = client.get_activity(MGMT, day=day, today=TODAY)
+        result = client.get_activity(MGMT, day=day)
     assert {r.date for r in result.rows} == {day}
     assert len(result.rows) == 3 * 2
     assert fake.requests[-1].query == {"date": "2026-04-10"}
@@ -124,7 +134,7 @@ def test_day_outside_the_window_is_a_400_not_retried(
     fake: FakeOpenRouter, sleeps: Sleeps, day: dt.date
 ) -> None:
     with _client(fake, sleeps) as client, pytest.raises(BadRequestError, match="400"):
-        client.get_activity(MGMT, day=day, today=TODAY)
+        client.get_activity(MGMT, day=day)
     assert fake.request_count(MGMT) == 1
 
 
@@ -145,14 +155,14 @@ def test_ordinary_key_gets_403(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
             NotManagementKeyError, match="Only management keys can perform this operation"
         ),
     ):
-        client.get_activity(PLAIN, today=TODAY)
+        client.get_activity(PLAIN)
     assert fake.request_count(PLAIN) == 1
 
 
 def test_unknown_or_missing_key_gets_401(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
     with _client(fake, sleeps) as client:
         with pytest.raises(UnauthorizedError):
-            client.get_activity("sk-or-v1-unknown", today=TODAY)
+            client.get_activity("sk-or-v1-unknown")
         with pytest.raises(UnauthorizedError):
             client.get_key("sk-or-v1-unknown")
     assert httpx.get(f"{fake.base_url}/key").status_code == 401
@@ -188,16 +198,16 @@ def test_key_info(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
 def test_429_with_retry_after_then_normal(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
     fake.inject(MGMT, Fault(status=429, retry_after="1"))
     with _client(fake, sleeps) as client:
-        result = client.get_activity(MGMT, today=TODAY)
+        result = client.get_activity(MGMT)
     assert sleeps.waits == [1.0]
-    assert result.requests_made == 2
+    assert result.requests == 2
     assert [r.status for r in fake.requests] == [429, 200]
 
 
 def test_faults_are_consumed_in_order(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
     fake.inject(MGMT, Fault(status=503), Fault(status=502), Fault(status=429, retry_after="3"))
     with _client(fake, sleeps) as client:
-        client.get_activity(MGMT, today=TODAY)
+        client.get_activity(MGMT)
     assert [r.status for r in fake.requests] == [503, 502, 429, 200]
     assert sleeps.waits[-1] == 3.0
     assert fake.request_count(MGMT) == 4
@@ -210,14 +220,14 @@ def test_500_forever_exhausts_the_retries(fake: FakeOpenRouter, sleeps: Sleeps) 
         _client(fake, sleeps) as client,
         pytest.raises(UpstreamUnavailableError, match="after 5 attempt"),
     ):
-        client.get_activity(MGMT, today=TODAY)
+        client.get_activity(MGMT)
     assert fake.request_count(MGMT) == 5
 
 
 def test_429_forever_is_rate_limited(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
     fake.fail_forever(MGMT, Fault(status=429, retry_after="2"))
     with _client(fake, sleeps, max_attempts=3) as client, pytest.raises(RateLimitedError):
-        client.get_activity(MGMT, today=TODAY)
+        client.get_activity(MGMT)
     assert sleeps.waits == [2.0, 2.0]
 
 
@@ -225,10 +235,10 @@ def test_injected_401_and_403(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
     fake.inject(MGMT, Fault(status=401), Fault(status=403))
     with _client(fake, sleeps) as client:
         with pytest.raises(UnauthorizedError):
-            client.get_activity(MGMT, today=TODAY)
+            client.get_activity(MGMT)
         with pytest.raises(NotManagementKeyError):
-            client.get_activity(MGMT, today=TODAY)
-        assert len(client.get_activity(MGMT, today=TODAY).rows) == 180
+            client.get_activity(MGMT)
+        assert len(client.get_activity(MGMT).rows) == 180
 
 
 @pytest.mark.parametrize(
@@ -237,7 +247,7 @@ def test_injected_401_and_403(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
 def test_malformed_bodies_are_invalid(fake: FakeOpenRouter, sleeps: Sleeps, body: str) -> None:
     fake.inject(MGMT, Fault(status=200, body=body))
     with _client(fake, sleeps) as client, pytest.raises(InvalidResponseError):
-        client.get_activity(MGMT, today=TODAY)
+        client.get_activity(MGMT)
     assert fake.request_count(MGMT) == 1
 
 
@@ -248,17 +258,17 @@ def test_broken_rows_reach_the_client(fake: FakeOpenRouter, sleeps: Sleeps) -> N
         _client(fake, sleeps) as client,
         pytest.raises(InvalidResponseError, match="row 1 field 'date'"),
     ):
-        client.get_activity(MGMT, today=TODAY)
+        client.get_activity(MGMT)
 
 
 def test_slow_answer_times_out(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
     fake.inject(MGMT, Fault(status=200, delay=1.0))
     with _client(fake, sleeps, read_timeout=0.1, max_attempts=2) as client:
         started = time.perf_counter()
-        result = client.get_activity(MGMT, today=TODAY)  # the retry is answered at once
+        result = client.get_activity(MGMT)  # the retry is answered at once
         elapsed = time.perf_counter() - started
     assert len(result.rows) == 180
-    assert result.requests_made == 2
+    assert result.requests == 2
     assert elapsed < 0.9
     assert len(sleeps.waits) == 1
 
@@ -269,7 +279,7 @@ def test_slow_answer_forever_is_unavailable(fake: FakeOpenRouter, sleeps: Sleeps
         _client(fake, sleeps, read_timeout=0.1, max_attempts=2) as client,
         pytest.raises(UpstreamUnavailableError, match="timed out after 2 attempt"),
     ):
-        client.get_activity(MGMT, today=TODAY)
+        client.get_activity(MGMT)
 
 
 def test_latency_delays_every_answer(sleeps: Sleeps) -> None:
@@ -277,8 +287,8 @@ def test_latency_delays_every_answer(sleeps: Sleeps) -> None:
         slow.add_key(MGMT, rows=[])
         with _client(slow, sleeps) as client:
             started = time.perf_counter()
-            client.get_activity(MGMT, today=TODAY)
-            client.get_activity(MGMT, today=TODAY)
+            client.get_activity(MGMT)
+            client.get_activity(MGMT)
             elapsed = time.perf_counter() - started
     assert elapsed >= 0.4
 
@@ -291,7 +301,7 @@ def test_fifty_parallel_requests(sleeps: Sleeps) -> None:
             server.add_key(key, rows=rows)
         with _client(server, sleeps) as client, ThreadPoolExecutor(max_workers=50) as pool:
             started = time.perf_counter()
-            results = list(pool.map(lambda k: client.get_activity(k, today=TODAY), keys))
+            results = list(pool.map(lambda k: client.get_activity(k), keys))
             elapsed = time.perf_counter() - started
         assert server.request_count() == 50
         assert all(server.request_count(k) == 1 for k in keys)
@@ -303,7 +313,7 @@ def test_fifty_parallel_requests(sleeps: Sleeps) -> None:
 
 def test_requests_never_record_the_key(fake: FakeOpenRouter, sleeps: Sleeps) -> None:
     with _client(fake, sleeps) as client:
-        client.get_activity(MGMT, today=TODAY)
+        client.get_activity(MGMT)
     assert MGMT not in repr(fake.requests)
     assert fake.requests[-1].key_fingerprint == fingerprint(MGMT)
 
@@ -360,13 +370,13 @@ def test_command_line_serves_until_sigterm(tmp_path: Path, sleeps: Sleeps) -> No
         assert base_url.startswith("http://127.0.0.1:")
         assert base_url.endswith("/api/v1")
         with OpenRouterClient(
-            OpenRouterSettings(base_url=base_url, max_attempts=2), sleep=sleeps
+            OpenRouterSettings(base_url=base_url, max_attempts=2), sleep=sleeps, wall_clock=_noon
         ) as client:
-            assert len(client.get_activity(MGMT, today=TODAY).rows) == 6
+            assert len(client.get_activity(MGMT).rows) == 6
             with pytest.raises(NotManagementKeyError):
-                client.get_activity(PLAIN, today=TODAY)
+                client.get_activity(PLAIN)
             with pytest.raises(UpstreamUnavailableError):
-                client.get_activity("sk-or-v1-broken", today=TODAY)
+                client.get_activity("sk-or-v1-broken")
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
@@ -390,7 +400,7 @@ def test_keys_file_scripts_rows_and_faults(tmp_path: Path, sleeps: Sleeps) -> No
     with FakeOpenRouter(today=TODAY) as server:
         load_keys_file(server, keys)
         with _client(server, sleeps) as client:
-            (got,) = client.get_activity(MGMT, today=TODAY).rows
+            (got,) = client.get_activity(MGMT).rows
     assert got.usage == Decimal("1.000000001")
     assert sleeps.waits == [4.0]
 
@@ -419,7 +429,7 @@ def test_requests_go_through_the_proxy_the_environment_names(
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     settings = OpenRouterSettings(base_url="http://openrouter.invalid/api/v1", max_attempts=1)
-    with OpenRouterClient(settings, sleep=sleeps) as client:
-        result = client.get_activity(MGMT, today=TODAY)
+    with OpenRouterClient(settings, sleep=sleeps, wall_clock=_noon) as client:
+        result = client.get_activity(MGMT)
     assert result.rows
     assert fake.request_count() == 1

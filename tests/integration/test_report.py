@@ -14,18 +14,17 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.days import DateRange, resolve_range
 from worker.errors import NotFoundError, UsageError
 from worker.models import ApiKey, UsageStats
+from worker.render import dollars
 from worker.report import (
-    DateRange,
     Filters,
     Report,
     bar,
     build_report,
-    dollars,
-    render,
+    format_report,
     report_dict,
-    resolve_range,
     write_atomically,
 )
 
@@ -197,7 +196,7 @@ def test_an_empty_range_is_an_empty_report(
     with session_factory() as session:
         report = build_report(session, "day", DateRange(D("2020-01-01"), D("2020-01-31")))
     assert report.empty and report.rows == []
-    assert render(report, "table") == "no usage between 2020-01-01 and 2020-01-31\n"
+    assert format_report(report, "table") == "no usage between 2020-01-01 and 2020-01-31\n"
 
 
 def test_unknown_user_or_key_is_not_found(
@@ -249,7 +248,7 @@ def test_range_defaults_to_the_last_30_completed_days(
         ({"since": D("2026-11-02"), "until": D("2026-11-01")}, "inverted range"),
         ({"since": D("2026-11-26")}, "inverted range"),
         ({"since": D("2026-11-01"), "last": 3}, "cannot be combined"),
-        ({"last": 0}, "at least 1"),
+        ({"last": 0}, "between 1 and 3660"),
     ],
 )
 def test_bad_ranges_are_usage_errors(kwargs: dict[str, Any], message: str) -> None:
@@ -280,7 +279,7 @@ def test_table_states_the_range_and_shows_cents_separators_bars_and_total(
     session_factory: sessionmaker[Session], filled: dict[str, int]
 ) -> None:
     with session_factory() as session:
-        text = render(
+        text = format_report(
             build_report(session, "day", RANGE, Filters(user_email="alice@example.com")), "table"
         )
     lines = text.splitlines()
@@ -297,12 +296,12 @@ def test_csv_and_json_carry_exact_nine_decimal_money(
 ) -> None:
     with session_factory() as session:
         report = build_report(session, "key", RANGE)
-    rows = list(csv.DictReader(io.StringIO(render(report, "csv"))))
+    rows = list(csv.DictReader(io.StringIO(format_report(report, "csv"))))
     assert rows[-1]["key_id"] == "total"
     assert rows[-1]["cost"] == "1235.906230065"
     staging = next(r for r in rows if r["key_name"] == "staging")
     assert staging["cost"] == "0.000000500" and staging["byok_cost"] == "0.000000499"
-    document = json.loads(render(report, "json"))
+    document = json.loads(format_report(report, "json"))
     assert document == report_dict(report)
     assert document["range"] == {"since": "2026-11-01", "until": "2026-11-05", "days": 5}
     assert document["filters"] == {"user": None, "key": None, "model": None}

@@ -17,8 +17,8 @@ from worker import accounts
 from worker.cli import main
 from worker.config import ScheduleSettings, load_settings
 from worker.crypto import Keyring
+from worker.days import utc_today
 from worker.db import create_db_engine, make_session_factory
-from worker.openrouter import utc_today
 from worker.status import collect_status, next_run_time
 from worker.sync import run_sync
 from worker.testing.env import clean_env

@@ -1,4 +1,4 @@
-"""worker.store: the idempotent write and the ledger, on SQLite and PostgreSQL."""
+"""worker.store: the one usage write, the keys to poll and the ledger, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -6,68 +6,56 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import store
+from tests.conftest import UsageTriggers
 from worker.db import create_db_engine, make_session_factory, transaction
 from worker.models import ApiKey, SyncKeyResult, SyncRun, User, utcnow
-from worker.store import UsageRow, WriteCounts
+from worker.store import keys as key_store
+from worker.store import ledger
+from worker.store.ledger import KeyOutcome
+from worker.store.usage_write import KeyRows, write_usage
 from worker.testing.usage import stored_usage
+from worker.usage import UsageRow, WriteCounts
 
 D1 = dt.date(2026, 11, 1)
 D2 = dt.date(2026, 11, 2)
 
 
 def _write(
-    factory: sessionmaker[Session],
-    key_id: int,
-    days: list[dt.date],
-    rows: list[UsageRow],
-    **kwargs: int,
+    factory: sessionmaker[Session], key_id: int, days: list[dt.date], rows: list[UsageRow]
 ) -> WriteCounts:
     with transaction(factory) as session:
-        return store.write_key_days(session, key_id, days, rows, **kwargs)
+        (counts,) = write_usage(session, [KeyRows(key_id, rows, frozenset(days))])
+        return counts
 
 
-def test_write_inserts_then_an_identical_write_sends_nothing(
-    session_factory: sessionmaker[Session], sample_key: ApiKey
+def _stored(factory: sessionmaker[Session], key_id: int) -> dict[tuple[dt.date, str], tuple]:
+    with factory() as session:
+        return stored_usage(session, key_id)
+
+
+def test_write_inserts_exactly_then_an_identical_write_sends_nothing(
+    session_factory: sessionmaker[Session], sample_key: ApiKey, usage_triggers: UsageTriggers
 ) -> None:
     rows = [
         UsageRow(D1, "openai/gpt-4.1", 3, 100, 50, 70, Decimal("0.3"), Decimal("0.000000001")),
-        UsageRow(D2, "openai/gpt-4.1", 1, 10, 5, 0, Decimal("454.542594979"), Decimal(0)),
+        UsageRow(D2, "openai/gpt-4.1", 1, 2**40, 5, 0, Decimal("454.542594979"), Decimal(0)),
     ]
     assert _write(session_factory, sample_key.id, [D1, D2], rows) == WriteCounts(inserted=2)
-
-    statements: list[str] = []
-    engine = session_factory.kw["bind"]
-
-    def _capture(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", _capture)
-    try:
-        again = _write(session_factory, sample_key.id, [D1, D2], rows)
-    finally:
-        event.remove(engine, "before_cursor_execute", _capture)
-    assert again == WriteCounts(unchanged=2)
-    assert not [s for s in statements if not s.lstrip().upper().startswith("SELECT")]
-
-    with session_factory() as session:
-        stored = stored_usage(session, sample_key.id)
-    assert stored[(D1, "openai/gpt-4.1")] == (
-        3,
-        100,
-        50,
-        70,
-        Decimal("0.3"),
-        Decimal("0.000000001"),
-    )
-    assert stored[(D2, "openai/gpt-4.1")][4] == Decimal("454.542594979")
+    # 0.3 and 0.300000000 are the same amount: nothing to write.
+    same = [rows[0]._replace(cost=Decimal("0.300000000")), rows[1]]
+    assert _write(session_factory, sample_key.id, [D1, D2], same) == WriteCounts(unchanged=2)
+    assert usage_triggers.writes() == ["insert", "insert"]
+    assert _stored(session_factory, sample_key.id) == {
+        (D1, "openai/gpt-4.1"): (3, 100, 50, 70, Decimal("0.3"), Decimal("0.000000001")),
+        (D2, "openai/gpt-4.1"): (1, 2**40, 5, 0, Decimal("454.542594979"), Decimal(0)),
+    }
 
 
 def test_a_restated_day_replaces_values_and_deletes_vanished_models_only_that_day(
-    session_factory: sessionmaker[Session], sample_key: ApiKey
+    session_factory: sessionmaker[Session], sample_key: ApiKey, usage_triggers: UsageTriggers
 ) -> None:
     _write(
         session_factory,
@@ -89,109 +77,112 @@ def test_a_restated_day_replaces_values_and_deletes_vanished_models_only_that_da
         ],
     )
     assert counts == WriteCounts(inserted=1, updated=1, deleted=1)
-    with session_factory() as session:
-        stored = stored_usage(session, sample_key.id)
-    assert stored == {
+    assert usage_triggers.writes()[3:] == ["insert", "update", "delete"]
+    assert _stored(session_factory, sample_key.id) == {
         (D1, "a/x"): (9, 9, 9, 1, Decimal("9.000000009"), Decimal("0.1")),
         (D1, "a/z"): (1, 1, 1, 0, Decimal("0.1"), Decimal(0)),
         (D2, "a/y"): (3, 3, 3, 0, Decimal("3.5"), Decimal(0)),
     }
 
 
-def test_a_fetched_day_without_rows_deletes_that_daysstored_usage(
+def test_a_written_day_without_rows_deletes_that_days_rows(
     session_factory: sessionmaker[Session], sample_key: ApiKey
 ) -> None:
     _write(
         session_factory, sample_key.id, [D1, D2], [UsageRow(D1, "a/x", 1), UsageRow(D2, "a/x", 1)]
     )
     assert _write(session_factory, sample_key.id, [D1], []) == WriteCounts(deleted=1)
-    with session_factory() as session:
-        assert set(stored_usage(session, sample_key.id)) == {(D2, "a/x")}
+    assert set(_stored(session_factory, sample_key.id)) == {(D2, "a/x")}
 
 
-def test_writes_are_chunked_and_counted_exactly(
-    session_factory: sessionmaker[Session], sample_key: ApiKey
+def test_many_rows_and_keys_share_statements_each_with_its_own_counts(
+    session_factory: sessionmaker[Session], session: Session, sample_key: ApiKey
 ) -> None:
-    days = [D1 + dt.timedelta(days=i) for i in range(5)]
-    rows = [UsageRow(d, f"m/{i}", i, cost=Decimal(i) / 1000) for d in days for i in range(7)]
-    assert _write(session_factory, sample_key.id, days, rows, chunk_size=4) == WriteCounts(
-        inserted=35
+    other = ApiKey(user_id=sample_key.user_id, name="other", key_encrypted="v1:x")
+    session.add(other)
+    session.commit()
+    days = [D1 + dt.timedelta(days=i) for i in range(30)]
+    rows = [UsageRow(d, f"m/{i}", i, cost=Decimal(i) / 1000) for d in days for i in range(200)]
+    with transaction(session_factory) as s:
+        counts = write_usage(
+            s,
+            [
+                KeyRows(sample_key.id, rows, frozenset(days)),
+                KeyRows(other.id, rows[:10], frozenset(days)),
+            ],
+        )
+    assert counts == [WriteCounts(inserted=6000), WriteCounts(inserted=10)]
+    changed = [r._replace(requests_count=r.requests_count + (r.date == D1)) for r in rows]
+    changed = [r for r in changed if r.model != "m/199"]
+    assert _write(session_factory, sample_key.id, days, changed) == WriteCounts(
+        updated=199, unchanged=5771, deleted=30
     )
-    changed = [
-        UsageRow(r.date, r.model, r.requests_count + (r.date == D1), cost=r.cost)
-        for r in rows
-        if r.model != "m/6"
-    ]
-    assert _write(session_factory, sample_key.id, days, changed, chunk_size=4) == WriteCounts(
-        updated=7 - 1, unchanged=24, deleted=5
-    )
-    with session_factory() as session:
-        assert len(stored_usage(session, sample_key.id)) == 30
+    assert len(_stored(session_factory, sample_key.id)) == 5970
+    assert len(_stored(session_factory, other.id)) == 10
 
 
-def test_rows_of_other_keys_are_never_touched(
+def test_rows_of_other_keys_and_other_days_are_never_touched(
     session_factory: sessionmaker[Session], session: Session, sample_key: ApiKey
 ) -> None:
     other = ApiKey(user_id=sample_key.user_id, name="other", key_encrypted="v1:x")
     session.add(other)
     session.commit()
     _write(session_factory, other.id, [D1], [UsageRow(D1, "a/x", 5)])
+    _write(session_factory, sample_key.id, [D2], [UsageRow(D2, "a/x", 5)])
     assert _write(session_factory, sample_key.id, [D1], []) == WriteCounts()
     assert _write(session_factory, sample_key.id, [D1], [UsageRow(D1, "a/x", 1)]) == WriteCounts(
         inserted=1
     )
-    with session_factory() as s:
-        assert stored_usage(s, other.id) == {(D1, "a/x"): (5, 0, 0, 0, Decimal(0), Decimal(0))}
+    assert _stored(session_factory, other.id) == {(D1, "a/x"): (5, 0, 0, 0, Decimal(0), Decimal(0))}
+    assert set(_stored(session_factory, sample_key.id)) == {(D1, "a/x"), (D2, "a/x")}
 
 
-@pytest.mark.parametrize("plain_inserts", [False, True])
-def test_write_rejects_rows_outside_the_days_and_duplicates(
-    session_factory: sessionmaker[Session], sample_key: ApiKey, plain_inserts: bool
+def test_write_refuses_rows_outside_the_days_duplicates_and_a_key_twice(
+    session_factory: sessionmaker[Session], sample_key: ApiKey
 ) -> None:
-    def write(rows: list[UsageRow]) -> None:
-        with transaction(session_factory) as session:
-            store.write_keys_days(
-                session, [(sample_key.id, rows)], [D1], plain_inserts=plain_inserts
-            )
-
     with pytest.raises(ValueError, match="outside"):
-        write([UsageRow(D2, "a/x")])
-    with pytest.raises(ValueError, match="aggregate first"):
-        write([UsageRow(D1, "a/x"), UsageRow(D1, "a/x")])
-    with session_factory() as session:
-        assert stored_usage(session, sample_key.id) == {}
+        _write(session_factory, sample_key.id, [D1], [UsageRow(D2, "a/x")])
+    with pytest.raises(ValueError, match="two rows"):
+        _write(session_factory, sample_key.id, [D1], [UsageRow(D1, "a/x"), UsageRow(D1, "a/x")])
+    with pytest.raises(ValueError, match="twice"), transaction(session_factory) as session:
+        item = KeyRows(sample_key.id, [], frozenset([D1]))
+        write_usage(session, [item, item])
+    assert _stored(session_factory, sample_key.id) == {}
 
 
-def test_plain_inserts_store_exactly_what_the_upsert_stores(
-    session_factory: sessionmaker[Session], sample_key: ApiKey, sample_user: User
+def test_a_row_that_appeared_after_the_read_fails_the_write_instead_of_doubling(
+    postgres_url: str,
 ) -> None:
-    with transaction(session_factory) as session:
-        other = ApiKey(user_id=sample_user.id, name="other", key_encrypted="x", is_active=True)
-        session.add(other)
-        session.flush()
-        other_id = other.id
-    rows = [
-        UsageRow(D1, "openai/gpt-4.1", 3, 100, 50, 70, Decimal("454.542594979"), Decimal("1e-9")),
-        UsageRow(D2, "a/x", 1, 2**40, 5, 0, Decimal("0.3"), Decimal(0)),
-    ]
-    with transaction(session_factory) as session:
-        counts = store.write_keys_days(
-            session, [(sample_key.id, rows), (other_id, rows)], [D1, D2], plain_inserts=True
-        )
-    assert counts == [WriteCounts(inserted=2), WriteCounts(inserted=2)]
-    with transaction(session_factory) as session:
-        again = store.write_keys_days(session, [(sample_key.id, rows)], [D1, D2])
-    assert again == [WriteCounts(unchanged=2)]
-    with session_factory() as session:
-        assert stored_usage(session, sample_key.id) == stored_usage(session, other_id)
-        assert stored_usage(session, sample_key.id)[(D1, "openai/gpt-4.1")] == (
-            3,
-            100,
-            50,
-            70,
-            Decimal("454.542594979"),
-            Decimal("0.000000001"),
-        )
+    # A writer outside the sync inserts the row after the write's snapshot was taken (staged
+    # with PostgreSQL's repeatable read): the unique constraint refuses the second copy, and a
+    # new transaction (the sync's retry) reads it and updates it.
+    engine = create_db_engine(postgres_url)
+    factory = make_session_factory(engine)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO users (email, password_hash) VALUES ('ops@example.com', '!')"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO api_keys (user_id, name, key_encrypted) "
+                "SELECT id, 'k', 'v1:x' FROM users"
+            )
+            key_id = conn.exec_driver_sql("SELECT id FROM api_keys").scalar_one()
+        with factory() as session:
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            session.execute(select(ApiKey.id)).all()  # the snapshot
+            with engine.begin() as other:
+                other.exec_driver_sql(
+                    "INSERT INTO usage_stats (api_key_id, date, model) VALUES (%s, %s, 'a/x')",
+                    (key_id, D1),
+                )
+            rows = [UsageRow(D1, "a/x", 2)]
+            with pytest.raises(Exception, match="uniq_key_date_model"):
+                write_usage(session, [KeyRows(key_id, rows, frozenset([D1]))])
+        assert _write(factory, key_id, [D1], [UsageRow(D1, "a/x", 2)]) == WriteCounts(updated=1)
+        assert _stored(factory, key_id)[(D1, "a/x")][0] == 2
+    finally:
+        engine.dispose()
 
 
 def test_active_keys_skip_inactive_keys_and_users(session: Session) -> None:
@@ -199,179 +190,61 @@ def test_active_keys_skip_inactive_keys_and_users(session: Session) -> None:
     bob = User(email="bob@example.com", password_hash="!x", is_active=False)
     session.add_all([alice, bob])
     session.flush()
-    k1 = ApiKey(user_id=alice.id, name="a1", key_encrypted="c1")
-    k2 = ApiKey(user_id=alice.id, name="a2", key_encrypted="c2", is_active=False)
-    k3 = ApiKey(user_id=bob.id, name="b1", key_encrypted="c3")
-    k4 = ApiKey(user_id=alice.id, name="a3", key_encrypted="c4")
-    session.add_all([k1, k2, k3, k4])
+    on = ApiKey(user_id=alice.id, name="on", key_encrypted="v1:a")
+    off = ApiKey(user_id=alice.id, name="off", key_encrypted="v1:b", is_active=False)
+    bobs = ApiKey(user_id=bob.id, name="bob", key_encrypted="v1:c")
+    session.add_all([on, off, bobs])
     session.commit()
-    assert [k.id for k in store.active_keys(session)] == [k1.id, k4.id]
-    assert [k.id for k in store.active_keys(session, [k4.id, k2.id])] == [k4.id]
-    assert "c1" not in repr(store.active_keys(session)[0])
+    assert [k.id for k in key_store.active_keys(session)] == [on.id]
+    assert key_store.active_keys(session, [off.id]) == []
+    assert "v1:a" not in repr(key_store.active_keys(session)[0])
 
 
-def test_mark_key_seen_sets_kind_and_last_use(session: Session, sample_key: ApiKey) -> None:
-    when = dt.datetime(2026, 11, 3, 0, 20, tzinfo=dt.UTC)
-    store.mark_key_seen(session, sample_key.id, kind=store.KEY_MANAGEMENT, accepted_at=when)
-    session.commit()
-    session.refresh(sample_key)
-    assert (sample_key.kind, sample_key.last_used_at) == ("management", when)
-    store.mark_key_seen(session, sample_key.id, kind=store.KEY_ORDINARY)
+def test_keys_remember_what_openrouter_said(session: Session, sample_key: ApiKey) -> None:
+    at = utcnow()
+    key_store.mark_accepted(session, [sample_key.id], at)
+    key_store.remember_answers(session, [(sample_key.id, "d" * 64, 90)])
     session.commit()
     session.refresh(sample_key)
-    assert (sample_key.kind, sample_key.last_used_at) == ("ordinary", when)
-
-
-def test_ledger_records_a_run_and_its_keys(session: Session, sample_key: ApiKey) -> None:
-    run_id = store.start_run(session, "backfill")
-    store.record_key_result(
-        session, run_id, sample_key.id, status="ok", counts=WriteCounts(1, 2, 3, 4), http_requests=5
+    assert (sample_key.kind, sample_key.last_used_at, sample_key.activity_digest) == (
+        "management",
+        at,
+        "d" * 64,
     )
-    store.record_key_result(session, run_id, sample_key.id, status="failed", error="boom")
-    store.finish_run(session, run_id, status="failed", keys_ok=1, keys_failed=1)
+    assert key_store.active_keys(session)[0].activity_rows == 90
+    key_store.mark_ordinary(session, sample_key.id)
+    key_store.remember_answers(session, [(sample_key.id, None, None)])
+    session.commit()
+    session.refresh(sample_key)
+    assert (sample_key.kind, sample_key.activity_digest, sample_key.activity_rows) == (
+        "ordinary",
+        None,
+        None,
+    )
+
+
+def test_ledger_records_a_run_its_keys_and_closes_stale_runs(
+    session: Session, sample_key: ApiKey
+) -> None:
+    run_id = ledger.start_run(session, "sync")
+    outcome = KeyOutcome(
+        sample_key.id, sample_key.user_id, "k", "ok", WriteCounts(1, 2, 3, 4), http_requests=2
+    )
+    failed = KeyOutcome(sample_key.id, sample_key.user_id, "k", "failed", error="boom")
+    ledger.record_outcomes(session, run_id, [outcome, failed])
+    session.commit()
+    assert ledger.interrupt_stale_runs(session) == [run_id]
     session.commit()
     run = session.get(SyncRun, run_id)
     assert run is not None
-    session.refresh(run)
-    assert (run.trigger, run.status, run.keys_ok, run.keys_failed) == ("backfill", "failed", 1, 1)
-    assert run.finished_at is not None and run.finished_at >= run.started_at
-    results = session.execute(select(SyncKeyResult).order_by(SyncKeyResult.id)).scalars().all()
+    assert (run.status, run.keys_ok, run.keys_failed) == ("interrupted", 1, 1)
+    results = session.scalars(select(SyncKeyResult).order_by(SyncKeyResult.id)).all()
     assert [
-        (
-            r.status,
-            r.rows_inserted,
-            r.rows_updated,
-            r.rows_unchanged,
-            r.rows_deleted,
-            r.http_requests,
-            r.error,
-        )
+        (r.status, r.rows_inserted, r.rows_updated, r.rows_unchanged, r.rows_deleted, r.error)
         for r in results
-    ] == [("ok", 1, 2, 3, 4, 5, None), ("failed", 0, 0, 0, 0, 0, "boom")]
-
-
-def test_ledger_rejects_unknown_states(session: Session, sample_key: ApiKey) -> None:
-    with pytest.raises(ValueError):
-        store.start_run(session, "cron")
-    run_id = store.start_run(session, "sync")
-    with pytest.raises(ValueError):
-        store.record_key_result(session, run_id, sample_key.id, status="meh")
-    with pytest.raises(ValueError):
-        store.finish_run(session, run_id, status="done", keys_ok=0, keys_failed=0)
-
-
-def test_the_upsert_guard_skips_a_row_whose_values_are_equal(
-    session_factory: sessionmaker[Session], sample_key: ApiKey
-) -> None:
-    """The IS DISTINCT FROM (SQLite: IS NOT) guard of the statement the sync sends: an equal
-    conflicting row is not rewritten, a different one is."""
-    _write(session_factory, sample_key.id, [D1], [UsageRow(D1, "a/x", 1, cost=Decimal("0.3"))])
-
-    def send(cost: Decimal, session: Session) -> None:
-        sqlite = session.get_bind().dialect.name == "sqlite"
-        created = utcnow().replace(tzinfo=None).isoformat(" ") if sqlite else utcnow()
-        row = UsageRow(D1, "a/x", 1, cost=cost)
-        wire = store._wire(row, sqlite)
-        day = D1.isoformat() if sqlite else D1
-        values = (sample_key.id, day, "a/x", *wire, *((created,) if sqlite else ()))
-        store.send_upserts(session, [values], created)
-
-    with transaction(session_factory) as session:
-        conn = session.connection()
-        # What "written" means: PostgreSQL gives an updated row a new xmin; SQLite counts it
-        # in total_changes().
-        probe = (
-            text("SELECT total_changes()")
-            if conn.dialect.name == "sqlite"
-            else text("SELECT xmin::text::bigint FROM usage_stats")
-        )
-        before = conn.execute(probe).scalar_one()
-        send(Decimal("0.3"), session)
-        after_same = conn.execute(probe).scalar_one()
-        send(Decimal(1), session)
-        after_change = conn.execute(probe).scalar_one()
-    if conn.dialect.name == "sqlite":
-        assert (after_same - before, after_change - after_same) == (0, 1)
-    else:
-        assert after_same == before
-        assert after_change != before
-    with session_factory() as session:
-        assert stored_usage(session, sample_key.id)[(D1, "a/x")][4] == Decimal(1)
-
-
-def test_unchanged_resync_does_not_advance_the_postgres_sequence(postgres_url: str) -> None:
-    engine = create_db_engine(postgres_url)
-    factory = make_session_factory(engine)
-    try:
-        with transaction(factory) as session:
-            user = User(email="seq@example.com", password_hash="!x")
-            session.add(user)
-            session.flush()
-            key = ApiKey(user_id=user.id, name="k", key_encrypted="c")
-            session.add(key)
-            session.flush()
-            key_id = key.id
-        rows = [UsageRow(D1, f"m/{i}", i) for i in range(10)]
-        _write(factory, key_id, [D1], rows)
-        with factory() as s:
-            before = s.execute(text("SELECT last_value FROM usage_stats_id_seq")).scalar_one()
-        assert _write(factory, key_id, [D1], rows) == WriteCounts(unchanged=10)
-        with factory() as s:
-            after = s.execute(text("SELECT last_value FROM usage_stats_id_seq")).scalar_one()
-        assert after == before
-    finally:
-        engine.dispose()
-
-
-def test_several_keys_share_one_write_and_each_gets_its_own_counts(
-    session_factory: sessionmaker[Session], sample_key: ApiKey, sample_user: User
-) -> None:
-    with transaction(session_factory) as session:
-        other = ApiKey(user_id=sample_user.id, name="other", key_encrypted="x", is_active=True)
-        session.add(other)
-        session.flush()
-        other_id = other.id
-    _write(session_factory, sample_key.id, [D1], [UsageRow(D1, "a/x", 1), UsageRow(D1, "a/y", 1)])
-    _write(session_factory, other_id, [D1], [UsageRow(D1, "a/y", 5)])
-
-    with transaction(session_factory) as session:
-        counts = store.write_keys_days(
-            session,
-            [
-                # a/y vanished for this key only: the other key's a/y stays.
-                (sample_key.id, [UsageRow(D1, "a/x", 2)]),
-                (other_id, [UsageRow(D1, "a/y", 5), UsageRow(D1, "b/z", 1)]),
-            ],
-            [D1],
-        )
-
-    assert counts == [WriteCounts(updated=1, deleted=1), WriteCounts(inserted=1, unchanged=1)]
-    with session_factory() as session:
-        assert {k: v[0] for k, v in stored_usage(session, sample_key.id).items()} == {
-            (D1, "a/x"): 2
-        }
-        assert {k: v[0] for k, v in stored_usage(session, other_id).items()} == {
-            (D1, "a/y"): 5,
-            (D1, "b/z"): 1,
-        }
-
-
-def test_a_key_given_twice_in_one_write_is_refused(session: Session, sample_key: ApiKey) -> None:
-    with pytest.raises(ValueError, match="twice"):
-        store.write_keys_days(
-            session, [(sample_key.id, []), (sample_key.id, [UsageRow(D1, "a/x", 1)])], [D1]
-        )
-
-
-def test_checksums_of_several_keys_in_one_query(
-    session_factory: sessionmaker[Session], sample_key: ApiKey
-) -> None:
-    _write(session_factory, sample_key.id, [D1, D2], [UsageRow(D1, "a/x", 2, cost=Decimal("0.5"))])
-    with session_factory() as session:
-        sums = store.window_checksums(session, [sample_key.id, 999_999], D1, D2)
-        alone = store.window_checksum(session, 999_999, D1, D2)
-    assert store.checksum_rows(sums[sample_key.id]) == 1
-    assert sums[sample_key.id].startswith("1|2|")
-    assert "500000000" in sums[sample_key.id]
-    assert sums[999_999] == alone
-    assert store.checksum_rows(sums[999_999]) == 0
+    ] == [("ok", 1, 2, 3, 4, None), ("failed", 0, 0, 0, 0, "boom")]
+    ledger.finish_run(session, run_id, status="ok", keys_ok=1, keys_failed=0)
+    with pytest.raises(ValueError, match="unknown run status"):
+        ledger.finish_run(session, run_id, status="weird", keys_ok=0, keys_failed=0)
+    with pytest.raises(ValueError, match="unknown trigger"):
+        ledger.start_run(session, "cron")

@@ -12,9 +12,10 @@ import pytest
 
 from worker.config import OpenRouterSettings
 from worker.errors import InvalidResponseError
-from worker.openrouter import MAX_MODEL_LENGTH, OpenRouterClient, parse_activity
+from worker.openrouter import MAX_MODEL_LENGTH, OpenRouterClient, daily_totals, parse_activity
+from worker.testing.fake_openrouter import dumps, expected_totals, generate_activity
 
-TODAY = dt.date(2026, 5, 1)  # window: 2026-04-01 .. 2026-04-30
+WINDOW = (dt.date(2026, 4, 1), dt.date(2026, 4, 30))
 
 
 def _row(**changes: Any) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def _without(field: str) -> dict[str, Any]:
 
 
 def _parse(*rows: dict[str, Any], day: dt.date | None = None) -> list[Any]:
-    return parse_activity(_text(*rows), today=TODAY, day=day)
+    return parse_activity(_text(*rows), window=WINDOW, day=day)
 
 
 @pytest.mark.parametrize(
@@ -138,13 +139,13 @@ def test_row_must_be_an_object() -> None:
 @pytest.mark.parametrize("text", ['{"data": {}}', "[]", '{"rows": []}', "null"])
 def test_body_without_a_data_list(text: str) -> None:
     with pytest.raises(InvalidResponseError, match="expected an object with a 'data' list"):
-        parse_activity(text, today=TODAY)
+        parse_activity(text, window=WINDOW)
 
 
 @pytest.mark.parametrize("text", ["", "not json", '{"data": [', '{"data": [{"usage": NaN}]}'])
 def test_body_not_json(text: str) -> None:
     with pytest.raises(InvalidResponseError, match="body is not JSON"):
-        parse_activity(text, today=TODAY)
+        parse_activity(text, window=WINDOW)
 
 
 def test_row_of_another_day_than_requested() -> None:
@@ -188,7 +189,7 @@ def test_money_is_exact_decimal_from_the_text() -> None:
         .replace('"usage": 0.015', '"usage": 454.542594979')
         .replace('"byok_usage_inference": 0.012', '"byok_usage_inference": 1E-9')
     )
-    (row,) = parse_activity(text, today=TODAY)
+    (row,) = parse_activity(text, window=WINDOW)
     assert row.usage == Decimal("454.542594979")
     assert str(row.usage) == "454.542594979"
     assert row.byok_usage_inference == Decimal("0.000000001")
@@ -203,7 +204,7 @@ def test_integer_money_becomes_decimal() -> None:
 
 def test_trailing_zeros_beyond_nine_decimals_are_fine() -> None:
     text = _text(_row()).replace('"usage": 0.015', '"usage": 0.1500000000000')
-    (row,) = parse_activity(text, today=TODAY)
+    (row,) = parse_activity(text, window=WINDOW)
     assert row.usage == Decimal("0.15")
 
 
@@ -242,9 +243,51 @@ def test_client_rejects_an_invalid_row_without_retrying() -> None:
     settings = OpenRouterSettings(base_url="https://openrouter.test/api/v1")
     with (
         OpenRouterClient(
-            settings, transport=httpx.MockTransport(handler), sleep=lambda _s: None
+            settings,
+            transport=httpx.MockTransport(handler),
+            sleep=lambda _s: None,
+            wall_clock=lambda: dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC),
         ) as client,
         pytest.raises(InvalidResponseError, match="row 1 field 'requests'"),
     ):
-        client.get_activity("sk-or-v1-k", today=TODAY)
+        client.get_activity("sk-or-v1-k")
     assert len(calls) == 1
+
+
+def test_realistic_answers_parse_to_the_expected_daily_totals() -> None:
+    raw = generate_activity(today=dt.date(2026, 5, 1), days=30, models=7, endpoints=2, seed=3)
+    rows = parse_activity(dumps({"data": raw}), window=WINDOW)
+    assert len(rows) == len(raw)
+    assert all(type(r.usage) is Decimal and type(r.byok_usage_inference) is Decimal for r in rows)
+    totals = {
+        (t.date, t.model): (
+            t.requests_count,
+            t.tokens_input,
+            t.tokens_output,
+            t.tokens_reasoning,
+            t.cost,
+            t.byok_cost,
+        )
+        for t in daily_totals(rows)
+    }
+    assert totals == {
+        pair: (
+            v["requests"],
+            v["prompt_tokens"],
+            v["completion_tokens"],
+            v["reasoning_tokens"],
+            v["usage"],
+            v["byok_usage_inference"],
+        )
+        for pair, v in expected_totals(raw).items()
+    }
+
+
+def test_a_count_beyond_a_bigint_is_an_invalid_answer_not_a_crash() -> None:
+    with pytest.raises(InvalidResponseError, match=r"row 0 field 'requests': must be below 2\^63"):
+        _parse(_row(requests=2**63))
+
+
+def test_json_nested_too_deeply_is_an_invalid_answer_not_a_crash() -> None:
+    with pytest.raises(InvalidResponseError, match="nested too deeply"):
+        parse_activity("[" * 100_000 + "]" * 100_000, window=WINDOW)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from worker.config import Settings
-from worker.crypto import Keyring, generate_master_key, key_fingerprint
+from worker.crypto import Keyring, generate_master_key, key_fingerprint, master_key_id_of
 from worker.errors import DecryptionError, MasterKeyError
 from worker.logs import mask_text
 
@@ -31,7 +31,7 @@ def test_generate_master_key_is_base64_of_32_random_bytes() -> None:
 
 
 def test_round_trip_and_format() -> None:
-    ring = Keyring.from_keys(_key(1))
+    ring = Keyring(_key(1))
     stored = ring.encrypt(PLAIN, user_id=3, key_id=7)
     version, kid, blob = stored.split(":")
     assert version == "v1"
@@ -43,12 +43,12 @@ def test_round_trip_and_format() -> None:
 
 
 def test_fresh_nonce_each_encryption() -> None:
-    ring = Keyring.from_keys(_key(1))
+    ring = Keyring(_key(1))
     assert ring.encrypt(PLAIN, user_id=1, key_id=1) != ring.encrypt(PLAIN, user_id=1, key_id=1)
 
 
 def test_one_flipped_byte_is_detected() -> None:
-    ring = Keyring.from_keys(_key(1))
+    ring = Keyring(_key(1))
     stored = ring.encrypt(PLAIN, user_id=1, key_id=7)
     prefix, blob = stored.rsplit(":", 1)
     raw = bytearray(base64.b64decode(blob))
@@ -63,15 +63,15 @@ def test_one_flipped_byte_is_detected() -> None:
 
 @pytest.mark.parametrize(("user_id", "key_id"), [(2, 7), (1, 8)])
 def test_ciphertext_moved_to_another_row_fails(user_id: int, key_id: int) -> None:
-    ring = Keyring.from_keys(_key(1))
+    ring = Keyring(_key(1))
     stored = ring.encrypt(PLAIN, user_id=1, key_id=7)
     with pytest.raises(DecryptionError, match=f"api key {key_id}: ciphertext was altered"):
         ring.decrypt(stored, user_id=user_id, key_id=key_id)
 
 
 def test_wrong_master_key_names_the_key_ids() -> None:
-    stored = Keyring.from_keys(_key(1)).encrypt(PLAIN, user_id=1, key_id=7)
-    other = Keyring.from_keys(_key(2))
+    stored = Keyring(_key(1)).encrypt(PLAIN, user_id=1, key_id=7)
+    other = Keyring(_key(2))
     with pytest.raises(DecryptionError) as err:
         other.decrypt(stored, user_id=1, key_id=7)
     assert str(err.value) == (
@@ -81,16 +81,16 @@ def test_wrong_master_key_names_the_key_ids() -> None:
 
 
 def test_previous_keys_decrypt_and_needs_rotation() -> None:
-    old = Keyring.from_keys(_key(1))
+    old = Keyring(_key(1))
     stored = old.encrypt(PLAIN, user_id=1, key_id=7)
-    new = Keyring.from_keys(_key(2), [_key(1)])
+    new = Keyring(_key(2), [_key(1)])
     assert new.key_ids == [key_fingerprint(_key(2)), key_fingerprint(_key(1))]
     assert new.decrypt(stored, user_id=1, key_id=7) == PLAIN
     assert new.needs_rotation(stored)
     assert not old.needs_rotation(stored)
     assert new.needs_rotation("garbage")
-    assert new.master_key_id_of(stored) == old.key_id
-    assert new.master_key_id_of("garbage") is None
+    assert master_key_id_of(stored) == old.key_id
+    assert master_key_id_of("garbage") is None
 
 
 @pytest.mark.parametrize(
@@ -103,19 +103,19 @@ def test_previous_keys_decrypt_and_needs_rotation() -> None:
     ],
 )
 def test_malformed_stored_values(stored: str, message: str) -> None:
-    ring = Keyring.from_keys(_key(1))
+    ring = Keyring(_key(1))
     with pytest.raises(DecryptionError, match=message):
         ring.decrypt(stored.replace("KID", ring.key_id), user_id=1, key_id=4)
 
 
 def test_from_keys_rejects_wrong_length() -> None:
     with pytest.raises(MasterKeyError, match="32 bytes"):
-        Keyring.from_keys(b"short")
+        Keyring(b"short")
 
 
 def test_repr_never_shows_keys() -> None:
     key = generate_master_key()
-    ring = Keyring.from_keys(base64.b64decode(key))
+    ring = Keyring(base64.b64decode(key))
     assert key not in repr(ring)
     assert repr(ring) == f"<Keyring current={ring.key_id} known=['{ring.key_id}']>"
 

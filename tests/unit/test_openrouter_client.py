@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email.utils
-import os
 import random
 from collections.abc import Iterator
 from decimal import Decimal
@@ -29,10 +29,8 @@ from worker.openrouter import (
     ActivityRow,
     KeyInfo,
     OpenRouterClient,
-    completed_window,
-    environment_proxy,
+    RetryPolicy,
     parse_retry_after,
-    utc_today,
 )
 
 BASE = "https://openrouter.test/api/v1"
@@ -90,24 +88,20 @@ def router() -> Iterator[respx.MockRouter]:
 
 
 def _client(fake_time: FakeTime, **settings: Any) -> OpenRouterClient:
+    options = OpenRouterSettings(base_url=BASE, **settings)
     return OpenRouterClient(
-        OpenRouterSettings(base_url=BASE, **settings),
+        options,
+        retry=dataclasses.replace(RetryPolicy.from_settings(options), rng=random.Random(7)),
         sleep=fake_time.sleep,
         clock=fake_time.clock,
         wall_clock=lambda: NOW,
-        rng=random.Random(7),
     )
-
-
-def test_window_is_the_last_30_completed_days() -> None:
-    assert completed_window(TODAY) == (dt.date(2026, 4, 1), dt.date(2026, 4, 30))
-    assert utc_today() == dt.datetime.now(dt.UTC).date()
 
 
 def test_headers_sent(router: respx.MockRouter, fake_time: FakeTime) -> None:
     route = router.get("/activity").respond(json=_body())
     with _client(fake_time, http_referer="https://example.org", x_title="Watcher") as client:
-        client.get_activity(KEY, today=TODAY)
+        client.get_activity(KEY)
     request = route.calls.last.request
     assert request.headers["Authorization"] == f"Bearer {KEY}"
     assert request.headers["User-Agent"] == USER_AGENT
@@ -122,7 +116,7 @@ def test_attribution_headers_omitted_when_empty(
 ) -> None:
     route = router.get("/activity").respond(json=_body())
     with _client(fake_time) as client:
-        client.get_activity(KEY, today=TODAY)
+        client.get_activity(KEY)
     headers = route.calls.last.request.headers
     assert "HTTP-Referer" not in headers
     assert "X-Title" not in headers
@@ -131,40 +125,9 @@ def test_attribution_headers_omitted_when_empty(
 def test_timeouts_come_from_settings(router: respx.MockRouter, fake_time: FakeTime) -> None:
     route = router.get("/activity").respond(json=_body())
     with _client(fake_time, connect_timeout=3.0, read_timeout=7.0) as client:
-        client.get_activity(KEY, today=TODAY)
+        client.get_activity(KEY)
     timeout = route.calls.last.request.extensions["timeout"]
     assert (timeout["connect"], timeout["read"]) == (3.0, 7.0)
-
-
-@pytest.mark.parametrize(
-    ("env", "url", "expected"),
-    [
-        ({}, "https://openrouter.ai/api/v1/activity", None),
-        (
-            {"HTTPS_PROXY": "http://proxy:3128"},
-            "https://openrouter.ai/api/v1/",
-            "http://proxy:3128",
-        ),
-        ({"https_proxy": "http://low:3128"}, "https://openrouter.ai/api/v1/", "http://low:3128"),
-        ({"HTTP_PROXY": "http://plain:3128"}, "https://openrouter.ai/api/v1/", None),
-        ({"HTTP_PROXY": "http://plain:3128"}, "http://127.0.0.1:8080/", "http://plain:3128"),
-        ({"ALL_PROXY": "socks5://all:1080"}, "https://openrouter.ai/api/v1/", "socks5://all:1080"),
-        (
-            {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "example.org,openrouter.ai"},
-            "https://openrouter.ai/api/v1/",
-            None,
-        ),
-    ],
-)
-def test_the_proxy_comes_from_the_environment_like_httpx_clients(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str, expected: str | None
-) -> None:
-    for name in list(os.environ):
-        if name.lower().endswith("_proxy"):
-            monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    assert environment_proxy(httpx.URL(url)) == expected
 
 
 def test_activity_rows_are_exact_decimals(router: respx.MockRouter, fake_time: FakeTime) -> None:
@@ -186,8 +149,8 @@ def test_activity_rows_are_exact_decimals(router: respx.MockRouter, fake_time: F
     )
     router.get("/activity").respond(200, text=text)
     with _client(fake_time) as client:
-        result = client.get_activity(KEY, today=TODAY)
-    assert result.requests_made == 1
+        result = client.get_activity(KEY)
+    assert result.requests == 1
     first, second = result.rows
     assert first == ActivityRow(
         date=dt.date(2026, 4, 22),
@@ -211,7 +174,7 @@ def test_one_day_is_requested_with_date(router: respx.MockRouter, fake_time: Fak
         json=_body(_row(date="2026-04-29"))
     )
     with _client(fake_time) as client:
-        result = client.get_activity(KEY, day=dt.date(2026, 4, 29), today=TODAY)
+        result = client.get_activity(KEY, day=dt.date(2026, 4, 29))
     assert route.call_count == 1
     assert [r.date for r in result.rows] == [dt.date(2026, 4, 29)]
 
@@ -297,10 +260,10 @@ def test_429_with_retry_after_seconds(router: respx.MockRouter, fake_time: FakeT
         ]
     )
     with capture_logs() as logs, _client(fake_time) as client:
-        result = client.get_activity(KEY, today=TODAY)
+        result = client.get_activity(KEY)
     assert route.call_count == 2
     assert fake_time.sleeps == [2.0]
-    assert result.requests_made == 2
+    assert result.requests == 2
     assert client.requests_made == 2
     assert len(result.rows) == 1
     retries = [e for e in logs if e["event"] == "openrouter_retry"]
@@ -325,7 +288,7 @@ def test_429_with_retry_after_http_date(router: respx.MockRouter, fake_time: Fak
         ]
     )
     with _client(fake_time) as client:
-        client.get_activity(KEY, today=TODAY)
+        client.get_activity(KEY)
     assert route.call_count == 2
     assert fake_time.sleeps == [7.0]
 
@@ -338,7 +301,7 @@ def test_retry_after_is_capped(router: respx.MockRouter, fake_time: FakeTime) ->
         ]
     )
     with _client(fake_time, retry_after_max=5.0) as client:
-        client.get_activity(KEY, today=TODAY)
+        client.get_activity(KEY)
     assert fake_time.sleeps == [5.0]
 
 
@@ -357,7 +320,7 @@ def test_429_without_retry_after_backs_off_with_jitter(
         side_effect=[httpx.Response(429), httpx.Response(429), httpx.Response(200, json=_body())]
     )
     with _client(fake_time) as client:
-        client.get_activity(KEY, today=TODAY)
+        client.get_activity(KEY)
     assert route.call_count == 3
     first, second = fake_time.sleeps
     assert 0.25 <= first <= 0.5  # backoff_initial 0.5, at least half of it
@@ -368,7 +331,7 @@ def test_backoff_is_capped(router: respx.MockRouter, fake_time: FakeTime) -> Non
     router.get("/activity").respond(500)
     with _client(fake_time, max_attempts=8, backoff_initial=1.0, backoff_max=4.0) as client:
         with pytest.raises(UpstreamUnavailableError):
-            client.get_activity(KEY, today=TODAY)
+            client.get_activity(KEY)
     assert len(fake_time.sleeps) == 7
     assert all(w <= 4.0 for w in fake_time.sleeps)
     assert all(2.0 <= w for w in fake_time.sleeps[2:])  # 4 s base, at least half
@@ -379,7 +342,7 @@ def test_503_then_200(router: respx.MockRouter, fake_time: FakeTime) -> None:
         side_effect=[httpx.Response(503), httpx.Response(200, json=_body(_row()))]
     )
     with _client(fake_time) as client:
-        result = client.get_activity(KEY, today=TODAY)
+        result = client.get_activity(KEY)
     assert route.call_count == 2
     assert len(fake_time.sleeps) == 1
     assert len(result.rows) == 1
@@ -390,9 +353,9 @@ def test_connect_error_then_200(router: respx.MockRouter, fake_time: FakeTime) -
         side_effect=[httpx.ConnectError("refused"), httpx.Response(200, json=_body())]
     )
     with capture_logs() as logs, _client(fake_time) as client:
-        result = client.get_activity(KEY, today=TODAY)
+        result = client.get_activity(KEY)
     assert route.call_count == 2
-    assert result.requests_made == 2
+    assert result.requests == 2
     assert [(e["attempt"], e["error"]) for e in logs if e["event"] == "openrouter_retry"] == [
         (1, "ConnectError")
     ]
@@ -404,7 +367,7 @@ def test_timeout_is_retried_then_reported(router: respx.MockRouter, fake_time: F
         _client(fake_time) as client,
         pytest.raises(UpstreamUnavailableError, match="timed out after 5 attempt"),
     ):
-        client.get_activity(KEY, today=TODAY)
+        client.get_activity(KEY)
     assert route.call_count == 5
     assert len(fake_time.sleeps) == 4
 
@@ -415,7 +378,7 @@ def test_connect_errors_exhausted(router: respx.MockRouter, fake_time: FakeTime)
         _client(fake_time, max_attempts=2) as client,
         pytest.raises(UpstreamUnavailableError, match="cannot reach OpenRouter /activity after 2"),
     ):
-        client.get_activity(KEY, today=TODAY)
+        client.get_activity(KEY)
 
 
 def test_429_exhausted_is_rate_limited(router: respx.MockRouter, fake_time: FakeTime) -> None:
@@ -423,7 +386,7 @@ def test_429_exhausted_is_rate_limited(router: respx.MockRouter, fake_time: Fake
         429, headers={"Retry-After": "1"}, json={"error": {"code": 429, "message": "slow down"}}
     )
     with _client(fake_time) as client, pytest.raises(RateLimitedError, match="slow down") as err:
-        client.get_activity(KEY, today=TODAY)
+        client.get_activity(KEY)
     assert route.call_count == 5
     assert fake_time.sleeps == [1.0] * 4
     assert "after 5 attempt(s)" in str(err.value)
@@ -435,7 +398,7 @@ def test_500_exhausted_is_unavailable(router: respx.MockRouter, fake_time: FakeT
         _client(fake_time, max_attempts=3) as client,
         pytest.raises(UpstreamUnavailableError, match="kept failing"),
     ):
-        client.get_activity(KEY, today=TODAY)
+        client.get_activity(KEY)
     assert route.call_count == 3
     assert client.requests_made == 3
 
@@ -448,7 +411,7 @@ def test_deadline_stops_retrying_before_it_is_passed(
         _client(fake_time, request_deadline=10.0) as client,
         pytest.raises(UpstreamUnavailableError),
     ):
-        client.get_activity(KEY, today=TODAY)
+        client.get_activity(KEY)
     # 0 s + 6 s < 10 s: one retry; 6 s + 6 s would pass the deadline: stop.
     assert route.call_count == 2
     assert fake_time.sleeps == [6.0]
@@ -470,7 +433,7 @@ def test_client_errors_are_not_retried(
         status, json={"error": {"code": status, "message": f"nope {KEY}"}}
     )
     with _client(fake_time) as client, pytest.raises(error, match=needle) as caught:
-        client.get_activity(KEY, today=TODAY)
+        client.get_activity(KEY)
     assert route.call_count == 1
     assert fake_time.sleeps == []
     assert KEY not in str(caught.value)
@@ -485,7 +448,7 @@ def test_403_message_explains_management_keys(
         json={"error": {"code": 403, "message": "Only management keys can perform this operation"}},
     )
     with _client(fake_time) as client, pytest.raises(NotManagementKeyError) as caught:
-        client.get_activity(KEY, today=TODAY)
+        client.get_activity(KEY)
     message = str(caught.value)
     assert "Only management keys can perform this operation" in message
     assert "management-keys" in message
@@ -517,5 +480,5 @@ def test_malformed_json_is_invalid_and_not_retried(
         _client(fake_time) as client,
         pytest.raises(InvalidResponseError, match="body is not JSON"),
     ):
-        client.get_activity(KEY, today=TODAY)
+        client.get_activity(KEY)
     assert route.call_count == 1

@@ -8,60 +8,22 @@ on a terminal. Lists print a table, or with ``--json`` a stable JSON array (READ
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import getpass
-import json
-from collections.abc import Sequence
-from dataclasses import asdict
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from worker import accounts
+from worker import accounts, render
+from worker.commands.args import key_id
 from worker.crypto import Keyring, generate_master_key
 from worker.errors import OpenRouterError, UsageError
 from worker.logs import get_logger
+from worker.models import KIND_MANAGEMENT, KIND_ORDINARY
 
 if TYPE_CHECKING:
     from worker.cli import Context
     from worker.openrouter import KeyInfo
 
 log = get_logger("worker.commands.accounts")
-
-
-# --- output helpers ------------------------------------------------------------------------
-
-
-def iso(value: dt.datetime | None) -> str | None:
-    """ISO-8601 in UTC with a Z suffix, seconds precision; None stays None."""
-    if value is None:
-        return None
-    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
-
-
-def _jsonable(view: Any) -> dict[str, Any]:
-    return {k: iso(v) if isinstance(v, dt.datetime) else v for k, v in asdict(view).items()}
-
-
-def print_table(ctx: Context, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Left-aligned columns separated by two spaces; None shows as '-'."""
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    for row in [list(headers), *cells]:
-        ctx.out("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, dt.datetime):
-        return iso(value) or "-"
-    return str(value)
-
-
-def _print_json(ctx: Context, views: Sequence[Any]) -> None:
-    ctx.out(json.dumps([_jsonable(v) for v in views], indent=2))
 
 
 # --- secrets from stdin or a hidden prompt ----------------------------------------------------
@@ -113,10 +75,9 @@ def cmd_users_add(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_users_list(ctx: Context, args: argparse.Namespace) -> int:
     users = accounts.list_users(ctx.sessions())
     if args.json:
-        _print_json(ctx, users)
+        ctx.print_json(users)
     else:
-        print_table(
-            ctx,
+        ctx.print_table(
             ["ID", "EMAIL", "ACTIVE", "PASSWORD", "KEYS", "TOKENS", "CREATED"],
             [
                 [u.id, u.email, u.active, u.has_password, u.keys, u.tokens, u.created_at]
@@ -142,7 +103,7 @@ def _cmd_users_set(active: bool) -> Any:
 
 
 def _money(value: Decimal | None) -> str:
-    return "none" if value is None else f"${value}"
+    return "none" if value is None else render.dollars(value)
 
 
 def _verify(ctx: Context, secret: str) -> KeyInfo:
@@ -164,11 +125,9 @@ def cmd_keys_add(ctx: Context, args: argparse.Namespace) -> int:
     email, name = accounts.check_new_key(factory, args.user, args.name)
     secret = accounts.check_openrouter_key(read_secret(ctx, "OpenRouter key (hidden): "))
     info = None if args.no_verify else _verify(ctx, secret)
-    kind = (
-        None
-        if info is None
-        else (accounts.KIND_MANAGEMENT if info.is_management_key else accounts.KIND_ORDINARY)
-    )
+    kind = None
+    if info is not None:
+        kind = KIND_MANAGEMENT if info.is_management_key else KIND_ORDINARY
     key = accounts.add_key(factory, keyring, email, name, secret, kind)
     log.info(
         "key_added", api_key_id=key.id, user_id=key.user_id, kind=kind, master_key_id=keyring.key_id
@@ -197,10 +156,9 @@ def cmd_keys_add(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_keys_list(ctx: Context, args: argparse.Namespace) -> int:
     keys = accounts.list_keys(ctx.sessions(), args.user)
     if args.json:
-        _print_json(ctx, keys)
+        ctx.print_json(keys)
     else:
-        print_table(
-            ctx,
+        ctx.print_table(
             ["ID", "USER", "NAME", "ACTIVE", "KIND", "MASTER KEY", "CREATED", "LAST USED"],
             [
                 [
@@ -287,10 +245,9 @@ def cmd_tokens_create(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_tokens_list(ctx: Context, args: argparse.Namespace) -> int:
     toks = accounts.list_tokens(ctx.sessions(), args.user)
     if args.json:
-        _print_json(ctx, toks)
+        ctx.print_json(toks)
     else:
-        print_table(
-            ctx,
+        ctx.print_table(
             ["ID", "USER", "NAME", "ACTIVE", "CREATED", "LAST USED"],
             [[t.id, t.user, t.name, t.active, t.created_at, t.last_used_at] for t in toks],
         )
@@ -305,16 +262,6 @@ def cmd_tokens_revoke(ctx: Context, args: argparse.Namespace) -> int:
 
 
 # --- registration ---------------------------------------------------------------------------
-
-
-def _positive_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an id (a positive number)") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an id (a positive number)")
-    return value
 
 
 def _group(sub: Any, name: str, help_text: str) -> Any:
@@ -364,10 +311,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_keys_list)
     for verb, active in (("enable", True), ("disable", False)):
         p = keys.add_parser(verb, help=f"{verb} a key (disabled keys are not synced)")
-        p.add_argument("id", type=_positive_id)
+        p.add_argument("id", type=key_id)
         p.set_defaults(func=_cmd_keys_set(active))
     p = keys.add_parser("remove", help="delete a key and its usage rows")
-    p.add_argument("id", type=_positive_id)
+    p.add_argument("id", type=key_id)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=cmd_keys_remove)
     p = keys.add_parser("rotate-master", help="re-encrypt every key under the current master key")
@@ -383,5 +330,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_tokens_list)
     p = toks.add_parser("revoke", help="revoke a token")
-    p.add_argument("id", type=_positive_id)
+    p.add_argument("id", type=key_id)
     p.set_defaults(func=cmd_tokens_revoke)

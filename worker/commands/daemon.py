@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from worker import render
 from worker.crypto import CREDENTIAL_NAME, Keyring, generate_master_key
 from worker.logs import get_logger
 from worker.status import Status, collect_status
@@ -93,41 +92,35 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _format_status(status: Status) -> list[str]:
-    def when(value: dt.datetime | None) -> str:
-        return value.strftime("%Y-%m-%d %H:%M") if value else "-"
-
-    header = ("ID", "USER", "NAME", "KIND", "ACTIVE", "LAST OK (UTC)", "LAST", "ROWS", "NEWEST")
-    rows = [header]
-    for k in status.keys:
-        rows.append(
+    lines = render.table(
+        ("ID", "USER", "NAME", "KIND", "ACTIVE", "LAST OK (UTC)", "LAST", "ROWS", "NEWEST"),
+        [
             (
-                str(k.api_key_id),
+                k.api_key_id,
                 k.user,
                 k.name,
                 k.kind,
-                "yes" if k.active else "no",
-                when(k.last_success_at),
+                k.active,
+                k.last_success_at,
                 k.last_status or "never",
                 f"{k.rows:,}",
-                k.newest_date.isoformat() if k.newest_date else "-",
+                k.newest_date,
             )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    ]
+            for k in status.keys
+        ],
+    )
     for k in status.keys:
         if k.last_status == "failed" and k.last_error:
-            lines.append(f"key {k.api_key_id} last error: {k.last_error}")
+            lines.append(f"key {k.api_key_id} last error: {render.safe(k.last_error)}")
     run = status.last_run
     if run:
         lines.append(
             f"last run: #{run.id} {run.trigger} {run.status}, started "
-            f"{when(run.started_at)}, {run.keys_ok} ok / {run.keys_failed} failed"
+            f"{render.cell(run.started_at)}, {run.keys_ok} ok / {run.keys_failed} failed"
         )
     else:
         lines.append("last run: never")
-    lines.append(f"next scheduled run: {when(status.next_run_at)} UTC")
+    lines.append(f"next scheduled run: {render.cell(status.next_run_at)} UTC")
     return lines
 
 
@@ -136,7 +129,7 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     with factory() as session:
         status = collect_status(session, ctx.settings.schedule)
     if args.json:
-        ctx.out(json.dumps(status.to_json(), indent=2))
+        ctx.print_json(status.to_json())
     else:
         for line in _format_status(status):
             ctx.out(line)

@@ -3,53 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import re
 from typing import TYPE_CHECKING
 
-from worker.models import utcnow
+from worker.commands.args import day_arg, key_id, positive_int
+from worker.days import WINDOW_DAYS, resolve_range, utc_today
 from worker.report import (
-    DEFAULT_DAYS,
     DIMENSIONS,
     FORMATS,
     Filters,
     build_report,
     empty_message,
-    render,
-    resolve_range,
+    format_report,
     write_atomically,
 )
 
 if TYPE_CHECKING:
     from worker.cli import Context
 
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
 DESCRIPTION = f"""\
 Spend from the database, grouped in SQL by one dimension, with a total.
-Range: UTC days, both ends included; by default the last {DEFAULT_DAYS} completed days
+Range: UTC days, both ends included; by default the last {WINDOW_DAYS} completed days
 (ending yesterday). Tables show dollars to the cent; CSV and JSON give exact amounts
 (9 decimals). --by day tables add a bar proportional to each day's cost."""
-
-
-def _date(value: str) -> dt.date:
-    """A YYYY-MM-DD date, strictly (argparse turns the error into a usage error)."""
-    try:
-        if not _DATE_RE.fullmatch(value):
-            raise ValueError(value)
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad date {value!r}: use YYYY-MM-DD") from None
-
-
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of days")
-    return number
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,21 +35,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     start = parser.add_mutually_exclusive_group()
-    start.add_argument("--since", type=_date, metavar="DATE", help="first day (YYYY-MM-DD)")
+    start.add_argument("--since", type=day_arg, metavar="DATE", help="first day (YYYY-MM-DD)")
     start.add_argument(
         "--last",
-        type=_positive,
+        type=positive_int("a positive number of days"),
         metavar="N",
-        help=f"the N days ending at --until (default {DEFAULT_DAYS})",
+        help=f"the N days ending at --until (default {WINDOW_DAYS})",
     )
     parser.add_argument(
-        "--until", type=_date, metavar="DATE", help="last day, included (default: yesterday, UTC)"
+        "--until", type=day_arg, metavar="DATE", help="last day, included (default: yesterday, UTC)"
     )
     parser.add_argument(
         "--by", choices=DIMENSIONS, default="model", help="group by this dimension (default: model)"
     )
     parser.add_argument("--user", metavar="EMAIL", help="only this user's keys")
-    parser.add_argument("--key", type=int, metavar="ID", help="only this key (see keys list)")
+    parser.add_argument("--key", type=key_id, metavar="ID", help="only this key (see keys list)")
     parser.add_argument("--model", metavar="SLUG", help="only this model, e.g. openai/gpt-4o")
     parser.add_argument(
         "--format", choices=FORMATS, default="table", help="output format (default: table)"
@@ -88,12 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_report(ctx: Context, args: argparse.Namespace) -> int:
     """Build the report in SQL and print it (or write it to --output)."""
     date_range = resolve_range(
-        since=args.since, until=args.until, last=args.last, today=utcnow().date()
+        since=args.since, until=args.until, last=args.last, today=utc_today()
     )
     filters = Filters(user_email=args.user, key_id=args.key, model=args.model)
     with ctx.sessions()() as session:
         report = build_report(session, args.by, date_range, filters)
-    text = render(report, args.format)
+    text = format_report(report, args.format)
     if report.empty and args.format != "table":
         # CSV/JSON stay parseable (header only / no rows); the human note goes to stderr.
         print(empty_message(report), file=ctx.stderr)

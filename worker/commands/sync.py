@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 from typing import TYPE_CHECKING, Any
 
+from worker.commands.args import day_arg, key_id
 from worker.crypto import Keyring
+from worker.days import backfill_days, utc_today
 from worker.errors import EXIT_RUNTIME, WatcherError
 from worker.logs import get_logger
-from worker.openrouter import utc_today
 
 if TYPE_CHECKING:
     from worker.cli import Context
@@ -27,13 +27,6 @@ log = get_logger("worker.commands.sync")
 
 class SyncBusyError(WatcherError):
     """Another sync is running against this database: try again when it has finished."""
-
-
-def _day(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from None
 
 
 def format_summary(summary: RunSummary) -> list[str]:
@@ -63,7 +56,6 @@ def _run(
     *,
     trigger: str,
     days: list[dt.date] | None,
-    today: dt.date,
 ) -> int:
     from worker.sync import locked_sync
 
@@ -77,12 +69,11 @@ def _run(
         trigger=trigger,
         days=days,
         key_ids=args.key,
-        today=today,
     )
     if summary is None:
         raise SyncBusyError()
     if args.json:
-        ctx.out(json.dumps(summary.as_dict(), indent=2))
+        ctx.print_json(summary.as_dict())
     else:
         for line in format_summary(summary):
             ctx.out(line)
@@ -91,24 +82,21 @@ def _run(
 
 def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
     """One full cycle now: the whole 30-day window, one request per key."""
-    return _run(ctx, args, trigger="sync", days=None, today=utc_today())
+    return _run(ctx, args, trigger="sync", days=None)
 
 
 def cmd_backfill(ctx: Context, args: argparse.Namespace) -> int:
     """Re-fetch the given days only: one request per key and day."""
-    from worker.sync import backfill_days
-
-    today = utc_today()
     # Validated before the database or the network is touched: exit 2 on a bad range.
-    days = backfill_days(today, days=args.days, since=args.since, until=args.until)
-    return _run(ctx, args, trigger="backfill", days=days, today=today)
+    days = backfill_days(utc_today(), days=args.days, since=args.since, until=args.until)
+    return _run(ctx, args, trigger="backfill", days=days)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--key",
         metavar="ID",
-        type=int,
+        type=key_id,
         action="append",
         help="only this key id (repeatable); default: every active key",
     )
@@ -135,11 +123,11 @@ def register(subparsers: Any) -> None:
     )
     which = backfill.add_mutually_exclusive_group(required=True)
     which.add_argument("--days", metavar="N", type=int, help="the last N completed days (1-30)")
-    which.add_argument("--since", metavar="YYYY-MM-DD", type=_day, help="first day to fetch")
+    which.add_argument("--since", metavar="YYYY-MM-DD", type=day_arg, help="first day to fetch")
     backfill.add_argument(
         "--until",
         metavar="YYYY-MM-DD",
-        type=_day,
+        type=day_arg,
         help="last day to fetch (with --since; default: yesterday)",
     )
     _common(backfill)

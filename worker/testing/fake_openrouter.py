@@ -30,7 +30,7 @@ import signal
 import sys
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from worker.openrouter import completed_window, utc_today
+from worker.days import completed_window, utc_today
 
 API_PREFIX = "/api/v1"
 MANAGEMENT_ONLY = "Only management keys can perform this operation"
@@ -303,7 +303,11 @@ class FakeOpenRouter:
     """OpenRouter's ``/api/v1/activity`` and ``/api/v1/key`` from scripted data, on 127.0.0.1.
 
     ``today`` fixes the UTC date the window is computed from (default: the real date, read on
-    every request). ``latency`` delays every answer. Thread-safe.
+    every request); it can be changed while serving (a clock that turns midnight). ``latency``
+    delays every answer. ``on_request(path, query)``, when set, is called in the server's
+    thread as each request arrives, before it is answered (tests use it to act at a precise
+    moment). ``max_in_flight`` is the most requests ever answered at the same time.
+    Thread-safe.
     """
 
     def __init__(
@@ -319,6 +323,9 @@ class FakeOpenRouter:
         self._today = today
         self.latency = latency
         self.requests: list[RecordedRequest] = []
+        self.on_request: Callable[[str, dict[str, str]], None] | None = None
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._keys: dict[str, _Key] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -329,6 +336,10 @@ class FakeOpenRouter:
     def today(self) -> dt.date:
         """The date the window ends before."""
         return self._today or utc_today()
+
+    @today.setter
+    def today(self, value: dt.date) -> None:
+        self._today = value
 
     @property
     def base_url(self) -> str:
@@ -413,8 +424,20 @@ class FakeOpenRouter:
     # -- serving -------------------------------------------------------------------------
 
     def _handle(self, handler: _Handler) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            self._serve(handler)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _serve(self, handler: _Handler) -> None:
         url = urlsplit(handler.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        if self.on_request is not None:
+            self.on_request(url.path.removeprefix(API_PREFIX), query)
         auth = handler.headers.get("Authorization", "")
         api_key = auth[7:].strip() if auth.startswith("Bearer ") else None
         with self._lock:

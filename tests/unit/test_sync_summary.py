@@ -1,4 +1,5 @@
-"""worker.sync's pure parts: which days, how rows are summed, how failures are described."""
+"""worker.sync's pure parts and the sums of /activity rows: daily totals, failure reasons,
+the run summary."""
 
 from __future__ import annotations
 
@@ -13,21 +14,12 @@ from worker.errors import (
     InvalidResponseError,
     NotManagementKeyError,
     RateLimitedError,
-    UsageError,
 )
-from worker.openrouter import ActivityRow
-from worker.store import UsageRow, WriteCounts
-from worker.sync import (
-    KeyOutcome,
-    RunSummary,
-    aggregate,
-    backfill_days,
-    check_days,
-    describe_failure,
-    window_days,
-)
+from worker.openrouter import ActivityRow, daily_totals
+from worker.store.ledger import KeyOutcome
+from worker.sync import RunSummary, describe_failure
+from worker.usage import UsageRow, WriteCounts
 
-TODAY = dt.date(2026, 3, 1)
 YESTERDAY = dt.date(2026, 2, 28)
 
 
@@ -57,71 +49,25 @@ def row(
     )
 
 
-def test_the_window_is_the_30_completed_days_before_today() -> None:
-    days = window_days(TODAY)
-    assert (len(days), days[0], days[-1]) == (30, dt.date(2026, 1, 30), YESTERDAY)
-
-
-def test_backfill_days_counts_back_from_yesterday() -> None:
-    assert backfill_days(TODAY, days=3) == [dt.date(2026, 2, 26), dt.date(2026, 2, 27), YESTERDAY]
-    assert len(backfill_days(TODAY, days=30)) == 30
-
-
-def test_backfill_since_defaults_until_to_yesterday() -> None:
-    assert backfill_days(TODAY, since=dt.date(2026, 2, 27)) == [dt.date(2026, 2, 27), YESTERDAY]
-    assert backfill_days(TODAY, since=dt.date(2026, 2, 1), until=dt.date(2026, 2, 2)) == [
-        dt.date(2026, 2, 1),
-        dt.date(2026, 2, 2),
-    ]
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"days": 0}, "between 1 and 30"),
-        ({"days": 31}, "between 1 and 30"),
-        ({}, "either --days"),
-        ({"days": 2, "since": YESTERDAY}, "either --days"),
-        ({"days": 2, "until": YESTERDAY}, "--until goes with --since"),
-        ({"since": YESTERDAY, "until": dt.date(2026, 2, 1)}, "is before --since"),
-        ({"since": dt.date(2026, 1, 29)}, "older than OpenRouter's window"),
-        ({"since": YESTERDAY, "until": TODAY}, "not a completed UTC day"),
-        ({"since": dt.date(2026, 3, 5)}, "is before --since"),
-    ],
-)
-def test_backfill_days_refuses_what_openrouter_cannot_answer(kwargs: dict, message: str) -> None:
-    with pytest.raises(UsageError, match=message) as info:
-        backfill_days(TODAY, **kwargs)
-    assert info.value.exit_code == 2
-
-
-def test_check_days_sorts_and_deduplicates_and_refuses_nothing() -> None:
-    assert check_days([YESTERDAY, dt.date(2026, 2, 1), YESTERDAY], TODAY) == [
-        dt.date(2026, 2, 1),
-        YESTERDAY,
-    ]
-    with pytest.raises(UsageError, match="no days"):
-        check_days([], TODAY)
-    with pytest.raises(UsageError, match="not a completed UTC day"):
-        check_days([TODAY + dt.timedelta(days=3)], TODAY)
-
-
-def test_aggregate_sums_endpoints_exactly_and_keeps_reasoning_apart() -> None:
+def test_daily_totals_sum_endpoints_exactly_and_keep_reasoning_apart() -> None:
     rows = [
         row(YESTERDAY, "m/a", "0.1", requests=1, prompt=10, completion=5, reasoning=9, endpoint=1),
         row(YESTERDAY, "m/a", "0.2", requests=2, prompt=20, completion=1, reasoning=0, endpoint=2),
         row(YESTERDAY, "m/b", "0.000000001"),
         row(YESTERDAY, "m/b", "0.000000001", endpoint=3),
     ]
-    assert aggregate(rows, [YESTERDAY]) == [
+    assert daily_totals(rows) == [
         UsageRow(YESTERDAY, "m/a", 3, 30, 6, 9, Decimal("0.3"), Decimal(0)),
         UsageRow(YESTERDAY, "m/b", 2, 0, 0, 0, Decimal("0.000000002"), Decimal(0)),
     ]
 
 
-def test_aggregate_rejects_a_row_for_a_day_not_requested() -> None:
-    with pytest.raises(InvalidResponseError, match="not requested"):
-        aggregate([row(dt.date(2026, 2, 1), "m/a")], [YESTERDAY])
+def test_daily_totals_refuse_counts_that_no_longer_fit_a_bigint() -> None:
+    half = 2**62
+    with pytest.raises(InvalidResponseError, match=r"more than 2\^63"):
+        daily_totals(
+            [row(YESTERDAY, "m/a", requests=half), row(YESTERDAY, "m/a", requests=half, endpoint=1)]
+        )
 
 
 @pytest.mark.parametrize(

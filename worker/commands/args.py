@@ -1,0 +1,35 @@
+"""Argument types the commands share: argparse turns their errors into one usage line."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+
+from worker.days import parse_day
+from worker.errors import UsageError
+
+
+def day_arg(text: str) -> dt.date:
+    """A ``YYYY-MM-DD`` day (:func:`worker.days.parse_day`, the one date parser)."""
+    try:
+        return parse_day(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(what: str) -> argparse._ActionType:
+    """A whole number of at least 1; ``what`` describes it in the error ("'x' is not …")."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+key_id = positive_int("an id (a positive number)")
