@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
@@ -40,116 +40,26 @@ from worker.crypto import Keyring
 from worker.days import check_days, span, utc_now, window_days
 from worker.db import transaction
 from worker.errors import (
-    BadRequestError,
-    DecryptionError,
     InvalidResponseError,
     NotFoundError,
     NotManagementKeyError,
     OpenRouterError,
-    RateLimitedError,
-    UnauthorizedError,
-    UpstreamUnavailableError,
-    WatcherError,
 )
 from worker.locking import sync_lock
-from worker.logs import bound_contextvars, get_logger, mask_text
+from worker.logs import bound_contextvars, get_logger
 from worker.openrouter import OpenRouterClient, daily_totals
+from worker.outcomes import KeyOutcome, RunSummary, describe_failure
 from worker.store import keys as key_store
 from worker.store import ledger
 from worker.store.keys import ActiveKey
-from worker.store.ledger import KeyOutcome
 from worker.store.usage_write import KeyRows, write_usage
 from worker.usage import UsageRow, WriteCounts
 
 log = get_logger(__name__)
 
-MANAGEMENT_KEY_NOTE = "per-model history needs a management key"
 # A group commit holds at most this many rows: it keeps one write transaction (which blocks
 # other SQLite writers) to a fraction of a second.
 GROUP_COMMIT_ROWS = 20_000
-
-
-@dataclass(slots=True)
-class RunSummary:
-    """What a run did: the command prints it, the daemon logs it."""
-
-    run_id: int
-    trigger: str
-    status: str  # ok | failed | interrupted
-    days: list[dt.date]
-    keys: list[KeyOutcome] = field(default_factory=list)
-    keys_skipped: int = 0  # not started because the run was stopped
-
-    @property
-    def keys_ok(self) -> int:
-        return sum(1 for k in self.keys if k.status == "ok")
-
-    @property
-    def keys_failed(self) -> int:
-        return sum(1 for k in self.keys if k.status == "failed")
-
-    @property
-    def counts(self) -> WriteCounts:
-        total = WriteCounts()
-        for outcome in self.keys:
-            total = total + outcome.counts
-        return total
-
-    @property
-    def requests(self) -> int:
-        return sum(k.http_requests for k in self.keys)
-
-    @property
-    def failed(self) -> list[KeyOutcome]:
-        return [k for k in self.keys if k.status == "failed"]
-
-    def as_dict(self) -> dict[str, Any]:
-        """A stable, JSON-ready description (the ``--json`` output)."""
-        return {
-            "run_id": self.run_id,
-            "trigger": self.trigger,
-            "status": self.status,
-            "days": {
-                "first": self.days[0].isoformat() if self.days else None,
-                "last": self.days[-1].isoformat() if self.days else None,
-                "count": len(self.days),
-            },
-            "keys_ok": self.keys_ok,
-            "keys_failed": self.keys_failed,
-            "keys_skipped": self.keys_skipped,
-            "rows": self.counts.as_dict(),
-            "requests": self.requests,
-            "results": [k.as_dict() for k in self.keys],
-        }
-
-
-# --- failures -------------------------------------------------------------------------------
-
-_REASONS: tuple[tuple[type[BaseException], str], ...] = (
-    (DecryptionError, "decrypt_failed"),
-    (UnauthorizedError, "unauthorized"),
-    (NotManagementKeyError, "not_management_key"),
-    (BadRequestError, "bad_request"),
-    (RateLimitedError, "rate_limited"),
-    (UpstreamUnavailableError, "upstream_unavailable"),
-    (InvalidResponseError, "invalid_response"),
-    (OpenRouterError, "openrouter_error"),
-    (WatcherError, "error"),
-)
-
-
-def describe_failure(exc: BaseException) -> tuple[str, str]:
-    """(reason code, one-line message) for a key's failure; never contains a secret."""
-    reason = next((code for cls, code in _REASONS if isinstance(exc, cls)), "unexpected")
-    if reason == "unexpected":
-        # A database or programming error: name it, the traceback goes to the log.
-        text = f"unexpected {type(exc).__name__}: {exc}"
-    else:
-        text = str(exc)
-    if reason == "not_management_key" and "management key" not in text:
-        text = f"{text}: {MANAGEMENT_KEY_NOTE}"
-    lines = mask_text(text).strip().splitlines()
-    return reason, (lines[0] if lines else reason)
 
 
 # --- fetching (on the pool's threads) -------------------------------------------------------

@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.conftest import UsageTriggers
 from worker.db import create_db_engine, make_session_factory, transaction
 from worker.models import ApiKey, SyncKeyResult, SyncRun, User, utcnow
+from worker.outcomes import KeyOutcome
 from worker.store import keys as key_store
 from worker.store import ledger
-from worker.store.ledger import KeyOutcome
 from worker.store.usage_write import KeyRows, write_usage
 from worker.testing.usage import stored_usage
 from worker.usage import UsageRow, WriteCounts

@@ -21,7 +21,8 @@ from worker.crypto import Keyring
 from worker.db import transaction
 from worker.errors import NotFoundError, UsageError
 from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats, User
-from worker.sync import RunSummary, run_sync
+from worker.outcomes import RunSummary
+from worker.sync import run_sync
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault
 from worker.testing.usage import stored_usage_of
 from worker.usage import WriteCounts

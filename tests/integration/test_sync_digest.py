@@ -15,7 +15,8 @@ from worker import accounts, days
 from worker.config import Settings
 from worker.crypto import Keyring
 from worker.models import ApiKey
-from worker.sync import RunSummary, run_sync
+from worker.outcomes import RunSummary
+from worker.sync import run_sync
 from worker.testing.fake_openrouter import FakeOpenRouter, expected_totals, generate_activity
 from worker.testing.usage import stored_usage_of
 from worker.usage import WriteCounts

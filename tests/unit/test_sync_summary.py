@@ -16,8 +16,7 @@ from worker.errors import (
     RateLimitedError,
 )
 from worker.openrouter import ActivityRow, daily_totals
-from worker.store.ledger import KeyOutcome
-from worker.sync import RunSummary, describe_failure
+from worker.outcomes import KeyOutcome, RunSummary, describe_failure
 from worker.usage import UsageRow, WriteCounts
 
 YESTERDAY = dt.date(2026, 2, 28)

@@ -20,7 +20,7 @@ from worker.logs import get_logger
 
 if TYPE_CHECKING:
     from worker.cli import Context
-    from worker.sync import RunSummary
+    from worker.outcomes import RunSummary
 
 log = get_logger("worker.commands.sync")
 

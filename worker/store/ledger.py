@@ -5,44 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from worker.models import SyncKeyResult, SyncRun, utcnow
-from worker.usage import WriteCounts
+from worker.outcomes import KeyOutcome
 
 TRIGGERS = ("sync", "backfill", "schedule")
 RUN_STATUSES = ("ok", "failed", "interrupted")
 _RESULTS: Table = SyncKeyResult.__table__  # type: ignore[assignment]
-
-
-@dataclass(slots=True)
-class KeyOutcome:
-    """One key's result in a run: what the ledger records and the summary reports."""
-
-    api_key_id: int
-    user_id: int
-    name: str
-    status: str  # ok | failed
-    counts: WriteCounts = field(default_factory=WriteCounts)
-    http_requests: int = 0
-    reason: str | None = None  # a stable code when failed, e.g. not_management_key
-    error: str | None = None  # the one-line message, never a secret
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "api_key_id": self.api_key_id,
-            "user_id": self.user_id,
-            "name": self.name,
-            "status": self.status,
-            "rows": self.counts.as_dict(),
-            "requests": self.http_requests,
-            "reason": self.reason,
-            "error": self.error,
-        }
 
 
 def start_run(session: Session, trigger: str, *, started_at: dt.datetime | None = None) -> int:

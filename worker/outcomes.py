@@ -1,0 +1,137 @@
+"""What a run did: each key's outcome, the run's summary, and why a key failed.
+
+The sync builds them, the ledger records them, the commands print them and the daemon logs
+them. A failure is described by a stable reason code (``not_management_key``,
+``upstream_unavailable``, …) and one line that never holds a secret.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.errors import (
+    BadRequestError,
+    DecryptionError,
+    InvalidResponseError,
+    NotManagementKeyError,
+    OpenRouterError,
+    RateLimitedError,
+    UnauthorizedError,
+    UpstreamUnavailableError,
+    WatcherError,
+)
+from worker.logs import mask_text
+from worker.usage import WriteCounts
+
+MANAGEMENT_KEY_NOTE = "per-model history needs a management key"
+
+
+@dataclass(slots=True)
+class KeyOutcome:
+    """One key's result in a run: what the ledger records and the summary reports."""
+
+    api_key_id: int
+    user_id: int
+    name: str
+    status: str  # ok | failed
+    counts: WriteCounts = field(default_factory=WriteCounts)
+    http_requests: int = 0
+    reason: str | None = None  # a stable code when failed, e.g. not_management_key
+    error: str | None = None  # the one-line message, never a secret
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "api_key_id": self.api_key_id,
+            "user_id": self.user_id,
+            "name": self.name,
+            "status": self.status,
+            "rows": self.counts.as_dict(),
+            "requests": self.http_requests,
+            "reason": self.reason,
+            "error": self.error,
+        }
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """What a run did: the command prints it, the daemon logs it."""
+
+    run_id: int
+    trigger: str
+    status: str  # ok | failed | interrupted
+    days: list[dt.date]
+    keys: list[KeyOutcome] = field(default_factory=list)
+    keys_skipped: int = 0  # not started because the run was stopped
+
+    @property
+    def keys_ok(self) -> int:
+        return sum(1 for k in self.keys if k.status == "ok")
+
+    @property
+    def keys_failed(self) -> int:
+        return sum(1 for k in self.keys if k.status == "failed")
+
+    @property
+    def counts(self) -> WriteCounts:
+        total = WriteCounts()
+        for outcome in self.keys:
+            total = total + outcome.counts
+        return total
+
+    @property
+    def requests(self) -> int:
+        return sum(k.http_requests for k in self.keys)
+
+    @property
+    def failed(self) -> list[KeyOutcome]:
+        return [k for k in self.keys if k.status == "failed"]
+
+    def as_dict(self) -> dict[str, Any]:
+        """A stable, JSON-ready description (the ``--json`` output)."""
+        return {
+            "run_id": self.run_id,
+            "trigger": self.trigger,
+            "status": self.status,
+            "days": {
+                "first": self.days[0].isoformat() if self.days else None,
+                "last": self.days[-1].isoformat() if self.days else None,
+                "count": len(self.days),
+            },
+            "keys_ok": self.keys_ok,
+            "keys_failed": self.keys_failed,
+            "keys_skipped": self.keys_skipped,
+            "rows": self.counts.as_dict(),
+            "requests": self.requests,
+            "results": [k.as_dict() for k in self.keys],
+        }
+
+
+# --- failures -------------------------------------------------------------------------------
+
+_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (DecryptionError, "decrypt_failed"),
+    (UnauthorizedError, "unauthorized"),
+    (NotManagementKeyError, "not_management_key"),
+    (BadRequestError, "bad_request"),
+    (RateLimitedError, "rate_limited"),
+    (UpstreamUnavailableError, "upstream_unavailable"),
+    (InvalidResponseError, "invalid_response"),
+    (OpenRouterError, "openrouter_error"),
+    (WatcherError, "error"),
+)
+
+
+def describe_failure(exc: BaseException) -> tuple[str, str]:
+    """(reason code, one-line message) for a key's failure; never contains a secret."""
+    reason = next((code for cls, code in _REASONS if isinstance(exc, cls)), "unexpected")
+    if reason == "unexpected":
+        # A database or programming error: name it, the traceback goes to the log.
+        text = f"unexpected {type(exc).__name__}: {exc}"
+    else:
+        text = str(exc)
+    if reason == "not_management_key" and "management key" not in text:
+        text = f"{text}: {MANAGEMENT_KEY_NOTE}"
+    lines = mask_text(text).strip().splitlines()
+    return reason, (lines[0] if lines else reason)
