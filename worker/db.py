@@ -18,8 +18,8 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from alembic import command
@@ -43,8 +43,34 @@ def create_db_engine(
         connect_args = {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
         engine = create_engine(url, echo=echo, connect_args=connect_args, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
-        return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, **kwargs)
+    else:
+        engine = create_engine(url, echo=echo, pool_pre_ping=True, **kwargs)
+    event.listen(engine, "handle_error", _unavailable_on_connection_errors)
+    return engine
+
+
+def _unavailable_on_connection_errors(context: ExceptionContext) -> None:
+    """The one place driver errors become :class:`DatabaseUnavailableError`.
+
+    A connection that cannot be opened (refused, timed out, the server starting up or shutting
+    down) or that is lost mid-statement is a run-time condition that goes away by itself: the
+    daemon retries it and the CLI reports it in one line with exit code 1. Every other error
+    (constraints, SQL, SQLite's "database is locked" on an open connection) stays as it is.
+    """
+    if context.is_pre_ping:
+        return  # the pool replaces a dead pooled connection by itself
+    connecting = context.connection is None
+    if not (connecting or context.is_disconnect):
+        return
+    if not isinstance(context.sqlalchemy_exception, OperationalError | InterfaceError):
+        return
+    engine = context.engine
+    url = engine.url.render_as_string(hide_password=True) if engine is not None else "(unknown)"
+    what = "cannot reach the database" if connecting else "lost the connection to the database"
+    raise DatabaseUnavailableError(
+        f"{what} {url}: {_first_line(context.original_exception)}; check [database] url "
+        "and that the server is running"
+    )
 
 
 def engine_from_settings(settings: Settings, **kwargs: Any) -> Engine:
@@ -104,14 +130,8 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    try:
-        with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
-    except OperationalError as exc:
-        raise DatabaseUnavailableError(
-            f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: "
-            f"{_first_line(exc.orig)}; check [database] url"
-        ) from exc
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
 
 
 def init_db(engine: Engine, revision: str = "head") -> None:
