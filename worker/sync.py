@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker import store
 from worker.config import Settings
 from worker.crypto import Keyring
+from worker.days import utc_today as _utc_today
 from worker.db import transaction
 from worker.errors import (
     BadRequestError,
@@ -71,7 +72,6 @@ from worker.openrouter import (
     OpenRouterClient,
     completed_window,
 )
-from worker.openrouter import utc_today as _utc_today
 from worker.store import ActiveKey, UsageRow, WriteCounts
 
 log = get_logger(__name__)
