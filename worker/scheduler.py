@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -36,7 +36,7 @@ from apscheduler.events import (
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings
@@ -44,6 +44,7 @@ from worker.crypto import Keyring
 from worker.db import check_schema
 from worker.errors import DatabaseUnavailableError
 from worker.logs import get_logger
+from worker.models import ApiKey, User
 from worker.sync import locked_sync
 
 log = get_logger("worker.scheduler")
@@ -51,6 +52,11 @@ log = get_logger("worker.scheduler")
 JOB_CRON = "sync-cron"
 JOB_INTERVAL = "sync-interval"
 JOB_STARTUP = "sync-startup"
+NO_KEYS_HINT = (
+    "no OpenRouter keys registered: add one with  "
+    "printf '%s' \"$KEY\" | openrouter-watcher keys add --user EMAIL --name NAME  "
+    "(users add EMAIL first)"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,7 +90,9 @@ class SyncDaemon:
         client_factory: Callable[[], Any] | None = None,
         exit_now: Callable[[int], None] = os._exit,
         database_backoff: Backoff | None = None,
+        notice: TextIO | None = None,
     ) -> None:
+        """``notice``: where to print start-up advice for a person (stderr on a terminal)."""
         self.settings = settings
         self.engine = engine
         self.session_factory = session_factory
@@ -95,6 +103,7 @@ class SyncDaemon:
         self._idle.set()
         self._exit_now = exit_now
         self.database_backoff = database_backoff or Backoff()
+        self.notice = notice
         self.scheduler = BlockingScheduler(
             timezone=dt.UTC,
             job_defaults={
@@ -209,6 +218,27 @@ class SyncDaemon:
                 log.info("database_available", attempts=attempt, url=url)
             return True
 
+    def count_active_keys(self) -> int:
+        """Active keys of active users: what a sync would fetch."""
+        with self.session_factory() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(ApiKey)
+                    .join(User, User.id == ApiKey.user_id)
+                    .where(ApiKey.is_active.is_(True), User.is_active.is_(True))
+                )
+                or 0
+            )
+
+    def _advise_when_no_keys(self) -> None:
+        # A first `make run` otherwise shows only empty syncs, with no hint of the next step.
+        if self.count_active_keys():
+            return
+        log.warning("no_keys_registered", hint=NO_KEYS_HINT)
+        if self.notice is not None:
+            print(NO_KEYS_HINT, file=self.notice)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -246,6 +276,7 @@ class SyncDaemon:
             if not self.wait_for_database():
                 log.info("daemon_stopped", reason="stopped while waiting for the database")
                 return 0
+            self._advise_when_no_keys()
             self._add_jobs()
             self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
             self.scheduler.add_listener(self._on_scheduler_start, EVENT_SCHEDULER_START)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import pty
+import select as io_select
 import signal
 import subprocess
 import sys
@@ -375,3 +377,50 @@ def test_signal_while_waiting_for_the_database_exits_0(
     assert names[-2:] == ["shutdown_requested", "daemon_stopped"]
     assert "daemon_started" not in names and fake.request_count() == 0
     assert "Traceback" not in log.read_text()
+
+
+def test_daemon_without_keys_says_how_to_add_one_and_keeps_running(
+    tmp_path: Path, sqlite_url: str, fake: FakeOpenRouter, master_key: str
+) -> None:
+    env = daemon_env(sqlite_url, fake, master_key, OPENROUTER_WATCHER_SCHEDULE_INTERVAL_SECONDS="1")
+    log = tmp_path / "daemon.log"
+    # stderr on a terminal (a pseudo-terminal): the advice is printed there for a person too
+    controller, terminal = pty.openpty()
+    seen = bytearray()
+
+    def read_terminal() -> str:
+        while io_select.select([controller], [], [], 0)[0]:
+            try:
+                seen.extend(os.read(controller, 4096))
+            except OSError:  # the other side closed
+                break
+        return seen.decode(errors="replace")
+
+    with log.open("wb") as fh:
+        proc = subprocess.Popen([CLI, "run"], env=env, stdout=fh, stderr=terminal)
+    os.close(terminal)
+    try:
+        wait_until(lambda: alive(proc, log) and "no OpenRouter keys registered" in read_terminal())
+        # it keeps running and syncing (nothing, for now)
+        wait_until(
+            lambda: (
+                alive(proc, log) and any(e.get("event") == "sync_heartbeat" for e in events(log))
+            )
+        )
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        terminal_text = read_terminal()
+        os.close(controller)
+    (advice,) = [e for e in events(log) if e.get("event") == "no_keys_registered"]
+    command = (
+        "printf '%s' \"$KEY\" | openrouter-watcher keys add --user EMAIL --name NAME  "
+        "(users add EMAIL first)"
+    )
+    assert advice["level"] == "warning"
+    assert str(advice["hint"]).startswith("no OpenRouter keys registered: add one with  ")
+    assert str(advice["hint"]).endswith(command)
+    assert command in terminal_text
+    assert fake.request_count() == 0

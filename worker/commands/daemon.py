@@ -89,7 +89,8 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     else:
         keyring = Keyring.from_settings(settings)
     factory = ctx.sessions(check=False)  # the daemon checks the schema once the database answers
-    daemon = SyncDaemon(settings, ctx.engine, factory, keyring)
+    notice = ctx.stderr if ctx.stderr.isatty() else None
+    daemon = SyncDaemon(settings, ctx.engine, factory, keyring, notice=notice)
     return daemon.run()
 
 
