@@ -14,11 +14,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.db import (
+    HEAD_REVISION,
     check_schema,
     create_db_engine,
     current_revision,
     get_db,
-    head_revision,
     transaction,
 )
 from worker.errors import EXIT_RUNTIME, DatabaseUnavailableError
@@ -86,7 +86,7 @@ def test_sqlite_connections_enforce_foreign_keys_wal_and_busy_timeout(tmp_path: 
 
 
 def test_migrated_database_is_at_head(engine: Engine) -> None:
-    assert current_revision(engine) == head_revision()
+    assert current_revision(engine) == HEAD_REVISION
     check_schema(engine)
 
 
