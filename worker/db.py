@@ -8,6 +8,8 @@ API and :func:`check_schema` refuses to work on a database that is behind or unk
 Every command checks the schema and importing Alembic costs about half a second, so
 :func:`check_schema` reads the ``alembic_version`` table itself and compares it with
 :data:`HEAD_REVISION`; Alembic is imported only by :func:`init_db` and :func:`downgrade_db`.
+The migration scripts travel inside the package (``worker/migrations``, see
+:func:`migrations_dir`), so an installed wheel migrates without a checkout.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,14 +27,11 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings
-from worker.errors import DatabaseUnavailableError, SchemaError
+from worker.errors import DatabaseUnavailableError, SchemaError, WatcherError
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
-ALEMBIC_DIR = PROJECT_ROOT / "alembic"
 # The newest revision in alembic/versions: bump it with every new migration (a test compares it
 # with Alembic's own head, so a forgotten bump fails the suite, not a deployment).
 HEAD_REVISION = "0004"
@@ -123,12 +123,30 @@ def get_db(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
+def migrations_dir() -> Path:
+    """The Alembic scripts, found through the installed package (``worker/migrations``).
+
+    A wheel carries them as package data; in a checkout ``worker/migrations`` is a symbolic
+    link to the top-level ``alembic/`` directory, which stays where the project promises it
+    (and where ``alembic.ini`` points for people running ``alembic`` by hand).
+    """
+    # Resolved, so that a checkout runs (and tracebacks and coverage name) alembic/ itself.
+    path = Path(str(resources.files("worker").joinpath("migrations"))).resolve()
+    if not (path / "env.py").is_file():
+        raise WatcherError(
+            f"the migration scripts are missing from the installed package ({path}): "
+            "reinstall openrouter-watcher"
+        )
+    return path
+
+
 def alembic_config(url: str | None = None) -> AlembicConfig:
-    """Alembic's configuration (imports Alembic)."""
+    """Alembic's configuration for the packaged scripts (imports Alembic)."""
     from alembic.config import Config
 
-    cfg = Config(str(ALEMBIC_INI))
-    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("path_separator", "os")
     if url is not None:
         cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg

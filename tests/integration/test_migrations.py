@@ -21,6 +21,7 @@ from worker.db import (
     current_revision,
     downgrade_db,
     init_db,
+    migrations_dir,
 )
 from worker.errors import SchemaError
 from worker.models import Base
@@ -125,6 +126,8 @@ def test_head_revision_constant_is_alembics_head() -> None:
     # HEAD_REVISION spares every command Alembic's import: bump it with each new migration.
     scripts = ScriptDirectory(str(ROOT / "alembic"))
     assert scripts.get_current_head() == HEAD_REVISION
+    # ... and the package finds those very scripts (worker/migrations -> alembic/).
+    assert migrations_dir() == (ROOT / "alembic").resolve()
     assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD_REVISION
 
 
