@@ -4,6 +4,12 @@ One obvious way to scope a transaction: ``with transaction(session_factory) as s
 it commits when the block ends and rolls back if it raises. ``get_db()`` is the generator a web
 layer would inject. Alembic owns the schema: :func:`init_db` upgrades to head through Alembic's
 API and :func:`check_schema` refuses to work on a database that is behind or unknown.
+
+Every command checks the schema and importing Alembic costs about half a second, so
+:func:`check_schema` reads the ``alembic_version`` table itself and compares it with
+:data:`HEAD_REVISION`; Alembic is imported only by :func:`init_db` and :func:`downgrade_db`.
+The migration scripts travel inside the package (``worker/migrations``, see
+:func:`migrations_dir`), so an installed wheel migrates without a checkout.
 """
 
 from __future__ import annotations
@@ -11,24 +17,26 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, String, column, create_engine, event, inspect, select, table
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from alembic import command
 from worker.config import Settings
-from worker.errors import DatabaseUnavailableError, SchemaError
+from worker.errors import DatabaseUnavailableError, SchemaError, WatcherError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
-ALEMBIC_DIR = PROJECT_ROOT / "alembic"
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
+# The newest revision in alembic/versions: bump it with every new migration (a test compares it
+# with Alembic's own head, so a forgotten bump fails the suite, not a deployment).
+HEAD_REVISION = "0005"
+VERSION_TABLE = "alembic_version"
+_VERSIONS = table(VERSION_TABLE, column("version_num", String))  # Alembic's, read without it
 
 
 def create_db_engine(
@@ -43,8 +51,34 @@ def create_db_engine(
         connect_args = {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
         engine = create_engine(url, echo=echo, connect_args=connect_args, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
-        return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, **kwargs)
+    else:
+        engine = create_engine(url, echo=echo, pool_pre_ping=True, **kwargs)
+    event.listen(engine, "handle_error", _unavailable_on_connection_errors)
+    return engine
+
+
+def _unavailable_on_connection_errors(context: ExceptionContext) -> None:
+    """The one place driver errors become :class:`DatabaseUnavailableError`.
+
+    A connection that cannot be opened (refused, timed out, the server starting up or shutting
+    down) or that is lost mid-statement is a run-time condition that goes away by itself: the
+    daemon retries it and the CLI reports it in one line with exit code 1. Every other error
+    (constraints, SQL, SQLite's "database is locked" on an open connection) stays as it is.
+    """
+    if context.is_pre_ping:
+        return  # the pool replaces a dead pooled connection by itself
+    connecting = context.connection is None
+    if not (connecting or context.is_disconnect):
+        return
+    if not isinstance(context.sqlalchemy_exception, OperationalError | InterfaceError):
+        return
+    engine = context.engine
+    url = engine.url.render_as_string(hide_password=True) if engine is not None else "(unknown)"
+    what = "cannot reach the database" if connecting else "lost the connection to the database"
+    raise DatabaseUnavailableError(
+        f"{what} {url}: {_first_line(context.original_exception)}; check [database] url "
+        "and that the server is running"
+    )
 
 
 def engine_from_settings(settings: Settings, **kwargs: Any) -> Engine:
@@ -89,33 +123,52 @@ def get_db(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
+def migrations_dir() -> Path:
+    """The Alembic scripts, found through the installed package (``worker/migrations``).
+
+    A wheel carries them as package data; in a checkout ``worker/migrations`` is a symbolic
+    link to the top-level ``alembic/`` directory, which stays where the project promises it
+    (and where ``alembic.ini`` points for people running ``alembic`` by hand).
+    """
+    # Resolved, so that a checkout runs (and tracebacks and coverage name) alembic/ itself.
+    path = Path(str(resources.files("worker").joinpath("migrations"))).resolve()
+    if not (path / "env.py").is_file():
+        raise WatcherError(
+            f"the migration scripts are missing from the installed package ({path}): "
+            "reinstall openrouter-watcher"
+        )
+    return path
+
+
 def alembic_config(url: str | None = None) -> AlembicConfig:
-    cfg = AlembicConfig(str(ALEMBIC_INI))
-    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    """Alembic's configuration for the packaged scripts (imports Alembic)."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("path_separator", "os")
     if url is not None:
         cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 
-def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
-
-
 def current_revision(engine: Engine) -> str | None:
-    try:
-        with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
-    except OperationalError as exc:
-        raise DatabaseUnavailableError(
-            f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: "
-            f"{_first_line(exc.orig)}; check [database] url"
-        ) from exc
+    """The revision stamped in ``alembic_version``, or None when the table is absent or empty.
+
+    Read directly rather than through Alembic's MigrationContext, which would import Alembic.
+    """
+    with engine.connect() as conn:
+        if not inspect(conn).has_table(VERSION_TABLE):
+            return None
+        versions = list(conn.scalars(select(_VERSIONS.c.version_num)))
+    # One row on a linear history; several (branches merged by hand) are shown as they are.
+    return ", ".join(sorted(versions)) or None
 
 
 def init_db(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (default: head) with Alembic."""
+    from alembic import command
+
     cfg = alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
@@ -123,6 +176,8 @@ def init_db(engine: Engine, revision: str = "head") -> None:
 
 
 def downgrade_db(engine: Engine, revision: str) -> None:
+    from alembic import command
+
     cfg = alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
@@ -132,7 +187,7 @@ def downgrade_db(engine: Engine, revision: str) -> None:
 def check_schema(engine: Engine) -> None:
     """Stop with a clear message unless the database is at the code's head revision."""
     current = current_revision(engine)
-    head = head_revision()
+    head = HEAD_REVISION
     if current == head:
         return
     if current is None:

@@ -43,10 +43,12 @@ class SchemaError(WatcherError):
     exit_code = EXIT_USAGE
 
 
+# A run-time failure (exit code 1), not a configuration error: a database that starts after the
+# worker, restarts or drops the connection comes back by itself, so the daemon retries and systemd
+# restarts the service. Raised in one place, by the engine's error hook in worker.db, for every
+# refused, failed or lost connection; the driver's error stays in __cause__.
 class DatabaseUnavailableError(WatcherError):
-    """The database cannot be reached: check [database] url."""
-
-    exit_code = EXIT_USAGE
+    """The database cannot be reached: check [database] url and that the server is running."""
 
 
 class NotFoundError(WatcherError):

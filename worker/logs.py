@@ -120,8 +120,12 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # httpx logs one INFO line per request; keep those for DEBUG.
-    for noisy in ("httpx", "httpcore", "alembic", "apscheduler.executors.default"):
+    # Kept for DEBUG: httpx logs one INFO line per request, and APScheduler one per job run
+    # ("Running job …", "Job … executed successfully") besides "Added job …" and "Scheduler
+    # started". Our own events say the same with stable names (daemon_started, sync_heartbeat
+    # with next_run_at, sync_job_failed, sync_missed), so in JSON mode too the free-text lines
+    # would only double the journal; APScheduler's warnings and errors still pass.
+    for noisy in ("httpx", "httpcore", "alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(
             max(logging.WARNING, root.level) if level.upper() != "DEBUG" else logging.DEBUG
         )

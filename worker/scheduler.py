@@ -3,6 +3,10 @@
 - A cron trigger from ``[schedule] cron`` (default 00:20 UTC, just after OpenRouter completes a
   day), an optional interval, and one run at start-up; one job at a time (``max_instances=1``,
   ``coalesce=True``), missed runs within ``misfire_grace_seconds`` still run.
+- At start-up the database is awaited: a database that cannot be reached (PostgreSQL starting
+  after the worker, a restart, a network hiccup) is retried with capped, jittered exponential
+  backoff (:class:`Backoff`), one ``database_unavailable`` line per attempt; a signal stops the
+  wait with exit 0. Once it answers, a schema behind head is a configuration error (exit 2).
 - Only one sync per database across processes (:mod:`worker.locking`): a run that finds the
   lock taken logs ``sync_skipped`` and fetches nothing.
 - SIGTERM / SIGINT: start no further key, let the key in flight commit or roll back, exit 0
@@ -14,22 +18,33 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import random
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MISSED,
+    EVENT_SCHEDULER_START,
+    JobExecutionEvent,
+    SchedulerEvent,
+)
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings
 from worker.crypto import Keyring
+from worker.db import check_schema
+from worker.errors import DatabaseUnavailableError
 from worker.logs import get_logger
+from worker.models import ApiKey, User
 from worker.sync import locked_sync
 
 log = get_logger("worker.scheduler")
@@ -37,6 +52,29 @@ log = get_logger("worker.scheduler")
 JOB_CRON = "sync-cron"
 JOB_INTERVAL = "sync-interval"
 JOB_STARTUP = "sync-startup"
+NO_KEYS_HINT = (
+    "no OpenRouter keys registered: add one with  "
+    "printf '%s' \"$KEY\" | openrouter-watcher keys add --user EMAIL --name NAME  "
+    "(users add EMAIL first)"
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backoff:
+    """Waits between attempts: ``initial`` doubling up to ``maximum`` seconds, jittered.
+
+    The jitter ("equal jitter": a random point in the upper half of the step) spreads the
+    attempts of several workers that lost the same database at the same moment.
+    """
+
+    initial: float = 1.0
+    maximum: float = 60.0
+    factor: float = 2.0
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1, 2, …)."""
+        step = min(self.maximum, self.initial * self.factor ** min(attempt - 1, 64))
+        return step * (rng or random).uniform(0.5, 1.0)
 
 
 class SyncDaemon:
@@ -50,7 +88,10 @@ class SyncDaemon:
         keyring: Keyring,
         *,
         exit_now: Callable[[int], None] = os._exit,
+        database_backoff: Backoff | None = None,
+        notice: TextIO | None = None,
     ) -> None:
+        """``notice``: where to print start-up advice for a person (stderr on a terminal)."""
         self.settings = settings
         self.engine = engine
         self.session_factory = session_factory
@@ -59,6 +100,8 @@ class SyncDaemon:
         self._idle = threading.Event()
         self._idle.set()
         self._exit_now = exit_now
+        self.database_backoff = database_backoff or Backoff()
+        self.notice = notice
         self.scheduler = BlockingScheduler(
             timezone=dt.UTC,
             job_defaults={
@@ -140,6 +183,57 @@ class SyncDaemon:
                 error=f"{type(event.exception).__name__}: {event.exception}",
             )
 
+    # -- start-up ----------------------------------------------------------------------------
+
+    def wait_for_database(self) -> bool:
+        """Check the schema, retrying while the database cannot be reached.
+
+        Returns False if a signal stopped the wait. A database that answers but is not at the
+        head revision raises :class:`worker.errors.SchemaError` at once: no retry fixes that.
+        """
+        url = self.engine.url.render_as_string(hide_password=True)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                check_schema(self.engine)
+            except DatabaseUnavailableError as exc:
+                delay = self.database_backoff.delay(attempt)
+                log.warning(
+                    "database_unavailable",
+                    attempt=attempt,
+                    retry_in_seconds=round(delay, 2),
+                    url=url,
+                    error=_first_line(exc.__cause__ or exc),
+                )
+                if self.stop.wait(delay):
+                    return False
+                continue
+            if attempt > 1:
+                log.info("database_available", attempts=attempt, url=url)
+            return True
+
+    def count_active_keys(self) -> int:
+        """Active keys of active users: what a sync would fetch."""
+        with self.session_factory() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(ApiKey)
+                    .join(User, User.id == ApiKey.user_id)
+                    .where(ApiKey.is_active.is_(True), User.is_active.is_(True))
+                )
+                or 0
+            )
+
+    def _advise_when_no_keys(self) -> None:
+        # A first `make run` otherwise shows only empty syncs, with no hint of the next step.
+        if self.count_active_keys():
+            return
+        log.warning("no_keys_registered", hint=NO_KEYS_HINT)
+        if self.notice is not None:
+            print(NO_KEYS_HINT, file=self.notice)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -156,16 +250,31 @@ class SyncDaemon:
             grace_seconds=self.settings.schedule.shutdown_grace_seconds,
         )
         self.stop.set()
-        self.scheduler.shutdown(wait=False)
+        # Before the scheduler runs (waiting for the database), the stop event is enough;
+        # a signal between that wait and start() is caught by _on_scheduler_start.
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+    def _on_scheduler_start(self, _event: SchedulerEvent) -> None:
+        if self.stop.is_set():
+            self.scheduler.shutdown(wait=False)
 
     def run(self) -> int:
-        """Start the scheduler and block until a signal stops it. Returns the exit code."""
-        self._add_jobs()
-        self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+        """Await the database, start the scheduler and block until a signal stops it.
+
+        Returns the exit code (0). A schema behind head raises SchemaError (exit code 2).
+        """
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
         try:
+            if not self.wait_for_database():
+                log.info("daemon_stopped", reason="stopped while waiting for the database")
+                return 0
+            self._advise_when_no_keys()
+            self._add_jobs()
+            self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+            self.scheduler.add_listener(self._on_scheduler_start, EVENT_SCHEDULER_START)
             log.info(
                 "daemon_started",
                 cron=self.settings.schedule.cron,
@@ -183,6 +292,11 @@ class SyncDaemon:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _iso(value: dt.datetime | None) -> str | None:

@@ -1,9 +1,16 @@
-"""`openrouter-watcher run` as a real subprocess against the fake OpenRouter on 127.0.0.1."""
+"""`openrouter-watcher run` as a real subprocess against the fake OpenRouter on 127.0.0.1.
+
+Every daemon here runs on a pinned clock (the testing hook in worker.days), and the fake
+OpenRouter serves the window of that same day, so nothing depends on the real date.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import pty
+import select as io_select
 import signal
 import subprocess
 import sys
@@ -11,19 +18,22 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from worker import accounts
 from worker.crypto import Keyring
-from worker.days import utc_today
-from worker.db import create_db_engine, make_session_factory
+from worker.db import create_db_engine, init_db, make_session_factory
 from worker.models import ApiKey, SyncRun, UsageStats
 from worker.testing.env import clean_env
 from worker.testing.fake_openrouter import FakeOpenRouter, generate_activity
+from worker.testing.postgres import PostgresServer, find_bindir, free_port
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")
+CLOCK = "2026-11-20T12:00:00Z"
+TODAY = dt.date(2026, 11, 20)
 KEYS = {
     "fast": "sk-or-v1-daemon-fast-0000000000000000000000000000000000000000000001",
     "slow": "sk-or-v1-daemon-slow-0000000000000000000000000000000000000000000002",
@@ -43,24 +53,28 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
 
 @pytest.fixture
 def fake() -> Iterator[FakeOpenRouter]:
-    today = utc_today()
-    with FakeOpenRouter(today=today) as server:
+    with FakeOpenRouter(today=TODAY) as server:
         for seed, key in enumerate(KEYS.values()):
             server.add_key(
-                key, management=True, rows=generate_activity(today=today, models=3, seed=seed)
+                key, management=True, rows=generate_activity(today=TODAY, models=3, seed=seed)
             )
         yield server
 
 
-@pytest.fixture
-def database(sqlite_url: str, keyring: Keyring) -> str:
-    """A migrated SQLite file holding one user and the two keys above."""
-    engine = create_db_engine(sqlite_url)
+def add_keys(url: str, keyring: Keyring) -> None:
+    """One user and the three keys above, in a migrated database."""
+    engine = create_db_engine(url)
     factory = make_session_factory(engine)
     accounts.add_user(factory, "ops@example.com")
     for name, secret in KEYS.items():
         accounts.add_key(factory, keyring, "ops@example.com", name, secret)
     engine.dispose()
+
+
+@pytest.fixture
+def database(sqlite_url: str, keyring: Keyring) -> str:
+    """A migrated SQLite file holding one user and the three keys above."""
+    add_keys(sqlite_url, keyring)
     return sqlite_url
 
 
@@ -79,6 +93,7 @@ def daemon_env(
             "OPENROUTER_WATCHER_LOGGING_FORMAT": "json",
             "OPENROUTER_WATCHER_SCHEDULE_SHUTDOWN_GRACE_SECONDS": "20",
             "OPENROUTER_WATCHER_SYNC_CONCURRENCY": "1",
+            "OPENROUTER_WATCHER_TESTING_CLOCK": CLOCK,
         }
     )
     env.update(extra)
@@ -172,7 +187,7 @@ def test_sigterm_during_slow_sync_exits_zero_and_leaves_no_partial_key(
             proc.wait()
     rows = usage_rows(database)
     full = {
-        name: expected_rows(generate_activity(today=utc_today(), models=3, seed=seed))
+        name: expected_rows(generate_activity(today=TODAY, models=3, seed=seed))
         for seed, name in enumerate(KEYS)
     }
     # concurrency 1: every key is either whole or absent, never partial, and the stop came
@@ -216,7 +231,6 @@ def test_second_daemon_skips_while_first_syncs(
         ("config", "invalid configuration"),
         ("master_key", "master key"),
         ("schema", "run make migrate"),
-        ("database", "cannot reach the database"),
     ],
 )
 def test_startup_failures_exit_2_with_one_line(
@@ -229,16 +243,15 @@ def test_startup_failures_exit_2_with_one_line(
             "OPENROUTER_WATCHER_DATABASE_URL": sqlite_url,
             "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key,
             "OPENROUTER_WATCHER_LOGGING_FORMAT": "json",
+            "OPENROUTER_WATCHER_TESTING_CLOCK": CLOCK,
         }
     )
     if case == "config":
         env["OPENROUTER_WATCHER_SCHEDULE_CRON"] = "not a cron"
     elif case == "master_key":
         del env["OPENROUTER_WATCHER_ENCRYPTION_KEY"]
-    elif case == "schema":
-        env["OPENROUTER_WATCHER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'empty.db'}"
     else:
-        env["OPENROUTER_WATCHER_DATABASE_URL"] = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+        env["OPENROUTER_WATCHER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'empty.db'}"
     result = subprocess.run(
         [CLI, "run"], env=env, capture_output=True, text=True, timeout=60, check=False
     )
@@ -273,3 +286,141 @@ def test_local_key_file_is_created_once_with_mode_0600(
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert "created a new master key" in log.read_text()
     assert key_file.read_text().strip() not in log.read_text()
+
+
+# --- the database at start-up ---------------------------------------------------------------
+
+DB_PASSWORD = "s3cret-db-password"
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    return proc.wait(timeout=timeout)
+
+
+def unavailable(log: Path) -> list[dict[str, object]]:
+    return [e for e in events(log) if e.get("event") == "database_unavailable"]
+
+
+def alive(proc: subprocess.Popen[bytes], log: Path) -> bool:
+    """True while the daemon runs; fails the test at once (with its log) if it exited."""
+    if proc.poll() is not None:
+        raise AssertionError(f"the daemon exited with {proc.returncode}:\n{log.read_text()}")
+    return True
+
+
+def test_daemon_waits_for_a_database_that_starts_later_then_syncs(
+    tmp_path: Path, fake: FakeOpenRouter, master_key: str, keyring: Keyring
+) -> None:
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL binaries (initdb, postgres) found: set PG_BINDIR")
+    server = PostgresServer(bindir)  # its port is chosen, nothing listens on it yet
+    # trust authentication ignores the password: it is here to be hidden in the logs
+    url = f"postgresql+psycopg://postgres:{DB_PASSWORD}@127.0.0.1:{server.port}/watcher"
+    proc, log = start(daemon_env(url, fake, master_key), tmp_path, "daemon")
+    try:
+        wait_until(lambda: alive(proc, log) and len(unavailable(log)) >= 2)
+        server.start()
+        # Migrated and given its keys under another name, then renamed: the daemon sees no
+        # database, or a complete one (a half-migrated one would be a schema error, exit 2).
+        staging = server.create_database("staging")
+        engine = create_db_engine(staging)
+        init_db(engine)
+        engine.dispose()
+        add_keys(staging, keyring)
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            conn.execute("ALTER DATABASE staging RENAME TO watcher")
+        wait_until(
+            lambda: (
+                alive(proc, log) and any(e.get("event") == "sync_heartbeat" for e in events(log))
+            ),
+            timeout=60,
+        )
+        assert stop(proc) == 0
+        assert all(count > 0 for count in usage_rows(url).values())
+        assert [status for _, status in runs(url)] == ["ok"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        server.stop()
+    attempts = unavailable(log)
+    assert [e["attempt"] for e in attempts] == list(range(1, len(attempts) + 1))
+    for e in attempts:
+        assert e["level"] == "warning"
+        assert e["url"] == f"postgresql+psycopg://postgres:***@127.0.0.1:{server.port}/watcher"
+        assert 0 < float(str(e["retry_in_seconds"])) <= 60
+        assert e["error"]
+    assert [e["event"] for e in events(log)].index("database_available") > 0
+    assert DB_PASSWORD not in log.read_text()
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_while_waiting_for_the_database_exits_0(
+    tmp_path: Path, fake: FakeOpenRouter, master_key: str, sig: int
+) -> None:
+    url = f"postgresql+psycopg://watcher:{DB_PASSWORD}@127.0.0.1:{free_port()}/watcher"
+    proc, log = start(daemon_env(url, fake, master_key), tmp_path, "daemon")
+    try:
+        wait_until(lambda: alive(proc, log) and len(unavailable(log)) >= 1)
+        attempts = len(unavailable(log))
+        assert stop(proc, sig) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    names = [e["event"] for e in events(log)]
+    assert len(unavailable(log)) == attempts  # no attempt after the signal
+    assert names[-2:] == ["shutdown_requested", "daemon_stopped"]
+    assert "daemon_started" not in names and fake.request_count() == 0
+    assert "Traceback" not in log.read_text()
+
+
+def test_daemon_without_keys_says_how_to_add_one_and_keeps_running(
+    tmp_path: Path, sqlite_url: str, fake: FakeOpenRouter, master_key: str
+) -> None:
+    env = daemon_env(sqlite_url, fake, master_key, OPENROUTER_WATCHER_SCHEDULE_INTERVAL_SECONDS="1")
+    log = tmp_path / "daemon.log"
+    # stderr on a terminal (a pseudo-terminal): the advice is printed there for a person too
+    controller, terminal = pty.openpty()
+    seen = bytearray()
+
+    def read_terminal() -> str:
+        while io_select.select([controller], [], [], 0)[0]:
+            try:
+                seen.extend(os.read(controller, 4096))
+            except OSError:  # the other side closed
+                break
+        return seen.decode(errors="replace")
+
+    with log.open("wb") as fh:
+        proc = subprocess.Popen([CLI, "run"], env=env, stdout=fh, stderr=terminal)
+    os.close(terminal)
+    try:
+        wait_until(lambda: alive(proc, log) and "no OpenRouter keys registered" in read_terminal())
+        # it keeps running and syncing (nothing, for now)
+        wait_until(
+            lambda: (
+                alive(proc, log) and any(e.get("event") == "sync_heartbeat" for e in events(log))
+            )
+        )
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        terminal_text = read_terminal()
+        os.close(controller)
+    (advice,) = [e for e in events(log) if e.get("event") == "no_keys_registered"]
+    command = (
+        "printf '%s' \"$KEY\" | openrouter-watcher keys add --user EMAIL --name NAME  "
+        "(users add EMAIL first)"
+    )
+    assert advice["level"] == "warning"
+    assert str(advice["hint"]).startswith("no OpenRouter keys registered: add one with  ")
+    assert str(advice["hint"]).endswith(command)
+    assert command in terminal_text
+    assert fake.request_count() == 0

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
 
-from worker.db import check_schema, create_db_engine, downgrade_db, head_revision, init_db
+from worker.db import (
+    HEAD_REVISION,
+    alembic_config,
+    check_schema,
+    create_db_engine,
+    current_revision,
+    downgrade_db,
+    init_db,
+    migrations_dir,
+)
 from worker.errors import SchemaError
 from worker.models import Base
+from worker.testing.env import clean_env
 
+ROOT = Path(__file__).resolve().parents[2]
 TABLES = {"users", "api_keys", "usage_stats", "api_tokens", "sync_runs", "sync_key_results"}
 
 
@@ -97,6 +112,63 @@ def test_check_schema_names_revision_and_fix(tmp_path: Path) -> None:
     with pytest.raises(SchemaError) as info:
         check_schema(engine)
     assert str(info.value) == (
-        f"database is at revision 0001, code expects {head_revision()}: run make migrate"
+        f"database is at revision 0001, code expects {HEAD_REVISION}: run make migrate"
     )
+    assert info.value.exit_code == 2
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM alembic_version"))
+    with pytest.raises(SchemaError, match=r"has tables but no Alembic revision.*make migrate"):
+        check_schema(engine)
+    engine.dispose()
+
+
+def test_head_revision_constant_is_alembics_head() -> None:
+    # HEAD_REVISION spares every command Alembic's import: bump it with each new migration.
+    scripts = ScriptDirectory(str(ROOT / "alembic"))
+    assert scripts.get_current_head() == HEAD_REVISION
+    # ... and the package finds those very scripts (worker/migrations -> alembic/).
+    assert migrations_dir() == (ROOT / "alembic").resolve()
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD_REVISION
+
+
+def test_schema_check_does_not_import_alembic(sqlite_url: str, tmp_path: Path) -> None:
+    # What every command pays: `status` checks the schema; Alembic's import costs ~0.5 s.
+    program = (
+        "import sys\n"
+        "from worker.cli import main\n"
+        "code = main(['status'])\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'alembic')\n"
+        "print('ALEMBIC', code, loaded)\n"
+    )
+    env = clean_env(
+        OPENROUTER_WATCHER_CONFIG=os.devnull, OPENROUTER_WATCHER_DATABASE_URL=sqlite_url
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "ALEMBIC 0 []" in result.stdout.splitlines(), result.stdout + result.stderr
+
+
+def test_top_level_alembic_ini_still_works_by_hand(tmp_path: Path) -> None:
+    # People run `alembic upgrade head` from the checkout: alembic.ini stays at the top.
+    url = f"sqlite:///{tmp_path / 'by-hand.db'}"
+    env = clean_env(OPENROUTER_WATCHER_CONFIG=os.devnull, OPENROUTER_WATCHER_DATABASE_URL=url)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "alembic"), "upgrade", "head"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    engine = create_db_engine(url)
+    assert current_revision(engine) == HEAD_REVISION
     engine.dispose()

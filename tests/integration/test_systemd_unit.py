@@ -9,6 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from worker.errors import (
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+    ConfigError,
+    DatabaseUnavailableError,
+    MasterKeyError,
+    SchemaError,
+)
+
 UNIT = Path(__file__).resolve().parents[2] / "deploy" / "openrouter-watcher.service"
 INSTALLED_EXEC = "/opt/openrouter-watcher/.venv/bin/openrouter-watcher"
 
@@ -50,3 +59,24 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "openrouter-watcher.service" not in result.stderr, result.stderr
+
+
+def _settings(name: str) -> list[str]:
+    return [
+        value
+        for line in UNIT.read_text().splitlines()
+        if line.startswith(f"{name}=")
+        for value in line.split("=", 1)[1].split()
+    ]
+
+
+def test_unit_restarts_after_runtime_failures_but_not_configuration_errors() -> None:
+    # Restart=on-failure restarts on every non-zero exit except those listed as preventing it.
+    assert _settings("Restart") == ["on-failure"]
+    prevented = {int(code) for code in _settings("RestartPreventExitStatus")}
+    assert prevented == {EXIT_USAGE}
+    for error in (ConfigError(), MasterKeyError(), SchemaError()):
+        assert error.exit_code in prevented, type(error).__name__
+    # A database that is down (at boot, or lost later) must bring the service back.
+    assert DatabaseUnavailableError().exit_code == EXIT_RUNTIME
+    assert EXIT_RUNTIME not in prevented

@@ -76,8 +76,9 @@ def _local_keyring(ctx: Context, path: Path) -> Keyring:
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     from worker.scheduler import SyncDaemon
 
-    # Start-up checks, each a clear one-line error with exit code 2: configuration (loading the
-    # settings), master key, database reachable, schema at head.
+    # Start-up checks that no retry can fix come first, each a one-line error with exit code 2:
+    # configuration (loading the settings), master key. The database is then awaited (it may
+    # start after us: a run-time condition the daemon retries) and its schema checked (exit 2).
     settings = ctx.settings
     # Under systemd stdout goes to the journal; on a terminal the console renderer is used.
     ctx.setup_logging(stream=sys.stdout)
@@ -86,8 +87,9 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         settings = ctx.settings
     else:
         keyring = Keyring.from_settings(settings)
-    factory = ctx.sessions()
-    daemon = SyncDaemon(settings, ctx.engine, factory, keyring)
+    factory = ctx.sessions(check=False)  # the daemon checks the schema once the database answers
+    notice = ctx.stderr if ctx.stderr.isatty() else None
+    daemon = SyncDaemon(settings, ctx.engine, factory, keyring, notice=notice)
     return daemon.run()
 
 
