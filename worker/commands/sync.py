@@ -39,7 +39,8 @@ def format_summary(summary: RunSummary) -> list[str]:
         f"keys: {summary.keys_ok} ok, {summary.keys_failed} failed"
         + (f", {summary.keys_skipped} not started" if summary.keys_skipped else ""),
         f"rows: {counts.inserted} inserted, {counts.updated} updated, "
-        f"{counts.unchanged} unchanged, {counts.deleted} deleted",
+        f"{counts.unchanged} unchanged, {counts.deleted} deleted"
+        + (f", {counts.kept} kept (no longer reported, see docs/sync.md)" if counts.kept else ""),
         f"requests: {summary.requests}",
     ]
     for key in summary.failed:
