@@ -38,14 +38,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker.config import Settings, SyncSettings
 from worker.crypto import Keyring
 from worker.days import check_days, span, utc_now, window_days
-from worker.db import transaction
+from worker.db import make_session_factory, transaction
 from worker.errors import (
     InvalidResponseError,
     NotFoundError,
     NotManagementKeyError,
     OpenRouterError,
 )
-from worker.locking import sync_lock
+from worker.locking import LockLostError, sync_lock
 from worker.logs import bound_contextvars, get_logger
 from worker.openrouter import OpenRouterClient, daily_totals
 from worker.outcomes import KeyOutcome, RunSummary, describe_failure
@@ -204,6 +204,8 @@ def _store_group(
     try:
         with transaction(session_factory) as session:
             return _write(session, run_id, group)
+    except LockLostError:
+        raise  # stop writing at once: another sync may be running now
     except Exception as exc:
         if not first_try:
             return [_record_failure(session_factory, run_id, group[0], exc)]
@@ -320,6 +322,8 @@ def _record_failure(
                 elif fetched.accepted:
                     key_store.mark_accepted(session, [fetched.key.id], utc_now())
                 ledger.record_outcomes(session, run_id, [outcome])
+        except LockLostError:
+            raise
         except Exception:
             # E.g. the key was deleted meanwhile; the outcome is still reported and logged.
             log.exception("key_result_not_recorded")
@@ -400,6 +404,10 @@ def run_sync(
             )
             if not summary.keys_skipped:
                 status = "failed" if summary.keys_failed else "ok"
+        except LockLostError as exc:
+            summary.stopped = str(exc)
+            summary.keys_skipped = len(keys) - len(summary.keys)
+            log.error("sync_lock_lost", error=summary.stopped)
         finally:
             if own_client:
                 client.close()
@@ -482,7 +490,6 @@ def _run_keys(
 
 def locked_sync(
     engine: Engine,
-    session_factory: sessionmaker[Session],
     settings: Settings,
     keyring: Keyring,
     *,
@@ -492,10 +499,11 @@ def locked_sync(
     """:func:`run_sync` while holding the database's sync lock; None if another sync holds it.
 
     Every entry point (the daemon, ``sync``, ``backfill``) goes through here, so two syncs never
-    overlap on one database, whichever processes start them.
+    write at the same time on one database, whichever processes start them: the run writes
+    only through the lock's own sessions (see :mod:`worker.locking`).
     """
-    with sync_lock(engine) as held:
-        if not held:
+    with sync_lock(engine) as locked:
+        if locked is None:
             log.info(
                 "sync_skipped",
                 trigger=trigger,
@@ -504,8 +512,23 @@ def locked_sync(
             return None
         # Holding the lock proves no other process is syncing: a run still marked
         # "running" was cut short (killed, machine lost) and is marked interrupted.
-        with transaction(session_factory) as session:
+        with transaction(locked) as session:
             stale = ledger.interrupt_stale_runs(session)
         if stale:
             log.warning("stale_runs_marked_interrupted", run_ids=stale)
-        return run_sync(session_factory, settings, keyring, trigger=trigger, **kwargs)
+        summary = run_sync(locked, settings, keyring, trigger=trigger, **kwargs)
+    if summary.stopped:
+        # The lock's connection is gone, so its sessions cannot close the run: a new one can
+        # (our own run's row only; another sync may hold the lock by now).
+        try:
+            with transaction(make_session_factory(engine)) as session:
+                ledger.finish_run(
+                    session,
+                    summary.run_id,
+                    status=summary.status,
+                    keys_ok=summary.keys_ok,
+                    keys_failed=summary.keys_failed,
+                )
+        except Exception:
+            log.exception("sync_run_not_closed")
+    return summary

@@ -123,6 +123,7 @@ def test_summary_json_and_text_are_stable() -> None:
         "keys_ok": 1,
         "keys_failed": 1,
         "keys_skipped": 0,
+        "stopped": None,
         "rows": {"inserted": 2, "updated": 1, "unchanged": 3, "deleted": 1, "kept": 0},
         "requests": 3,
         "results": [
