@@ -48,16 +48,37 @@ class Status:
     keys: list[KeyStatus]
     last_run: RunStatus | None
     next_run_at: dt.datetime | None
+    # A run still marked running while no process holds the sync lock: it was cut short
+    # (killed, the disk full, the database lost) before it could record its end.
+    cut_short: RunStatus | None = None
 
     @property
     def healthy(self) -> bool:
-        """False when the last sync of any active key failed."""
-        return not any(k.active and k.last_status == "failed" for k in self.keys)
+        """False when the last sync of any active key failed, or a run was cut short."""
+        return not self.problems
+
+    @property
+    def problems(self) -> list[str]:
+        """Why the worker is not healthy, one line each (none when it is)."""
+        found = [
+            f"key {k.api_key_id} ({k.name}): its last sync failed: {k.last_error or 'unknown'}"
+            for k in self.keys
+            if k.active and k.last_status == "failed"
+        ]
+        run = self.cut_short
+        if run is not None:
+            found.append(
+                f"run #{run.id} ({run.trigger}, started {run.started_at:%Y-%m-%d %H:%M} UTC) "
+                "is still marked running but no sync is running: it was cut short before it "
+                "could record its end (see the logs); the next sync marks it interrupted"
+            )
+        return found
 
     def to_json(self) -> dict[str, Any]:
         """The ``status --json`` document (rendered by :func:`worker.render.to_json`)."""
         return {
             "healthy": self.healthy,
+            "problems": self.problems,
             "keys": self.keys,
             "last_run": self.last_run,
             "next_run_at": self.next_run_at,
@@ -76,9 +97,17 @@ def next_run_time(schedule: ScheduleSettings, now: dt.datetime | None = None) ->
 
 
 def collect_status(
-    session: Session, schedule: ScheduleSettings, now: dt.datetime | None = None
+    session: Session,
+    schedule: ScheduleSettings,
+    now: dt.datetime | None = None,
+    *,
+    sync_running: bool = False,
 ) -> Status:
-    """Gather the status of every key and the last run, in a handful of GROUP BY queries."""
+    """Gather the status of every key and the last run, in a handful of GROUP BY queries.
+
+    ``sync_running``: whether a process holds the sync lock now; without one, a run still
+    marked running was cut short.
+    """
     latest_result = (
         select(SyncKeyResult.api_key_id, func.max(SyncKeyResult.id).label("id"))
         .group_by(SyncKeyResult.api_key_id)
@@ -138,17 +167,26 @@ def collect_status(
         )
 
     run = session.scalars(select(SyncRun).order_by(SyncRun.id.desc()).limit(1)).first()
-    last_run = (
-        RunStatus(
-            run.id,
-            run.trigger,
-            run.status,
-            run.started_at,
-            run.finished_at,
-            run.keys_ok,
-            run.keys_failed,
-        )
-        if run
-        else None
+    running = session.scalars(
+        select(SyncRun).where(SyncRun.status == "running").order_by(SyncRun.id.desc()).limit(1)
+    ).first()
+    return Status(
+        keys=keys,
+        last_run=_run_status(run),
+        next_run_at=next_run_time(schedule, now),
+        cut_short=None if sync_running else _run_status(running),
     )
-    return Status(keys=keys, last_run=last_run, next_run_at=next_run_time(schedule, now))
+
+
+def _run_status(run: SyncRun | None) -> RunStatus | None:
+    if run is None:
+        return None
+    return RunStatus(
+        run.id,
+        run.trigger,
+        run.status,
+        run.started_at,
+        run.finished_at,
+        run.keys_ok,
+        run.keys_failed,
+    )

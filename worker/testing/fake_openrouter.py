@@ -59,12 +59,18 @@ _STATUS_MESSAGES = {
 class Fault:
     """One scripted answer. ``status=200`` with no ``body`` means "answer normally, after
     ``delay`` seconds" (a slow response); any other status answers with that error (its
-    contract body, or ``body`` verbatim, e.g. ``"not json"``), plus ``Retry-After`` if set."""
+    contract body, or ``body`` verbatim, e.g. ``"not json"``), plus ``Retry-After`` if set.
+
+    ``trickle``: send the answer's body one byte every that many seconds (a server that keeps
+    the connection busy without ever finishing). ``location``: a redirect to that URL (with a
+    3xx ``status``)."""
 
     status: int = 500
     body: str | None = None
     retry_after: str | None = None
     delay: float = 0.0
+    trickle: float = 0.0
+    location: str | None = None
 
 
 @dataclass(frozen=True)
@@ -283,7 +289,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.fake._handle(self)
 
-    def _answer(self, status: int, body: str, headers: dict[str, str] | None = None) -> None:
+    def _answer(
+        self,
+        status: int,
+        body: str,
+        headers: dict[str, str] | None = None,
+        *,
+        trickle: float = 0.0,
+        stopping: threading.Event | None = None,
+    ) -> None:
         data = body.encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -291,7 +305,14 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        if not trickle:
+            self.wfile.write(data)
+            return
+        for index in range(len(data)):
+            self.wfile.write(data[index : index + 1])
+            self.wfile.flush()
+            if stopping is not None and stopping.wait(trickle):
+                return
 
 
 def _error(status: int, message: str | None = None) -> str:
@@ -454,6 +475,8 @@ class FakeOpenRouter:
             body = fault.body if fault.body is not None else _error(status)
             if fault.retry_after is not None:
                 headers["Retry-After"] = fault.retry_after
+            if fault.location is not None:
+                headers["Location"] = fault.location
         else:
             status, body = self._route(url.path, query, key)
         with self._lock:
@@ -466,7 +489,8 @@ class FakeOpenRouter:
                 )
             )
         with contextlib.suppress(OSError):  # the client may have given up (timeout)
-            handler._answer(status, body, headers)
+            trickle = fault.trickle if fault is not None else 0.0
+            handler._answer(status, body, headers, trickle=trickle, stopping=self._stopping)
 
     def _route(self, path: str, query: dict[str, str], key: _Key | None) -> tuple[int, str]:
         if path == f"{API_PREFIX}/key":
