@@ -124,6 +124,7 @@ def cmd_keys_add(ctx: Context, args: argparse.Namespace) -> int:
     factory = ctx.sessions()
     email, name = accounts.check_new_key(factory, args.user, args.name)
     secret = accounts.check_openrouter_key(read_secret(ctx, "OpenRouter key (hidden): "))
+    accounts.check_not_registered(factory, keyring, secret)  # before asking OpenRouter
     info = None if args.no_verify else _verify(ctx, secret)
     kind = None
     if info is not None:
