@@ -17,6 +17,7 @@ that names each key and where its value came from.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -253,6 +254,8 @@ def _check_value(value: Any, kind: Any, meta: Mapping[str, Any]) -> tuple[Any, s
         if isinstance(value, bool) or not isinstance(value, int | float):
             return value, "must be a number"
         value = float(value)
+        if not math.isfinite(value):
+            return value, "must be a finite number"
     elif kind == tuple[str, ...]:
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             return value, "must be a list of strings"
@@ -301,6 +304,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"configuration file {path} is not UTF-8 text: save it as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
 

@@ -52,6 +52,10 @@ class DatabaseUnavailableError(WatcherError):
     """The database cannot be reached: check [database] url and that the server is running."""
 
 
+class DatabaseBusyError(WatcherError):
+    """The database is locked by another writer: try again when it has finished."""
+
+
 class NotFoundError(WatcherError):
     """No such object."""
 

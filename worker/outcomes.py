@@ -13,6 +13,8 @@ from typing import Any
 
 from worker.errors import (
     BadRequestError,
+    DatabaseBusyError,
+    DatabaseUnavailableError,
     DecryptionError,
     InvalidResponseError,
     NotManagementKeyError,
@@ -120,6 +122,8 @@ _REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (RateLimitedError, "rate_limited"),
     (UpstreamUnavailableError, "upstream_unavailable"),
     (InvalidResponseError, "invalid_response"),
+    (DatabaseBusyError, "database_busy"),
+    (DatabaseUnavailableError, "database_unavailable"),
     (OpenRouterError, "openrouter_error"),
     (WatcherError, "error"),
 )
