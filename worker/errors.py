@@ -104,5 +104,9 @@ class UpstreamUnavailableError(OpenRouterError):
     """OpenRouter could not be reached or kept failing until the retries ran out."""
 
 
+class EndpointNotFoundError(UpstreamUnavailableError):
+    """OpenRouter has no such endpoint (404): check [openrouter] base_url."""
+
+
 class InvalidResponseError(OpenRouterError):
     """OpenRouter's response does not match its contract."""

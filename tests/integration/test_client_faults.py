@@ -12,7 +12,8 @@ import pytest
 from worker.config import OpenRouterSettings
 from worker.errors import InvalidResponseError, UnauthorizedError, UpstreamUnavailableError
 from worker.openrouter import OpenRouterClient
-from worker.testing.fake_openrouter import FakeOpenRouter, Fault, generate_activity
+from worker.testing.activity_data import generate_activity
+from worker.testing.fake_openrouter import FakeOpenRouter, Fault
 
 TODAY = dt.date(2026, 5, 1)
 KEY = "sk-or-v1-" + "f" * 64

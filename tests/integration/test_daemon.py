@@ -27,8 +27,9 @@ from worker import accounts
 from worker.crypto import Keyring
 from worker.db import create_db_engine, init_db, make_session_factory
 from worker.models import ApiKey, SyncRun, UsageStats
+from worker.testing.activity_data import generate_activity
 from worker.testing.env import clean_env
-from worker.testing.fake_openrouter import FakeOpenRouter, generate_activity
+from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.postgres import PostgresServer, find_bindir, free_port
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")

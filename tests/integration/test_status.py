@@ -21,8 +21,9 @@ from worker.days import utc_today
 from worker.db import create_db_engine, make_session_factory
 from worker.status import collect_status, next_run_time
 from worker.sync import run_sync
+from worker.testing.activity_data import generate_activity
 from worker.testing.env import clean_env
-from worker.testing.fake_openrouter import FakeOpenRouter, Fault, generate_activity
+from worker.testing.fake_openrouter import FakeOpenRouter, Fault
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")
 GOOD = "sk-or-v1-status-good-000000000000000000000000000000000000000000000001"

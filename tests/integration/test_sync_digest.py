@@ -17,7 +17,8 @@ from worker.crypto import Keyring
 from worker.models import ApiKey
 from worker.outcomes import RunSummary
 from worker.sync import run_sync
-from worker.testing.fake_openrouter import FakeOpenRouter, expected_totals, generate_activity
+from worker.testing.activity_data import expected_totals, generate_activity
+from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.usage import stored_usage_of
 from worker.usage import WriteCounts
 

@@ -26,8 +26,9 @@ from worker.crypto import Keyring
 from worker.db import create_db_engine, make_session_factory
 from worker.locking import sync_lock
 from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats
+from worker.testing.activity_data import expected_totals, generate_activity
 from worker.testing.env import clean_env
-from worker.testing.fake_openrouter import FakeOpenRouter, Fault, expected_totals, generate_activity
+from worker.testing.fake_openrouter import FakeOpenRouter, Fault
 
 CLI = Path(sys.executable).parent / "openrouter-watcher"
 GOOD_A = "sk-or-v1-" + "1" * 64
