@@ -12,10 +12,17 @@ from sqlalchemy import Engine, inspect, text
 from worker.db import downgrade_db, init_db
 from worker.models import Base, to_money
 
-USAGE_COLUMNS = [
+LEVEL_COLUMNS = [
+    "level",
     "user_email",
     "key_id",
     "key_name",
+    "account_id",
+    "account_name",
+    "key_hash",
+]
+USAGE_COLUMNS = [
+    *LEVEL_COLUMNS,
     "date",
     "model",
     "requests",
@@ -26,9 +33,7 @@ USAGE_COLUMNS = [
     "byok_cost",
 ]
 SPEND_COLUMNS = [
-    "user_email",
-    "key_id",
-    "key_name",
+    *LEVEL_COLUMNS,
     "date",
     "models",
     "requests",
