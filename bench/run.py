@@ -241,8 +241,8 @@ def _write_path(engine: Any, factory: Any) -> dict[str, float]:
     from worker.db import transaction
     from worker.models import to_money
     from worker.store.usage_write import KeyRows, write_usage
-    from worker.sync import GROUP_COMMIT_ROWS
     from worker.usage import UsageRow
+    from worker.writes import GROUP_COMMIT_ROWS
 
     with engine.connect() as conn:
         stored = conn.execute(

@@ -151,6 +151,20 @@ class SyncSettings:
         lo=0,
         hi=8760,
     )
+    key_refresh_days: int = _opt(
+        7,
+        "Fetch each key of an account at least this often, even when its usage did not move "
+        "(OpenRouter may restate a day)",
+        lo=1,
+        hi=30,
+    )
+    history_days: int = _opt(
+        365,
+        "On an account's first syncs, import this many days of history before /activity's "
+        "window from /analytics/query (0: off)",
+        lo=0,
+        hi=365,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

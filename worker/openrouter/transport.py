@@ -125,6 +125,12 @@ class Transport:
         self.retries = 0
         self.rate_limit_seconds = 0.0
 
+    @property
+    def thread_requests(self) -> int:
+        """Requests sent so far by the calling thread (a task's own count, whatever the
+        other threads send meanwhile)."""
+        return int(getattr(self._local, "requests", 0))
+
     def close(self) -> None:
         """Close every thread's connections."""
         with self._lock:
@@ -227,6 +233,7 @@ class Transport:
             connect=max(0.1, min(settings.connect_timeout, remaining)),
         )
         request.sent += 1
+        self._local.requests = getattr(self._local, "requests", 0) + 1
         with self._lock:
             self.requests_made += 1
         with self._http().stream(
