@@ -333,3 +333,79 @@ class ReportData:
 def report_data() -> ReportData:
     """Call it with an engine to fill the database with the known report rows."""
     return ReportData()
+
+
+# --- the command line in-process, on a pinned clock ------------------------------------------
+# Most CLI tests call worker.cli.main in this process (a subprocess costs about a second of
+# interpreter start and imports, more under coverage); a few smoke tests keep a real process.
+import datetime as dt  # noqa: E402
+import io  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Mapping  # noqa: E402
+from typing import TextIO  # noqa: E402
+
+import worker.days  # noqa: E402
+from worker.cli import main as cli_main  # noqa: E402
+
+PINNED_NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+PINNED_CLOCK_ENV = {worker.days.CLOCK_ENV: "2026-11-20T12:00:00Z"}  # the same, for a subprocess
+
+
+@pytest.fixture
+def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> dt.date:
+    """Pin "now" at :data:`PINNED_NOW` (2026-11-20 12:00 UTC) and return that day, "today".
+
+    Nothing a test asserts may depend on the real date, or it flakes at midnight UTC. The one
+    hook is ``OPENROUTER_WATCHER_TESTING_CLOCK``, which :mod:`worker.days` reads once, at
+    import: a subprocess gets it in its environment (``env={**clean_env(), **PINNED_CLOCK_ENV}``),
+    but in this process the module is long imported, so this fixture sets the clock that
+    variable would have produced (``worker.days._PINNED``). ``utc_now()`` then runs forward in
+    real time from midday, twelve hours from the next midnight, and every "today" in the worker
+    (sync, backfill, report, status, the fake's default) is 2026-11-20. Take today from
+    ``worker.days.utc_today()`` (or this fixture's value), e.g. for ``FakeOpenRouter(today=…)``.
+    """
+    monkeypatch.setattr(worker.days, "_PINNED", (PINNED_NOW, time.monotonic()))
+    return PINNED_NOW.date()
+
+
+@pytest.fixture
+def cli(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pinned_clock: dt.date
+) -> Callable[..., tuple[int, str, str]]:
+    """``cli("keys", "list", "--json")`` → ``(exit code, stdout, stderr)``, run in-process.
+
+    The same as ``openrouter-watcher keys list --json < stdin`` in a shell: it calls
+    ``worker.cli.main(argv, stdin=…, stdout=…, stderr=…)`` from ``tmp_path`` (so no stray
+    ``./config.toml`` is read), with every ``OPENROUTER_WATCHER_*`` variable and
+    ``CREDENTIALS_DIRECTORY`` of the real environment removed (the loader rejects unknown
+    ``OPENROUTER_WATCHER_*`` names; see :func:`worker.testing.env.clean_env`) and the clock
+    pinned (:func:`pinned_clock`). Configure it like a shell, with
+    ``monkeypatch.setenv("OPENROUTER_WATCHER_DATABASE_URL", url)``; ``env`` sets variables for
+    one call only (``None`` unsets one). ``stdin`` is the text piped in, or a stream (e.g. one
+    whose ``isatty()`` is true, for the prompts).
+    """
+    for name in list(os.environ):
+        if name.startswith("OPENROUTER_WATCHER_") or name == "CREDENTIALS_DIRECTORY":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+    def run(
+        *argv: str, stdin: str | TextIO = "", env: Mapping[str, str | None] | None = None
+    ) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with pytest.MonkeyPatch.context() as call_env:
+            for name, value in (env or {}).items():
+                if value is None:
+                    call_env.delenv(name, raising=False)
+                else:
+                    call_env.setenv(name, value)
+            code = cli_main(
+                list(argv),
+                stdin=io.StringIO(stdin) if isinstance(stdin, str) else stdin,
+                stdout=out,
+                stderr=err,
+            )
+        return code, out.getvalue(), err.getvalue()
+
+    return run
