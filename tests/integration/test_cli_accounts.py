@@ -20,7 +20,9 @@ import httpx
 import pytest
 import respx
 
+from worker import accounts
 from worker.crypto import Keyring, generate_master_key, key_fingerprint
+from worker.db import create_db_engine, make_session_factory
 
 KEY = "sk-or-v1-" + "c3" * 32
 BASE_URL = "https://openrouter.test/api/v1"
@@ -298,12 +300,19 @@ BAD_INPUTS: list[tuple[str, list[str], str, str]] = [
 
 
 @pytest.fixture
-def seeded(cli: Cli, db_path: Path) -> list[str]:
-    """Alice with key 1 'prod', and a disabled user: the database dump."""
-    ok(cli("users", "add", "alice@example.com"))
-    ok(cli("users", "add", "off@example.com"))
-    ok(cli("users", "disable", "off@example.com"))
-    ok(cli(*ADD, "--no-verify", stdin=KEY))
+def seeded(sqlite_url: str, db_path: Path, keyring: Keyring) -> list[str]:
+    """Alice with key 1 'prod', and a disabled user: the database dump.
+
+    Stored through the library, not the command line: the flow above tests those commands,
+    and every case below starts from this seed.
+    """
+    engine = create_db_engine(sqlite_url)
+    factory = make_session_factory(engine)
+    accounts.add_user(factory, "alice@example.com")
+    accounts.add_user(factory, "off@example.com")
+    accounts.set_user_active(factory, "off@example.com", False)
+    accounts.add_key(factory, keyring, "alice@example.com", "prod", KEY)
+    engine.dispose()
     return dump(db_path)
 
 
