@@ -349,7 +349,6 @@ import worker.days  # noqa: E402
 from worker.cli import main as cli_main  # noqa: E402
 
 PINNED_NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
-PINNED_CLOCK_ENV = {worker.days.CLOCK_ENV: "2026-11-20T12:00:00Z"}  # the same, for a subprocess
 
 
 @pytest.fixture
@@ -358,9 +357,10 @@ def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> dt.date:
 
     Nothing a test asserts may depend on the real date, or it flakes at midnight UTC. The one
     hook is ``OPENROUTER_WATCHER_TESTING_CLOCK``, which :mod:`worker.days` reads once, at
-    import: a subprocess gets it in its environment (``env={**clean_env(), **PINNED_CLOCK_ENV}``),
-    but in this process the module is long imported, so this fixture sets the clock that
-    variable would have produced (``worker.days._PINNED``). ``utc_now()`` then runs forward in
+    import: a subprocess gets it in its environment (``clean_env(
+    OPENROUTER_WATCHER_TESTING_CLOCK="2026-11-20T12:00:00Z")``), but in this process the module
+    is long imported, so this fixture sets the clock that variable would have produced
+    (``worker.days._PINNED``). ``utc_now()`` then runs forward in
     real time from midday, twelve hours from the next midnight, and every "today" in the worker
     (sync, backfill, report, status, the fake's default) is 2026-11-20. Take today from
     ``worker.days.utc_today()`` (or this fixture's value), e.g. for ``FakeOpenRouter(today=…)``.
