@@ -409,3 +409,35 @@ def cli(
         return code, out.getvalue(), err.getvalue()
 
     return run
+
+
+# --- the report rows, loaded once per module for the tests that only read them ---------------
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def report_db(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Engine, dict[str, int]]]:
+    """``(engine, {key name: id})``: a database holding the REPORT_* rows, on both backends.
+
+    Built once per test module and backend, not per test (a PostgreSQL clone costs about half a
+    second): for tests that only read. Reading in a session that is closed, or on a connection
+    that is not committed, leaves nothing behind; a test that writes takes ``engine`` and
+    ``report_data`` for a database of its own.
+    """
+    server: PostgresServer | None = None
+    name = f"r{next(_counter)}"
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("report") / "report.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        url = f"sqlite:///{path}"
+    else:
+        server = request.getfixturevalue("pg_server")
+        url = server.create_database(name, template=request.getfixturevalue("pg_template"))
+    engine = create_db_engine(url)
+    try:
+        yield engine, ReportData()(engine)
+    finally:
+        engine.dispose()
+        if server is not None:
+            server.drop_database(name)
