@@ -341,7 +341,6 @@ def report_data() -> ReportData:
 import datetime as dt  # noqa: E402
 import io  # noqa: E402
 import os  # noqa: E402
-import time  # noqa: E402
 from collections.abc import Callable, Mapping  # noqa: E402
 from typing import TextIO  # noqa: E402
 
@@ -352,21 +351,24 @@ PINNED_NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> dt.date:
-    """Pin "now" at :data:`PINNED_NOW` (2026-11-20 12:00 UTC) and return that day, "today".
+def pinned_clock() -> Iterator[dt.date]:
+    """Pin "now" at :data:`PINNED_NOW` (2026-11-20 12:00 UTC) and give that day, "today".
 
     Nothing a test asserts may depend on the real date, or it flakes at midnight UTC. The one
     hook is ``OPENROUTER_WATCHER_TESTING_CLOCK``, which :mod:`worker.days` reads once, at
     import: a subprocess gets it in its environment (``clean_env(
-    OPENROUTER_WATCHER_TESTING_CLOCK="2026-11-20T12:00:00Z")``), but in this process the module
-    is long imported, so this fixture sets the clock that variable would have produced
-    (``worker.days._PINNED``). ``utc_now()`` then runs forward in
-    real time from midday, twelve hours from the next midnight, and every "today" in the worker
-    (sync, backfill, report, status, the fake's default) is 2026-11-20. Take today from
+    OPENROUTER_WATCHER_TESTING_CLOCK="2026-11-20T12:00:00Z")``); in this process, where the
+    module is long imported, this fixture calls :func:`worker.days.pin_clock` instead, and
+    unpins (the real clock) after the test. ``utc_now()`` runs forward in real time from
+    midday, twelve hours from the next midnight, and every "today" in the worker (sync,
+    backfill, report, status, the fake's default) is 2026-11-20. Take today from
     ``worker.days.utc_today()`` (or this fixture's value), e.g. for ``FakeOpenRouter(today=…)``.
     """
-    monkeypatch.setattr(worker.days, "_PINNED", (PINNED_NOW, time.monotonic()))
-    return PINNED_NOW.date()
+    worker.days.pin_clock(PINNED_NOW)
+    try:
+        yield PINNED_NOW.date()
+    finally:
+        worker.days.pin_clock(None)
 
 
 @pytest.fixture
