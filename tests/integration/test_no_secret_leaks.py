@@ -26,6 +26,7 @@ Cli = Callable[..., tuple[int, str, str]]  # the `cli` fixture of tests/conftest
 SCRIPT = Path(sys.executable).parent / "openrouter-watcher"
 KEY = "sk-or-v1-" + "5e" * 32
 KEY2 = "sk-or-v1-" + "7a" * 32
+KEY3 = "sk-or-v1-" + "3b" * 32  # the one OpenRouter refuses (KEY2 is registered by then)
 PIPED_KEY = "sk-or-v1-" + "9d" * 32
 PASSWORD = "correct horse battery staple"
 BASE_URL = "https://openrouter.test/api/v1"
@@ -91,6 +92,7 @@ def test_no_secret_in_argv_environ_output_log_json_or_database_file(
     secrets = {
         "openrouter key": KEY,
         "second openrouter key": KEY2,
+        "refused openrouter key": KEY3,
         "piped openrouter key": PIPED_KEY,
         "master key": master,
         "new master key": new_master,
@@ -176,7 +178,7 @@ def test_no_secret_in_argv_environ_output_log_json_or_database_file(
             run(
                 *ADD,
                 f"--name=verified-{status}",
-                stdin=KEY2,
+                stdin=KEY2 if status == 200 else KEY3,
                 code=0 if status == 200 else 1,
                 **rotated,
             )
