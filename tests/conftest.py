@@ -443,3 +443,24 @@ def report_db(
         engine.dispose()
         if server is not None:
             server.drop_database(name)
+
+
+# --- process-wide logging state that in-process commands change -----------------------------
+import logging  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _sql_log_level() -> Iterator[None]:
+    """Every test starts with the ``sqlalchemy.engine`` logger at the level it found.
+
+    ``[database] echo`` (``OPENROUTER_WATCHER_DATABASE_ECHO``) routes SQL through the log
+    pipeline by raising that logger to INFO, for the whole process: right for a command line,
+    which runs once per process, but a command run in-process would leave every later test
+    logging each statement (and failing on what it finds on stderr).
+    """
+    logger = logging.getLogger("sqlalchemy.engine")
+    level = logger.level
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

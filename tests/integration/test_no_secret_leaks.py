@@ -10,11 +10,10 @@ are read, and must not hold the key.
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -82,20 +81,7 @@ def _keys_add_through_a_pipe(env: dict[str, str], cwd: Path) -> tuple[bytes, byt
     return cmdline, environ, out, err
 
 
-@pytest.fixture
-def sql_log_level() -> Iterator[None]:
-    """``[database] echo`` raises the ``sqlalchemy.engine`` logger for the whole process (a
-    command line runs once per process): put it back, or later tests would log every SQL."""
-    logger = logging.getLogger("sqlalchemy.engine")
-    level = logger.level
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def test_no_secret_in_argv_environ_output_log_json_or_database_file(
-    sql_log_level: None,
     cli: Cli,
     sqlite_url: str,
     tmp_path: Path,
