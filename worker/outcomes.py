@@ -116,9 +116,7 @@ class RunSummary:
 
     run_id: int
     trigger: str
-    status: (
-        str  # ok | failed | interrupted
-    )
+    status: str  # ok | failed | interrupted
     days: list[dt.date]
     keys: list[KeyOutcome] = field(default_factory=list)
     keys_skipped: int = 0  # not started because the run was stopped

@@ -206,7 +206,7 @@ class _Run:
             # A key that turned out ordinary (403) is linked below, not failed.
             ordinary += [f.subject for f in fetched if _refused(f)]  # type: ignore[misc]
         accounts = self._accounts(registered, fetched)
-        self._link(ordinary, accounts)
+        self._link(ordinary, {f.subject.id: f.requests for f in fetched if _refused(f)})  # type: ignore[union-attr]
         if self.stop.is_set() or self.summary.keys_skipped:
             return
         with self.factory() as session:
@@ -299,8 +299,12 @@ class _Run:
                 accounts[key.id] = (key, secret)
         return accounts
 
-    def _link(self, ordinary: list[ActiveKey], accounts: dict[int, tuple[ActiveKey, str]]) -> None:
-        """Link each registered ordinary key to its catalogue entry; report the others."""
+    def _link(self, ordinary: list[ActiveKey], refused_requests: dict[int, int]) -> None:
+        """Link each registered ordinary key to its catalogue entry; report the others.
+
+        ``refused_requests``: the requests of this run's /activity calls that found a key
+        ordinary, counted with the key's outcome (or with the catalogue's, once linked).
+        """
         if not ordinary:
             return
         with transaction(self.factory) as session:
@@ -309,12 +313,17 @@ class _Run:
             known = catalogue_store.linked(session)
             entries = catalogue_store.entries(session)
         for key in ordinary:
+            requests = refused_requests.get(key.id, 0)
             if key.id in known:
+                self.summary.catalogue.requests += requests
                 continue
+            before = self.client.http.thread_requests
             entry = self._find(key, entries)
+            requests += self.client.http.thread_requests - before
             if entry is None:
-                self._needs_management_key(key)
+                self._needs_management_key(key, requests)
                 continue
+            self.summary.catalogue.requests += requests
             with transaction(self.factory) as session:
                 catalogue_store.link(session, entry.id, key.id)
             self.summary.catalogue.linked += 1
@@ -338,11 +347,11 @@ class _Run:
         finally:
             del secret
 
-    def _needs_management_key(self, key: ActiveKey) -> None:
+    def _needs_management_key(self, key: ActiveKey, requests: int) -> None:
         # Failed, not a warning: nothing keeps this key's history until the operator acts.
         outcome = KeyOutcome(
             key.id, key.user_id, key.name, "failed", reason="needs_management_key",
-            error=NEEDS_MANAGEMENT_KEY,
+            error=NEEDS_MANAGEMENT_KEY, http_requests=requests,
         )  # fmt: skip
         with transaction(self.factory) as session:
             ledger.record_outcomes(session, self.summary.run_id, [outcome])

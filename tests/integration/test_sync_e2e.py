@@ -123,7 +123,9 @@ def test_sync_twice_stores_exactly_the_expected_rows_once(
     assert code == 0, first_err
     assert "keys: 2 ok, 0 failed" in first_out
     assert "rows: 180 inserted, 0 updated, 0 unchanged, 0 deleted" in first_out
-    assert "requests: 2" in first_out
+    # per management key: /activity, the account's /workspaces and /keys, and the first
+    # import of its year of history through /analytics/query
+    assert "requests: 8" in first_out
     assert_rows_match(factory, key_a, raw_a)
     assert_rows_match(factory, key_b, raw_b)
     before = stored(factory, key_a)
@@ -170,8 +172,9 @@ def test_backfill_days_3_touches_only_those_days(
     summary = json.loads(out)
     assert summary["trigger"] == "backfill"
     assert summary["days"]["count"] == 3
-    assert fake.request_count(GOOD_A) - requests_before == 3  # one request per day
-    assert summary["requests"] == 3
+    # one /activity request per day, then the account's /workspaces and /keys
+    assert fake.request_count(GOOD_A) - requests_before == 5
+    assert summary["requests"] == 5
 
     last3 = {fake.today - dt.timedelta(days=n) for n in (1, 2, 3)}
     want = expected_totals(restated)
@@ -223,8 +226,10 @@ def test_a_403_key_and_a_500_forever_key_are_reported_while_the_others_land(
     assert results[down].http_requests == 3
     assert kinds == {good: "management", ordinary: "ordinary", down: None}
     events = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
-    failed = {e["api_key_id"]: e["reason"] for e in events if e["event"] == "key_sync_failed"}
-    assert failed == {ordinary: "not_management_key", down: "upstream_unavailable"}
+    failed = {e["api_key_id"]: e.get("reason") for e in events if e["event"] == "key_sync_failed"}
+    assert failed == {down: "upstream_unavailable"}
+    (needs,) = [e for e in events if e["event"] == "key_needs_management_key"]
+    assert needs["api_key_id"] == ordinary
     assert [e["event"] for e in events].count("sync_finished") == 1
     for secret in (GOOD_A, ORDINARY, DOWN):
         assert secret not in out + err
@@ -270,9 +275,11 @@ def test_sync_of_chosen_keys_prints_the_summary_and_marks_stale_runs_interrupted
     assert out.splitlines()[1:4] == [
         "keys: 1 ok, 1 failed",
         "rows: 30 inserted, 0 updated, 0 unchanged, 0 deleted",
-        "requests: 2",
+        # the good key's /activity, /workspaces, /keys and /analytics/query; the ordinary
+        # key's one refused /activity
+        "requests: 5",
     ]
-    assert f"failed: key {ordinary} ('key1', user 1): not_management_key" in out
+    assert f"failed: key {ordinary} ('key1', user 1): needs_management_key" in out
     with factory() as session:
         runs = session.execute(select(SyncRun).order_by(SyncRun.id)).scalars().all()
     assert [(r.trigger, r.status) for r in runs] == [
