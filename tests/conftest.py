@@ -307,7 +307,8 @@ class ReportData:
         model: str | None = None,
     ) -> dict[tuple[str, ...], tuple[object, ...]]:
         """The reference answer, summed in Python with Decimal: {group: (requests, in, out,
-        reasoning, cost, byok cost)}; groups are (date,), (model,), (key name,) or (email,)."""
+        reasoning, cost, byok cost)}; groups are (date,), (model,), (account name,) or (email,);
+        every REPORT_KEYS key is an account (no catalogue)."""
         from decimal import Decimal
 
         since, until = since or self.since, until or self.until
@@ -322,7 +323,7 @@ class ReportData:
                 or (model and mdl != model)
             ):
                 continue
-            group = {"day": (day,), "model": (mdl,), "key": (name,), "user": (email,)}[by]
+            group = {"day": (day,), "model": (mdl,), "account": (name,), "user": (email,)}[by]
             sums = out.setdefault(group, [0, 0, 0, 0, Decimal(0), Decimal(0)])
             for i, value in enumerate(metrics):
                 sums[i] += Decimal(value) if i >= 4 else value  # type: ignore[operator]

@@ -133,7 +133,7 @@ def backfill_days(
 ) -> list[dt.date]:
     """The days a backfill asks for: the last ``days`` completed days, or ``since``…``until``.
 
-    ``until`` defaults to yesterday. Raises :class:`UsageError` for a count outside 1…30, an
+    ``until`` defaults to yesterday. Raises :class:`UsageError` for a count outside 1…365, an
     inverted range or a day OpenRouter cannot report (see :func:`check_days`).
     """
     last = completed_window(today)[1]
@@ -142,10 +142,10 @@ def backfill_days(
     if days is not None:
         if until is not None:
             raise UsageError("--until goes with --since, not with --days")
-        if not 1 <= days <= WINDOW_DAYS:
+        if not 1 <= days <= HISTORY_DAYS:
             raise UsageError(
-                f"--days must be between 1 and {WINDOW_DAYS} (OpenRouter keeps the last "
-                f"{WINDOW_DAYS} completed days), got {days}"
+                f"--days must be between 1 and {HISTORY_DAYS} (OpenRouter reports the last "
+                f"{HISTORY_DAYS} completed days), got {days}"
             )
         return [today - dt.timedelta(days=n) for n in range(days, 0, -1)]
     assert since is not None

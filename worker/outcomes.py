@@ -37,7 +37,7 @@ class KeyOutcome:
     api_key_id: int
     user_id: int
     name: str
-    status: str  # ok | failed
+    status: str  # ok | failed | warning (an ordinary key no registered management key lists)
     counts: WriteCounts = field(default_factory=WriteCounts)
     http_requests: int = 0
     reason: str | None = None  # a stable code when failed, e.g. not_management_key

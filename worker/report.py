@@ -1,42 +1,44 @@
-"""Reports: spend grouped by day, model, key or user, and its table / CSV / JSON renderings.
+"""Reports: spend grouped by day, model, account, key or user, and their JSON document.
 
-The grouping happens in the database (one ``GROUP BY`` query over ``usage_stats`` joined to
-``api_keys`` and ``users``); Python only sees one row per group. Money is summed exactly on
-both databases by :func:`sum_money` and returned as ``Decimal``.
+The grouping happens in the database: one ``GROUP BY`` query over the ``v_usage_daily`` view
+(migration 0007), whose ``level`` column says whether a row is an account's (a registered
+management key's ``/activity``) or one key's of that account. A report reads one level only,
+so an account's spend is never added to its keys' spend:
 
-Output formats (the JSON shape and CSV columns are a documented, stable interface):
+- ``--by day | model | account | user``: the account rows (a filter on a registered ordinary
+  key reads that key's rows instead);
+- ``--by key``: each OpenRouter key of each account, plus one ``(unattributed)`` row per
+  account holding the account total minus its keys (deleted keys, keys not fetched), so the
+  total is the accounts' total again.
 
-- table: dollars to the cent, token counts with thousands separators, a total row; ``--by day``
-  adds an inline bar proportional to each day's cost.
-- CSV: RFC 4180 via :mod:`csv`, a header row, one row per group, then a row whose first column
-  is ``total``; money with all 9 stored decimals.
-- JSON: ``{"range": {...}, "by": ..., "filters": {...}, "rows": [...], "total": {...}}`` with
-  money as exact decimal strings (9 decimals).
+Money is summed exactly on both databases by :func:`sum_money` and returned as ``Decimal``.
+The JSON document (:func:`report_dict`) and the CSV columns are a documented, stable
+interface; the formats live in :mod:`worker.report_formats`.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
-import os
-import tempfile
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
+from decimal import Decimal
 from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Date,
     Dialect,
     Float,
     Integer,
+    Select,
+    String,
     TypeDecorator,
     cast,
+    column,
     func,
     literal_column,
     select,
+    table,
     type_coerce,
 )
 from sqlalchemy.orm import Session
@@ -44,21 +46,21 @@ from sqlalchemy.orm import Session
 from worker import render
 from worker.days import DateRange
 from worker.errors import NotFoundError, UsageError
-from worker.models import MONEY, MONEY_SCALE, ApiKey, UsageStats, User, to_money
+from worker.models import MONEY, MONEY_SCALE, AccountKey, ApiKey, User, to_money
 
-Dimension = Literal["day", "model", "key", "user"]
+Dimension = Literal["day", "model", "account", "key", "user"]
 Format = Literal["table", "csv", "json"]
 DIMENSIONS: tuple[str, ...] = get_args(Dimension)
 FORMATS: tuple[str, ...] = get_args(Format)
 ZERO = Decimal(0).quantize(Decimal(1).scaleb(-MONEY_SCALE))
-BAR_WIDTH = 20  # characters for the largest day
-BAR_EIGHTHS = "▏▎▍▌▋▊▉█"  # 1/8 … 8/8 of a character cell
+UNATTRIBUTED = "(unattributed)"
 
 # The group columns each dimension contributes to a row, in output order.
 GROUP_FIELDS: dict[str, tuple[str, ...]] = {
     "day": ("date",),
     "model": ("model",),
-    "key": ("key_id", "key_name", "user_email"),
+    "account": ("account_id", "account_name", "user_email"),
+    "key": ("account_id", "account_name", "key_hash", "key_name"),
     "user": ("user_email",),
 }
 METRIC_FIELDS = (
@@ -68,6 +70,26 @@ METRIC_FIELDS = (
     "tokens_reasoning",
     "cost",
     "byok_cost",
+)
+
+# The view every report reads (its definition belongs to the migrations).
+USAGE = table(
+    "v_usage_daily",
+    column("level", String()),
+    column("user_email", String()),
+    column("key_id", Integer()),
+    column("key_name", String()),
+    column("account_id", Integer()),
+    column("account_name", String()),
+    column("key_hash", String()),
+    column("date", Date()),
+    column("model", String()),
+    column("requests", BigInteger()),
+    column("tokens_input", BigInteger()),
+    column("tokens_output", BigInteger()),
+    column("tokens_reasoning", BigInteger()),
+    column("cost", MONEY),
+    column("byok_cost", MONEY),
 )
 
 
@@ -109,7 +131,11 @@ def _sum_int(column: Any) -> ColumnElement[int]:
 
 @dataclass(frozen=True)
 class Filters:
-    """Optional restrictions: one user (by email), one key (by id), one model (by slug)."""
+    """Optional restrictions: one user (by email), one registered key (by id), one model.
+
+    A management key (an account) restricts to its account; a registered ordinary key that
+    its account lists restricts to that key's own rows.
+    """
 
     user_email: str | None = None
     key_id: int | None = None
@@ -149,6 +175,12 @@ def check_filters(session: Session, filters: Filters) -> None:
             )
 
 
+def _listed(session: Session, key_id: int) -> bool:
+    """Whether a registered key is one an account lists: its rows are key-level rows."""
+    linked = select(AccountKey.id).where(AccountKey.registered_key_id == key_id).limit(1)
+    return session.scalar(linked) is not None
+
+
 # --- the report -----------------------------------------------------------------------------
 
 
@@ -166,6 +198,13 @@ class Totals:
     def __add__(self, other: Totals) -> Totals:
         return Totals(*(getattr(self, f) + getattr(other, f) for f in METRIC_FIELDS))
 
+    def __sub__(self, other: Totals) -> Totals:
+        return Totals(*(getattr(self, f) - getattr(other, f) for f in METRIC_FIELDS))
+
+    @property
+    def zero(self) -> bool:
+        return self == Totals()
+
 
 @dataclass(frozen=True)
 class Row:
@@ -182,7 +221,7 @@ class Report:
     filters: Filters
     rows: list[Row] = field(default_factory=list)
     total: Totals = field(default_factory=Totals)
-    usage_rows: int = 0  # usage_stats rows matched: 0 means "no usage in the range"
+    usage_rows: int = 0  # usage rows matched: 0 means "no usage in the range"
 
     @property
     def empty(self) -> bool:
@@ -192,63 +231,81 @@ class Report:
 def build_report(
     session: Session, by: str, date_range: DateRange, filters: Filters | None = None
 ) -> Report:
-    """Query the database and return the report: one GROUP BY, sorted, plus the total.
+    """Query the database and return the report: one GROUP BY per level read, sorted.
 
     Days come in ascending order, every day of the range (a day without usage is a zero row,
-    so gaps are visible); other dimensions by cost descending, ties by name. Raises
-    NotFoundError for a filter naming an unknown user or key.
+    so gaps are visible); keys grouped by account; anything else by cost descending, ties by
+    name. Raises NotFoundError for a filter naming an unknown user or key.
     """
     if by not in DIMENSIONS:
         raise UsageError(f"unknown --by {by!r}: choose one of {', '.join(DIMENSIONS)}")
     filters = filters or Filters()
     check_filters(session, filters)
+    one_key = filters.key_id is not None and _listed(session, filters.key_id)
     dialect = session.get_bind().dialect
-    cost = sum_money(UsageStats.cost, dialect).label("cost")
-    metrics = [
-        _sum_int(UsageStats.requests_count).label("requests"),
-        _sum_int(UsageStats.tokens_input).label("tokens_input"),
-        _sum_int(UsageStats.tokens_output).label("tokens_output"),
-        _sum_int(UsageStats.tokens_reasoning).label("tokens_reasoning"),
-        cost,
-        sum_money(UsageStats.byok_cost, dialect).label("byok_cost"),
-        func.count().label("usage_rows"),
-    ]
-    groups: dict[str, list[Any]] = {
-        "day": [UsageStats.date.label("date")],
-        "model": [UsageStats.model.label("model")],
-        "key": [
-            ApiKey.id.label("key_id"),
-            ApiKey.name.label("key_name"),
-            User.email.label("user_email"),
-        ],
-        "user": [User.email.label("user_email")],
-    }
-    keys = groups[by]
+    if by != "key":
+        level = "key" if one_key else "account"
+        rows, usage_rows = _grouped(session, dialect, by, level, date_range, filters, one_key)
+        if by == "day" and usage_rows:
+            rows = _every_day(rows, date_range)
+    else:
+        rows, usage_rows = _grouped(session, dialect, "key", "key", date_range, filters, one_key)
+        if not one_key:
+            accounts, account_rows = _grouped(
+                session, dialect, "account", "account", date_range, filters, False
+            )
+            rows = _with_unattributed(rows, accounts)
+            usage_rows += account_rows
+    total = sum((row.totals for row in rows), Totals())
+    return Report(by, date_range, filters, rows, total, usage_rows)
+
+
+def _grouped(
+    session: Session,
+    dialect: Dialect,
+    by: str,
+    level: str,
+    date_range: DateRange,
+    filters: Filters,
+    one_key: bool,
+) -> tuple[list[Row], int]:
+    """One GROUP BY over ``level``'s rows: the groups, and how many usage rows they hold.
+
+    ``one_key``: the key filter names a listed key (its own rows), not an account.
+    """
+    u = USAGE.c
+    cost = sum_money(u.cost, dialect).label("cost")
+    keys = [getattr(u, name) for name in GROUP_FIELDS[by]]
     # Days in calendar order; anything else biggest spender first, ties by name (then id).
     order: dict[str, list[Any]] = {
-        "day": [UsageStats.date],
-        "model": [cost.desc(), UsageStats.model],
-        "key": [cost.desc(), ApiKey.name, ApiKey.id],
-        "user": [cost.desc(), User.email],
+        "day": [u.date],
+        "model": [cost.desc(), u.model],
+        "account": [cost.desc(), u.account_name, u.account_id],
+        "key": [u.account_name, u.account_id, cost.desc(), u.key_name, u.key_hash],
+        "user": [cost.desc(), u.user_email],
     }
-    query = (
-        select(*keys, *metrics)
-        .select_from(UsageStats)
-        .join(ApiKey, ApiKey.id == UsageStats.api_key_id)
-        .join(User, User.id == ApiKey.user_id)
-        .where(UsageStats.date >= date_range.since, UsageStats.date <= date_range.until)
+    query: Select[Any] = (
+        select(
+            *keys,
+            _sum_int(u.requests).label("requests"),
+            _sum_int(u.tokens_input).label("tokens_input"),
+            _sum_int(u.tokens_output).label("tokens_output"),
+            _sum_int(u.tokens_reasoning).label("tokens_reasoning"),
+            cost,
+            sum_money(u.byok_cost, dialect).label("byok_cost"),
+            func.count().label("usage_rows"),
+        )
+        .where(u.level == level, u.date >= date_range.since, u.date <= date_range.until)
         .group_by(*keys)
         .order_by(*order[by])
     )
     if filters.user_email is not None:
-        query = query.where(User.email == filters.user_email)
+        query = query.where(u.user_email == filters.user_email)
     if filters.key_id is not None:
-        query = query.where(ApiKey.id == filters.key_id)
+        query = query.where((u.key_id if one_key else u.account_id) == filters.key_id)
     if filters.model is not None:
-        query = query.where(UsageStats.model == filters.model)
-
+        query = query.where(u.model == filters.model)
     rows: list[Row] = []
-    total = Totals()
     usage_rows = 0
     for record in session.execute(query).mappings():
         # PostgreSQL's SUM(bigint) is numeric: back to int here.
@@ -261,11 +318,30 @@ def build_report(
             record["byok_cost"],
         )
         rows.append(Row({name: record[name] for name in GROUP_FIELDS[by]}, totals))
-        total += totals
         usage_rows += int(record["usage_rows"])
-    if by == "day" and usage_rows:
-        rows = _every_day(rows, date_range)
-    return Report(by, date_range, filters, rows, total, usage_rows)
+    return rows, usage_rows
+
+
+def _with_unattributed(keys: list[Row], accounts: list[Row]) -> list[Row]:
+    """Each account's keys, then its ``(unattributed)`` row: the account total minus them."""
+    by_account: dict[int, list[Row]] = {}
+    for row in keys:
+        by_account.setdefault(row.group["account_id"], []).append(row)
+    names = {row.group["account_id"]: row.group["account_name"] for row in keys + accounts}
+    account_totals = {row.group["account_id"]: row.totals for row in accounts}
+    out: list[Row] = []
+    for account_id in sorted(names, key=lambda a: (names[a], a)):
+        own = by_account.get(account_id, [])
+        attributed = sum((row.totals for row in own), Totals())
+        rest = account_totals.get(account_id, Totals()) - attributed
+        group = {
+            "account_id": account_id,
+            "account_name": names[account_id],
+            "key_hash": None,
+            "key_name": UNATTRIBUTED,
+        }
+        out += [*own, Row(group, rest)]
+    return out
 
 
 def _every_day(rows: list[Row], date_range: DateRange) -> list[Row]:
@@ -281,99 +357,11 @@ def _as_date(value: Any) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
 
 
-# --- rendering ------------------------------------------------------------------------------
-
-
-def empty_message(report: Report) -> str:
-    """What to print when nothing matched."""
-    text = f"no usage between {report.range}"
-    described = report.filters.describe()
-    return f"{text} ({described})" if described else text
-
-
-def header_line(report: Report) -> str:
-    """States the exact range (and filters) a report covers."""
-    days = report.range.days
-    text = (
-        f"spend by {report.by}, {report.range.since.isoformat()} to "
-        f"{report.range.until.isoformat()} (UTC, {days} day{'s' if days != 1 else ''})"
-    )
-    described = report.filters.describe()
-    return f"{text}, {described}" if described else text
-
-
-def bar(value: Decimal, largest: Decimal, width: int = BAR_WIDTH) -> str:
-    """A horizontal bar of unicode blocks, ``width`` cells for ``largest``, in eighths.
-
-    Any spend above zero shows at least one eighth, so a small day is not mistaken for none.
-    """
-    if largest <= 0 or value <= 0:
-        return ""
-    eighths = int((value / largest * width * 8).to_integral_value(rounding=ROUND_HALF_UP))
-    eighths = max(eighths, 1)
-    full, part = divmod(eighths, 8)
-    return BAR_EIGHTHS[-1] * full + (BAR_EIGHTHS[part - 1] if part else "")
-
-
-_TITLES = {
-    "date": "date",
-    "model": "model",
-    "key_id": "key",
-    "key_name": "name",
-    "user_email": "user",
-}
-_METRIC_TITLES = ("requests", "tokens in", "tokens out", "reasoning", "cost", "BYOK cost")
-
-
-def render_table(report: Report) -> str:
-    """A plain-text table with a header line, one line per group and a total line."""
-    group_fields = GROUP_FIELDS[report.by]
-    titles = [_TITLES[f] for f in group_fields] + list(_METRIC_TITLES)
-    align = [render.LEFT] * len(group_fields) + [render.RIGHT] * len(METRIC_FIELDS)
-    rows = [[row.group[f] for f in group_fields] + _metrics(row.totals) for row in report.rows]
-    total = ["total"] + [""] * (len(group_fields) - 1) + _metrics(report.total)
-    lines = render.table(titles, rows, align=align, footer=[total])
-    if report.by == "day":
-        # Each day's line ends with a bar proportional to its cost (lines: titles, rule, days).
-        largest = max((row.totals.cost for row in report.rows), default=ZERO)
-        for index, row in enumerate(report.rows, start=2):
-            drawn = bar(row.totals.cost, largest)
-            lines[index] = lines[index] + "  " + drawn if drawn else lines[index]
-    return "\n".join([header_line(report), "", *lines]) + "\n"
-
-
-def _metrics(totals: Totals) -> list[Any]:
-    return [
-        f"{totals.requests:,}",
-        f"{totals.tokens_input:,}",
-        f"{totals.tokens_output:,}",
-        f"{totals.tokens_reasoning:,}",
-        totals.cost,
-        totals.byok_cost,
-    ]
-
-
-def _record(group: dict[str, Any], totals: Totals) -> dict[str, Any]:
-    record = {name: render.jsonable(value) for name, value in group.items()}
-    record.update({f: render.jsonable(getattr(totals, f)) for f in METRIC_FIELDS})
-    return record
-
-
-def render_csv(report: Report) -> str:
-    """RFC 4180 CSV: a header, one row per group, then the total (first column ``total``)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    names = [*GROUP_FIELDS[report.by], *METRIC_FIELDS]
-    writer.writerow(names)
-    for row in report.rows:
-        record = _record(row.group, row.totals)
-        writer.writerow([record[n] for n in names])
-    if not report.empty:
-        group = {name: "" for name in GROUP_FIELDS[report.by]}
-        group[GROUP_FIELDS[report.by][0]] = "total"
-        record = _record(group, report.total)
-        writer.writerow([record[n] for n in names])
-    return buffer.getvalue()
+def record(group: dict[str, Any], totals: Totals) -> dict[str, Any]:
+    """One row of the CSV/JSON: its group fields and metrics, JSON-ready."""
+    out = {name: render.jsonable(value) for name, value in group.items()}
+    out.update({f: render.jsonable(getattr(totals, f)) for f in METRIC_FIELDS})
+    return out
 
 
 def report_dict(report: Report) -> dict[str, Any]:
@@ -386,44 +374,6 @@ def report_dict(report: Report) -> dict[str, Any]:
         },
         "by": report.by,
         "filters": report.filters.as_dict(),
-        "rows": [_record(row.group, row.totals) for row in report.rows],
-        "total": _record({}, report.total),
+        "rows": [record(row.group, row.totals) for row in report.rows],
+        "total": record({}, report.total),
     }
-
-
-def render_json(report: Report) -> str:
-    return render.to_json(report_dict(report)) + "\n"
-
-
-def format_report(report: Report, fmt: str) -> str:
-    """The report in ``fmt`` (table, csv or json)."""
-    if fmt == "csv":
-        return render_csv(report)
-    if fmt == "json":
-        return render_json(report)
-    if fmt == "table":
-        return empty_message(report) + "\n" if report.empty else render_table(report)
-    raise UsageError(f"unknown --format {fmt!r}: choose one of {', '.join(FORMATS)}")
-
-
-def write_atomically(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` so a reader never sees half a file: temp file, then rename."""
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise UsageError(f"cannot write {target}: directory {directory} does not exist")
-    if target.is_dir():
-        raise UsageError(f"cannot write {target}: it is a directory; name a file")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise UsageError(f"cannot write {target}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

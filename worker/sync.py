@@ -348,16 +348,16 @@ class _Run:
             del secret
 
     def _needs_management_key(self, key: ActiveKey, requests: int) -> None:
-        # Failed, not a warning: nothing keeps this key's history until the operator acts.
+        # A warning, not a failure (the key itself is fine); status says what to do.
         outcome = KeyOutcome(
-            key.id, key.user_id, key.name, "failed", reason="needs_management_key",
+            key.id, key.user_id, key.name, "warning", reason="needs_management_key",
             error=NEEDS_MANAGEMENT_KEY, http_requests=requests,
         )  # fmt: skip
         with transaction(self.factory) as session:
             ledger.record_outcomes(session, self.summary.run_id, [outcome])
         self.summary.keys.append(outcome)
         with bound_contextvars(api_key_id=key.id, user_id=key.user_id):
-            log.error("key_needs_management_key", error=NEEDS_MANAGEMENT_KEY)
+            log.warning("key_needs_management_key", error=NEEDS_MANAGEMENT_KEY)
 
     def _history(
         self,

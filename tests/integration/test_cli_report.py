@@ -44,9 +44,9 @@ def _from_csv(
 ) -> tuple[dict[tuple[str, ...], tuple[object, ...]], dict[str, str]]:
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     total = rows.pop()
-    first = {"day": "date", "model": "model", "key": "key_id", "user": "user_email"}[by]
+    first = {"day": "date", "model": "model", "account": "account_id", "user": "user_email"}[by]
     assert total[first] == "total"
-    name = {"day": "date", "model": "model", "key": "key_name", "user": "user_email"}[by]
+    name = {"day": "date", "model": "model", "account": "account_name", "user": "user_email"}[by]
     parsed = {}
     for row in rows:
         metrics = (
@@ -63,7 +63,7 @@ def _from_csv(
     return parsed, total
 
 
-@pytest.mark.parametrize("by", ["day", "model", "key", "user"])
+@pytest.mark.parametrize("by", ["day", "model", "account", "user"])
 def test_csv_for_every_dimension_matches_the_reference(
     run: Cli, database: dict[str, int], report_data: Any, by: str
 ) -> None:
@@ -73,7 +73,7 @@ def test_csv_for_every_dimension_matches_the_reference(
         {
             "day": "date,",
             "model": "model,",
-            "key": "key_id,key_name,user_email,",
+            "account": "account_id,account_name,user_email,",
             "user": "user_email,",
         }[by]
         + "requests,tokens_input,tokens_output,tokens_reasoning,"
@@ -96,7 +96,7 @@ def test_csv_for_every_dimension_matches_the_reference(
         (
             ["--user", "alice@example.com", "--model", "openai/gpt-4o"],
             {"user": "alice@example.com", "model": "openai/gpt-4o"},
-            "key",
+            "account",
         ),
     ],
 )
@@ -120,7 +120,7 @@ def test_json_with_filters_matches_the_reference(
         "model": kwargs.get("model"),
         "key": database[kwargs["key"]] if "key" in kwargs else None,
     }
-    name = {"day": "date", "model": "model", "key": "key_name", "user": "user_email"}[by]
+    name = {"day": "date", "model": "model", "account": "account_name", "user": "user_email"}[by]
     parsed = {
         (row[name],): (
             row["requests"],

@@ -19,15 +19,8 @@ from worker.db import make_session_factory
 from worker.errors import NotFoundError, UsageError
 from worker.models import ApiKey, UsageStats
 from worker.render import dollars
-from worker.report import (
-    Filters,
-    Report,
-    bar,
-    build_report,
-    format_report,
-    report_dict,
-    write_atomically,
-)
+from worker.report import Filters, Report, build_report, report_dict
+from worker.report_formats import bar, format_report, write_atomically
 
 D = dt.date.fromisoformat
 RANGE = DateRange(D("2026-11-01"), D("2026-11-05"))
@@ -37,8 +30,8 @@ def _group(report: Report, row_group: dict[str, Any]) -> tuple[str, ...]:
     """The reference's group key for a report row."""
     if report.by == "day":
         return (row_group["date"].isoformat(),)
-    if report.by == "key":
-        return (row_group["key_name"],)
+    if report.by == "account":
+        return (row_group["account_name"],)
     return (row_group["model" if report.by == "model" else "user_email"],)
 
 
@@ -76,7 +69,7 @@ def key_ids(report_db: tuple[Engine, dict[str, int]]) -> dict[str, int]:
     return report_db[1]
 
 
-@pytest.mark.parametrize("by", ["day", "model", "key", "user"])
+@pytest.mark.parametrize("by", ["day", "model", "account", "user"])
 def test_every_dimension_matches_the_reference_sums_exactly(
     reader: sessionmaker[Session], report_data: Any, by: str
 ) -> None:
@@ -96,7 +89,7 @@ def test_every_dimension_matches_the_reference_sums_exactly(
         ({"user": "bob@example.com"}, "model"),
         ({"user": "alice@example.com"}, "day"),
         ({"key": "staging"}, "model"),
-        ({"model": "openai/gpt-4o"}, "key"),
+        ({"model": "openai/gpt-4o"}, "account"),
         ({"user": "alice@example.com", "model": "openai/gpt-4o"}, "user"),
         ({"key": "research", "model": "google/gemini-flash"}, "day"),
     ],
@@ -158,7 +151,7 @@ def test_other_dimensions_sort_by_cost_descending_then_name(
             )
     with session_factory() as session:
         by_model = build_report(session, "model", RANGE)
-        by_key = build_report(session, "key", RANGE)
+        by_account = build_report(session, "account", RANGE)
         by_user = build_report(session, "user", RANGE)
     models = [row.group["model"] for row in by_model.rows]
     assert models == [
@@ -169,7 +162,11 @@ def test_other_dimensions_sort_by_cost_descending_then_name(
         "zeta/tie",
         "meta/llama-3",
     ]
-    assert [row.group["key_name"] for row in by_key.rows] == ["production", "research", "staging"]
+    assert [row.group["account_name"] for row in by_account.rows] == [
+        "production",
+        "research",
+        "staging",
+    ]
     assert [row.group["user_email"] for row in by_user.rows] == [
         "alice@example.com",
         "bob@example.com",
@@ -302,18 +299,18 @@ def test_table_states_the_range_and_shows_cents_separators_bars_and_total(
 
 def test_csv_and_json_carry_exact_nine_decimal_money(reader: sessionmaker[Session]) -> None:
     with reader() as session:
-        report = build_report(session, "key", RANGE)
+        report = build_report(session, "account", RANGE)
     rows = list(csv.DictReader(io.StringIO(format_report(report, "csv"))))
-    assert rows[-1]["key_id"] == "total"
+    assert rows[-1]["account_id"] == "total"
     assert rows[-1]["cost"] == "1235.906230065"
-    staging = next(r for r in rows if r["key_name"] == "staging")
+    staging = next(r for r in rows if r["account_name"] == "staging")
     assert staging["cost"] == "0.000000500" and staging["byok_cost"] == "0.000000499"
     document = json.loads(format_report(report, "json"))
     assert document == report_dict(report)
     assert document["range"] == {"since": "2026-11-01", "until": "2026-11-05", "days": 5}
     assert document["filters"] == {"user": None, "key": None, "model": None}
     assert document["total"]["cost"] == "1235.906230065"
-    assert [r["key_name"] for r in document["rows"]] == ["production", "research", "staging"]
+    assert [r["account_name"] for r in document["rows"]] == ["production", "research", "staging"]
 
 
 def test_write_atomically_replaces_the_file_and_leaves_no_temp(tmp_path: Path) -> None:

@@ -373,15 +373,14 @@ def test_failing_keys_never_stop_the_others_and_the_ledger_records_every_outcome
     ) as logs:
         summary = _run(session_factory, settings, keyring)
 
-    assert (summary.status, summary.keys_ok, summary.keys_failed) == ("failed", 1, 4)
+    assert (summary.status, summary.keys_ok, summary.keys_failed) == ("failed", 1, 3)
     by_id = {k.api_key_id: k for k in summary.keys}
     assert by_id[good].status == "ok"
     assert {
         k: (by_id[k].status, by_id[k].reason) for k in (ordinary, down, revoked, broken.id)
     } == {
-        # An ordinary key (403) that no registered management key lists: nothing keeps its
-        # history until the operator registers that management key.
-        ordinary: ("failed", "needs_management_key"),
+        # An ordinary key (403) is no failure: no registered management key lists it.
+        ordinary: ("warning", "needs_management_key"),
         down: ("failed", "upstream_unavailable"),
         revoked: ("failed", "unauthorized"),
         broken.id: ("failed", "decrypt_failed"),
@@ -397,12 +396,12 @@ def test_failing_keys_never_stop_the_others_and_the_ledger_records_every_outcome
         assert stored_usage_of(session_factory, failed) == {}
 
     run = _run_row(session_factory, summary.run_id)
-    assert (run.trigger, run.status, run.keys_ok, run.keys_failed) == ("sync", "failed", 1, 4)
+    assert (run.trigger, run.status, run.keys_ok, run.keys_failed) == ("sync", "failed", 1, 3)
     assert run.finished_at is not None
     results = _results(session_factory, summary.run_id)
     assert {k: (r.status, r.reason) for k, r in results.items()} == {
         good: ("ok", None),
-        ordinary: ("failed", "needs_management_key"),
+        ordinary: ("warning", "needs_management_key"),
         down: ("failed", "upstream_unavailable"),
         revoked: ("failed", "unauthorized"),
         broken.id: ("failed", "decrypt_failed"),
@@ -430,7 +429,7 @@ def test_failing_keys_never_stop_the_others_and_the_ledger_records_every_outcome
     assert all(e["run_id"] == summary.run_id and e["user_id"] == user.id for e in failures)
     assert [e["api_key_id"] for e in logs if e["event"] == "key_needs_management_key"] == [ordinary]
     finished = [e for e in logs if e["event"] == "sync_finished"]
-    assert [(e["keys_ok"], e["keys_failed"]) for e in finished] == [(1, 4)]
+    assert [(e["keys_ok"], e["keys_failed"]) for e in finished] == [(1, 3)]
     for secret in (SECRET_A, SECRET_B, SECRET_C, SECRET_D):
         assert secret not in repr(logs)
         assert secret not in repr(summary.as_dict())

@@ -238,7 +238,7 @@ def test_a_403_key_and_a_500_forever_key_are_reported_while_the_others_land(
 @pytest.mark.parametrize(
     "args",
     [
-        ["backfill", "--days", "31"],
+        ["backfill", "--days", "366"],
         ["backfill", "--days", "0"],
         ["backfill", "--since", "2001-01-01"],
         ["backfill", "--since", "yesterday"],

@@ -44,8 +44,8 @@ def test_backfill_since_defaults_until_to_yesterday() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"days": 0}, "between 1 and 30"),
-        ({"days": 31}, "between 1 and 30"),
+        ({"days": 0}, "between 1 and 365"),
+        ({"days": 366}, "between 1 and 365"),
         ({}, "either --days"),
         ({"days": 2, "since": YESTERDAY}, "either --days"),
         ({"days": 2, "until": YESTERDAY}, "--until goes with --since"),

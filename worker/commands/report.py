@@ -1,4 +1,5 @@
-"""``openrouter-watcher report``: spend by day, model, key or user, as a table, CSV or JSON."""
+"""``openrouter-watcher report``: spend by day, model, account, key or user, as a table, CSV or
+JSON."""
 
 from __future__ import annotations
 
@@ -7,15 +8,8 @@ from typing import TYPE_CHECKING
 
 from worker.commands.args import day_arg, key_id, positive_int
 from worker.days import WINDOW_DAYS, resolve_range, utc_today
-from worker.report import (
-    DIMENSIONS,
-    FORMATS,
-    Filters,
-    build_report,
-    empty_message,
-    format_report,
-    write_atomically,
-)
+from worker.report import DIMENSIONS, FORMATS, Filters, build_report
+from worker.report_formats import empty_message, format_report, write_atomically
 
 if TYPE_CHECKING:
     from worker.cli import Context
@@ -24,13 +18,18 @@ DESCRIPTION = f"""\
 Spend from the database, grouped in SQL by one dimension, with a total.
 Range: UTC days, both ends included; by default the last {WINDOW_DAYS} completed days
 (ending yesterday). Tables show dollars to the cent; CSV and JSON give exact amounts
-(9 decimals). --by day tables add a bar proportional to each day's cost."""
+(9 decimals). --by day tables add a bar proportional to each day's cost.
+
+--by account is one row per registered management key (its account's whole spend); --by key
+one row per OpenRouter key of each account, plus an "(unattributed)" row per account for
+what its keys do not explain (deleted keys, keys not fetched). No grouping ever adds an
+account's spend to its keys' spend: every total is the accounts' total."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "report",
-        help="spend by day, model, key or user (table, CSV or JSON)",
+        help="spend by day, model, account, key or user (table, CSV or JSON)",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -49,7 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--by", choices=DIMENSIONS, default="model", help="group by this dimension (default: model)"
     )
     parser.add_argument("--user", metavar="EMAIL", help="only this user's keys")
-    parser.add_argument("--key", type=key_id, metavar="ID", help="only this key (see keys list)")
+    parser.add_argument(
+        "--key",
+        type=key_id,
+        metavar="ID",
+        help="only this registered key: a management key's account, or an ordinary key",
+    )
     parser.add_argument("--model", metavar="SLUG", help="only this model, e.g. openai/gpt-4o")
     parser.add_argument(
         "--format", choices=FORMATS, default="table", help="output format (default: table)"

@@ -2,8 +2,8 @@
 
 Both hold the database's sync lock (:mod:`worker.locking`) so they never overlap the daemon or
 each other, print a summary (or with ``--json`` a stable JSON object) and exit 1 when any key
-failed, 0 otherwise. Days outside OpenRouter's window are refused with exit code 2 before
-anything is fetched.
+failed, 0 otherwise. Days OpenRouter cannot report (more than 365 days back, today, the
+future) are refused with exit code 2 before anything is fetched.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from worker.logs import get_logger
 if TYPE_CHECKING:
     from worker.cli import Context
     from worker.outcomes import RunSummary
+    from worker.usage import WriteCounts
 
 log = get_logger("worker.commands.sync")
 
@@ -44,16 +45,40 @@ def format_summary(summary: RunSummary) -> list[str]:
         + (f", {counts.kept} kept (no longer reported, see docs/sync.md)" if counts.kept else ""),
         f"requests: {summary.requests}",
     ]
-    if summary.stopped:
-        lines.append(f"stopped: {summary.stopped}")
-    for key in summary.failed:
+    catalogue = summary.catalogue
+    if catalogue.listed or catalogue.linked:
         lines.append(
-            render.safe(
-                f"failed: key {key.api_key_id} ({key.name!r}, user {key.user_id}): "
-                f"{key.reason}: {key.error}"
+            f"account keys: {catalogue.listed} listed, {catalogue.fetched} fetched, "
+            f"{catalogue.unchanged} unchanged, {catalogue.failed} failed"
+            + (f", {catalogue.linked} linked" if catalogue.linked else "")
+            + f"; rows: {_rows(catalogue.counts)}"
+        )
+    history = summary.history
+    if history.requests or history.pending:
+        lines.append(
+            f"history: {history.accounts} account(s) and {history.keys} key(s) imported, "
+            f"{history.pending} pending; rows: {_rows(history.counts)}"
+            + (
+                f"; {history.rate_limit_seconds:.0f} s waiting on OpenRouter's rate limit"
+                if history.rate_limit_seconds >= 1
+                else ""
             )
         )
+    if summary.stopped:
+        lines.append(f"stopped: {summary.stopped}")
+    for key in summary.keys:
+        if key.status in ("failed", "warning"):
+            lines.append(
+                render.safe(
+                    f"{key.status}: key {key.api_key_id} ({key.name!r}, user {key.user_id}): "
+                    f"{key.reason}: {key.error}"
+                )
+            )
     return lines
+
+
+def _rows(counts: WriteCounts) -> str:
+    return f"{counts.inserted} inserted, {counts.updated} updated, {counts.deleted} deleted"
 
 
 def _run(
@@ -113,21 +138,22 @@ def register(subparsers: Any) -> None:
     sync = subparsers.add_parser(
         "sync",
         help="fetch OpenRouter's last 30 completed days for every active key now",
-        description="Fetch the last 30 completed UTC days of every active key (one request "
-        "per key) and store them. Exit 1 if any key failed.",
+        description="Fetch the last 30 completed UTC days of every active key and of every "
+        "key its account lists, and continue an account's year-of-history import. Exit 1 if "
+        "any key failed.",
     )
     _common(sync)
     sync.set_defaults(func=cmd_sync)
 
     backfill = subparsers.add_parser(
         "backfill",
-        help="re-fetch chosen days (one request per key and day)",
-        description="Re-fetch chosen completed UTC days, one request per key and day with "
-        "date=. OpenRouter keeps only the last 30 completed days; older days, "
-        "today and future days are refused (exit 2). Exit 1 if any key failed.",
+        help="re-fetch chosen days, up to 365 days back",
+        description="Re-fetch chosen completed UTC days: the last 30 from /activity (one "
+        "request per key and day), older ones from /analytics/query. Days more than 365 days "
+        "back, today and future days are refused (exit 2). Exit 1 if any key failed.",
     )
     which = backfill.add_mutually_exclusive_group(required=True)
-    which.add_argument("--days", metavar="N", type=int, help="the last N completed days (1-30)")
+    which.add_argument("--days", metavar="N", type=int, help="the last N completed days (1-365)")
     which.add_argument("--since", metavar="YYYY-MM-DD", type=day_arg, help="first day to fetch")
     backfill.add_argument(
         "--until",
