@@ -189,7 +189,7 @@ def backfill_days(
     total = WriteCounts()
     for first, last in _ranges(sorted(days)):
         for subject in subjects:
-            for rows, lo, hi in _answers(client, secret, subject, first, last):
+            for rows, lo, hi in answers(client, secret, subject, first, last):
                 write = KeyRows(
                     subject.owner_id, rows, frozenset(span(lo, hi)), keep_source=SOURCE_ACTIVITY
                 )
@@ -202,9 +202,11 @@ def backfill_days(
     return total
 
 
-def _answers(
+def answers(
     client: OpenRouterClient, secret: str, subject: Subject, first: dt.date, last: dt.date
 ) -> list[tuple[list[UsageRow], dt.date, dt.date]]:
+    """Analytics' rows for ``first`` … ``last`` as (rows, first, last) parts: a truncated
+    answer is asked again in halves; an unknown key hash answers nothing."""
     answer = client.analytics(secret, first, last, key_hash=subject.key_hash)
     if answer.warnings:
         log.warning("history_key_unknown", subject=subject.label, warnings=answer.warnings)
@@ -214,8 +216,8 @@ def _answers(
     if first == last:
         raise TooManyRows(f"{first} alone has more rows than an analytics answer holds")
     middle = first + (last - first) // 2
-    return [*_answers(client, secret, subject, first, middle),
-            *_answers(client, secret, subject, middle + dt.timedelta(days=1), last)]  # fmt: skip
+    return [*answers(client, secret, subject, first, middle),
+            *answers(client, secret, subject, middle + dt.timedelta(days=1), last)]  # fmt: skip
 
 
 def _ranges(days: Sequence[dt.date]) -> list[tuple[dt.date, dt.date]]:

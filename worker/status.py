@@ -74,11 +74,22 @@ class Status:
             )
         return found
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the operator should do that does not make the worker unhealthy (e.g. an
+        ordinary key whose account has no registered management key), one line each."""
+        return [
+            f"key {k.api_key_id} ({k.name}): {k.last_error or k.last_status}"
+            for k in self.keys
+            if k.active and k.last_status == "warning"
+        ]
+
     def to_json(self) -> dict[str, Any]:
         """The ``status --json`` document (rendered by :func:`worker.render.to_json`)."""
         return {
             "healthy": self.healthy,
             "problems": self.problems,
+            "warnings": self.warnings,
             "keys": self.keys,
             "last_run": self.last_run,
             "next_run_at": self.next_run_at,

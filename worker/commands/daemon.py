@@ -115,6 +115,7 @@ def _format_status(status: Status) -> list[str]:
     for k in status.keys:
         if k.last_status == "failed" and k.last_error:
             lines.append(f"key {k.api_key_id} last error: {render.safe(k.last_error)}")
+    lines += [f"warning: {render.safe(line)}" for line in status.warnings]
     if status.cut_short is not None:
         lines.append(status.problems[-1])
     run = status.last_run

@@ -11,7 +11,7 @@ from decimal import Decimal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from worker.models import AccountKey
+from worker.models import AccountKey, ApiKey
 from worker.openrouter.keys import CatalogKey
 
 
@@ -165,3 +165,52 @@ def record_history(
         .where(AccountKey.id == entry_id)
         .values(history_reached=reached, history_done_at=done_at)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class AccountKeyView:
+    """One catalogued key for ``account-keys`` (its hash identifies it; it is not a secret)."""
+
+    account_id: int
+    account_name: str
+    name: str
+    hash: str
+    disabled: bool
+    limit: Decimal | None
+    gone: bool
+    registered_key_id: int | None
+    created_at: dt.datetime | None  # OpenRouter's
+    last_seen_at: dt.datetime
+    fetch_error: str | None
+
+
+def listing(session: Session, account_id: int | None = None) -> list[AccountKeyView]:
+    """The catalogue (of one account, or all), newest key first (OpenRouter's creation time,
+    then when the sync first saw it)."""
+    query = (
+        select(AccountKey, ApiKey.name)
+        .join(ApiKey, ApiKey.id == AccountKey.account_id)
+        .order_by(
+            AccountKey.created_upstream_at.desc().nulls_last(),
+            AccountKey.first_seen_at.desc(),
+            AccountKey.id.desc(),
+        )
+    )
+    if account_id is not None:
+        query = query.where(AccountKey.account_id == account_id)
+    return [
+        AccountKeyView(
+            row.account_id,
+            account_name,
+            row.name,
+            row.hash,
+            row.disabled,
+            row.limit,
+            row.gone_at is not None,
+            row.registered_key_id,
+            row.created_upstream_at,
+            row.last_seen_at,
+            row.fetch_error,
+        )
+        for row, account_name in session.execute(query)
+    ]
