@@ -8,7 +8,8 @@ Scenarios (issue 7), each one table row with its parameters:
   ratio of it;
 * ``latency``: the fake answers after 50 ms; K keys at several concurrencies, next to the ideal
   ``K × 0.05 s / concurrency``;
-* ``scale``: K = 100 … 5,000 keys (10 models, 1 endpoint): wall time and peak RSS per K.
+* ``scale``: K = 100 … 5,000 keys (10 models, 1 endpoint): wall time and peak RSS per K;
+* ``account`` and ``history import``: see ``bench/accounts.py``.
 
 Layout: this process (the orchestrator) starts PostgreSQL once, and per scenario a fake
 OpenRouter in its own process (so its GIL time never counts against the sync) and the scenario
@@ -73,6 +74,10 @@ def serve(spec_path: Path) -> int:
     fake_openrouter._Handler.disable_nagle_algorithm = True
 
     spec = json.loads(spec_path.read_text())
+    if "account" in spec:
+        from bench import accounts
+
+        return accounts.serve(spec)
     today = dt.date.fromisoformat(spec["today"])
 
     class CachedFake(FakeOpenRouter):
@@ -118,24 +123,22 @@ def serve(spec_path: Path) -> int:
 def fake_server(
     keys: int, models: int, endpoints: int, latency: float, workdir: Path
 ) -> Iterator[tuple[str, dict[str, int]]]:
-    """A fake OpenRouter process; yields its base URL and a dict filled with its request
-    count when it stops."""
-    spec = workdir / f"fake-{keys}-{models}-{endpoints}-{latency}.json"
-    spec.write_text(
-        json.dumps(
-            {
-                "keys": keys,
-                "models": models,
-                "endpoints": endpoints,
-                "latency": latency,
-                "today": TODAY.isoformat(),
-            }
-        )
-    )
+    """A fake OpenRouter process with K management keys; yields its base URL and a dict
+    filled with its request count when it stops."""
+    spec = {"keys": keys, "models": models, "endpoints": endpoints, "latency": latency}
+    with fake_process(spec, workdir) as served:
+        yield served
+
+
+@contextmanager
+def fake_process(spec: dict[str, Any], workdir: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The fake OpenRouter ``spec`` describes, in its own process (``serve``)."""
+    path = workdir / f"fake-{abs(hash(json.dumps(spec, sort_keys=True)))}.json"
+    path.write_text(json.dumps({**spec, "today": TODAY.isoformat()}))
     proc = subprocess.Popen(
-        [sys.executable, __file__, "serve", str(spec)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+        [sys.executable, __file__, "serve", str(path)], stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
-    stats: dict[str, int] = {}
+    stats: dict[str, Any] = {}
     try:
         assert proc.stdout is not None
         base_url = proc.stdout.readline().strip()
@@ -144,7 +147,7 @@ def fake_server(
         yield base_url, stats
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=60)
         for line in out.splitlines():
             if line.startswith("{"):
                 stats.update(json.loads(line))
@@ -208,8 +211,11 @@ def _sync(factory: Any, keyring: Any, base_url: str, concurrency: int) -> dict[s
     from worker.config import Settings
     from worker.sync import run_sync
 
+    # history_days=0: these scenarios measure /activity; the year of history has its own.
     settings = (
-        Settings().replace("openrouter", base_url=base_url).replace("sync", concurrency=concurrency)
+        Settings()
+        .replace("openrouter", base_url=base_url)
+        .replace("sync", concurrency=concurrency, history_days=0)
     )
     started = time.perf_counter()
     cpu_started = time.process_time()
@@ -367,6 +373,10 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one scenario (in a fresh process) and return its figures."""
     if spec.get("http_only"):
         return http_only(spec)
+    if spec.get("account_scenario"):
+        from bench import accounts
+
+        return accounts.scenario(spec, Path(spec["workdir"]))
     from sqlalchemy import text
 
     from worker.logs import configure_logging
@@ -454,6 +464,8 @@ SCALES: dict[str, dict[str, Any]] = {
         "concurrency": (1, 8, 32, 100),
         "http_only_concurrency": (32, 100),
         "scale": (100, 1000, 5000),
+        "account": (1000, 3),  # keys, models
+        "history": (100, 20),
     },
     "small": {
         "throughput": (40, 20, 2),
@@ -461,6 +473,8 @@ SCALES: dict[str, dict[str, Any]] = {
         "concurrency": (8, 32, 100),
         "http_only_concurrency": (32, 100),
         "scale": (100, 500, 1000),
+        "account": (200, 3),
+        "history": (10, 5),
     },
 }
 
@@ -669,6 +683,7 @@ def machine(pg: Any | None) -> dict[str, str]:
 
 COLUMNS = (
     "wall",
+    "requests",
     "rows/s written",
     "write path alone",
     "written / unchanged",
@@ -751,6 +766,9 @@ def main() -> int:
                 )
             )
             add(scale(params["scale"], workdir))
+            from bench import accounts
+
+            add(accounts.rows(params, workdir))
         finally:
             if pg is not None:
                 pg.stop()

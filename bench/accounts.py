@@ -1,0 +1,201 @@
+"""`make bench`'s account scenarios (issue 12): every key of an account, a year of history.
+
+* ``account``: one registered management key whose account lists K keys (30 days × M models
+  each): the first sync (listing, every key's ``/activity?api_key_hash=``) and an unchanged
+  re-sync (which must cost the listing and nothing per key): requests made and wall time;
+* ``history import``: an account of K keys × M models with a year of activity: the first sync
+  imports the 335 days before ``/activity``'s window from ``/analytics/query`` for the account
+  and every key, at OpenRouter's 64 requests a minute (the limiter's waiting is reported on
+  its own: it is OpenRouter's limit, not our cost).
+
+Like the other scenarios, the fake runs in its own process and the sync in a fresh
+interpreter (see ``bench/run.py``), which calls :func:`serve` and :func:`scenario` here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from worker.testing.fake_openrouter import FakeOpenRouter
+
+
+def serve(spec: dict[str, Any]) -> int:
+    """A fake OpenRouter serving one generated account behind management key 0, until
+    SIGTERM."""
+    from bench.run import key_secret
+    from worker.testing import fake_openrouter
+    from worker.testing.fake_account import generate_account
+
+    fake_openrouter._Handler.disable_nagle_algorithm = True  # see bench/run.py serve()
+    today = dt.date.fromisoformat(spec["today"])
+    shape = spec["account"]
+    account = generate_account(
+        today=today,
+        keys=shape["keys"],
+        days=shape["days"],
+        models=shape["models"],
+        seed=1,
+        secrets=False,
+    )
+    fake = FakeOpenRouter(today=today)
+    fake.add_account(key_secret(0), account)
+    done = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal done
+        done = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with fake:
+        print(fake.base_url, flush=True)
+        while not done:
+            time.sleep(0.2)
+        paths: dict[str, int] = {}
+        for request in fake.requests:
+            paths[request.path] = paths.get(request.path, 0) + 1
+        print(json.dumps({"requests": fake.request_count(), "paths": paths}), flush=True)
+    return 0
+
+
+def sync_figures(factory: Any, keyring: Any, base_url: str, history_days: int) -> dict[str, Any]:
+    """One run_sync of the account, timed; its figures."""
+    from worker.config import Settings
+    from worker.sync import run_sync
+
+    settings = (
+        Settings()
+        .replace("openrouter", base_url=base_url)
+        .replace("sync", concurrency=8, history_days=history_days)
+    )
+    started = time.perf_counter()
+    summary = run_sync(factory, settings, keyring, trigger="sync")
+    wall = time.perf_counter() - started
+    catalogue, history = summary.catalogue, summary.history
+    return {
+        "wall": wall,
+        "status": summary.status,
+        "requests": summary.requests,
+        "listed": catalogue.listed,
+        "fetched": catalogue.fetched,
+        "unchanged_keys": catalogue.unchanged,
+        "key_rows": catalogue.counts.inserted + catalogue.counts.updated,
+        "rows_written": sum(
+            c.inserted + c.updated + c.deleted
+            for c in (summary.counts, catalogue.counts, history.counts)
+        ),
+        "history_requests": history.requests,
+        "history_rows": history.counts.inserted + history.counts.updated,
+        "rate_limit_seconds": history.rate_limit_seconds,
+        "pending": history.pending,
+    }
+
+
+def scenario(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """In a fresh process: seed the database with the management key, then sync (twice for
+    the account scenario)."""
+    import subprocess
+    import sys
+
+    from bench.run import ROOT, _open, _peak_rss_mb
+    from worker.crypto import generate_master_key
+    from worker.logs import configure_logging
+
+    configure_logging("INFO", "json", open(os.devnull, "w"))  # production logging, discarded
+    db_path = workdir / f"{spec['name']}.db"
+    db_path.unlink(missing_ok=True)
+    db_url = f"sqlite:///{db_path}"
+    master_key = generate_master_key()
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "prepare",
+            json.dumps({"db_url": db_url, "keys": 1, "master_key": master_key}),
+        ],
+        cwd=ROOT,
+        check=True,
+    )
+    engine, factory, keyring = _open(db_url, master_key)
+    runs = [sync_figures(factory, keyring, spec["base_url"], spec["history_days"])]
+    if spec.get("resync"):
+        runs.append(sync_figures(factory, keyring, spec["base_url"], spec["history_days"]))
+    engine.dispose()
+    return {"runs": runs, "peak_rss_mb": _peak_rss_mb()}
+
+
+def rows(params: dict[str, Any], workdir: Path) -> list[Any]:
+    """The two scenarios' table rows (``bench.run.Row``)."""
+    from bench.run import Row, _fmt_s, _rate, fake_process, run_child
+
+    out = []
+    keys, models = params["account"]
+    with fake_process({"account": {"keys": keys, "days": 30, "models": models}}, workdir) as (
+        base_url,
+        _stats,
+    ):
+        res = run_child(
+            {
+                "name": "account",
+                "account_scenario": True,
+                "history_days": 0,
+                "resync": True,
+                "workdir": str(workdir),
+                "base_url": base_url,
+            }
+        )
+    first, again = res["runs"]
+    for label, run in (("first sync", first), ("unchanged re-sync", again)):
+        out.append(
+            Row(
+                f"account {label}",
+                f"sqlite, 1 management key, account of {keys:,} keys × 30 days × {models} "
+                "models, c=8",
+                {
+                    "wall": _fmt_s(run["wall"]),
+                    "requests": f"{run['requests']:,} ({run['fetched']:,} keys fetched, "
+                    f"{run['unchanged_keys']:,} unchanged)",
+                    "rows/s written": _rate(run["key_rows"], run["wall"])
+                    if run["key_rows"]
+                    else "0 (none written)",
+                    "peak RSS": f"{res['peak_rss_mb']:.0f} MB",
+                },
+            )
+        )
+    keys, models = params["history"]
+    shape = {"keys": keys, "days": 365, "models": models}
+    with fake_process({"account": shape}, workdir) as (base_url, _stats):
+        res = run_child(
+            {
+                "name": "history",
+                "account_scenario": True,
+                "history_days": 365,
+                "workdir": str(workdir),
+                "base_url": base_url,
+            }
+        )
+    (run,) = res["runs"]
+    waited = run["rate_limit_seconds"]
+    out.append(
+        Row(
+            "history import",
+            f"sqlite, 365 days, account + {keys} keys × {models} models, first sync, "
+            "OpenRouter's 64 analytics requests/min",
+            {
+                "wall": f"{_fmt_s(run['wall'])} ({_fmt_s(waited)} of it waiting on the rate "
+                f"limit; {_fmt_s(run['wall'] - waited)} without)",
+                "requests": f"{run['requests']:,} ({run['history_requests']:,} analytics)",
+                "rows/s written": f"{_rate(run['rows_written'], run['wall'] - waited)} "
+                f"({run['rows_written']:,} rows, {run['history_rows']:,} of them history; "
+                "rate-limit wait excluded)",
+                "peak RSS": f"{res['peak_rss_mb']:.0f} MB",
+            },
+        )
+    )
+    return out
