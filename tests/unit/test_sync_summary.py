@@ -174,3 +174,45 @@ def test_summary_json_and_text_are_stable() -> None:
         "failed: key 2 ('dev', user 10): not_management_key: "
         "403: per-model history needs a management key",
     ]
+
+
+def test_summary_lists_the_account_keys_the_history_and_warnings() -> None:
+    from worker.outcomes import CatalogueTally, HistoryTally
+
+    summary = RunSummary(
+        run_id=8,
+        trigger="sync",
+        status="ok",
+        days=[YESTERDAY],
+        keys=[
+            KeyOutcome(1, 10, "acme", "ok", WriteCounts(unchanged=4), 3),
+            KeyOutcome(
+                2, 10, "app", "warning", WriteCounts(), 1, "needs_management_key", "register it"
+            ),
+        ],
+        catalogue=CatalogueTally(
+            listed=1000,
+            fetched=2,
+            unchanged=998,
+            linked=1,
+            requests=2,
+            counts=WriteCounts(inserted=5, updated=1),
+        ),
+        history=HistoryTally(
+            accounts=1,
+            keys=2,
+            pending=1,
+            requests=40,
+            rate_limit_seconds=37.4,
+            counts=WriteCounts(inserted=900),
+        ),
+    )
+    assert (summary.keys_ok, summary.keys_failed, summary.requests) == (1, 0, 46)
+    assert format_summary(summary)[3:] == [
+        "requests: 46",
+        "account keys: 1000 listed, 2 fetched, 998 unchanged, 0 failed, 1 linked; "
+        "rows: 5 inserted, 1 updated, 0 deleted",
+        "history: 1 account(s) and 2 key(s) imported, 1 pending; rows: 900 inserted, "
+        "0 updated, 0 deleted; 37 s waiting on OpenRouter's rate limit",
+        "warning: key 2 ('app', user 10): needs_management_key: register it",
+    ]
