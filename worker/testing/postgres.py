@@ -149,7 +149,10 @@ class PostgresServer:
         import psycopg
 
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            suffix = f' TEMPLATE "{template}"' if template else ""
+            # FILE_COPY (PostgreSQL 15's other strategy) copies the template's files instead
+            # of WAL-logging every block: half the time for a small database (0.49 → 0.24 s
+            # measured), and the tests clone one per PostgreSQL test.
+            suffix = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
             conn.execute(f'CREATE DATABASE "{name}"{suffix}')
         return self.url(name)
 
