@@ -5,6 +5,7 @@ Read-only queries over the keys, the usage rows and the sync ledger; no network.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -76,9 +77,18 @@ def next_run_time(schedule: ScheduleSettings, now: dt.datetime | None = None) ->
 
 
 def collect_status(
-    session: Session, schedule: ScheduleSettings, now: dt.datetime | None = None
+    session: Session,
+    schedule: ScheduleSettings,
+    now: dt.datetime | None = None,
+    *,
+    user_id: int | None = None,
 ) -> Status:
-    """Gather the status of every key and the last run, in a handful of GROUP BY queries."""
+    """Gather the status of every key and the last run, in a handful of GROUP BY queries.
+
+    ``user_id``: only that user's keys, and the last run as that user saw it (its keys' ok and
+    failed counts, ``failed`` only if one of them failed): what an API token of a user who is
+    not an admin may see.
+    """
     latest_result = (
         select(SyncKeyResult.api_key_id, func.max(SyncKeyResult.id).label("id"))
         .group_by(SyncKeyResult.api_key_id)
@@ -116,9 +126,10 @@ def collect_status(
     }
 
     keys = []
-    for key, email, user_active in session.execute(
-        select(ApiKey, User.email, User.is_active).join(User).order_by(ApiKey.id)
-    ):
+    key_query = select(ApiKey, User.email, User.is_active).join(User).order_by(ApiKey.id)
+    if user_id is not None:
+        key_query = key_query.where(ApiKey.user_id == user_id)
+    for key, email, user_active in session.execute(key_query):
         result = last.get(key.id)
         rows = held.get(key.id)
         keys.append(
@@ -151,4 +162,24 @@ def collect_status(
         if run
         else None
     )
+    if last_run is not None and user_id is not None:
+        last_run = _as_seen_by(session, last_run, {k.api_key_id for k in keys})
     return Status(keys=keys, last_run=last_run, next_run_at=next_run_time(schedule, now))
+
+
+def _as_seen_by(session: Session, run: RunStatus, key_ids: set[int]) -> RunStatus:
+    """``run`` counted over ``key_ids`` only: other users' keys are neither counted nor able
+    to turn it ``failed``."""
+    outcomes = list(
+        session.execute(
+            select(SyncKeyResult.api_key_id, SyncKeyResult.status).where(
+                SyncKeyResult.run_id == run.id
+            )
+        )
+    )
+    ok = sum(1 for key_id, status in outcomes if key_id in key_ids and status == "ok")
+    failed = sum(1 for key_id, status in outcomes if key_id in key_ids and status == "failed")
+    status = run.status
+    if status in ("ok", "failed"):
+        status = "failed" if failed else "ok"
+    return dataclasses.replace(run, status=status, keys_ok=ok, keys_failed=failed)
