@@ -167,6 +167,19 @@ class EncryptionSettings:
 @dataclass(frozen=True, kw_only=True)
 class SyncSettings:
     concurrency: int = _opt(8, "Keys fetched from OpenRouter at the same time", lo=1, hi=256)
+    max_delete_fraction: float = _opt(
+        0.5,
+        "Hold back an answer that would delete more than this share of a key's stored rows "
+        "in the window (an empty answer included)",
+        lo=0,
+        hi=1,
+    )
+    confirm_delete_after_hours: float = _opt(
+        20.0,
+        "A held-back answer seen again this many hours later is applied",
+        lo=0,
+        hi=8760,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

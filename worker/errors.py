@@ -18,7 +18,8 @@ class WatcherError(Exception):
     exit_code: int = EXIT_RUNTIME
 
     def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or (self.__doc__ or "").strip())
+        # The docstring is the default message: one line, however it is wrapped in the source.
+        super().__init__(message or " ".join((self.__doc__ or "").split()))
 
     @property
     def message(self) -> str:

@@ -202,6 +202,12 @@ class ApiKey(Base):
     # answer is neither validated nor stored again (see worker.sync).
     activity_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     activity_rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Added by 0005: an answer held back because it would delete too much of this key's
+    # history (the SHA-256 of its body, and since when it has been seen), and the keyed
+    # fingerprint that keeps one OpenRouter key from being registered twice (worker.crypto).
+    suspicious_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    suspicious_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
     user: Mapped[User] = relationship(back_populates="api_keys")
     usage_stats: Mapped[list[UsageStats]] = relationship(
@@ -225,8 +231,12 @@ class UsageStats(Base):
     )
     date: Mapped[dt.date] = mapped_column(Date, nullable=False, index=True)
     model: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
+    # BIGINT on PostgreSQL since 0005 (SQLite's INTEGER is 64-bit already).
     requests_count: Mapped[int] = mapped_column(
-        Integer, default=0, server_default=text("0"), nullable=True
+        BigInteger().with_variant(Integer(), "sqlite"),
+        default=0,
+        server_default=text("0"),
+        nullable=True,
     )
     # BIGINT since 0002: one busy account can pass 2^31 tokens on one model in a day.
     tokens_input: Mapped[int] = mapped_column(
@@ -315,5 +325,7 @@ class SyncKeyResult(Base):
     http_requests: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     finished_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    # Added by 0005: a failure's stable reason code (worker.outcomes), NULL when ok.
+    reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
     run: Mapped[SyncRun] = relationship(back_populates="key_results")

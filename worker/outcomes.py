@@ -64,6 +64,7 @@ class RunSummary:
     days: list[dt.date]
     keys: list[KeyOutcome] = field(default_factory=list)
     keys_skipped: int = 0  # not started because the run was stopped
+    stopped: str | None = None  # why the run stopped writing before its end (the lock lost)
 
     @property
     def keys_ok(self) -> int:
@@ -102,6 +103,7 @@ class RunSummary:
             "keys_ok": self.keys_ok,
             "keys_failed": self.keys_failed,
             "keys_skipped": self.keys_skipped,
+            "stopped": self.stopped,
             "rows": self.counts.as_dict(),
             "requests": self.requests,
             "results": [k.as_dict() for k in self.keys],

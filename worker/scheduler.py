@@ -121,7 +121,6 @@ class SyncDaemon:
         try:
             summary = locked_sync(
                 self.engine,
-                self.session_factory,
                 self.settings,
                 self.keyring,
                 trigger="schedule",

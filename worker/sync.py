@@ -35,25 +35,25 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.config import Settings
+from worker.config import Settings, SyncSettings
 from worker.crypto import Keyring
 from worker.days import check_days, span, utc_now, window_days
-from worker.db import transaction
+from worker.db import make_session_factory, transaction
 from worker.errors import (
     InvalidResponseError,
     NotFoundError,
     NotManagementKeyError,
     OpenRouterError,
 )
-from worker.locking import sync_lock
+from worker.locking import LockLostError, sync_lock
 from worker.logs import bound_contextvars, get_logger
 from worker.openrouter import OpenRouterClient, daily_totals
 from worker.outcomes import KeyOutcome, RunSummary, describe_failure
 from worker.store import keys as key_store
 from worker.store import ledger
 from worker.store.keys import ActiveKey
-from worker.store.usage_write import KeyRows, write_usage
-from worker.usage import UsageRow, WriteCounts
+from worker.store.usage_write import KeyRows, Withheld, write_usage
+from worker.usage import WriteCounts
 
 log = get_logger(__name__)
 
@@ -67,18 +67,23 @@ GROUP_COMMIT_ROWS = 20_000
 
 @dataclass(slots=True)
 class _Fetched:
-    """One key's fetch: its daily totals and the days they cover, or the error that stopped it."""
+    """One key's fetch: what to write, or the error that stopped it."""
 
     key: ActiveKey
-    rows: list[UsageRow]
-    days: frozenset[dt.date]
+    write: KeyRows | None  # None when the fetch failed
     requests: int
     accepted: bool  # OpenRouter answered 200 at least once
     error: BaseException | None = None
-    # A whole-window answer's digest (None for a backfill); ``unchanged``: it is the digest of
-    # the answer stored last, so ``rows`` were not parsed and nothing needs writing.
+    # A whole-window answer's digest (None for a backfill) and its body's digest;
+    # ``unchanged``: the digest of the answer stored last, so nothing was parsed or needs
+    # writing.
     digest: str | None = None
+    body_digest: str | None = None
     unchanged: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.write.rows) if self.write is not None else 0
 
 
 def _fetch(
@@ -86,48 +91,74 @@ def _fetch(
     *,
     client: OpenRouterClient,
     keyring: Keyring,
-    days: Sequence[dt.date] | None,
+    settings: SyncSettings,
+    run_days: Sequence[dt.date],
+    whole_window: bool,
     run_id: int,
 ) -> _Fetched:
     """Decrypt and fetch one key, validate and sum its answer. Never raises.
 
-    ``days=None`` asks for the whole window in one request; its rows are the full truth for
-    every day of the window OpenRouter answered for. A list of days asks for each with
-    ``date=``; each answer is the full truth for its day.
+    A whole-window answer (one request) is the full truth for the days of OpenRouter's window,
+    as our clock sees it when the answer arrives (a run may cross midnight). Its rows are
+    written for those days; a stored model it no longer reports is deleted only on the days
+    the run's window and the answer's share, never before the first day the answer reports
+    (a server whose clock turned before ours no longer lists the oldest day), and the whole
+    answer is held back if it would delete more than ``[sync] max_delete_fraction`` of the
+    key's rows there, until the same answer comes again ``confirm_delete_after_hours`` later.
+    A backfill asks for each day with ``date=``; each answer is the full truth for its day.
     """
     with bound_contextvars(run_id=run_id, api_key_id=key.id, user_id=key.user_id):
         requests = 0
         accepted = False
         try:
             secret = keyring.decrypt(key.key_encrypted, user_id=key.user_id, key_id=key.id)
-            if days is None:
+            if whole_window:
                 activity = client.get_activity(secret, unless_digest=key.activity_digest)
                 del secret
                 rows = daily_totals(activity.rows)
-                covered = frozenset(span(*activity.window))
+                answered = frozenset(span(*activity.window))
+                confirmed = _confirms_held_back_answer(key, activity.body_digest, settings)
+                write = KeyRows(
+                    key.id,
+                    rows,
+                    answered,
+                    delete_days=answered.intersection(run_days),
+                    keep_before=None if confirmed else (rows[0].date if rows else dt.date.max),
+                    max_delete_fraction=None if confirmed else settings.max_delete_fraction,
+                )
                 return _Fetched(
                     key,
-                    rows,
-                    covered,
+                    write,
                     activity.requests,
                     True,
                     digest=activity.digest,
+                    body_digest=activity.body_digest,
                     unchanged=activity.unchanged,
                 )
             answers = []
-            for day in days:
+            for day in run_days:
                 answers.append(client.get_activity(secret, day=day))
                 requests += answers[-1].requests
                 accepted = True
             del secret
             rows = daily_totals(row for answer in answers for row in answer.rows)
-            return _Fetched(key, rows, frozenset(days), requests, accepted)
+            return _Fetched(key, KeyRows(key.id, rows, frozenset(run_days)), requests, accepted)
         except Exception as exc:
             # A failed call's attempts count too (the client sets them on its errors), and an
             # invalid answer was still a 200: the key is a management key.
             requests += exc.requests if isinstance(exc, OpenRouterError) else 0
             accepted = accepted or isinstance(exc, InvalidResponseError)
-            return _Fetched(key, [], frozenset(), requests, accepted, error=exc)
+            return _Fetched(key, None, requests, accepted, error=exc)
+
+
+def _confirms_held_back_answer(key: ActiveKey, body_digest: str, settings: SyncSettings) -> bool:
+    """The answer is the one held back for this key, seen long enough ago: apply it now."""
+    since = key.suspicious_since
+    return (
+        key.suspicious_digest == body_digest
+        and since is not None
+        and utc_now() - since >= dt.timedelta(hours=settings.confirm_delete_after_hours)
+    )
 
 
 # --- writing (in the calling thread) --------------------------------------------------------
@@ -150,11 +181,11 @@ def _store(
         if item.error is not None:
             outcomes.append(_record_failure(session_factory, run_id, item, item.error))
             continue
-        if group and size + len(item.rows) > GROUP_COMMIT_ROWS:
+        if group and size + item.size > GROUP_COMMIT_ROWS:
             outcomes.extend(_store_group(session_factory, run_id, group))
             group, size = [], 0
         group.append(item)
-        size += len(item.rows)
+        size += item.size
     if group:
         outcomes.extend(_store_group(session_factory, run_id, group))
     return outcomes
@@ -173,6 +204,8 @@ def _store_group(
     try:
         with transaction(session_factory) as session:
             return _write(session, run_id, group)
+    except LockLostError:
+        raise  # stop writing at once: another sync may be running now
     except Exception as exc:
         if not first_try:
             return [_record_failure(session_factory, run_id, group[0], exc)]
@@ -189,24 +222,30 @@ def _write(session: Session, run_id: int, group: Sequence[_Fetched]) -> list[Key
 
     A key whose answer is the one stored last (``unchanged``) writes nothing; the others
     remember their answer's digest (a backfill forgets it: the rows are then other than any
-    whole-window answer's).
+    whole-window answer's). An answer held back (it would delete too much) writes nothing and
+    fails its key as ``suspicious_answer``.
     """
-    changed = [f for f in group if not f.unchanged]
-    counts = dict(
+    changed = [f for f in group if not f.unchanged and f.write is not None]
+    results = dict(
         zip(
             (f.key.id for f in changed),
-            write_usage(session, [KeyRows(f.key.id, f.rows, f.days) for f in changed]),
+            write_usage(session, [f.write for f in changed if f.write is not None]),
             strict=True,
         )
     )
-    key_store.remember_answers(
-        session, [(f.key.id, f.digest, len(f.rows) if f.digest else None) for f in changed]
-    )
-    key_store.mark_accepted(session, [f.key.id for f in group], utc_now())
-    outcomes = [
-        _outcome(f, "ok", counts.get(f.key.id) or WriteCounts(unchanged=f.key.activity_rows or 0))
-        for f in group
-    ]
+    now = utc_now()
+    outcomes = []
+    for fetched in group:
+        result = results.get(fetched.key.id)
+        if isinstance(result, Withheld):
+            outcomes.append(_withheld(session, fetched, result, now))
+            continue
+        if result is not None:
+            rows = fetched.size if fetched.digest else None
+            key_store.remember_answer(session, fetched.key.id, fetched.digest, rows)
+        counts = result or WriteCounts(unchanged=fetched.key.activity_rows or 0)
+        outcomes.append(_outcome(fetched, "ok", counts))
+    key_store.mark_accepted(session, [f.key.id for f in group], now)
     ledger.record_outcomes(session, run_id, outcomes)
     for outcome in outcomes:
         # DEBUG: at INFO, one line per key was a sixth of a small key's CPU time, and the
@@ -218,6 +257,34 @@ def _write(session: Session, run_id: int, group: Sequence[_Fetched]) -> list[Key
             requests=outcome.http_requests,
         )
     return outcomes
+
+
+def _withheld(
+    session: Session, fetched: _Fetched, withheld: Withheld, now: dt.datetime
+) -> KeyOutcome:
+    """A key whose answer was held back: remember the answer and since when, and say why."""
+    key = fetched.key
+    assert fetched.body_digest is not None  # only whole-window answers are held back
+    since = key.suspicious_since if key.suspicious_digest == fetched.body_digest else None
+    key_store.hold_back(session, key.id, fetched.body_digest, since or now)
+    outcome = _outcome(fetched, "failed")
+    outcome.reason = "suspicious_answer"
+    outcome.error = (
+        f"OpenRouter's answer would delete {withheld.would_delete} of the {withheld.stored} "
+        "rows stored for the days it covers (more than [sync] max_delete_fraction): nothing "
+        "was written. If that spend is really gone, the same answer is applied when it comes "
+        "again [sync] confirm_delete_after_hours later; `backfill --since DAY --until DAY` "
+        "applies those days now"
+    )
+    with bound_contextvars(api_key_id=key.id, user_id=key.user_id):
+        log.warning(
+            "key_sync_failed",
+            reason=outcome.reason,
+            error=outcome.error,
+            would_delete=withheld.would_delete,
+            stored=withheld.stored,
+        )
+    return outcome
 
 
 def _outcome(fetched: _Fetched, status: str, counts: WriteCounts | None = None) -> KeyOutcome:
@@ -255,6 +322,8 @@ def _record_failure(
                 elif fetched.accepted:
                     key_store.mark_accepted(session, [fetched.key.id], utc_now())
                 ledger.record_outcomes(session, run_id, [outcome])
+        except LockLostError:
+            raise
         except Exception:
             # E.g. the key was deleted meanwhile; the outcome is still reported and logged.
             log.exception("key_result_not_recorded")
@@ -325,7 +394,9 @@ def run_sync(
                     key,
                     client=client,
                     keyring=keyring,
-                    days=None if days is None else fetch_days,
+                    settings=settings.sync,
+                    run_days=fetch_days,
+                    whole_window=days is None,
                     run_id=run_id,
                 ),
                 concurrency=concurrency,
@@ -333,6 +404,10 @@ def run_sync(
             )
             if not summary.keys_skipped:
                 status = "failed" if summary.keys_failed else "ok"
+        except LockLostError as exc:
+            summary.stopped = str(exc)
+            summary.keys_skipped = len(keys) - len(summary.keys)
+            log.error("sync_lock_lost", error=summary.stopped)
         finally:
             if own_client:
                 client.close()
@@ -415,7 +490,6 @@ def _run_keys(
 
 def locked_sync(
     engine: Engine,
-    session_factory: sessionmaker[Session],
     settings: Settings,
     keyring: Keyring,
     *,
@@ -425,10 +499,11 @@ def locked_sync(
     """:func:`run_sync` while holding the database's sync lock; None if another sync holds it.
 
     Every entry point (the daemon, ``sync``, ``backfill``) goes through here, so two syncs never
-    overlap on one database, whichever processes start them.
+    write at the same time on one database, whichever processes start them: the run writes
+    only through the lock's own sessions (see :mod:`worker.locking`).
     """
-    with sync_lock(engine) as held:
-        if not held:
+    with sync_lock(engine) as locked:
+        if locked is None:
             log.info(
                 "sync_skipped",
                 trigger=trigger,
@@ -437,8 +512,23 @@ def locked_sync(
             return None
         # Holding the lock proves no other process is syncing: a run still marked
         # "running" was cut short (killed, machine lost) and is marked interrupted.
-        with transaction(session_factory) as session:
+        with transaction(locked) as session:
             stale = ledger.interrupt_stale_runs(session)
         if stale:
             log.warning("stale_runs_marked_interrupted", run_ids=stale)
-        return run_sync(session_factory, settings, keyring, trigger=trigger, **kwargs)
+        summary = run_sync(locked, settings, keyring, trigger=trigger, **kwargs)
+    if summary.stopped:
+        # The lock's connection is gone, so its sessions cannot close the run: a new one can
+        # (our own run's row only; another sync may hold the lock by now).
+        try:
+            with transaction(make_session_factory(engine)) as session:
+                ledger.finish_run(
+                    session,
+                    summary.run_id,
+                    status=summary.status,
+                    keys_ok=summary.keys_ok,
+                    keys_failed=summary.keys_failed,
+                )
+        except Exception:
+            log.exception("sync_run_not_closed")
+    return summary

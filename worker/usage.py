@@ -46,6 +46,10 @@ class WriteCounts:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
+    # Stored rows the answer no longer reports but that were not deleted: they lie before
+    # the first day a whole-window answer reports, which a clock that turned midnight
+    # earlier than ours explains as well as a restatement (see worker.sync).
+    kept: int = 0
 
     def __add__(self, other: WriteCounts) -> WriteCounts:
         return WriteCounts(
@@ -53,6 +57,7 @@ class WriteCounts:
             self.updated + other.updated,
             self.unchanged + other.unchanged,
             self.deleted + other.deleted,
+            self.kept + other.kept,
         )
 
     @property

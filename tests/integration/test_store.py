@@ -203,7 +203,11 @@ def test_active_keys_skip_inactive_keys_and_users(session: Session) -> None:
 def test_keys_remember_what_openrouter_said(session: Session, sample_key: ApiKey) -> None:
     at = utcnow()
     key_store.mark_accepted(session, [sample_key.id], at)
-    key_store.remember_answers(session, [(sample_key.id, "d" * 64, 90)])
+    key_store.hold_back(session, sample_key.id, "b" * 64, at)
+    session.commit()
+    held = key_store.active_keys(session)[0]
+    assert (held.suspicious_digest, held.suspicious_since) == ("b" * 64, at)
+    key_store.remember_answer(session, sample_key.id, "d" * 64, 90)
     session.commit()
     session.refresh(sample_key)
     assert (sample_key.kind, sample_key.last_used_at, sample_key.activity_digest) == (
@@ -211,9 +215,14 @@ def test_keys_remember_what_openrouter_said(session: Session, sample_key: ApiKey
         at,
         "d" * 64,
     )
-    assert key_store.active_keys(session)[0].activity_rows == 90
+    applied = key_store.active_keys(session)[0]
+    assert (applied.activity_rows, applied.suspicious_digest, applied.suspicious_since) == (
+        90,
+        None,
+        None,
+    )
     key_store.mark_ordinary(session, sample_key.id)
-    key_store.remember_answers(session, [(sample_key.id, None, None)])
+    key_store.remember_answer(session, sample_key.id, None, None)
     session.commit()
     session.refresh(sample_key)
     assert (sample_key.kind, sample_key.activity_digest, sample_key.activity_rows) == (

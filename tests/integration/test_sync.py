@@ -275,15 +275,38 @@ def test_a_window_day_without_rows_is_cleared_but_older_history_is_kept(
     fake: FakeOpenRouter,
     add_key: Any,
 ) -> None:
-    key = add_key(SECRET_A, [item(D1, "a/x"), item(D2, "a/x")])
+    key = add_key(SECRET_A, [item(D0, "a/x"), item(D1, "a/x"), item(D2, "a/x")])
     old = TODAY - dt.timedelta(days=45)  # outside the window: history to keep forever
     with transaction(session_factory) as s:
         s.add(UsageStats(api_key_id=key, date=old, model="a/x", cost=Decimal("9")))
     _run(session_factory, settings, keyring)
-    fake.set_rows(SECRET_A, [item(D2, "a/x")])
+    fake.set_rows(SECRET_A, [item(D0, "a/x"), item(D2, "a/x")])
     summary = _run(session_factory, settings, keyring)
-    assert summary.counts == WriteCounts(unchanged=1, deleted=1)
-    assert set(stored_usage_of(session_factory, key)) == {(old, "a/x"), (D2, "a/x")}
+    assert summary.counts == WriteCounts(unchanged=2, deleted=1)
+    assert set(stored_usage_of(session_factory, key)) == {(old, "a/x"), (D0, "a/x"), (D2, "a/x")}
+
+
+def test_days_before_the_first_day_an_answer_reports_are_kept_not_deleted(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    fake: FakeOpenRouter,
+    add_key: Any,
+) -> None:
+    # OpenRouter's clock turned midnight before ours: its window no longer has our oldest day.
+    # An answer without the first days it used to report cannot tell "restated to nothing"
+    # from "no longer in my window": those rows are kept, and counted as kept.
+    oldest = TODAY - dt.timedelta(days=30)
+    key = add_key(SECRET_A, [item(oldest, "a/x"), item(D1, "a/x"), item(D2, "a/x")])
+    _run(session_factory, settings, keyring)
+    fake.set_rows(SECRET_A, [item(D1, "a/x"), item(D2, "a/x")])
+    summary = _run(session_factory, settings, keyring)
+    assert summary.counts == WriteCounts(unchanged=2, kept=1)
+    assert set(stored_usage_of(session_factory, key)) == {
+        (oldest, "a/x"),
+        (D1, "a/x"),
+        (D2, "a/x"),
+    }
 
 
 def test_backfill_asks_one_request_per_day_and_touches_only_those_days(
@@ -617,3 +640,104 @@ def test_an_interrupted_run_is_closed_and_leaves_no_thread_behind(
     with session_factory() as s:
         runs = s.execute(select(SyncRun)).scalars().all()
     assert [(r.status, r.finished_at is not None) for r in runs] == [("interrupted", True)]
+
+
+# --- never lose a day ----------------------------------------------------------------------
+
+
+def test_a_sync_that_crosses_midnight_deletes_no_day_it_could_not_have_covered(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    fake: FakeOpenRouter,
+    add_key: Any,
+) -> None:
+    oldest = TODAY - dt.timedelta(days=30)  # in the run's window, gone from the next one
+    key = add_key(SECRET_A, [item(oldest, "a/x", usage="7"), item(D2, "a/x")])
+    _run(session_factory, settings, keyring)
+    # The next run starts just before midnight; OpenRouter (and our clock) turn midnight
+    # while the answer is on its way: it covers TODAY-29 … TODAY, without the oldest day.
+    days.pin_clock(dt.datetime(2026, 11, 26, 23, 59, 59, tzinfo=dt.UTC))
+    fake.set_rows(SECRET_A, [item(D2, "a/x"), item(TODAY, "a/x", usage="3")])
+
+    def midnight(_path: str, _query: dict[str, str]) -> None:
+        fake.today = TODAY + dt.timedelta(days=1)
+        days.pin_clock(dt.datetime(2026, 11, 27, 0, 0, 1, tzinfo=dt.UTC))
+
+    fake.on_request = midnight
+    summary = _run(session_factory, settings, keyring)
+
+    assert (summary.status, summary.counts) == ("ok", WriteCounts(inserted=1, unchanged=1))
+    stored = stored_usage_of(session_factory, key)
+    assert stored[(oldest, "a/x")][4] == Decimal(7)  # not deleted: the answer never covered it
+    assert stored[(TODAY, "a/x")][4] == Decimal(3)  # the day that just completed is stored
+
+
+def test_an_empty_answer_after_a_good_sync_is_held_back_until_seen_again_much_later(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    fake: FakeOpenRouter,
+    add_key: Any,
+    usage_triggers: UsageTriggers,
+) -> None:
+    key = add_key(SECRET_A, [item(D0, "a/x"), item(D1, "a/x"), item(D2, "a/x")])
+    _run(session_factory, settings, keyring)
+    fake.set_rows(SECRET_A, [])
+
+    held = _run(session_factory, settings, keyring)
+
+    assert (held.status, held.keys[0].status, held.keys[0].reason) == (
+        "failed",
+        "failed",
+        "suspicious_answer",
+    )
+    assert "would delete 3 of the 3 rows" in (held.keys[0].error or "")
+    assert len(stored_usage_of(session_factory, key)) == 3
+    assert usage_triggers.writes() == ["insert"] * 3
+    assert _results(session_factory, held.run_id)[key].reason == "suspicious_answer"
+    # The same answer a few hours later is still held back...
+    days.pin_clock(dt.datetime(2026, 11, 26, 19, tzinfo=dt.UTC))
+    assert _run(session_factory, settings, keyring).keys[0].reason == "suspicious_answer"
+    # ...and applied once it has been seen for [sync] confirm_delete_after_hours (20).
+    days.pin_clock(dt.datetime(2026, 11, 27, 8, 30, tzinfo=dt.UTC))
+    fake.today = TODAY + dt.timedelta(days=1)
+    applied = _run(session_factory, settings, keyring)
+    assert (applied.status, applied.counts) == ("ok", WriteCounts(deleted=3))
+    assert stored_usage_of(session_factory, key) == {}
+
+
+def test_a_partial_answer_is_held_back_past_the_configured_fraction_only(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    fake: FakeOpenRouter,
+    add_key: Any,
+) -> None:
+    models = [item(D1, f"m/{i}") for i in range(4)]
+    key = add_key(SECRET_A, [item(D0, "a/x"), *models])
+    _run(session_factory, settings, keyring)
+    fake.set_rows(SECRET_A, [item(D0, "a/x"), models[0]])  # would delete 3 of 5
+
+    assert _run(session_factory, settings, keyring).keys[0].reason == "suspicious_answer"
+    assert len(stored_usage_of(session_factory, key)) == 5
+    lenient = settings.replace("sync", max_delete_fraction=0.6)
+    assert _run(session_factory, lenient, keyring).counts == WriteCounts(unchanged=2, deleted=3)
+
+
+def test_backfill_of_explicit_days_applies_what_a_sync_holds_back(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    fake: FakeOpenRouter,
+    add_key: Any,
+) -> None:
+    key = add_key(SECRET_A, [item(D1, "a/x"), item(D2, "a/x")])
+    _run(session_factory, settings, keyring)
+    fake.set_rows(SECRET_A, [])
+    assert _run(session_factory, settings, keyring).keys[0].reason == "suspicious_answer"
+
+    forced = _run(session_factory, settings, keyring, trigger="backfill", days=[D1, D2])
+
+    assert (forced.status, forced.counts) == ("ok", WriteCounts(deleted=2))
+    assert stored_usage_of(session_factory, key) == {}

@@ -134,7 +134,13 @@ def test_sync_twice_stores_exactly_the_expected_rows_once(
     assert second.returncode == 0, second.stderr
     summary = json.loads(second.stdout)
     assert (summary["trigger"], summary["status"], summary["keys_ok"]) == ("sync", "ok", 2)
-    assert summary["rows"] == {"inserted": 0, "updated": 0, "unchanged": 180, "deleted": 0}
+    assert summary["rows"] == {
+        "inserted": 0,
+        "updated": 0,
+        "unchanged": 180,
+        "deleted": 0,
+        "kept": 0,
+    }
     assert summary["days"]["count"] == 30
     assert stored(factory, key_a) == before  # same ids, same values
     assert_rows_match(factory, key_b, raw_b)

@@ -123,7 +123,8 @@ def test_summary_json_and_text_are_stable() -> None:
         "keys_ok": 1,
         "keys_failed": 1,
         "keys_skipped": 0,
-        "rows": {"inserted": 2, "updated": 1, "unchanged": 3, "deleted": 1},
+        "stopped": None,
+        "rows": {"inserted": 2, "updated": 1, "unchanged": 3, "deleted": 1, "kept": 0},
         "requests": 3,
         "results": [
             {
@@ -131,7 +132,7 @@ def test_summary_json_and_text_are_stable() -> None:
                 "user_id": 10,
                 "name": "prod",
                 "status": "ok",
-                "rows": {"inserted": 2, "updated": 1, "unchanged": 3, "deleted": 1},
+                "rows": {"inserted": 2, "updated": 1, "unchanged": 3, "deleted": 1, "kept": 0},
                 "requests": 2,
                 "reason": None,
                 "error": None,
@@ -141,7 +142,7 @@ def test_summary_json_and_text_are_stable() -> None:
                 "user_id": 10,
                 "name": "dev",
                 "status": "failed",
-                "rows": {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0},
+                "rows": {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0, "kept": 0},
                 "requests": 1,
                 "reason": "not_management_key",
                 "error": "403: per-model history needs a management key",

@@ -39,9 +39,12 @@ def format_summary(summary: RunSummary) -> list[str]:
         f"keys: {summary.keys_ok} ok, {summary.keys_failed} failed"
         + (f", {summary.keys_skipped} not started" if summary.keys_skipped else ""),
         f"rows: {counts.inserted} inserted, {counts.updated} updated, "
-        f"{counts.unchanged} unchanged, {counts.deleted} deleted",
+        f"{counts.unchanged} unchanged, {counts.deleted} deleted"
+        + (f", {counts.kept} kept (no longer reported, see docs/sync.md)" if counts.kept else ""),
         f"requests: {summary.requests}",
     ]
+    if summary.stopped:
+        lines.append(f"stopped: {summary.stopped}")
     for key in summary.failed:
         lines.append(
             f"failed: key {key.api_key_id} ({key.name!r}, user {key.user_id}): "
@@ -59,11 +62,10 @@ def _run(
 ) -> int:
     from worker.sync import locked_sync
 
-    factory = ctx.sessions()
+    ctx.sessions()  # the schema check
     keyring = Keyring.from_settings(ctx.settings)
     summary = locked_sync(
         ctx.engine,
-        factory,
         ctx.settings,
         keyring,
         trigger=trigger,

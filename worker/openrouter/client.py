@@ -64,6 +64,7 @@ class Activity:
     window: tuple[dt.date, dt.date]  # OpenRouter's window by our clock when the answer arrived
     day: dt.date | None  # the day asked for with ``date=``, or None for the whole window
     digest: str  # SHA-256 of the window and the body: equal digests, the same answer
+    body_digest: str  # SHA-256 of the body alone: the same answer on another day
     requests: int  # HTTP requests sent for this call, retries included
     unchanged: bool = False  # the digest was the one given: the rows were not parsed again
 
@@ -184,13 +185,14 @@ class OpenRouterClient:
         params = {"date": day.isoformat()} if day is not None else None
         answer, sent = self._get("activity", api_key, params=params)
         window = completed_window(self._wall_clock().date())
-        scope = f"{window[0]}..{window[1]} {day or 'window'}\n".encode()
-        digest = hashlib.sha256(scope + answer.body).hexdigest()
+        body_digest = hashlib.sha256(answer.body).hexdigest()
+        scope = f"{window[0]}..{window[1]} {day or 'window'} {body_digest}"
+        digest = hashlib.sha256(scope.encode()).hexdigest()
         if digest == unless_digest:
-            return Activity([], window, day, digest, sent, unchanged=True)
+            return Activity([], window, day, digest, body_digest, sent, unchanged=True)
         with _counting(sent):
             rows = parse_activity(answer.text, window=window, day=day)
-        return Activity(rows, window, day, digest, sent)
+        return Activity(rows, window, day, digest, body_digest, sent)
 
     # -- transport and retries ---------------------------------------------------------------
 

@@ -26,6 +26,9 @@ class ActiveKey:
     # The last whole-window answer stored: its digest and (day, model) rows (worker.sync).
     activity_digest: str | None = None
     activity_rows: int | None = None
+    # An answer held back because it would delete too much: its body digest and since when.
+    suspicious_digest: str | None = None
+    suspicious_since: dt.datetime | None = None
 
     def __repr__(self) -> str:  # keep the ciphertext out of reprs and tracebacks
         return f"ActiveKey(id={self.id}, user_id={self.user_id}, name={self.name!r})"
@@ -41,6 +44,8 @@ def active_keys(session: Session, key_ids: Iterable[int] | None = None) -> list[
             ApiKey.key_encrypted,
             ApiKey.activity_digest,
             ApiKey.activity_rows,
+            ApiKey.suspicious_digest,
+            ApiKey.suspicious_since,
         )
         .join(User, User.id == ApiKey.user_id)
         .where(ApiKey.is_active.is_(True), User.is_active.is_(True))
@@ -64,19 +69,27 @@ def mark_accepted(session: Session, key_ids: Sequence[int], at: dt.datetime) -> 
         )
 
 
-def remember_answers(
-    session: Session, answers: Sequence[tuple[int, str | None, int | None]]
-) -> None:
-    """For each (key id, digest, rows) just stored: the answer an identical one is compared
-    with next time; (key id, None, None) forgets it (the stored rows changed otherwise)."""
-    if answers:
-        session.execute(
-            _MARK,
-            [
-                {"key_id": key_id, "activity_digest": digest, "activity_rows": rows}
-                for key_id, digest, rows in answers
-            ],
-        )
+def remember_answer(session: Session, key_id: int, digest: str | None, rows: int | None) -> None:
+    """An answer was just applied: remember its digest and (day, model) rows, so an identical
+    one is not stored again (None, None: forget it, e.g. after a backfill), and forget any
+    answer held back before."""
+    session.execute(
+        _MARK,
+        {
+            "key_id": key_id,
+            "activity_digest": digest,
+            "activity_rows": rows,
+            "suspicious_digest": None,
+            "suspicious_since": None,
+        },
+    )
+
+
+def hold_back(session: Session, key_id: int, body_digest: str, since: dt.datetime) -> None:
+    """An answer was held back (it would delete too much): remember it and since when."""
+    session.execute(
+        _MARK, {"key_id": key_id, "suspicious_digest": body_digest, "suspicious_since": since}
+    )
 
 
 def mark_ordinary(session: Session, key_id: int) -> None:

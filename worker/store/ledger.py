@@ -45,6 +45,7 @@ def record_outcomes(session: Session, run_id: int, outcomes: Sequence[KeyOutcome
                 "rows_deleted": outcome.counts.deleted,
                 "http_requests": outcome.http_requests,
                 "error": outcome.error,
+                "reason": outcome.reason,
                 "finished_at": finished_at,
             }
             for outcome in outcomes

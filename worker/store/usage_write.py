@@ -49,11 +49,29 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class KeyRows:
-    """One key's fetched totals and the days they are the full truth for."""
+    """One key's fetched totals, and what they may change.
+
+    ``rows`` (one per date and model) are inserted or updated; a stored model they no longer
+    report is deleted only on ``delete_days`` (default: ``days``) and never before
+    ``keep_before``. With ``max_delete_fraction``, an answer that would delete more than that
+    share of the key's stored rows on ``delete_days`` is held back whole (:class:`Withheld`).
+    """
 
     api_key_id: int
-    rows: Sequence[UsageRow]  # one per (date, model), every date in ``days``
-    days: frozenset[dt.date]
+    rows: Sequence[UsageRow]
+    days: frozenset[dt.date]  # every row's date is one of them
+    delete_days: frozenset[dt.date] | None = None
+    keep_before: dt.date | None = None
+    max_delete_fraction: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Withheld:
+    """An answer not applied: it would have deleted ``would_delete`` of the ``stored`` rows
+    the key holds on the days it answered for."""
+
+    would_delete: int
+    stored: int
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -156,9 +174,9 @@ def _read(
     return result
 
 
-def write_usage(session: Session, batch: Sequence[KeyRows]) -> list[WriteCounts]:
-    """Make each key's stored rows for its days exactly its fetched rows, in the caller's
-    transaction; what each write did, in the order given.
+def write_usage(session: Session, batch: Sequence[KeyRows]) -> list[WriteCounts | Withheld]:
+    """Apply each key's fetched rows (see :class:`KeyRows`) in the caller's transaction; what
+    each write did, or that it was held back, in the order given.
 
     The keys share their statements (one read, one insert, one update, one delete per chunk).
     A row dated outside its key's days, two rows for one (date, model) or a key given twice
@@ -171,7 +189,7 @@ def write_usage(session: Session, batch: Sequence[KeyRows]) -> list[WriteCounts]
     all_days = {day for item in batch for day in item.days}
     stored_by_key = _read(driver, key_ids, all_days)
     changes = _Changes(driver, {day: driver.day(day) for day in all_days})
-    all_counts = []
+    all_counts: list[WriteCounts | Withheld] = []
     for item in batch:
         stored = stored_by_key[item.api_key_id]
         if item.days != all_days:  # keys of one batch usually share their days
@@ -195,7 +213,7 @@ class _Changes:
 
     def add(
         self, item: KeyRows, stored: dict[tuple[dt.date, str], tuple[int, tuple[Any, ...]]]
-    ) -> WriteCounts:
+    ) -> WriteCounts | Withheld:
         rows = item.rows
         outside = {row.date for row in rows} - item.days
         if outside:
@@ -215,6 +233,14 @@ class _Changes:
                 (key_id, day_wire[row.date], row.model, *wire(row), created) for row in rows
             )
             return WriteCounts(inserted=len(rows))
+        delete_days = item.days if item.delete_days is None else item.delete_days
+        on_delete_days = [
+            (pair, row_id) for pair, (row_id, _v) in stored.items() if pair[0] in delete_days
+        ]
+        missing = [(pair, row_id) for pair, row_id in on_delete_days if pair not in pairs]
+        fraction = item.max_delete_fraction
+        if fraction is not None and len(missing) > fraction * len(on_delete_days):
+            return Withheld(would_delete=len(missing), stored=len(on_delete_days))
         counts = WriteCounts()
         for row in rows:
             values = wire(row)
@@ -227,7 +253,9 @@ class _Changes:
             else:
                 counts.updated += 1
                 self.updates.append((*values, old[0]))
-        gone = [row_id for pair, (row_id, _values) in stored.items() if pair not in pairs]
+        keep_before = item.keep_before
+        gone = [row_id for pair, row_id in missing if keep_before is None or pair[0] >= keep_before]
         counts.deleted = len(gone)
+        counts.kept = len(missing) - len(gone)
         self.deletes.extend(gone)
         return counts
