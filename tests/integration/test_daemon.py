@@ -94,6 +94,8 @@ def daemon_env(
             "OPENROUTER_WATCHER_SCHEDULE_SHUTDOWN_GRACE_SECONDS": "20",
             "OPENROUTER_WATCHER_SYNC_CONCURRENCY": "1",
             "OPENROUTER_WATCHER_TESTING_CLOCK": CLOCK,
+            # The HTTP server runs beside every daemon here, on a port of its own.
+            "OPENROUTER_WATCHER_HTTP_LISTEN": "127.0.0.1:0",
         }
     )
     env.update(extra)
@@ -244,6 +246,7 @@ def test_startup_failures_exit_2_with_one_line(
             "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key,
             "OPENROUTER_WATCHER_LOGGING_FORMAT": "json",
             "OPENROUTER_WATCHER_TESTING_CLOCK": CLOCK,
+            "OPENROUTER_WATCHER_HTTP_LISTEN": "127.0.0.1:0",
         }
     )
     if case == "config":

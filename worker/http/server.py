@@ -18,6 +18,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -25,6 +26,9 @@ from starlette.types import ASGIApp
 from worker.config import HttpSettings, parse_listen
 from worker.errors import ConfigError, WatcherError
 from worker.logs import get_logger
+
+if TYPE_CHECKING:
+    from worker.scheduler import SyncDaemon
 
 log = get_logger("worker.http")
 START_TIMEOUT = 10.0
@@ -119,18 +123,44 @@ class HttpServer:
         self.server.should_exit = True
 
     def stop(self, timeout: float) -> bool:
-        """Stop and wait up to ``timeout`` seconds; returns whether it stopped in time."""
+        """Stop and wait up to ``timeout`` seconds; returns whether it stopped in time.
+
+        Safe to call more than once, and before :meth:`start` (it then releases the socket).
+        """
         self.request_stop()
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout=max(timeout, 0.0))
-            if thread.is_alive():
-                self.server.force_exit = True
-                thread.join(timeout=1.0)
-                log.warning("http_stop_timed_out", timeout_seconds=timeout)
-                return False
-            log.info("http_stopped")
-        elif self._socket is not None:
-            self._socket.close()
-        self._socket = None
+        thread, self._thread = self._thread, None
+        sock, self._socket = self._socket, None
+        if thread is None:
+            if sock is not None:
+                sock.close()
+            return True
+        thread.join(timeout=max(timeout, 0.0))
+        if thread.is_alive():
+            self.server.force_exit = True
+            thread.join(timeout=1.0)
+            log.warning("http_stop_timed_out", timeout_seconds=round(timeout, 3))
+            return False
+        log.info("http_stopped")
         return True
+
+
+def serve_beside(daemon: SyncDaemon) -> HttpServer | None:
+    """The HTTP server for ``openrouter-watcher run``, bound now; None if [http] listen is
+    empty. Raises :class:`HttpListenError` (exit code 2) if the address cannot be used."""
+    from worker.http.app import build_app
+    from worker.http.context import HttpContext
+
+    settings = daemon.settings
+    if not settings.http.listen:
+        return None
+    ctx = HttpContext(
+        settings=settings,
+        session_factory=daemon.session_factory,
+        scheduler_alive=daemon.scheduler_alive,
+        next_run_at=daemon.next_run_time,
+    )
+    server = HttpServer(
+        build_app(ctx), settings.http, grace_seconds=settings.schedule.shutdown_grace_seconds
+    )
+    server.bind()
+    return server
