@@ -12,10 +12,18 @@ operation, an OpenRouter endpoint path and an outcome class. Never a key, a user
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 from worker.outcomes import RunSummary
 
+# Without this every counter gets a `_created` twin: twice the series, nothing an alert uses.
+disable_created_metrics()
 PREFIX = "openrouter_watcher"
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
