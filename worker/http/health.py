@@ -71,7 +71,10 @@ def check(ctx: HttpContext) -> tuple[bool, dict[str, Any]]:
     try:
         with ctx.session_factory() as session:
             status = collect_status(session, ctx.settings.schedule, now)
-            added = dict(session.execute(select(ApiKey.id, ApiKey.created_at)).tuples().all())
+            added = {
+                key_id: created
+                for key_id, created in session.execute(select(ApiKey.id, ApiKey.created_at))
+            }
         active = sum(1 for k in status.keys if k.active)
         reasons += key_problems(status.keys, added, now=now, within=within)
     except DatabaseUnavailableError:
