@@ -55,7 +55,8 @@ def _y_axis(top: Decimal, step: Decimal, x0: float, x1: float, y0: float, h: flo
         y = y0 - float(value / top) * h
         parts.append(f'<line class="grid" x1="{x0:.1f}" y1="{y:.1f}" x2="{x1:.1f}" y2="{y:.1f}"/>')
         parts.append(
-            f'<text class="tick" x="{x0 - 6:.1f}" y="{y + 4:.1f}" text-anchor="end">'
+            f'<text class="tick" x="{x0 - 6:.1f}" y="{y:.1f}" text-anchor="end" '
+            'dominant-baseline="middle">'
             f"{esc(_money_tick(value, step))}</text>"
         )
         value += step
@@ -72,7 +73,7 @@ def stacked_bars(
     height: int = 260,
 ) -> str:
     """One bar per day, stacked by series (in order, the first at the bottom)."""
-    left, right, top_pad, bottom = 58.0, 8.0, 10.0, 26.0
+    left, right, top_pad, bottom = 66.0, 8.0, 12.0, 28.0
     plot_w, plot_h = width - left - right, height - top_pad - bottom
     y0 = top_pad + plot_h
     top, step = nice_scale(max(totals, default=Decimal(0)))
@@ -98,10 +99,13 @@ def stacked_bars(
                 f"<title>{esc(day.isoformat())} · {esc(name)}: {esc(render.dollars(value))}"
                 "</title></rect>"
             )
-        if i % 5 == 0 or i == len(days) - 1:
+        last = i == len(days) - 1
+        if i % 5 == 0 or last:
+            # The last label ends at its bar's right edge, so it is never cut off.
+            anchor, at = ("end", x + bar_w) if last else ("middle", x + bar_w / 2)
             parts.append(
-                f'<text class="tick" x="{x + bar_w / 2:.1f}" y="{height - 8}" '
-                f'text-anchor="middle">{day.strftime("%m-%d")}</text>'
+                f'<text class="tick" x="{at:.1f}" y="{height - 6}" '
+                f'text-anchor="{anchor}">{day.strftime("%m-%d")}</text>'
             )
     parts.append("</svg>")
     return "".join(parts)
@@ -115,7 +119,7 @@ def cumulative_lines(
     height: int = 200,
 ) -> str:
     """Cumulative cost by day of month, one polyline per (css class, label, values)."""
-    left, right, top_pad, bottom = 58.0, 8.0, 10.0, 26.0
+    left, right, top_pad, bottom = 66.0, 8.0, 12.0, 28.0
     plot_w, plot_h = width - left - right, height - top_pad - bottom
     y0 = top_pad + plot_h
     largest = max((v[-1] for _, _, v in lines if v), default=Decimal(0))
@@ -129,7 +133,7 @@ def cumulative_lines(
     ]
     for day in (1, 8, 15, 22, 29):
         parts.append(
-            f'<text class="tick" x="{left + (day - 1) * dx:.1f}" y="{height - 8}" '
+            f'<text class="tick" x="{left + (day - 1) * dx:.1f}" y="{height - 6}" '
             f'text-anchor="middle">{day}</text>'
         )
     for css, label, values in lines:
