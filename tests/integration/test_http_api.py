@@ -138,7 +138,8 @@ def test_each_token_sees_only_its_own_users_usage_and_status(served: Served) -> 
     assert set(alice_status) == {"healthy", "keys", "last_run", "next_run_at"}
 
 
-def test_an_admin_token_sees_every_user(served: Served) -> None:
+def test_an_admin_token_sees_every_user(served_sqlite: Served) -> None:
+    served = served_sqlite
     accounts.set_user_admin(served.factory, BOB, True)
     everything = served.get("/api/v1/usage?by=key", served.bob)
     assert everything.json() == expected_usage(served, {"by": "key"}, Filters())
@@ -182,7 +183,8 @@ def test_bad_parameters_are_400_naming_the_parameter(served_sqlite: Served) -> N
     )
 
 
-def test_refused_tokens_are_401_and_nothing_leaks(served: Served) -> None:
+def test_refused_tokens_are_401_and_nothing_leaks(served_sqlite: Served) -> None:
+    served = served_sqlite
     with served.factory() as session:
         hashes = list(session.scalars(select(ApiToken.token_hash)))
     revoked_view, revoked = accounts.create_token(served.factory, ALICE, "old")
@@ -217,8 +219,9 @@ def test_refused_tokens_are_401_and_nothing_leaks(served: Served) -> None:
 
 
 def test_failed_tokens_are_rate_limited_per_client_address(
-    engine: Engine, report_data: ReportData
+    sqlite_url: str, report_data: ReportData
 ) -> None:
+    engine = create_db_engine(sqlite_url)
     report_data(engine)
     factory = make_session_factory(engine)
     _, good = accounts.create_token(factory, ALICE, "good")
@@ -235,6 +238,7 @@ def test_failed_tokens_are_rate_limited_per_client_address(
         error(limited, 429, "rate_limited")
         assert 1 <= int(limited.headers["retry-after"]) <= 60
         assert get(good, "192.0.2.2").status_code == 200  # another client is not
+    engine.dispose()
 
 
 def test_unknown_paths_and_methods_answer_in_the_error_shape(served_sqlite: Served) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from worker import metrics
 from worker.config import Settings
-from worker.db import make_session_factory
+from worker.db import create_db_engine, make_session_factory
 from worker.http.auth import FailedAuthLimiter
 from worker.http.context import HttpContext
 from worker.http.health import key_problems
@@ -61,6 +61,24 @@ def add_run(engine: Engine, finished: dt.datetime, results: dict[int, str]) -> N
 
 @pytest.fixture
 def seeded(engine: Engine, report_data: ReportData) -> dict[str, int]:
+    """The report rows and two runs, on SQLite and on PostgreSQL."""
+    return seed(engine, report_data)
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(sqlite_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def seeded_sqlite(sqlite_engine: Engine, report_data: ReportData) -> dict[str, int]:
+    """The same on SQLite only, for what does not depend on the database."""
+    return seed(sqlite_engine, report_data)
+
+
+def seed(engine: Engine, report_data: ReportData) -> dict[str, int]:
     keys = report_data(engine)
     with Session(engine) as session, session.begin():
         for key in session.query(ApiKey):  # created "now" by the database: make them old
@@ -176,8 +194,9 @@ def test_live_counters_count_the_daemons_syncs() -> None:
 
 
 def test_healthz_is_503_with_reasons_naming_keys_by_id_only(
-    engine: Engine, seeded: dict[str, int]
+    sqlite_engine: Engine, seeded_sqlite: dict[str, int]
 ) -> None:
+    engine, seeded = sqlite_engine, seeded_sqlite
     with serve(engine, alive=False) as url:
         response = httpx.get(f"{url}/healthz")
     assert response.status_code == 503
@@ -195,8 +214,9 @@ def test_healthz_is_503_with_reasons_naming_keys_by_id_only(
 
 
 def test_healthz_is_200_when_every_active_key_synced_recently(
-    engine: Engine, seeded: dict[str, int]
+    sqlite_engine: Engine, seeded_sqlite: dict[str, int]
 ) -> None:
+    engine, seeded = sqlite_engine, seeded_sqlite
     add_run(engine, NOW - HOUR, dict.fromkeys(seeded.values(), "ok"))
     with serve(engine) as url:
         response = httpx.get(f"{url}/healthz")
