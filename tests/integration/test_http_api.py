@@ -181,6 +181,10 @@ def test_bad_parameters_are_400_naming_the_parameter(served_sqlite: Served) -> N
     error(
         served_sqlite.get("/api/v1/status?by=day", served_sqlite.alice), 400, "bad_parameter", "by"
     )
+    # a secret pasted into the wrong parameter is not echoed back
+    pasted = served_sqlite.get(f"/api/v1/usage?by={served_sqlite.bob}", served_sqlite.alice)
+    assert "[REDACTED]" in error(pasted, 400, "bad_parameter", "by")
+    assert served_sqlite.bob not in pasted.text
 
 
 def test_refused_tokens_are_401_and_nothing_leaks(served_sqlite: Served) -> None:

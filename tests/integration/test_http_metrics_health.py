@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from worker import metrics
 from worker.config import Settings
+from worker.days import month_so_far
 from worker.db import create_db_engine, make_session_factory
 from worker.http.auth import FailedAuthLimiter
 from worker.http.context import HttpContext
@@ -285,3 +286,13 @@ def test_failed_token_limiter_forgets_after_a_minute_and_bounds_its_memory() -> 
 )
 def test_chart_scales_are_round(largest: str, top: str, step: str) -> None:
     assert nice_scale(Decimal(largest)) == (Decimal(top), Decimal(step))
+
+
+def test_month_to_date_is_the_completed_days_of_the_month_and_none_on_the_first() -> None:
+    assert month_so_far(dt.date(2026, 11, 1)) is None
+    days = month_so_far(dt.date(2026, 12, 31))
+    assert days is not None and (days.since, days.until, days.days) == (
+        dt.date(2026, 12, 1),
+        dt.date(2026, 12, 30),
+        30,
+    )

@@ -18,9 +18,8 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from worker.config import ScheduleSettings
-from worker.days import WINDOW_DAYS, DateRange, span
+from worker.days import WINDOW_DAYS, DateRange, month_so_far, span
 from worker.http.auth import Scope
-from worker.http.metrics import month_so_far
 from worker.report import ZERO, Filters, Row, build_report
 from worker.status import Status, collect_status
 

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from worker import metrics
-from worker.days import DateRange
+from worker.days import month_so_far
 from worker.http.context import HttpContext
 from worker.logs import get_logger
 from worker.report import build_report
@@ -52,14 +52,6 @@ class AccountFigures:
     last_success_at: dt.datetime | None
     last_attempt_at: dt.datetime | None
     last_failed: bool
-
-
-def month_so_far(today: dt.date) -> DateRange | None:
-    """The completed UTC days of ``today``'s month, or None on the 1st (there are none)."""
-    first = today.replace(day=1)
-    if today == first:
-        return None
-    return DateRange(first, today - dt.timedelta(days=1))
 
 
 def account_figures(ctx: HttpContext) -> list[AccountFigures]:

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker import render
 from worker.errors import DatabaseUnavailableError
-from worker.logs import get_logger
+from worker.logs import get_logger, mask_key_like, mask_text
 
 log = get_logger("worker.http")
 
@@ -65,8 +65,13 @@ def json_response(
 
 
 def error_body(status: int, code: str, message: str, parameter: str | None = None) -> Any:
-    """The error document (see the module docstring)."""
-    return {"error": {"status": status, "code": code, "message": message, "parameter": parameter}}
+    """The error document (see the module docstring).
+
+    A message may quote a value the caller sent: anything in it that looks like a key or a
+    token (pasted into the wrong parameter) is masked all the same.
+    """
+    masked = mask_key_like(mask_text(message))
+    return {"error": {"status": status, "code": code, "message": masked, "parameter": parameter}}
 
 
 def error_response(error: ApiError) -> Response:
