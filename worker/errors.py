@@ -52,6 +52,10 @@ class DatabaseUnavailableError(WatcherError):
     """The database cannot be reached: check [database] url and that the server is running."""
 
 
+class HttpListenError(ConfigError):
+    """The HTTP server cannot listen on [http] listen: choose another address or port."""
+
+
 class NotFoundError(WatcherError):
     """No such object."""
 

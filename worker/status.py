@@ -82,12 +82,14 @@ def collect_status(
     now: dt.datetime | None = None,
     *,
     user_id: int | None = None,
+    usage: bool = True,
 ) -> Status:
     """Gather the status of every key and the last run, in a handful of GROUP BY queries.
 
     ``user_id``: only that user's keys, and the last run as that user saw it (its keys' ok and
     failed counts, ``failed`` only if one of them failed): what an API token of a user who is
-    not an admin may see.
+    not an admin may see. ``usage=False`` skips the one query that reads ``usage_stats``
+    (each key's row count and newest day, then 0 and None): for health probes and scrapes.
     """
     latest_result = (
         select(SyncKeyResult.api_key_id, func.max(SyncKeyResult.id).label("id"))
@@ -114,16 +116,20 @@ def collect_status(
             .group_by(SyncKeyResult.api_key_id)
         ).all()
     )
-    held = {
-        r.api_key_id: r
-        for r in session.execute(
-            select(
-                UsageStats.api_key_id,
-                func.count().label("rows"),
-                func.max(UsageStats.date, type_=Date()).label("newest"),
-            ).group_by(UsageStats.api_key_id)
-        )
-    }
+    held = (
+        {
+            r.api_key_id: r
+            for r in session.execute(
+                select(
+                    UsageStats.api_key_id,
+                    func.count().label("rows"),
+                    func.max(UsageStats.date, type_=Date()).label("newest"),
+                ).group_by(UsageStats.api_key_id)
+            )
+        }
+        if usage
+        else {}
+    )
 
     keys = []
     key_query = select(ApiKey, User.email, User.is_active).join(User).order_by(ApiKey.id)

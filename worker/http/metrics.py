@@ -58,7 +58,7 @@ def account_figures(ctx: HttpContext) -> list[AccountFigures]:
     """Each active account's figures, from :func:`collect_status` and one ``--by key`` report."""
     now = ctx.clock()
     with ctx.session_factory() as session:
-        status = collect_status(session, ctx.settings.schedule, now)
+        status = collect_status(session, ctx.settings.schedule, now, usage=False)
         days = month_so_far(now.date())
         spent: dict[int, Decimal] = {}
         if days is not None:

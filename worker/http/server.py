@@ -24,7 +24,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from worker.config import HttpSettings, parse_listen
-from worker.errors import ConfigError, WatcherError
+from worker.errors import HttpListenError, WatcherError
 from worker.logs import get_logger
 
 if TYPE_CHECKING:
@@ -32,10 +32,6 @@ if TYPE_CHECKING:
 
 log = get_logger("worker.http")
 START_TIMEOUT = 10.0
-
-
-class HttpListenError(ConfigError):
-    """The HTTP server cannot listen on [http] listen."""
 
 
 class HttpServer:
