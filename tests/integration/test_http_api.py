@@ -124,6 +124,7 @@ def test_each_token_sees_only_its_own_users_usage_and_status(served: Served) -> 
         served.get(f"/api/v1/usage?key={research}", served.alice), 404, "not_found", "key"
     )
     error(served.get(f"/api/v1/usage?key={production}", served.bob), 404, "not_found", "key")
+    error(served.get(f"/api/v1/usage?key={2**63}", served.bob), 404, "not_found", "key")
     error(served.get(f"/api/v1/usage?user={BOB}", served.alice), 404, "not_found", "user")
     error(served.get(f"/api/v1/usage?user={ALICE}", served.bob), 404, "not_found", "user")
     own = served.get(f"/api/v1/usage?user={ALICE}&key={production}&by=day", served.alice)

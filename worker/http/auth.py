@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = get_logger("worker.http")
 
 WINDOW_SECONDS = 60.0
+MAX_ID = 2**31 - 1  # api_keys.id is a 32-bit INTEGER
 MAX_TRACKED_CLIENTS = 10_000  # bounds the limiter's memory whatever the number of addresses
 REALM = 'Bearer realm="openrouter-watcher"'
 REFUSED = (
@@ -65,7 +66,12 @@ class Scope:
 
     def visible_key(self, session: Session, key_id: int) -> int:
         """``key_id`` if the key exists and this scope may see it; else a 404 naming ``key``."""
-        owner = session.scalar(select(ApiKey.user_id).where(ApiKey.id == key_id))
+        # Past a 32-bit id PostgreSQL would refuse the comparison itself: no such key either.
+        owner = (
+            session.scalar(select(ApiKey.user_id).where(ApiKey.id == key_id))
+            if key_id <= MAX_ID
+            else None
+        )
         if owner is None or not (self.admin or owner == self.user_id):
             raise ApiError(404, "not_found", f"no API key {key_id} visible to this token", "key")
         return key_id
