@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -23,7 +24,7 @@ from worker.config import Settings
 from worker.days import DateRange
 from worker.db import create_db_engine, make_session_factory
 from worker.http.context import HttpContext
-from worker.models import ApiToken
+from worker.models import ApiKey, ApiToken, UsageStats
 from worker.report import Filters, build_report, report_dict
 from worker.testing.postgres import free_port
 from worker.testing.served import serving
@@ -285,3 +286,26 @@ def test_a_database_that_is_down_is_503_for_the_api_health_and_metrics() -> None
     assert health.status_code == 503
     assert health.json()["reasons"] == ["the database cannot be reached"]
     assert "openrouter_watcher_database_up 0.0" in scraped.text
+
+
+def test_dashboard_panels_escape_names_that_came_from_outside(served_sqlite: Served) -> None:
+    evil = '<script>alert("x")</script>'
+    with served_sqlite.factory() as session, session.begin():
+        session.add(
+            UsageStats(
+                api_key_id=served_sqlite.keys["production"],
+                date=dt.date(2026, 11, 4),
+                model=evil,
+                cost=Decimal("1.5"),
+            )
+        )
+        staging = session.get(ApiKey, served_sqlite.keys["staging"])
+        assert staging is not None
+        staging.name = evil
+    panels = served_sqlite.get("/dashboard/panels", served_sqlite.alice)
+    assert panels.status_code == 200
+    assert panels.headers["content-type"].startswith("text/html")
+    assert "<script" not in panels.text
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in panels.text
+    refused = served_sqlite.get("/dashboard/panels", "orw_nope")
+    error(refused, 401, "unauthorized")
