@@ -64,7 +64,8 @@ def serve(spec_path: Path) -> int:
     (routing, key check, day filter, latency) is the fake's own code.
     """
     from worker.testing import fake_openrouter
-    from worker.testing.fake_openrouter import FakeOpenRouter, generate_activity
+    from worker.testing.activity_data import generate_activity
+    from worker.testing.fake_openrouter import FakeOpenRouter
 
     # The fake writes headers and body in two send() calls: without TCP_NODELAY, Nagle's
     # algorithm and the client's delayed ACK hold the body ~40 ms (measured: 99 ms per key
@@ -240,8 +241,8 @@ def _write_path(engine: Any, factory: Any) -> dict[str, float]:
     from worker.db import transaction
     from worker.models import to_money
     from worker.store.usage_write import KeyRows, write_usage
-    from worker.sync import GROUP_COMMIT_ROWS
     from worker.usage import UsageRow
+    from worker.writes import GROUP_COMMIT_ROWS
 
     with engine.connect() as conn:
         stored = conn.execute(

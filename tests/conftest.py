@@ -333,3 +333,134 @@ class ReportData:
 def report_data() -> ReportData:
     """Call it with an engine to fill the database with the known report rows."""
     return ReportData()
+
+
+# --- the command line in-process, on a pinned clock ------------------------------------------
+# Most CLI tests call worker.cli.main in this process (a subprocess costs about a second of
+# interpreter start and imports, more under coverage); a few smoke tests keep a real process.
+import datetime as dt  # noqa: E402
+import io  # noqa: E402
+import os  # noqa: E402
+from collections.abc import Callable, Mapping  # noqa: E402
+from typing import TextIO  # noqa: E402
+
+import worker.days  # noqa: E402
+from worker.cli import main as cli_main  # noqa: E402
+
+PINNED_NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def pinned_clock() -> Iterator[dt.date]:
+    """Pin "now" at :data:`PINNED_NOW` (2026-11-20 12:00 UTC) and give that day, "today".
+
+    Nothing a test asserts may depend on the real date, or it flakes at midnight UTC. The one
+    hook is ``OPENROUTER_WATCHER_TESTING_CLOCK``, which :mod:`worker.days` reads once, at
+    import: a subprocess gets it in its environment (``clean_env(
+    OPENROUTER_WATCHER_TESTING_CLOCK="2026-11-20T12:00:00Z")``); in this process, where the
+    module is long imported, this fixture calls :func:`worker.days.pin_clock` instead, and
+    unpins (the real clock) after the test. ``utc_now()`` runs forward in real time from
+    midday, twelve hours from the next midnight, and every "today" in the worker (sync,
+    backfill, report, status, the fake's default) is 2026-11-20. Take today from
+    ``worker.days.utc_today()`` (or this fixture's value), e.g. for ``FakeOpenRouter(today=…)``.
+    """
+    worker.days.pin_clock(PINNED_NOW)
+    try:
+        yield PINNED_NOW.date()
+    finally:
+        worker.days.pin_clock(None)
+
+
+@pytest.fixture
+def cli(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pinned_clock: dt.date
+) -> Callable[..., tuple[int, str, str]]:
+    """``cli("keys", "list", "--json")`` → ``(exit code, stdout, stderr)``, run in-process.
+
+    The same as ``openrouter-watcher keys list --json < stdin`` in a shell: it calls
+    ``worker.cli.main(argv, stdin=…, stdout=…, stderr=…)`` from ``tmp_path`` (so no stray
+    ``./config.toml`` is read), with every ``OPENROUTER_WATCHER_*`` variable and
+    ``CREDENTIALS_DIRECTORY`` of the real environment removed (the loader rejects unknown
+    ``OPENROUTER_WATCHER_*`` names; see :func:`worker.testing.env.clean_env`) and the clock
+    pinned (:func:`pinned_clock`). Configure it like a shell, with
+    ``monkeypatch.setenv("OPENROUTER_WATCHER_DATABASE_URL", url)``; ``env`` sets variables for
+    one call only (``None`` unsets one). ``stdin`` is the text piped in, or a stream (e.g. one
+    whose ``isatty()`` is true, for the prompts).
+    """
+    for name in list(os.environ):
+        if name.startswith("OPENROUTER_WATCHER_") or name == "CREDENTIALS_DIRECTORY":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+    def run(
+        *argv: str, stdin: str | TextIO = "", env: Mapping[str, str | None] | None = None
+    ) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with pytest.MonkeyPatch.context() as call_env:
+            for name, value in (env or {}).items():
+                if value is None:
+                    call_env.delenv(name, raising=False)
+                else:
+                    call_env.setenv(name, value)
+            code = cli_main(
+                list(argv),
+                stdin=io.StringIO(stdin) if isinstance(stdin, str) else stdin,
+                stdout=out,
+                stderr=err,
+            )
+        return code, out.getvalue(), err.getvalue()
+
+    return run
+
+
+# --- the report rows, loaded once per module for the tests that only read them ---------------
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def report_db(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Engine, dict[str, int]]]:
+    """``(engine, {key name: id})``: a database holding the REPORT_* rows, on both backends.
+
+    Built once per test module and backend, not per test (a PostgreSQL clone costs about half a
+    second): for tests that only read. Reading in a session that is closed, or on a connection
+    that is not committed, leaves nothing behind; a test that writes takes ``engine`` and
+    ``report_data`` for a database of its own.
+    """
+    server: PostgresServer | None = None
+    name = f"r{next(_counter)}"
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("report") / "report.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        url = f"sqlite:///{path}"
+    else:
+        server = request.getfixturevalue("pg_server")
+        url = server.create_database(name, template=request.getfixturevalue("pg_template"))
+    engine = create_db_engine(url)
+    try:
+        yield engine, ReportData()(engine)
+    finally:
+        engine.dispose()
+        if server is not None:
+            server.drop_database(name)
+
+
+# --- process-wide logging state that in-process commands change -----------------------------
+import logging  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _sql_log_level() -> Iterator[None]:
+    """Every test starts with the ``sqlalchemy.engine`` logger at the level it found.
+
+    ``[database] echo`` (``OPENROUTER_WATCHER_DATABASE_ECHO``) routes SQL through the log
+    pipeline by raising that logger to INFO, for the whole process: right for a command line,
+    which runs once per process, but a command run in-process would leave every later test
+    logging each statement (and failing on what it finds on stderr).
+    """
+    logger = logging.getLogger("sqlalchemy.engine")
+    level = logger.level
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

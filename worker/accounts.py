@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker import passwords, tokens
 from worker.crypto import Keyring, master_key_id_of
 from worker.db import transaction
-from worker.errors import ConflictError, NotFoundError, UsageError
+from worker.errors import ConflictError, DecryptionError, NotFoundError, UsageError
 from worker.models import ApiKey, ApiToken, UsageStats, User
 
 # At least as strict as the schema's CHECK (email LIKE '%_@__%.__%'), so a bad address is
@@ -277,14 +277,50 @@ def add_key(
     secret = check_openrouter_key(plaintext)
     with transaction(factory) as session:
         user = _check_key_owner(session, address, key_name)
+        _refuse_registered(session, keyring, secret)
         key = ApiKey(
             user_id=user.id, name=key_name, key_encrypted="pending", kind=kind, is_active=True
         )
         session.add(key)
         session.flush()
         key.key_encrypted = keyring.encrypt(secret, user_id=user.id, key_id=key.id)
+        key.fingerprint = keyring.fingerprints(secret)[keyring.key_id]
         session.flush()
         return _key_view(key, user.email)
+
+
+def check_not_registered(factory: sessionmaker[Session], keyring: Keyring, plaintext: str) -> None:
+    """ConflictError if this OpenRouter key is registered already (before any network call)."""
+    with transaction(factory) as session:
+        _refuse_registered(session, keyring, check_openrouter_key(plaintext))
+
+
+def _refuse_registered(session: Session, keyring: Keyring, secret: str) -> None:
+    """The same OpenRouter key under two names would count its spend twice: refuse it.
+
+    Compared through the keyed fingerprints stored beside the ciphertexts (each computed under
+    the master key that encrypted its row); rows from before fingerprints are given theirs
+    first, by decrypting them.
+    """
+    for legacy in session.scalars(select(ApiKey).where(ApiKey.fingerprint.is_(None))):
+        try:
+            plain = keyring.decrypt(legacy.key_encrypted, user_id=legacy.user_id, key_id=legacy.id)
+        except DecryptionError:
+            continue  # no configured master key reads it: nothing to compare with
+        legacy.fingerprint = keyring.fingerprint_of(plain, legacy.key_encrypted)
+    session.flush()
+    candidates = list(keyring.fingerprints(secret).values())
+    clash = session.execute(
+        select(ApiKey.id, ApiKey.name, User.email)
+        .join(User, User.id == ApiKey.user_id)
+        .where(ApiKey.fingerprint.in_(candidates))
+        .limit(1)
+    ).first()
+    if clash is not None:
+        raise ConflictError(
+            f"this OpenRouter key is already registered as key {clash.id} ({clash.name!r} of "
+            f"{clash.email}): a key registered twice would count its spend twice"
+        )
 
 
 def list_keys(factory: sessionmaker[Session], email: str | None = None) -> list[KeyView]:
@@ -338,11 +374,17 @@ def rotate_master(
     rotated = unchanged = 0
     with transaction(factory) as session:
         for key in session.execute(select(ApiKey).order_by(ApiKey.id)).scalars():
-            if not keyring.needs_rotation(key.key_encrypted):
+            if not keyring.needs_rotation(key.key_encrypted) and key.fingerprint is not None:
                 unchanged += 1
                 continue
             plain = keyring.decrypt(key.key_encrypted, user_id=key.user_id, key_id=key.id)
+            if not keyring.needs_rotation(key.key_encrypted):
+                key.fingerprint = keyring.fingerprints(plain)[keyring.key_id]
+                unchanged += 1
+                continue
             key.key_encrypted = keyring.encrypt(plain, user_id=key.user_id, key_id=key.id)
+            # The fingerprint follows the master key that encrypts the row.
+            key.fingerprint = keyring.fingerprints(plain)[keyring.key_id]
             session.flush()
             rotated += 1
             if on_row is not None:

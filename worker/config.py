@@ -17,6 +17,7 @@ that names each key and where its value came from.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -180,6 +181,20 @@ class SyncSettings:
         lo=0,
         hi=8760,
     )
+    key_refresh_days: int = _opt(
+        7,
+        "Fetch each key of an account at least this often, even when its usage did not move "
+        "(OpenRouter may restate a day)",
+        lo=1,
+        hi=30,
+    )
+    history_days: int = _opt(
+        365,
+        "On an account's first syncs, import this many days of history before /activity's "
+        "window from /analytics/query (0: off)",
+        lo=0,
+        hi=365,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -312,6 +327,8 @@ def _check_value(value: Any, kind: Any, meta: Mapping[str, Any]) -> tuple[Any, s
         if isinstance(value, bool) or not isinstance(value, int | float):
             return value, "must be a number"
         value = float(value)
+        if not math.isfinite(value):
+            return value, "must be a finite number"
     elif kind == tuple[str, ...]:
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             return value, "must be a list of strings"
@@ -360,6 +377,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"configuration file {path} is not UTF-8 text: save it as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 import secrets
 import stat
@@ -35,7 +36,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from worker.config import Settings
 from worker.errors import DecryptionError, MasterKeyError
@@ -95,6 +98,17 @@ def _read_key_file(path: Path, origin: str, *, check_mode: bool) -> str:
         raise MasterKeyError(f"cannot read {origin} {path}: {reason}") from None
 
 
+def _fingerprint_key(master: bytes) -> bytes:
+    # A key of its own for fingerprints (HKDF with a purpose label): the master key itself
+    # only ever encrypts.
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=None,
+        info=b"openrouter-watcher key fingerprint v1",
+    ).derive(master)
+
+
 def _aad(user_id: int, key_id: int) -> bytes:
     # Binds the ciphertext to its owner and row; the format version is included so a future
     # v2 cannot be fed a v1 ciphertext that happens to decrypt.
@@ -111,8 +125,10 @@ class Keyring:
         self._current = AESGCM(current)
         self.key_id: str = key_fingerprint(current)
         self._ciphers: dict[str, AESGCM] = {self.key_id: self._current}
+        self._fingerprint_keys: dict[str, bytes] = {self.key_id: _fingerprint_key(current)}
         for key in previous:
             self._ciphers.setdefault(key_fingerprint(key), AESGCM(key))
+            self._fingerprint_keys.setdefault(key_fingerprint(key), _fingerprint_key(key))
 
     def __repr__(self) -> str:  # never the keys
         return f"<Keyring current={self.key_id} known={sorted(self._ciphers)}>"
@@ -201,6 +217,25 @@ class Keyring:
                 "belongs to another key row"
             ) from None
         return plain.decode("utf-8")
+
+    def fingerprints(self, plaintext: str) -> dict[str, str]:
+        """The keyed fingerprint of ``plaintext`` under every configured master key, by master
+        key id: HMAC-SHA256 under a key derived (HKDF) from that master key.
+
+        Stored beside a ciphertext (computed under the master key that encrypted it), it lets
+        the same OpenRouter key be recognised without decrypting every row. Never a plain hash
+        of the key: without the master key, a stolen database cannot confirm a guessed key.
+        """
+        return {
+            key_id: hmac.new(secret, plaintext.encode("utf-8"), hashlib.sha256).hexdigest()
+            for key_id, secret in self._fingerprint_keys.items()
+        }
+
+    def fingerprint_of(self, plaintext: str, stored: str) -> str | None:
+        """The fingerprint of ``plaintext`` under the master key ``stored`` names (None when
+        that key is not configured)."""
+        key_id = master_key_id_of(stored)
+        return self.fingerprints(plaintext).get(key_id) if key_id else None
 
     def needs_rotation(self, stored: str) -> bool:
         """True unless the value is a v1 ciphertext under the current master key."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from worker.errors import UsageError
 
 WINDOW_DAYS = 30  # OpenRouter's /activity reports the last 30 completed UTC days
+HISTORY_DAYS = 365  # /analytics/query reports up to this many days back
 MAX_RANGE_DAYS = 3660  # the longest range a report accepts: ten years and some leap days
 CLOCK_ENV = "OPENROUTER_WATCHER_TESTING_CLOCK"
 
@@ -102,8 +103,11 @@ def parse_day(text: str) -> dt.date:
 
 
 def check_days(days: Iterable[dt.date], today: dt.date) -> list[dt.date]:
-    """The days sorted and deduplicated; a :class:`UsageError` if one is outside the window."""
-    first, last = completed_window(today)
+    """The days sorted and deduplicated; a :class:`UsageError` for a day OpenRouter cannot
+    report: not completed yet, or older than :data:`HISTORY_DAYS` (``/activity`` reports the
+    last 30 days, ``/analytics/query`` the year before)."""
+    last = completed_window(today)[1]
+    oldest = today - dt.timedelta(days=HISTORY_DAYS)
     result = sorted(set(days))
     if not result:
         raise UsageError("no days to fetch")
@@ -113,12 +117,19 @@ def check_days(days: Iterable[dt.date], today: dt.date) -> list[dt.date]:
                 f"{day} is not a completed UTC day yet (today is {today}): "
                 f"OpenRouter reports days up to {last}"
             )
-        if day < first:
+        if day < oldest:
             raise UsageError(
-                f"{day} is older than OpenRouter's window of 30 completed days "
-                f"({first} … {last}): it can no longer be fetched"
+                f"{day} is older than the {HISTORY_DAYS} days OpenRouter reports "
+                f"({oldest} … {last}): it can no longer be fetched"
             )
     return result
+
+
+def split_days(days: Iterable[dt.date], today: dt.date) -> tuple[list[dt.date], list[dt.date]]:
+    """(days in /activity's window, older days for /analytics/query), each sorted."""
+    first = completed_window(today)[0]
+    ordered = sorted(days)
+    return [d for d in ordered if d >= first], [d for d in ordered if d < first]
 
 
 def backfill_days(
@@ -131,9 +142,9 @@ def backfill_days(
     """The days a backfill asks for: the last ``days`` completed days, or ``since``…``until``.
 
     ``until`` defaults to yesterday. Raises :class:`UsageError` for a count outside 1…30, an
-    inverted range or a day outside OpenRouter's window.
+    inverted range or a day OpenRouter cannot report (see :func:`check_days`).
     """
-    first, last = completed_window(today)
+    last = completed_window(today)[1]
     if (days is None) == (since is None):
         raise UsageError("give either --days N or --since YYYY-MM-DD")
     if days is not None:
@@ -149,7 +160,7 @@ def backfill_days(
     until = until if until is not None else last
     if until < since:
         raise UsageError(f"--until {until} is before --since {since}")
-    if since < first or until > last:
+    if since < today - dt.timedelta(days=HISTORY_DAYS) or until > last:
         # Refused before the range is expanded day by day (since could be year 1).
         return check_days([since, until], today)
     return check_days(span(since, until), today)

@@ -14,6 +14,7 @@ The migration scripts travel inside the package (``worker/migrations``, see
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,14 +28,20 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings
-from worker.errors import DatabaseUnavailableError, SchemaError, WatcherError
+from worker.errors import (
+    ConfigError,
+    DatabaseBusyError,
+    DatabaseUnavailableError,
+    SchemaError,
+    WatcherError,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
 # The newest revision in alembic/versions: bump it with every new migration (a test compares it
 # with Alembic's own head, so a forgotten bump fails the suite, not a deployment).
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 VERSION_TABLE = "alembic_version"
 _VERSIONS = table(VERSION_TABLE, column("version_num", String))  # Alembic's, read without it
 
@@ -47,37 +54,55 @@ def create_db_engine(
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            directory = Path(database).parent
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot create the directory {directory} for the SQLite database of "
+                    f"[database] url: {exc.strerror}; choose a writable path"
+                ) from None
         connect_args = {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
-        engine = create_engine(url, echo=echo, connect_args=connect_args, **kwargs)
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
     else:
-        engine = create_engine(url, echo=echo, pool_pre_ping=True, **kwargs)
-    event.listen(engine, "handle_error", _unavailable_on_connection_errors)
+        engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    if echo:
+        # Not create_engine(echo=True), whose own handler prints statements to stdout past the
+        # log pipeline: through the root logger they are masked like every other line.
+        logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)
+    event.listen(engine, "handle_error", _typed_database_errors)
     return engine
 
 
-def _unavailable_on_connection_errors(context: ExceptionContext) -> None:
-    """The one place driver errors become :class:`DatabaseUnavailableError`.
+def _typed_database_errors(context: ExceptionContext) -> None:
+    """The one place driver errors become :class:`DatabaseUnavailableError` (or, for SQLite's
+    "database is locked", :class:`DatabaseBusyError`).
 
     A connection that cannot be opened (refused, timed out, the server starting up or shutting
-    down) or that is lost mid-statement is a run-time condition that goes away by itself: the
-    daemon retries it and the CLI reports it in one line with exit code 1. Every other error
-    (constraints, SQL, SQLite's "database is locked" on an open connection) stays as it is.
+    down) or that is lost mid-statement, and a database another process keeps locked, are
+    run-time conditions that go away by themselves: the daemon retries, the CLI reports them
+    in one line with exit code 1. Every other error (constraints, SQL) stays as it is.
     """
     if context.is_pre_ping:
         return  # the pool replaces a dead pooled connection by itself
+    engine = context.engine
+    url = engine.url.render_as_string(hide_password=True) if engine is not None else "(unknown)"
+    sqlite = engine is not None and engine.dialect.name == "sqlite"
+    if sqlite and "database is locked" in str(context.original_exception):
+        raise DatabaseBusyError(
+            f"the database {url} is locked by another process (waited [database] "
+            "busy_timeout_ms): try again when it has finished"
+        )
     connecting = context.connection is None
     if not (connecting or context.is_disconnect):
         return
     if not isinstance(context.sqlalchemy_exception, OperationalError | InterfaceError):
         return
-    engine = context.engine
-    url = engine.url.render_as_string(hide_password=True) if engine is not None else "(unknown)"
     what = "cannot reach the database" if connecting else "lost the connection to the database"
+    check = "that its directory is writable" if sqlite else "that the server is running"
     raise DatabaseUnavailableError(
-        f"{what} {url}: {_first_line(context.original_exception)}; check [database] url "
-        "and that the server is running"
+        f"{what} {url}: {_first_line(context.original_exception)}; check [database] url and {check}"
     )
 
 

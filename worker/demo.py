@@ -27,7 +27,8 @@ from pathlib import Path
 from worker.cli import main as cli_main
 from worker.crypto import generate_master_key
 from worker.days import utc_today
-from worker.testing.fake_openrouter import FakeOpenRouter, generate_activity
+from worker.testing.activity_data import generate_activity
+from worker.testing.fake_openrouter import FakeOpenRouter
 
 DEMO_DIR = Path("data/demo")
 DATABASE = DEMO_DIR / "demo.db"

@@ -52,6 +52,10 @@ class DatabaseUnavailableError(WatcherError):
     """The database cannot be reached: check [database] url and that the server is running."""
 
 
+class DatabaseBusyError(WatcherError):
+    """The database is locked by another writer: try again when it has finished."""
+
+
 class HttpListenError(ConfigError):
     """The HTTP server cannot listen on [http] listen: choose another address or port."""
 
@@ -102,6 +106,10 @@ class RateLimitedError(OpenRouterError):
 
 class UpstreamUnavailableError(OpenRouterError):
     """OpenRouter could not be reached or kept failing until the retries ran out."""
+
+
+class EndpointNotFoundError(UpstreamUnavailableError):
+    """OpenRouter has no such endpoint (404): check [openrouter] base_url."""
 
 
 class InvalidResponseError(OpenRouterError):

@@ -13,6 +13,8 @@ from typing import Any
 
 from worker.errors import (
     BadRequestError,
+    DatabaseBusyError,
+    DatabaseUnavailableError,
     DecryptionError,
     InvalidResponseError,
     NotManagementKeyError,
@@ -55,6 +57,60 @@ class KeyOutcome:
 
 
 @dataclass(slots=True)
+class CatalogueTally:
+    """What a run did with the keys of its accounts (see :mod:`worker.catalogue`)."""
+
+    listed: int = 0  # keys the accounts' /keys listed
+    fetched: int = 0  # keys whose history was fetched and stored
+    unchanged: int = 0  # listed keys left alone: nothing can have changed
+    failed: int = 0
+    linked: int = 0  # registered ordinary keys found in a catalogue this run
+    requests: int = 0
+    counts: WriteCounts = field(default_factory=WriteCounts)
+
+    def count(self, requests: int, counts: WriteCounts, *, failed: bool) -> None:
+        self.requests += requests
+        if failed:
+            self.failed += 1
+        else:
+            self.fetched += 1
+            self.counts = self.counts + counts
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "listed": self.listed,
+            "fetched": self.fetched,
+            "unchanged": self.unchanged,
+            "failed": self.failed,
+            "linked": self.linked,
+            "requests": self.requests,
+            "rows": self.counts.as_dict(),
+        }
+
+
+@dataclass(slots=True)
+class HistoryTally:
+    """What a run imported of the year of history (``/analytics/query``)."""
+
+    accounts: int = 0  # accounts whose import made progress
+    keys: int = 0  # keys whose import made progress
+    pending: int = 0  # accounts and keys whose import is not complete yet
+    requests: int = 0
+    rate_limit_seconds: float = 0.0
+    counts: WriteCounts = field(default_factory=WriteCounts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accounts": self.accounts,
+            "keys": self.keys,
+            "pending": self.pending,
+            "requests": self.requests,
+            "rate_limit_seconds": round(self.rate_limit_seconds, 3),
+            "rows": self.counts.as_dict(),
+        }
+
+
+@dataclass(slots=True)
 class RunSummary:
     """What a run did: the command prints it, the daemon logs it."""
 
@@ -65,6 +121,8 @@ class RunSummary:
     keys: list[KeyOutcome] = field(default_factory=list)
     keys_skipped: int = 0  # not started because the run was stopped
     stopped: str | None = None  # why the run stopped writing before its end (the lock lost)
+    catalogue: CatalogueTally = field(default_factory=CatalogueTally)
+    history: HistoryTally = field(default_factory=HistoryTally)
 
     @property
     def keys_ok(self) -> int:
@@ -83,7 +141,10 @@ class RunSummary:
 
     @property
     def requests(self) -> int:
-        return sum(k.http_requests for k in self.keys)
+        """Every HTTP request of the run: the registered keys', their accounts' other keys'
+        and the history's."""
+        own = sum(k.http_requests for k in self.keys)
+        return own + self.catalogue.requests + self.history.requests
 
     @property
     def failed(self) -> list[KeyOutcome]:
@@ -106,6 +167,8 @@ class RunSummary:
             "stopped": self.stopped,
             "rows": self.counts.as_dict(),
             "requests": self.requests,
+            "account_keys": self.catalogue.as_dict(),
+            "history": self.history.as_dict(),
             "results": [k.as_dict() for k in self.keys],
         }
 
@@ -120,6 +183,8 @@ _REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (RateLimitedError, "rate_limited"),
     (UpstreamUnavailableError, "upstream_unavailable"),
     (InvalidResponseError, "invalid_response"),
+    (DatabaseBusyError, "database_busy"),
+    (DatabaseUnavailableError, "database_unavailable"),
     (OpenRouterError, "openrouter_error"),
     (WatcherError, "error"),
 )

@@ -49,16 +49,37 @@ class Status:
     keys: list[KeyStatus]
     last_run: RunStatus | None
     next_run_at: dt.datetime | None
+    # A run still marked running while no process holds the sync lock: it was cut short
+    # (killed, the disk full, the database lost) before it could record its end.
+    cut_short: RunStatus | None = None
 
     @property
     def healthy(self) -> bool:
-        """False when the last sync of any active key failed."""
-        return not any(k.active and k.last_status == "failed" for k in self.keys)
+        """False when the last sync of any active key failed, or a run was cut short."""
+        return not self.problems
+
+    @property
+    def problems(self) -> list[str]:
+        """Why the worker is not healthy, one line each (none when it is)."""
+        found = [
+            f"key {k.api_key_id} ({k.name}): its last sync failed: {k.last_error or 'unknown'}"
+            for k in self.keys
+            if k.active and k.last_status == "failed"
+        ]
+        run = self.cut_short
+        if run is not None:
+            found.append(
+                f"run #{run.id} ({run.trigger}, started {run.started_at:%Y-%m-%d %H:%M} UTC) "
+                "is still marked running but no sync is running: it was cut short before it "
+                "could record its end (see the logs); the next sync marks it interrupted"
+            )
+        return found
 
     def to_json(self) -> dict[str, Any]:
         """The ``status --json`` document (rendered by :func:`worker.render.to_json`)."""
         return {
             "healthy": self.healthy,
+            "problems": self.problems,
             "keys": self.keys,
             "last_run": self.last_run,
             "next_run_at": self.next_run_at,
@@ -81,15 +102,18 @@ def collect_status(
     schedule: ScheduleSettings,
     now: dt.datetime | None = None,
     *,
+    sync_running: bool = False,
     user_id: int | None = None,
     usage: bool = True,
 ) -> Status:
     """Gather the status of every key and the last run, in a handful of GROUP BY queries.
 
-    ``user_id``: only that user's keys, and the last run as that user saw it (its keys' ok and
-    failed counts, ``failed`` only if one of them failed): what an API token of a user who is
-    not an admin may see. ``usage=False`` skips the one query that reads ``usage_stats``
-    (each key's row count and newest day, then 0 and None): for health probes and scrapes.
+    ``sync_running``: whether a process holds the sync lock now; without one, a run still
+    marked running was cut short. ``user_id``: only that user's keys, and the last run as that
+    user saw it (its keys' ok and failed counts, ``failed`` only if one of them failed): what
+    an API token of a user who is not an admin may see. ``usage=False`` skips the one query
+    that reads ``usage_stats`` (each key's row count and newest day, then 0 and None): for
+    health probes and scrapes.
     """
     latest_result = (
         select(SyncKeyResult.api_key_id, func.max(SyncKeyResult.id).label("id"))
@@ -155,22 +179,32 @@ def collect_status(
         )
 
     run = session.scalars(select(SyncRun).order_by(SyncRun.id.desc()).limit(1)).first()
-    last_run = (
-        RunStatus(
-            run.id,
-            run.trigger,
-            run.status,
-            run.started_at,
-            run.finished_at,
-            run.keys_ok,
-            run.keys_failed,
-        )
-        if run
-        else None
-    )
+    running = session.scalars(
+        select(SyncRun).where(SyncRun.status == "running").order_by(SyncRun.id.desc()).limit(1)
+    ).first()
+    last_run = _run_status(run)
     if last_run is not None and user_id is not None:
         last_run = _as_seen_by(session, last_run, {k.api_key_id for k in keys})
-    return Status(keys=keys, last_run=last_run, next_run_at=next_run_time(schedule, now))
+    return Status(
+        keys=keys,
+        last_run=last_run,
+        next_run_at=next_run_time(schedule, now),
+        cut_short=None if sync_running else _run_status(running),
+    )
+
+
+def _run_status(run: SyncRun | None) -> RunStatus | None:
+    if run is None:
+        return None
+    return RunStatus(
+        run.id,
+        run.trigger,
+        run.status,
+        run.started_at,
+        run.finished_at,
+        run.keys_ok,
+        run.keys_failed,
+    )
 
 
 def _as_seen_by(session: Session, run: RunStatus, key_ids: set[int]) -> RunStatus:

@@ -1,25 +1,26 @@
-"""The sync: for every active key, fetch → validate → sum → store, each key whole or absent.
+"""The sync: fetch → validate → sum → store, for every registered key, every key of their
+accounts, and a year of history; each subject whole or absent.
 
-:func:`run_sync` is one run (``sync``, ``backfill`` or a scheduled one); orchestration only, the
-SQL lives in :mod:`worker.store` and the HTTP in :mod:`worker.openrouter`:
+:func:`run_sync` is one run (``sync``, ``backfill`` or a scheduled one); orchestration only: the
+fetching is :mod:`worker.fetch`, the writing :mod:`worker.writes`, the SQL :mod:`worker.store`,
+the HTTP :mod:`worker.openrouter`. A run has four steps:
 
-1. open a ``sync_runs`` row and read the keys to poll (one short transaction);
-2. fetch ``[sync] concurrency`` keys at a time on a thread pool: decrypt the key, ask
-   OpenRouter (one request for the whole window, or one per day for a backfill), validate the
-   answer and sum it per (day, model). At most twice that many keys are in flight or waiting
-   to be written, so memory grows with the concurrency, not with the number of keys;
-3. this thread writes the answers as they arrive: those that arrived together share one short
-   transaction (a group commit), each key still whole or absent, since a failed group is
-   rolled back and its keys written again one transaction each. The network is never called
-   with a transaction open;
-4. a key that fails (cannot be decrypted, 401, 403, invalid answer, retries exhausted, a
-   database error) is rolled back whole, recorded in the ledger and logged
-   (``key_sync_failed``); the others go on;
-5. close the run: ``ok``, ``failed`` (some key failed) or ``interrupted`` (``stop`` was set
-   before every key had started), and log one ``sync_finished`` line.
+1. **Registered keys.** Each management key's window (one request), or the days of a backfill
+   (one each), and its account's keys (``/workspaces``, ``/keys`` pages). Fetched
+   ``[sync] concurrency`` at a time on a thread pool; written in this thread as they arrive,
+   those that arrive together in one short transaction (a group commit). The network is never
+   called with a transaction open.
+2. **Registered ordinary keys.** They cannot read ``/activity`` (a key found to answer 403 is
+   one): each is linked to its catalogue entry (:mod:`worker.catalogue`), or reported once as
+   ``needs_management_key`` (a warning, not a failure).
+3. **Every key of the accounts.** The keys whose history can have changed (a backfill: all of
+   them), fetched through their account's management key, on the same pool.
+4. **A year of history** (:mod:`worker.history`): the part not imported yet, or a backfill's
+   days older than the window.
 
-Collaborators (session factory, settings, keyring, client) are arguments, so tests need no
-monkeypatching.
+A subject that fails is rolled back whole, recorded and logged; the others go on. The run ends
+``ok``, ``failed`` or ``interrupted`` (``stop`` set, or the sync lock lost) with one
+``sync_finished`` line. Collaborators are arguments, so tests need no monkeypatching.
 """
 
 from __future__ import annotations
@@ -29,308 +30,35 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.config import Settings, SyncSettings
+from worker import catalogue, history
+from worker.config import Settings
 from worker.crypto import Keyring
-from worker.days import check_days, span, utc_now, window_days
+from worker.days import check_days, split_days, utc_now, window_days
 from worker.db import make_session_factory, transaction
-from worker.errors import (
-    InvalidResponseError,
-    NotFoundError,
-    NotManagementKeyError,
-    OpenRouterError,
-)
+from worker.errors import NotFoundError, NotManagementKeyError, OpenRouterError, WatcherError
+from worker.fetch import Fetched, fetch_catalogued, fetch_registered, is_ordinary
 from worker.locking import LockLostError, sync_lock
 from worker.logs import bound_contextvars, get_logger
-from worker.openrouter import OpenRouterClient, daily_totals
+from worker.openrouter import OpenRouterClient
 from worker.outcomes import KeyOutcome, RunSummary, describe_failure
+from worker.store import catalogue as catalogue_store
 from worker.store import keys as key_store
 from worker.store import ledger
 from worker.store.keys import ActiveKey
-from worker.store.usage_write import KeyRows, Withheld, write_usage
-from worker.usage import WriteCounts
+from worker.writes import store
 
 log = get_logger(__name__)
 
-# A group commit holds at most this many rows: it keeps one write transaction (which blocks
-# other SQLite writers) to a fraction of a second.
-GROUP_COMMIT_ROWS = 20_000
-
-
-# --- fetching (on the pool's threads) -------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Fetched:
-    """One key's fetch: what to write, or the error that stopped it."""
-
-    key: ActiveKey
-    write: KeyRows | None  # None when the fetch failed
-    requests: int
-    accepted: bool  # OpenRouter answered 200 at least once
-    error: BaseException | None = None
-    # A whole-window answer's digest (None for a backfill) and its body's digest;
-    # ``unchanged``: the digest of the answer stored last, so nothing was parsed or needs
-    # writing.
-    digest: str | None = None
-    body_digest: str | None = None
-    unchanged: bool = False
-
-    @property
-    def size(self) -> int:
-        return len(self.write.rows) if self.write is not None else 0
-
-
-def _fetch(
-    key: ActiveKey,
-    *,
-    client: OpenRouterClient,
-    keyring: Keyring,
-    settings: SyncSettings,
-    run_days: Sequence[dt.date],
-    whole_window: bool,
-    run_id: int,
-) -> _Fetched:
-    """Decrypt and fetch one key, validate and sum its answer. Never raises.
-
-    A whole-window answer (one request) is the full truth for the days of OpenRouter's window,
-    as our clock sees it when the answer arrives (a run may cross midnight). Its rows are
-    written for those days; a stored model it no longer reports is deleted only on the days
-    the run's window and the answer's share, never before the first day the answer reports
-    (a server whose clock turned before ours no longer lists the oldest day), and the whole
-    answer is held back if it would delete more than ``[sync] max_delete_fraction`` of the
-    key's rows there, until the same answer comes again ``confirm_delete_after_hours`` later.
-    A backfill asks for each day with ``date=``; each answer is the full truth for its day.
-    """
-    with bound_contextvars(run_id=run_id, api_key_id=key.id, user_id=key.user_id):
-        requests = 0
-        accepted = False
-        try:
-            secret = keyring.decrypt(key.key_encrypted, user_id=key.user_id, key_id=key.id)
-            if whole_window:
-                activity = client.get_activity(secret, unless_digest=key.activity_digest)
-                del secret
-                rows = daily_totals(activity.rows)
-                answered = frozenset(span(*activity.window))
-                confirmed = _confirms_held_back_answer(key, activity.body_digest, settings)
-                write = KeyRows(
-                    key.id,
-                    rows,
-                    answered,
-                    delete_days=answered.intersection(run_days),
-                    keep_before=None if confirmed else (rows[0].date if rows else dt.date.max),
-                    max_delete_fraction=None if confirmed else settings.max_delete_fraction,
-                )
-                return _Fetched(
-                    key,
-                    write,
-                    activity.requests,
-                    True,
-                    digest=activity.digest,
-                    body_digest=activity.body_digest,
-                    unchanged=activity.unchanged,
-                )
-            answers = []
-            for day in run_days:
-                answers.append(client.get_activity(secret, day=day))
-                requests += answers[-1].requests
-                accepted = True
-            del secret
-            rows = daily_totals(row for answer in answers for row in answer.rows)
-            return _Fetched(key, KeyRows(key.id, rows, frozenset(run_days)), requests, accepted)
-        except Exception as exc:
-            # A failed call's attempts count too (the client sets them on its errors), and an
-            # invalid answer was still a 200: the key is a management key.
-            requests += exc.requests if isinstance(exc, OpenRouterError) else 0
-            accepted = accepted or isinstance(exc, InvalidResponseError)
-            return _Fetched(key, None, requests, accepted, error=exc)
-
-
-def _confirms_held_back_answer(key: ActiveKey, body_digest: str, settings: SyncSettings) -> bool:
-    """The answer is the one held back for this key, seen long enough ago: apply it now."""
-    since = key.suspicious_since
-    return (
-        key.suspicious_digest == body_digest
-        and since is not None
-        and utc_now() - since >= dt.timedelta(hours=settings.confirm_delete_after_hours)
-    )
-
-
-# --- writing (in the calling thread) --------------------------------------------------------
-
-
-def _store(
-    session_factory: sessionmaker[Session], run_id: int, fetched: Sequence[_Fetched]
-) -> list[KeyOutcome]:
-    """Store the keys whose answers arrived together; record failed fetches.
-
-    Fetched keys share one transaction of at most :data:`GROUP_COMMIT_ROWS` rows: a commit
-    and a transaction's set-up cost more than writing a small key's rows, and under a high
-    concurrency many answers arrive together. If a group fails it is rolled back whole and its
-    keys are written one transaction each, so the failure stays with the key that caused it.
-    """
-    outcomes: list[KeyOutcome] = []
-    group: list[_Fetched] = []
-    size = 0
-    for item in fetched:
-        if item.error is not None:
-            outcomes.append(_record_failure(session_factory, run_id, item, item.error))
-            continue
-        if group and size + item.size > GROUP_COMMIT_ROWS:
-            outcomes.extend(_store_group(session_factory, run_id, group))
-            group, size = [], 0
-        group.append(item)
-        size += item.size
-    if group:
-        outcomes.extend(_store_group(session_factory, run_id, group))
-    return outcomes
-
-
-def _store_group(
-    session_factory: sessionmaker[Session],
-    run_id: int,
-    group: list[_Fetched],
-    *,
-    first_try: bool = True,
-) -> list[KeyOutcome]:
-    """One transaction for the group; if it fails, one more for each of its keys (re-reading
-    what is stored: a row that appeared since the first read is then updated, not inserted).
-    A key that fails again is recorded as failed."""
-    try:
-        with transaction(session_factory) as session:
-            return _write(session, run_id, group)
-    except LockLostError:
-        raise  # stop writing at once: another sync may be running now
-    except Exception as exc:
-        if not first_try:
-            return [_record_failure(session_factory, run_id, group[0], exc)]
-        log.info("group_write_failed", keys=len(group), exc_info=True)
-    return [
-        outcome
-        for item in group
-        for outcome in _store_group(session_factory, run_id, [item], first_try=False)
-    ]
-
-
-def _write(session: Session, run_id: int, group: Sequence[_Fetched]) -> list[KeyOutcome]:
-    """In the caller's transaction: the keys' rows, their kinds and last uses, their ledger.
-
-    A key whose answer is the one stored last (``unchanged``) writes nothing; the others
-    remember their answer's digest (a backfill forgets it: the rows are then other than any
-    whole-window answer's). An answer held back (it would delete too much) writes nothing and
-    fails its key as ``suspicious_answer``.
-    """
-    changed = [f for f in group if not f.unchanged and f.write is not None]
-    results = dict(
-        zip(
-            (f.key.id for f in changed),
-            write_usage(session, [f.write for f in changed if f.write is not None]),
-            strict=True,
-        )
-    )
-    now = utc_now()
-    outcomes = []
-    for fetched in group:
-        result = results.get(fetched.key.id)
-        if isinstance(result, Withheld):
-            outcomes.append(_withheld(session, fetched, result, now))
-            continue
-        if result is not None:
-            rows = fetched.size if fetched.digest else None
-            key_store.remember_answer(session, fetched.key.id, fetched.digest, rows)
-        counts = result or WriteCounts(unchanged=fetched.key.activity_rows or 0)
-        outcomes.append(_outcome(fetched, "ok", counts))
-    key_store.mark_accepted(session, [f.key.id for f in group], now)
-    ledger.record_outcomes(session, run_id, outcomes)
-    for outcome in outcomes:
-        # DEBUG: at INFO, one line per key was a sixth of a small key's CPU time, and the
-        # ledger keeps the same figures. Failures stay WARNING lines, the run's totals INFO.
-        log.debug(
-            "key_synced",
-            api_key_id=outcome.api_key_id,
-            **{f"rows_{k}": v for k, v in outcome.counts.as_dict().items()},
-            requests=outcome.http_requests,
-        )
-    return outcomes
-
-
-def _withheld(
-    session: Session, fetched: _Fetched, withheld: Withheld, now: dt.datetime
-) -> KeyOutcome:
-    """A key whose answer was held back: remember the answer and since when, and say why."""
-    key = fetched.key
-    assert fetched.body_digest is not None  # only whole-window answers are held back
-    since = key.suspicious_since if key.suspicious_digest == fetched.body_digest else None
-    key_store.hold_back(session, key.id, fetched.body_digest, since or now)
-    outcome = _outcome(fetched, "failed")
-    outcome.reason = "suspicious_answer"
-    outcome.error = (
-        f"OpenRouter's answer would delete {withheld.would_delete} of the {withheld.stored} "
-        "rows stored for the days it covers (more than [sync] max_delete_fraction): nothing "
-        "was written. If that spend is really gone, the same answer is applied when it comes "
-        "again [sync] confirm_delete_after_hours later; `backfill --since DAY --until DAY` "
-        "applies those days now"
-    )
-    with bound_contextvars(api_key_id=key.id, user_id=key.user_id):
-        log.warning(
-            "key_sync_failed",
-            reason=outcome.reason,
-            error=outcome.error,
-            would_delete=withheld.would_delete,
-            stored=withheld.stored,
-        )
-    return outcome
-
-
-def _outcome(fetched: _Fetched, status: str, counts: WriteCounts | None = None) -> KeyOutcome:
-    key = fetched.key
-    return KeyOutcome(
-        api_key_id=key.id,
-        user_id=key.user_id,
-        name=key.name,
-        status=status,
-        counts=counts or WriteCounts(),
-        http_requests=fetched.requests,
-    )
-
-
-def _record_failure(
-    session_factory: sessionmaker[Session], run_id: int, fetched: _Fetched, error: BaseException
-) -> KeyOutcome:
-    """Log a key's failure and record it in its own transaction."""
-    outcome = _outcome(fetched, "failed")
-    outcome.reason, outcome.error = describe_failure(error)
-    with bound_contextvars(api_key_id=fetched.key.id, user_id=fetched.key.user_id):
-        # The traceback only for the unexpected; an expected failure is its one-line message.
-        trace = {"exc_info": error} if outcome.reason == "unexpected" else {}
-        log.warning(
-            "key_sync_failed",
-            reason=outcome.reason,
-            error=outcome.error,
-            requests=fetched.requests,
-            **trace,
-        )
-        try:
-            with transaction(session_factory) as session:
-                if isinstance(error, NotManagementKeyError):
-                    key_store.mark_ordinary(session, fetched.key.id)
-                elif fetched.accepted:
-                    key_store.mark_accepted(session, [fetched.key.id], utc_now())
-                ledger.record_outcomes(session, run_id, [outcome])
-        except LockLostError:
-            raise
-        except Exception:
-            # E.g. the key was deleted meanwhile; the outcome is still reported and logged.
-            log.exception("key_result_not_recorded")
-    return outcome
-
-
-# --- the run --------------------------------------------------------------------------------
+T = TypeVar("T")
+NEEDS_MANAGEMENT_KEY = (
+    "an ordinary key cannot read its own history: register the management key of its "
+    "account (https://openrouter.ai/settings/management-keys) and its history comes through it"
+)
 
 
 def run_sync(
@@ -346,15 +74,16 @@ def run_sync(
 ) -> RunSummary:
     """Run one sync over every active key (or ``key_ids``); returns what happened.
 
-    ``days=None`` fetches OpenRouter's whole window in one request per key, and every day of
-    the window is written (a day without rows deletes that key's rows for the day). A list of
-    ``days`` (a backfill) fetches one request per day with ``date=``, and only those days are
-    written. Raises :class:`~worker.errors.UsageError` for a day outside the window and
+    ``days=None`` fetches OpenRouter's whole window in one request per subject and then any
+    history not imported yet. A list of ``days`` (a backfill) writes only those days: inside
+    the window from ``/activity``, older ones (up to a year back) from ``/analytics/query``.
+    Raises :class:`~worker.errors.UsageError` for a day OpenRouter cannot report and
     :class:`NotFoundError` for an unknown or inactive id in ``key_ids``, before anything is
     fetched or recorded. ``client`` defaults to one built from the settings, closed at the end.
     """
     today = utc_now().date()
-    fetch_days = window_days(today) if days is None else check_days(days, today)
+    run_days = window_days(today) if days is None else check_days(days, today)
+    in_window, older = (run_days, []) if days is None else split_days(run_days, today)
     wanted = None if key_ids is None else sorted(set(key_ids))
     stop = stop or threading.Event()
     started = time.monotonic()
@@ -370,49 +99,36 @@ def run_sync(
                 )
         run_id = ledger.start_run(session, trigger)
 
-    summary = RunSummary(run_id=run_id, trigger=trigger, status="running", days=fetch_days)
+    summary = RunSummary(run_id=run_id, trigger=trigger, status="running", days=run_days)
     own_client = client is None
-    concurrency = max(1, min(settings.sync.concurrency, len(keys)))
     if client is None:
         client = OpenRouterClient(settings.openrouter)
+    run = _Run(session_factory, settings, keyring, client, summary, stop, days is None)
     with bound_contextvars(run_id=run_id):
         log.info(
             "sync_started",
             trigger=trigger,
             keys=len(keys),
-            first_day=str(fetch_days[0]),
-            last_day=str(fetch_days[-1]),
-            days=len(fetch_days),
+            first_day=str(run_days[0]),
+            last_day=str(run_days[-1]),
+            days=len(run_days),
         )
         status = "interrupted"
         try:
-            summary.keys_skipped = _run_keys(
-                session_factory,
-                keys,
-                summary,
-                fetch=lambda key: _fetch(
-                    key,
-                    client=client,
-                    keyring=keyring,
-                    settings=settings.sync,
-                    run_days=fetch_days,
-                    whole_window=days is None,
-                    run_id=run_id,
-                ),
-                concurrency=concurrency,
-                stop=stop,
-            )
-            if not summary.keys_skipped:
-                status = "failed" if summary.keys_failed else "ok"
+            run.all(keys, in_window, older, today)
+            if not summary.keys_skipped and not summary.stopped:
+                failed = summary.keys_failed or summary.catalogue.failed
+                status = "failed" if failed else "ok"
         except LockLostError as exc:
             summary.stopped = str(exc)
-            summary.keys_skipped = len(keys) - len(summary.keys)
+            summary.keys_skipped = max(summary.keys_skipped, len(keys) - len(summary.keys))
             log.error("sync_lock_lost", error=summary.stopped)
         finally:
             if own_client:
                 client.close()
             # Also on KeyboardInterrupt or a database outage: never leave the run "running".
             summary.status = status
+            summary.keys.sort(key=lambda outcome: outcome.api_key_id)
             try:
                 with transaction(session_factory) as session:
                     ledger.finish_run(
@@ -432,60 +148,263 @@ def run_sync(
                 keys_failed=summary.keys_failed,
                 keys_skipped=summary.keys_skipped,
                 **{f"rows_{k}": v for k, v in summary.counts.as_dict().items()},
+                account_keys=summary.catalogue.as_dict(),
+                history=summary.history.as_dict(),
                 requests=summary.requests,
                 duration_s=round(time.monotonic() - started, 3),
             )
     return summary
 
 
-def _run_keys(
-    session_factory: sessionmaker[Session],
-    keys: list[ActiveKey],
-    summary: RunSummary,
-    *,
-    fetch: Callable[[ActiveKey], _Fetched],
-    concurrency: int,
-    stop: threading.Event,
-) -> int:
-    """Fetch on ``concurrency`` threads and write in this one as answers arrive; returns how
-    many keys were not started because ``stop`` was set.
+class _Run:
+    """The steps of one run (see the module docstring), sharing its pool settings."""
 
-    Up to twice ``concurrency`` keys are submitted at a time, so the threads always have the
-    next key while this thread writes (a fetch that waited for its write made a latency-bound
-    sync at concurrency 32 take 1.8 times its ideal). A key whose turn comes after ``stop``
-    was set is not fetched: it is left for the next run.
-    """
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        settings: Settings,
+        keyring: Keyring,
+        client: OpenRouterClient,
+        summary: RunSummary,
+        stop: threading.Event,
+        whole_window: bool,
+    ) -> None:
+        self.factory = factory
+        self.settings = settings
+        self.keyring = keyring
+        self.client = client
+        self.summary = summary
+        self.stop = stop
+        self.whole_window = whole_window
 
-    leaving = threading.Event()  # this thread is leaving early: fetch no more
+    def all(
+        self,
+        keys: list[ActiveKey],
+        in_window: list[dt.date],
+        older: list[dt.date],
+        today: dt.date,
+    ) -> None:
+        sync = self.settings.sync
+        ordinary = [key for key in keys if is_ordinary(key)]
+        registered = [key for key in keys if not is_ordinary(key)]
+        fetched: list[Fetched] = []
+        if in_window:
+            run_days = in_window
 
-    def task(key: ActiveKey) -> _Fetched | None:
-        return None if stop.is_set() or leaving.is_set() else fetch(key)
+            def fetch_key(key: ActiveKey) -> Fetched:
+                return fetch_registered(
+                    key,
+                    client=self.client,
+                    keyring=self.keyring,
+                    settings=sync,
+                    run_days=run_days,
+                    whole_window=self.whole_window,
+                    run_id=self.summary.run_id,
+                )
 
-    pending = iter(keys)
-    fetched = 0
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="sync-fetch") as pool:
-        in_flight: set[Future[_Fetched | None]] = set()
-        try:
-            while True:
-                while not stop.is_set() and len(in_flight) < 2 * concurrency:
-                    key = next(pending, None)
-                    if key is None:
+            self.summary.keys_skipped = self._pool(registered, fetch_key, fetched.append)
+            # A key that turned out ordinary (403) is linked below, not failed.
+            ordinary += [f.subject for f in fetched if _refused(f)]  # type: ignore[misc]
+        accounts = self._accounts(registered, fetched)
+        self._link(ordinary, {f.subject.id: f.requests for f in fetched if _refused(f)})  # type: ignore[union-attr]
+        if self.stop.is_set() or self.summary.keys_skipped:
+            return
+        with self.factory() as session:
+            entries = catalogue_store.entries(session, accounts)
+            linked = {key.id: key for key in ordinary}
+        listings = {f.subject.id: f.listing for f in fetched if f.listing is not None}  # type: ignore[union-attr]
+        self.summary.catalogue.listed = sum(len(listing) for listing in listings.values())
+        if in_window:
+            jobs, unchanged = catalogue.jobs_for(
+                entries,
+                listings,
+                accounts,
+                linked,
+                today=today,
+                refresh_days=sync.key_refresh_days,
+                force=not self.whole_window,
+            )
+            self.summary.catalogue.unchanged = unchanged
+
+            def fetch_job(job: catalogue.KeyJob) -> Fetched:
+                return fetch_catalogued(
+                    job,
+                    client=self.client,
+                    settings=sync,
+                    run_days=in_window,
+                    whole_window=self.whole_window,
+                    run_id=self.summary.run_id,
+                )
+
+            self._pool(jobs, fetch_job, lambda _fetched: None)
+        self._history(accounts, entries, older, today)
+
+    def _pool(
+        self, items: Sequence[T], fetch: Callable[[T], Fetched], seen: Callable[[Fetched], None]
+    ) -> int:
+        """Fetch ``items`` on the pool and store them here as they arrive; returns how many
+        were not started because ``stop`` was set.
+
+        Up to twice ``concurrency`` items are submitted at a time, so the threads always have
+        the next one while this thread writes (a fetch that waited for its write made a
+        latency-bound sync at concurrency 32 take 1.8 times its ideal). An item whose turn
+        comes after ``stop`` was set is not fetched: it is left for the next run.
+        """
+        if not items:
+            return 0
+        concurrency = max(1, min(self.settings.sync.concurrency, len(items)))
+        leaving = threading.Event()  # this thread is leaving early: fetch no more
+
+        def task(item: T) -> Fetched | None:
+            return None if self.stop.is_set() or leaving.is_set() else fetch(item)
+
+        pending = iter(items)
+        done_count = 0
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="sync-fetch") as pool:
+            in_flight: set[Future[Fetched | None]] = set()
+            try:
+                while True:
+                    while not self.stop.is_set() and len(in_flight) < 2 * concurrency:
+                        item = next(pending, None)
+                        if item is None:
+                            break
+                        in_flight.add(pool.submit(task, item))
+                    if not in_flight:
                         break
-                    in_flight.add(pool.submit(task, key))
-                if not in_flight:
-                    break
-                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                results = [item for item in (future.result() for future in done) if item]
-                fetched += len(results)
-                summary.keys.extend(_store(session_factory, summary.run_id, results))
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    results = [r for r in (future.result() for future in done) if r is not None]
+                    done_count += len(results)
+                    for result in results:
+                        seen(result)
+                    store(self.factory, self.summary, [r for r in results if not _refused(r)])
+            finally:
+                # Leaving early (an interrupt, a lost database): the fetches in flight finish,
+                # the queued ones see ``stop`` or are cancelled; no thread outlives the run.
+                leaving.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+        return len(items) - done_count
+
+    def _accounts(
+        self, registered: list[ActiveKey], fetched: list[Fetched]
+    ) -> dict[int, tuple[ActiveKey, str]]:
+        """The accounts whose catalogue this run can read: management keys that answered,
+        with their key decrypted for the run (held in memory only)."""
+        answered = {f.subject.id for f in fetched if f.listing is not None}  # type: ignore[union-attr]
+        if not self.whole_window and not fetched:
+            answered = {key.id for key in registered if key.kind is not None}
+        accounts = {}
+        for key in registered:
+            if key.id in answered:
+                secret = self.keyring.decrypt(key.key_encrypted, user_id=key.user_id, key_id=key.id)
+                accounts[key.id] = (key, secret)
+        return accounts
+
+    def _link(self, ordinary: list[ActiveKey], refused_requests: dict[int, int]) -> None:
+        """Link each registered ordinary key to its catalogue entry; report the others.
+
+        ``refused_requests``: the requests of this run's /activity calls that found a key
+        ordinary, counted with the key's outcome (or with the catalogue's, once linked).
+        """
+        if not ordinary:
+            return
+        with transaction(self.factory) as session:
+            for key in ordinary:
+                key_store.mark_ordinary(session, key.id)
+            known = catalogue_store.linked(session)
+            entries = catalogue_store.entries(session)
+        for key in ordinary:
+            requests = refused_requests.get(key.id, 0)
+            if key.id in known:
+                self.summary.catalogue.requests += requests
+                continue
+            before = self.client.http.thread_requests
+            entry = self._find(key, entries)
+            requests += self.client.http.thread_requests - before
+            if entry is None:
+                self._needs_management_key(key, requests)
+                continue
+            self.summary.catalogue.requests += requests
+            with transaction(self.factory) as session:
+                catalogue_store.link(session, entry.id, key.id)
+            self.summary.catalogue.linked += 1
+            log.info("account_key_linked", api_key_id=key.id, account_id=entry.account_id)
+
+    def _find(
+        self, key: ActiveKey, entries: list[catalogue_store.Entry]
+    ) -> catalogue_store.Entry | None:
+        free = [entry for entry in entries if entry.registered_key_id is None]
+        secret = self.keyring.decrypt(key.key_encrypted, user_id=key.user_id, key_id=key.id)
+        try:
+            found = catalogue.match_by_hash(free, secret)
+            if found is None and free:
+                try:
+                    found = catalogue.match_by_label(free, self.client.get_key(secret).label)
+                except OpenRouterError as exc:
+                    log.warning(
+                        "key_label_unknown", api_key_id=key.id, reason=describe_failure(exc)[0]
+                    )
+            return found
         finally:
-            # Leaving early (an interrupt, a lost database): the fetches in flight finish, the
-            # queued ones see ``stop`` or are cancelled; no thread outlives the run.
-            leaving.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-    # Results arrive in completion order; report them in key order, run after run.
-    summary.keys.sort(key=lambda outcome: outcome.api_key_id)
-    return len(keys) - fetched
+            del secret
+
+    def _needs_management_key(self, key: ActiveKey, requests: int) -> None:
+        # Failed, not a warning: nothing keeps this key's history until the operator acts.
+        outcome = KeyOutcome(
+            key.id, key.user_id, key.name, "failed", reason="needs_management_key",
+            error=NEEDS_MANAGEMENT_KEY, http_requests=requests,
+        )  # fmt: skip
+        with transaction(self.factory) as session:
+            ledger.record_outcomes(session, self.summary.run_id, [outcome])
+        self.summary.keys.append(outcome)
+        with bound_contextvars(api_key_id=key.id, user_id=key.user_id):
+            log.error("key_needs_management_key", error=NEEDS_MANAGEMENT_KEY)
+
+    def _history(
+        self,
+        accounts: dict[int, tuple[ActiveKey, str]],
+        entries: list[catalogue_store.Entry],
+        older: list[dt.date],
+        today: dt.date,
+    ) -> None:
+        """Step 4: the history not imported yet, or a backfill's older days."""
+        history_days = self.settings.sync.history_days
+        importer = history.Importer(
+            self.factory, self.client, today=today, history_days=history_days, stop=self.stop
+        )
+        for account, secret in accounts.values():
+            subjects = [history.account_subject(account)] + [
+                history.key_subject(entry) for entry in entries if entry.account_id == account.id
+            ]
+            if older:
+                try:
+                    counts = history.backfill_days(
+                        self.factory, self.client, secret, subjects, older
+                    )
+                    self.summary.history.counts = self.summary.history.counts + counts
+                except (OpenRouterError, history.TooManyRows) as exc:
+                    self._history_failed(account, exc)
+            elif self.whole_window and history_days:
+                importer.run(secret, subjects)
+        if not older:
+            tally = importer.tally
+            tally.counts = tally.counts + self.summary.history.counts
+            self.summary.history = tally
+
+    def _history_failed(self, account: ActiveKey, exc: Exception) -> None:
+        reason, message = (
+            describe_failure(exc) if isinstance(exc, WatcherError) else ("too_many_rows", str(exc))
+        )
+        outcome = KeyOutcome(
+            account.id, account.user_id, account.name, "failed", reason=reason, error=message
+        )
+        with transaction(self.factory) as session:
+            ledger.record_outcomes(session, self.summary.run_id, [outcome])
+        self.summary.keys.append(outcome)
+
+
+def _refused(fetched: Fetched) -> bool:
+    """/activity refused the key (403): an ordinary key, linked rather than failed."""
+    return isinstance(fetched.error, NotManagementKeyError)
 
 
 def locked_sync(

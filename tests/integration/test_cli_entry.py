@@ -1,14 +1,28 @@
-"""The entry points: `python -m worker` and the console script agree; usage errors are exit 2."""
+"""The entry points as real processes: the installed console script and `python -m worker`
+agree, usage errors are exit 2 with one line, and a closed stdin is a usage error, not a crash.
+
+These are the CLI's process-level smoke tests; every command's behaviour is tested in-process
+through ``worker.cli.main`` (the ``cli`` fixture).
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from worker import __version__
 from worker.testing.env import clean_env
 
+Cli = Callable[..., tuple[int, str, str]]  # the `cli` fixture of tests/conftest.py
+ENTRY_POINTS = {
+    "console script": [str(Path(sys.executable).parent / "openrouter-watcher")],
+    "python -m worker": [sys.executable, "-m", "worker"],
+}
 COMMANDS = (
     "migrate",
     "generate-key",
@@ -23,11 +37,10 @@ COMMANDS = (
 )
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENROUTER_WATCHER_")}
+def _run(entry: list[str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        env=env,
+        [*entry, *args],
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -35,50 +48,60 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_python_dash_m_worker_lists_every_command_and_the_env_rule() -> None:
-    result = _run("--help")
-    assert result.returncode == 0
+@pytest.fixture(params=list(ENTRY_POINTS))
+def entry(request: pytest.FixtureRequest) -> list[str]:
+    return ENTRY_POINTS[request.param]
+
+
+def test_help_lists_every_command_and_the_env_rule() -> None:
+    result = _run(ENTRY_POINTS["python -m worker"], "--help")
+    assert (result.returncode, result.stderr) == (0, "")
     for command in COMMANDS:
         assert command in result.stdout
     assert "OPENROUTER_WATCHER_<SECTION>_<KEY>" in result.stdout
 
 
-def test_version() -> None:
-    result = _run("--version")
-    assert result.returncode == 0
-    assert result.stdout.strip() == f"openrouter-watcher {__version__}"
+def test_version(entry: list[str]) -> None:
+    result = _run(entry, "--version")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == f"openrouter-watcher {__version__}\n"
 
 
-def test_unknown_command_is_one_line_and_exit_2() -> None:
-    result = _run("frobnicate")
-    assert result.returncode == 2
+def test_unknown_command_is_one_line_and_exit_2(entry: list[str]) -> None:
+    result = _run(entry, "frobnicate")
+    assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert "invalid choice: 'frobnicate'" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_keys_add_with_a_closed_stdin_is_a_usage_error(sqlite_url: str, master_key: str) -> None:
+def test_keys_add_with_a_closed_stdin_is_a_usage_error(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, sqlite_url: str, master_key: str
+) -> None:
     """Under CI or cron there may be no standard input at all: not a crash, exit 2."""
-    env = clean_env(
-        OPENROUTER_WATCHER_CONFIG=os.devnull,
-        OPENROUTER_WATCHER_DATABASE_URL=sqlite_url,
-        OPENROUTER_WATCHER_ENCRYPTION_KEY=master_key,
-    )
-    cli = [sys.executable, "-m", "worker"]
-    subprocess.run(
-        [*cli, "users", "add", "a@example.com"],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    config = {
+        "OPENROUTER_WATCHER_CONFIG": os.devnull,
+        "OPENROUTER_WATCHER_DATABASE_URL": sqlite_url,
+        "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key,
+        "OPENROUTER_WATCHER_LOGGING_LEVEL": "WARNING",
+    }
+    for name, value in config.items():
+        monkeypatch.setenv(name, value)
+    assert cli("users", "add", "a@example.com")[0] == 0
     result = subprocess.run(
-        [*cli, "keys", "add", "--user", "a@example.com", "--name", "k", "--no-verify"],
-        env=env,
+        [
+            *ENTRY_POINTS["console script"],
+            *("keys", "add", "--user", "a@example.com", "--name", "k", "--no-verify"),
+        ],
+        env=clean_env(**config),
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
         preexec_fn=lambda: os.close(0),  # no standard input at all, not even /dev/null
     )
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr and "unexpected" not in result.stderr
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == (
+        "error: no OpenRouter key given: pipe it on stdin or type it at the prompt\n"
+    )
+    assert cli("keys", "list", "--json") == (0, "[]\n", "")

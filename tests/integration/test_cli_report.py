@@ -1,4 +1,5 @@
-"""`openrouter-watcher report` as the installed console script against a real SQLite file."""
+"""`openrouter-watcher report` through ``worker.cli.main`` in-process (the ``cli`` fixture)
+against a real SQLite file holding the known report rows of ``tests/conftest.py``."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ import csv
 import datetime as dt
 import io
 import json
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 
 from worker.db import create_db_engine
 
-CLI = str(Path(sys.executable).parent / "openrouter-watcher")
+Cli = Callable[..., tuple[int, str, str]]  # the `cli` fixture of tests/conftest.py
 RANGE = ["--since", "2026-11-01", "--until", "2026-11-05"]
 
 
@@ -30,26 +29,12 @@ def database(sqlite_url: str, report_data: Any) -> dict[str, int]:
 
 
 @pytest.fixture
-def run(sqlite_url: str, tmp_path: Path) -> Any:
-    """Run the CLI with only the database URL configured, from an empty directory."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENROUTER_WATCHER_")}
-    env["OPENROUTER_WATCHER_DATABASE_URL"] = sqlite_url
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
+def run(cli: Cli, monkeypatch: pytest.MonkeyPatch, sqlite_url: str) -> Cli:
+    """``run(*args)`` is ``openrouter-watcher report *args`` with only the database configured."""
+    monkeypatch.setenv("OPENROUTER_WATCHER_DATABASE_URL", sqlite_url)
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        # Bytes, decoded here: text=True would turn CSV's \r\n into \n before we see it.
-        done = subprocess.run(
-            [CLI, "report", *args],
-            env=env,
-            cwd=workdir,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        return subprocess.CompletedProcess(
-            done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
-        )
+    def run(*args: str) -> tuple[int, str, str]:
+        return cli("report", *args)
 
     return run
 
@@ -80,11 +65,11 @@ def _from_csv(
 
 @pytest.mark.parametrize("by", ["day", "model", "key", "user"])
 def test_csv_for_every_dimension_matches_the_reference(
-    run: Any, database: dict[str, int], report_data: Any, by: str
+    run: Cli, database: dict[str, int], report_data: Any, by: str
 ) -> None:
-    result = run(*RANGE, "--by", by, "--format", "csv")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(
+    code, out, err = run(*RANGE, "--by", by, "--format", "csv")
+    assert code == 0, err
+    assert out.startswith(
         {
             "day": "date,",
             "model": "model,",
@@ -94,7 +79,7 @@ def test_csv_for_every_dimension_matches_the_reference(
         + "requests,tokens_input,tokens_output,tokens_reasoning,"
         "cost,byok_cost\r\n"
     )
-    parsed, total = _from_csv(result.stdout, by)
+    parsed, total = _from_csv(out, by)
     expected = report_data.expected(by)
     assert parsed == expected
     assert Decimal(total["cost"]) == sum((v[4] for v in expected.values()), Decimal(0))
@@ -116,7 +101,7 @@ def test_csv_for_every_dimension_matches_the_reference(
     ],
 )
 def test_json_with_filters_matches_the_reference(
-    run: Any,
+    run: Cli,
     database: dict[str, int],
     report_data: Any,
     options: list[str],
@@ -124,9 +109,9 @@ def test_json_with_filters_matches_the_reference(
     by: str,
 ) -> None:
     options = [o.format(**database) for o in options]
-    result = run(*RANGE, "--by", by, "--format", "json", *options)
-    assert result.returncode == 0, result.stderr
-    document = json.loads(result.stdout)
+    code, out, err = run(*RANGE, "--by", by, "--format", "json", *options)
+    assert code == 0, err
+    document = json.loads(out)
     assert set(document) == {"range", "by", "filters", "rows", "total"}
     assert document["range"] == {"since": "2026-11-01", "until": "2026-11-05", "days": 5}
     assert document["by"] == by
@@ -154,10 +139,10 @@ def test_json_with_filters_matches_the_reference(
     assert all(isinstance(row["cost"], str) for row in document["rows"])
 
 
-def test_day_table_states_the_range_and_draws_bars(run: Any, database: dict[str, int]) -> None:
-    result = run(*RANGE, "--by", "day")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+def test_day_table_states_the_range_and_draws_bars(run: Cli, database: dict[str, int]) -> None:
+    code, out, err = run(*RANGE, "--by", "day")
+    assert code == 0, err
+    lines = out.splitlines()
     assert lines[0] == "spend by day, 2026-11-01 to 2026-11-05 (UTC, 5 days)"
     spike = next(line for line in lines if line.startswith("2026-11-02"))
     assert spike.endswith("█" * 20) and "$1,234.57" in spike and "7,300" in spike
@@ -174,37 +159,34 @@ def test_day_table_states_the_range_and_draws_bars(run: Any, database: dict[str,
     ]
 
 
-def test_default_range_is_the_last_30_days_and_empty_is_not_an_error(run: Any) -> None:
-    before = dt.datetime.now(dt.UTC).date()
-    result = run()
-    after = dt.datetime.now(dt.UTC).date()
-    assert result.returncode == 0, result.stderr
-    expected = {
-        f"no usage between {d - dt.timedelta(days=30)} and {d - dt.timedelta(days=1)}"
-        for d in (before, after)
-    }
-    assert result.stdout.strip() in expected
+def test_default_range_is_the_last_30_days_and_empty_is_not_an_error(
+    run: Cli, pinned_clock: dt.date
+) -> None:
+    code, out, err = run()
+    assert (code, err) == (0, "")
+    assert pinned_clock == dt.date(2026, 11, 20)
+    assert out == "no usage between 2026-10-21 and 2026-11-19\n"
 
 
 def test_empty_json_stays_parseable_and_says_why_on_stderr(
-    run: Any, database: dict[str, int]
+    run: Cli, database: dict[str, int]
 ) -> None:
-    result = run("--since", "2020-01-01", "--until", "2020-01-02", "--format", "json")
-    assert result.returncode == 0
-    document = json.loads(result.stdout)
+    code, out, err = run("--since", "2020-01-01", "--until", "2020-01-02", "--format", "json")
+    assert code == 0
+    document = json.loads(out)
     assert document["rows"] == [] and document["total"]["cost"] == "0.000000000"
-    assert result.stderr.strip() == "no usage between 2020-01-01 and 2020-01-02"
+    assert err.strip() == "no usage between 2020-01-01 and 2020-01-02"
 
 
 def test_output_writes_the_file_and_nothing_to_stdout(
-    run: Any, database: dict[str, int], tmp_path: Path
+    run: Cli, database: dict[str, int], tmp_path: Path
 ) -> None:
     target = tmp_path / "out" / "spend.csv"
     target.parent.mkdir()
     target.write_text("previous report")
-    result = run(*RANGE, "--by", "model", "--format", "csv", "--output", str(target))
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == ""
+    code, out, err = run(*RANGE, "--by", "model", "--format", "csv", "--output", str(target))
+    assert code == 0, err
+    assert out == ""
     rows = list(csv.DictReader(io.StringIO(target.read_bytes().decode(), newline="")))
     assert rows[0]["model"] == "openai/gpt-4o" and rows[-1]["cost"] == "1235.906230065"
     assert [p.name for p in target.parent.iterdir()] == ["spend.csv"]  # no temp file left
@@ -224,50 +206,29 @@ def test_output_writes_the_file_and_nothing_to_stdout(
     ],
 )
 def test_bad_input_is_a_one_line_usage_error(
-    run: Any, database: dict[str, int], args: list[str], message: str
+    run: Cli, database: dict[str, int], args: list[str], message: str
 ) -> None:
-    result = run(*args)
-    assert result.returncode == 2
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
+    code, out, err = run(*args)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
 
 
-# In-process through worker.cli.main as well, so the handler counts towards coverage (the
-# subprocess runs above are not measured).
-
-
-@pytest.fixture
-def in_process(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from worker.cli import main
-
-    for name in [k for k in os.environ if k.startswith("OPENROUTER_WATCHER_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("OPENROUTER_WATCHER_DATABASE_URL", sqlite_url)
-    monkeypatch.chdir(tmp_path)
-
-    def call(*args: str) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        code = main(["--log-level", "WARNING", "report", *args], stdout=out, stderr=err)
-        return code, out.getvalue(), err.getvalue()
-
-    return call
-
-
-def test_in_process_table_json_and_output(
-    in_process: Any, database: dict[str, int], tmp_path: Path
+def test_key_table_json_by_key_and_a_relative_output(
+    run: Cli, database: dict[str, int], tmp_path: Path
 ) -> None:
-    code, out, _ = in_process(*RANGE, "--by", "key")
+    code, out, _ = run(*RANGE, "--by", "key")
     assert code == 0 and out.splitlines()[0].startswith("spend by key, 2026-11-01 to 2026-11-05")
-    code, out, _ = in_process(*RANGE, "--format", "json", "--key", str(database["research"]))
+    code, out, _ = run(*RANGE, "--format", "json", "--key", str(database["research"]))
     assert code == 0 and json.loads(out)["total"]["cost"] == "1.038338331"
-    code, out, err = in_process(*RANGE, "--by", "day", "--output", "report.txt")
+    code, out, err = run(*RANGE, "--by", "day", "--output", "report.txt")
     assert (code, out, err.strip()) == (0, "", "report written to report.txt")
     assert (tmp_path / "report.txt").read_text().startswith("spend by day")
-    code, out, err = in_process("--since", "2020-01-01", "--until", "2020-01-01", "--format", "csv")
+    code, out, err = run("--since", "2020-01-01", "--until", "2020-01-01", "--format", "csv")
     assert code == 0 and out.startswith("model,requests")
     assert err.strip() == "no usage between 2020-01-01 and 2020-01-01"
-    code, _, err = in_process("--key", "999")
+    code, _, err = run("--key", "999")
     assert code == 2 and err.strip() == (
         "error: no API key with id 999: see `openrouter-watcher keys list`"
     )
@@ -276,6 +237,6 @@ def test_in_process_table_json_and_output(
 @pytest.mark.parametrize(
     "args", [["--since", "2026-02-30"], ["--until", "26-11-01"], ["--last", "x"], ["--last", "-1"]]
 )
-def test_in_process_bad_dates_and_counts_exit_2(in_process: Any, args: list[str]) -> None:
-    code, out, err = in_process(*args)
+def test_bad_dates_and_counts_are_argument_errors(run: Cli, args: list[str]) -> None:
+    code, out, err = run(*args)
     assert (code, out) == (2, "") and err.startswith(f"error: argument {args[0]}: ")

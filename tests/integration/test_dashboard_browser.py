@@ -21,7 +21,7 @@ from worker.config import Settings
 from worker.db import create_db_engine, make_session_factory
 from worker.http.context import HttpContext
 from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats
-from worker.testing.fake_openrouter import expected_totals, generate_activity
+from worker.testing.activity_data import expected_totals, generate_activity
 from worker.testing.served import serving
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

@@ -28,15 +28,8 @@ from worker.errors import (
     UpstreamUnavailableError,
 )
 from worker.openrouter import OpenRouterClient
-from worker.testing.fake_openrouter import (
-    FakeOpenRouter,
-    Fault,
-    dumps,
-    expected_totals,
-    fingerprint,
-    generate_activity,
-    load_keys_file,
-)
+from worker.testing.activity_data import dumps, expected_totals, generate_activity
+from worker.testing.fake_openrouter import FakeOpenRouter, Fault, fingerprint, load_keys_file
 
 TODAY = dt.date(2026, 5, 1)
 
@@ -170,7 +163,7 @@ def test_unknown_or_missing_key_gets_401(fake: FakeOpenRouter, sleeps: Sleeps) -
 
 
 def test_unknown_path_is_404(fake: FakeOpenRouter) -> None:
-    response = httpx.get(f"{fake.base_url}/credits", headers={"Authorization": f"Bearer {MGMT}"})
+    response = httpx.get(f"{fake.base_url}/generation", headers={"Authorization": f"Bearer {MGMT}"})
     assert response.status_code == 404
     assert response.json() == {"error": {"code": 404, "message": "Resource not found"}}
 

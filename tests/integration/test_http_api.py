@@ -137,7 +137,7 @@ def test_each_token_sees_only_its_own_users_usage_and_status(served: Served) -> 
     bob_status = served.get("/api/v1/status", served.bob).json()
     assert [k["name"] for k in alice_status["keys"]] == ["production", "staging"]
     assert [k["name"] for k in bob_status["keys"]] == ["research"]
-    assert set(alice_status) == {"healthy", "keys", "last_run", "next_run_at"}
+    assert set(alice_status) == {"healthy", "problems", "keys", "last_run", "next_run_at"}
 
 
 def test_an_admin_token_sees_every_user(served_sqlite: Served) -> None:

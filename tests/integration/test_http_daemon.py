@@ -26,8 +26,9 @@ from worker import accounts
 from worker.crypto import Keyring
 from worker.db import create_db_engine, make_session_factory
 from worker.models import ApiToken
+from worker.testing.activity_data import generate_activity
 from worker.testing.env import clean_env
-from worker.testing.fake_openrouter import FakeOpenRouter, generate_activity
+from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.postgres import free_port
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")

@@ -1,46 +1,36 @@
-"""No secret leaks: the OpenRouter key, the master keys and a password never appear in any
+"""No secret leaks: the OpenRouter keys, the master keys and a password never appear in any
 output, log line (DEBUG, SQL echo on), JSON, or the SQLite file's bytes (.db, -wal, -shm).
 
-The subprocess flow runs every account command through the installed console script; the
-verified ``keys add`` path (a real ``GET /key``, mocked with respx) runs in-process because
-respx cannot reach into a subprocess.
+Every account command runs in-process through ``worker.cli.main`` (the ``cli`` fixture), the
+verified ``keys add`` path against a respx-mocked ``GET /key``. One ``keys add`` runs as the
+installed console script in a real process, the key written to its stdin pipe: while that
+process waits for the end of its input, its ``/proc/<pid>/cmdline`` and ``/proc/<pid>/environ``
+are read, and must not hold the key.
 """
 
 from __future__ import annotations
 
-import io
-import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import respx
 
-from worker import cli
 from worker.crypto import generate_master_key
 from worker.testing.env import clean_env
 
+Cli = Callable[..., tuple[int, str, str]]  # the `cli` fixture of tests/conftest.py
 SCRIPT = Path(sys.executable).parent / "openrouter-watcher"
 KEY = "sk-or-v1-" + "5e" * 32
 KEY2 = "sk-or-v1-" + "7a" * 32
+KEY3 = "sk-or-v1-" + "3b" * 32  # the one OpenRouter refuses (KEY2 is registered by then)
+PIPED_KEY = "sk-or-v1-" + "9d" * 32
 PASSWORD = "correct horse battery staple"
 BASE_URL = "https://openrouter.test/api/v1"
-
-
-def _env(sqlite_url: str, key: str, **extra: str) -> dict[str, str]:
-    env = clean_env()
-    env.update(
-        {
-            "OPENROUTER_WATCHER_DATABASE_URL": sqlite_url,
-            "OPENROUTER_WATCHER_ENCRYPTION_KEY": key,
-            "OPENROUTER_WATCHER_LOGGING_FORMAT": "json",
-            # Every SQL statement and its parameters in the log, too.
-            "OPENROUTER_WATCHER_DATABASE_ECHO": "true",
-        },
-        **extra,
-    )
-    return env
+ADD = ("keys", "add", "--user", "alice@example.com")
 
 
 def _db_bytes(sqlite_url: str) -> bytes:
@@ -54,7 +44,45 @@ def _assert_clean(text: str, secrets: dict[str, str]) -> None:
         assert secret not in text, f"{label} leaked"
 
 
-def test_no_secret_in_any_output_log_json_or_database_file(
+def _keys_add_through_a_pipe(env: dict[str, str], cwd: Path) -> tuple[bytes, bytes, str, str]:
+    """``echo $KEY | openrouter-watcher keys add …`` as a real process.
+
+    Returns its ``/proc`` cmdline and environ, read while it waits for the end of its input
+    (the key already in the pipe), then its stdout and stderr.
+    """
+    process = subprocess.Popen(
+        [str(SCRIPT), "--log-level", "DEBUG", *ADD, "--name", "piped", "--no-verify"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env=env,
+    )
+    try:
+        assert process.stdin is not None
+        process.stdin.write(PIPED_KEY + "\n")
+        process.stdin.flush()
+        # `keys add` reads stdin to its end: until it is closed, the process stays alive.
+        proc = Path(f"/proc/{process.pid}")
+        deadline = time.monotonic() + 30
+        while not (cmdline := (proc / "cmdline").read_bytes()):  # empty until exec is done
+            assert process.poll() is None, "the process ended before stdin was closed"
+            assert time.monotonic() < deadline, "no command line in /proc"
+            time.sleep(0.01)
+        environ = (proc / "environ").read_bytes()
+        assert process.poll() is None  # so both were read from the live process
+        out, err = process.communicate(timeout=60)  # closes stdin first
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err[-2000:]
+    return cmdline, environ, out, err
+
+
+def test_no_secret_in_argv_environ_output_log_json_or_database_file(
+    cli: Cli,
     sqlite_url: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -64,64 +92,52 @@ def test_no_secret_in_any_output_log_json_or_database_file(
     secrets = {
         "openrouter key": KEY,
         "second openrouter key": KEY2,
+        "refused openrouter key": KEY3,
+        "piped openrouter key": PIPED_KEY,
         "master key": master,
         "new master key": new_master,
         "password": PASSWORD,
     }
+    env = {
+        "OPENROUTER_WATCHER_DATABASE_URL": sqlite_url,
+        "OPENROUTER_WATCHER_ENCRYPTION_KEY": master,
+        "OPENROUTER_WATCHER_LOGGING_FORMAT": "json",
+        # Every SQL statement and its parameters in the log, too.
+        "OPENROUTER_WATCHER_DATABASE_ECHO": "true",
+        "OPENROUTER_WATCHER_OPENROUTER_BASE_URL": BASE_URL,
+        "OPENROUTER_WATCHER_OPENROUTER_MAX_ATTEMPTS": "1",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     transcript: list[str] = []
 
-    def run(*args: str, input: str = "", key: str = master, code: int = 0, **extra: str) -> str:
-        result = subprocess.run(
-            [str(SCRIPT), "--log-level", "DEBUG", *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            timeout=60,
-            env=_env(sqlite_url, key, **extra),
-            check=False,
-        )
-        transcript.extend([result.stdout, result.stderr])
-        assert result.returncode == code, (args, result.stderr[-2000:])
-        return result.stdout + result.stderr
+    def run(*args: str, stdin: str = "", code: int = 0, **env: str) -> str:
+        got, out, err = cli("--log-level", "DEBUG", *args, stdin=stdin, env=env)
+        transcript.extend([out, err])
+        assert got == code, (args, err[-2000:])
+        return out + err
 
     run("generate-key")
     run("users", "add", "alice@example.com")
-    run("users", "add", "bob@example.com", "--password-stdin", input=PASSWORD + "\n")
-    run(
-        "keys",
-        "add",
-        "--user",
-        "alice@example.com",
-        "--name",
-        "prod",
-        "--no-verify",
-        input=KEY + "\n",
-    )
+    run("users", "add", "bob@example.com", "--password-stdin", stdin=PASSWORD + "\n")
+    run(*ADD, "--name", "prod", "--no-verify", stdin=KEY + "\n")
+
+    # One key through a real pipe into a real process: not in its argv or environment.
+    cmdline, environ, out, err = _keys_add_through_a_pipe(clean_env(**env), tmp_path)
+    argv = ["--log-level", "DEBUG", *ADD, "--name", "piped", "--no-verify"]
+    assert cmdline.split(b"\0")[-len(argv) - 1 :] == [*(a.encode() for a in argv), b""]
+    assert b"OPENROUTER_WATCHER_DATABASE_URL=" in environ  # the child's real environment
+    _assert_clean(cmdline.decode(), secrets)
+    # The master key is configuration, given in the environment on purpose; nothing else is.
+    _assert_clean(environ.decode(), {k: v for k, v in secrets.items() if "master" not in k})
+    transcript.extend([out, err])
+    assert out.startswith("added key 2 'piped' for alice@example.com")
+    assert "INSERT INTO api_keys" in err and '"event": "key_added"' in err  # SQL echo, logs
+
     # Errors that see the key: on argv (argparse echoes it), duplicate name, bad format.
-    run("keys", "add", "--user", "alice@example.com", "--name", "x", KEY, code=2)
-    run(
-        "keys",
-        "add",
-        "--user",
-        "alice@example.com",
-        "--name",
-        "prod",
-        "--no-verify",
-        input=KEY,
-        code=2,
-    )
-    run(
-        "keys",
-        "add",
-        "--user",
-        "alice@example.com",
-        "--name",
-        "y",
-        "--no-verify",
-        input=KEY + " extra",
-        code=2,
-    )
+    run(*ADD, "--name", "x", KEY, code=2)
+    run(*ADD, "--name", "prod", "--no-verify", stdin=KEY, code=2)
+    run(*ADD, "--name", "y", "--no-verify", stdin=KEY + " extra", code=2)
     for listing in (["users", "list"], ["keys", "list"], ["tokens", "list"]):
         run(*listing)
         run(*listing, "--json")
@@ -133,28 +149,17 @@ def test_no_secret_in_any_output_log_json_or_database_file(
     run("tokens", "create", "--user", "alice@example.com", "--name", "ci")
     run("tokens", "list", "--user", "alice@example.com", "--json")
     run("tokens", "revoke", "1")
-    run("keys", "rotate-master", key=new_master, code=1)  # old key not configured: names ids
+    rotated = {"OPENROUTER_WATCHER_ENCRYPTION_KEY": new_master}
+    run("keys", "rotate-master", code=1, **rotated)  # old key not configured: names ids
     log = run(
-        "keys", "rotate-master", key=new_master, OPENROUTER_WATCHER_ENCRYPTION_PREVIOUS_KEYS=master
+        "keys", "rotate-master", OPENROUTER_WATCHER_ENCRYPTION_PREVIOUS_KEYS=master, **rotated
     )
     assert "master_key_rotated" in log
-    run("keys", "list", "--json", key=new_master)
-    run("keys", "remove", "1", "--yes", key=new_master)
+    run("keys", "list", "--json", **rotated)
+    run("keys", "remove", "1", "--yes", **rotated)
 
-    # The verified path, in-process with respx, at DEBUG with SQL echo.
-    env = _env(
-        sqlite_url,
-        new_master,
-        OPENROUTER_WATCHER_OPENROUTER_BASE_URL=BASE_URL,
-        OPENROUTER_WATCHER_OPENROUTER_MAX_ATTEMPTS="1",
-    )
-    for var in [v for v in os.environ if v.startswith("OPENROUTER_WATCHER_")]:
-        monkeypatch.delenv(var)
-    for var, value in env.items():
-        monkeypatch.setenv(var, value)
-    monkeypatch.chdir(tmp_path)
+    # The verified path: a real GET /key (mocked), OK and refused.
     for status in (200, 401):
-        out, err = io.StringIO(), io.StringIO()
         with respx.mock(assert_all_called=True) as mock:
             mock.get(f"{BASE_URL}/key").respond(
                 status,
@@ -170,29 +175,18 @@ def test_no_secret_in_any_output_log_json_or_database_file(
                 if status == 200
                 else {"error": {"code": 401, "message": "bad key"}},
             )
-            code = cli.main(
-                [
-                    "--log-level",
-                    "DEBUG",
-                    "keys",
-                    "add",
-                    "--user",
-                    "alice@example.com",
-                    "--name",
-                    f"verified-{status}",
-                ],
-                stdin=io.StringIO(KEY2),
-                stdout=out,
-                stderr=err,
+            run(
+                *ADD,
+                f"--name=verified-{status}",
+                stdin=KEY2 if status == 200 else KEY3,
+                code=0 if status == 200 else 1,
+                **rotated,
             )
-        assert code == (0 if status == 200 else 1), err.getvalue()[-2000:]
-        transcript.extend([out.getvalue(), err.getvalue()])
-    echoed = capsys.readouterr()  # SQLAlchemy's echo handler writes to the real stdout
-    transcript.extend([echoed.out, echoed.err])
-    assert "INSERT INTO api_keys" in echoed.out
+    stray = capsys.readouterr()  # anything written past the streams main() was given
+    transcript.extend([stray.out, stray.err])
 
     text = "\n".join(transcript)
-    assert '"event": "key_added"' in text and "BEGIN" in text  # logs and SQL really captured
+    assert '"event": "key_added"' in text and "INSERT INTO api_keys" in text  # logs and SQL
     _assert_clean(text, secrets)
     raw = _db_bytes(sqlite_url)
     assert b"alice@example.com" in raw  # the file really holds the data

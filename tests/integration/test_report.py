@@ -15,6 +15,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.days import DateRange, resolve_range
+from worker.db import make_session_factory
 from worker.errors import NotFoundError, UsageError
 from worker.models import ApiKey, UsageStats
 from worker.render import dollars
@@ -60,14 +61,26 @@ def _as_reference(report: Report) -> dict[tuple[str, ...], tuple[object, ...]]:
 
 @pytest.fixture
 def filled(engine: Engine, report_data: Any) -> dict[str, int]:
+    """The report rows in a database of this test's own: for tests that write."""
     return dict(report_data(engine))
+
+
+@pytest.fixture
+def reader(report_db: tuple[Engine, dict[str, int]]) -> sessionmaker[Session]:
+    """Sessions on the report rows shared by this module (``report_db``): only to read."""
+    return make_session_factory(report_db[0])
+
+
+@pytest.fixture
+def key_ids(report_db: tuple[Engine, dict[str, int]]) -> dict[str, int]:
+    return report_db[1]
 
 
 @pytest.mark.parametrize("by", ["day", "model", "key", "user"])
 def test_every_dimension_matches_the_reference_sums_exactly(
-    session_factory: sessionmaker[Session], filled: dict[str, int], report_data: Any, by: str
+    reader: sessionmaker[Session], report_data: Any, by: str
 ) -> None:
-    with session_factory() as session:
+    with reader() as session:
         report = build_report(session, by, RANGE)
     expected = report_data.expected(by)
     assert _as_reference(report) == expected
@@ -89,8 +102,8 @@ def test_every_dimension_matches_the_reference_sums_exactly(
     ],
 )
 def test_filters_restrict_the_sums(
-    session_factory: sessionmaker[Session],
-    filled: dict[str, int],
+    reader: sessionmaker[Session],
+    key_ids: dict[str, int],
     report_data: Any,
     kwargs: dict[str, str],
     by: str,
@@ -98,9 +111,9 @@ def test_filters_restrict_the_sums(
     filters = Filters(
         user_email=kwargs.get("user"),
         model=kwargs.get("model"),
-        key_id=filled[kwargs["key"]] if "key" in kwargs else None,
+        key_id=key_ids[kwargs["key"]] if "key" in kwargs else None,
     )
-    with session_factory() as session:
+    with reader() as session:
         report = build_report(session, by, RANGE, filters)
     expected = report_data.expected(by, **kwargs)
     assert expected  # the case must select something to prove anything
@@ -109,9 +122,9 @@ def test_filters_restrict_the_sums(
 
 
 def test_days_are_ascending_and_a_day_without_usage_is_a_zero_row(
-    session_factory: sessionmaker[Session], filled: dict[str, int]
+    reader: sessionmaker[Session],
 ) -> None:
-    with session_factory() as session:
+    with reader() as session:
         report = build_report(session, "day", RANGE)
     assert [row.group["date"] for row in report.rows] == [
         D("2026-11-01"),
@@ -124,10 +137,8 @@ def test_days_are_ascending_and_a_day_without_usage_is_a_zero_row(
     assert (gap.requests, gap.cost) == (0, Decimal(0))
 
 
-def test_range_bounds_are_inclusive(
-    session_factory: sessionmaker[Session], filled: dict[str, int]
-) -> None:
-    with session_factory() as session:
+def test_range_bounds_are_inclusive(reader: sessionmaker[Session]) -> None:
+    with reader() as session:
         one_day = build_report(session, "model", DateRange(D("2026-10-31"), D("2026-10-31")))
         after = build_report(session, "model", DateRange(D("2026-11-06"), D("2026-11-06")))
     assert one_day.total.cost == Decimal("9.999999999")
@@ -190,19 +201,17 @@ def test_money_sums_stay_exact_where_float_addition_drifts(
     assert report.total.byok_cost == Decimal("2999999.999999970")
 
 
-def test_an_empty_range_is_an_empty_report(
-    session_factory: sessionmaker[Session], filled: dict[str, int]
-) -> None:
-    with session_factory() as session:
+def test_an_empty_range_is_an_empty_report(reader: sessionmaker[Session]) -> None:
+    with reader() as session:
         report = build_report(session, "day", DateRange(D("2020-01-01"), D("2020-01-31")))
     assert report.empty and report.rows == []
     assert format_report(report, "table") == "no usage between 2020-01-01 and 2020-01-31\n"
 
 
 def test_unknown_user_or_key_is_not_found(
-    session_factory: sessionmaker[Session], filled: dict[str, int]
+    reader: sessionmaker[Session], key_ids: dict[str, int]
 ) -> None:
-    with session_factory() as session:
+    with reader() as session:
         with pytest.raises(NotFoundError, match=r"no user with email nobody@example\.com"):
             build_report(session, "model", RANGE, Filters(user_email="nobody@example.com"))
         missing = (session.scalar(select(ApiKey.id).order_by(ApiKey.id.desc())) or 0) + 1
@@ -213,7 +222,7 @@ def test_unknown_user_or_key_is_not_found(
                 session,
                 "model",
                 RANGE,
-                Filters(user_email="bob@example.com", key_id=filled["production"]),
+                Filters(user_email="bob@example.com", key_id=key_ids["production"]),
             )
 
 
@@ -276,9 +285,9 @@ def test_bar_is_proportional_in_eighths_and_never_hides_spend() -> None:
 
 
 def test_table_states_the_range_and_shows_cents_separators_bars_and_total(
-    session_factory: sessionmaker[Session], filled: dict[str, int]
+    reader: sessionmaker[Session],
 ) -> None:
-    with session_factory() as session:
+    with reader() as session:
         text = format_report(
             build_report(session, "day", RANGE, Filters(user_email="alice@example.com")), "table"
         )
@@ -291,10 +300,8 @@ def test_table_states_the_range_and_shows_cents_separators_bars_and_total(
     assert lines[-1].split()[:2] == ["total", "28"] and "$1,234.87" in lines[-1]
 
 
-def test_csv_and_json_carry_exact_nine_decimal_money(
-    session_factory: sessionmaker[Session], filled: dict[str, int]
-) -> None:
-    with session_factory() as session:
+def test_csv_and_json_carry_exact_nine_decimal_money(reader: sessionmaker[Session]) -> None:
+    with reader() as session:
         report = build_report(session, "key", RANGE)
     rows = list(csv.DictReader(io.StringIO(format_report(report, "csv"))))
     assert rows[-1]["key_id"] == "total"

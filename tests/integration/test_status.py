@@ -1,30 +1,30 @@
-"""`openrouter-watcher status`: per-key health after good and failed runs, as a health check."""
+"""`openrouter-watcher status`: per-key health after good and failed runs, as a health check.
+
+The command runs in-process (the ``cli`` fixture), on the pinned day (``pinned_clock``).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session
 
-from worker import accounts
-from worker.cli import main
+from worker import accounts, demo
 from worker.config import ScheduleSettings, load_settings
 from worker.crypto import Keyring
 from worker.days import utc_today
 from worker.db import create_db_engine, make_session_factory
 from worker.status import collect_status, next_run_time
 from worker.sync import run_sync
-from worker.testing.env import clean_env
-from worker.testing.fake_openrouter import FakeOpenRouter, Fault, generate_activity
+from worker.testing.activity_data import generate_activity
+from worker.testing.fake_openrouter import FakeOpenRouter, Fault
 
-CLI = str(Path(sys.executable).parent / "openrouter-watcher")
+Cli = Callable[..., tuple[int, str, str]]  # the `cli` fixture of tests/conftest.py
 GOOD = "sk-or-v1-status-good-000000000000000000000000000000000000000000000001"
 FLAKY = "sk-or-v1-status-flaky-00000000000000000000000000000000000000000000002"
 
@@ -53,33 +53,29 @@ def _sync(url: str, keyring: Keyring, fake: FakeOpenRouter) -> None:
     engine.dispose()
 
 
-def _status(url: str, master_key: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = clean_env()
-    env.update(
-        {
-            "OPENROUTER_WATCHER_CONFIG": os.devnull,
-            "OPENROUTER_WATCHER_DATABASE_URL": url,
-            "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key,
-        }
-    )
-    return subprocess.run(
-        [CLI, "status", *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
+@pytest.fixture
+def status(cli: Cli, monkeypatch: pytest.MonkeyPatch, sqlite_url: str, master_key: str) -> Cli:
+    """``status(*args)`` is ``openrouter-watcher status *args`` on the test database."""
+    monkeypatch.setenv("OPENROUTER_WATCHER_CONFIG", os.devnull)
+    monkeypatch.setenv("OPENROUTER_WATCHER_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("OPENROUTER_WATCHER_ENCRYPTION_KEY", master_key)
+    return lambda *args, **kwargs: cli("status", *args, **kwargs)
 
 
 def test_status_after_a_good_then_a_failed_run(
-    sqlite_url: str, keyring: Keyring, master_key: str
+    status: Cli, sqlite_url: str, keyring: Keyring, pinned_clock: dt.date
 ) -> None:
     today = utc_today()
+    assert today == pinned_clock
     _add_keys(sqlite_url, keyring)
     with FakeOpenRouter(today=today) as fake:
         fake.add_key(GOOD, rows=generate_activity(today=today, models=2, seed=1))
         fake.add_key(FLAKY, rows=generate_activity(today=today, models=3, seed=2))
         _sync(sqlite_url, keyring, fake)
 
-        healthy = _status(sqlite_url, master_key, "--json")
-        assert healthy.returncode == 0, healthy.stderr
-        body = json.loads(healthy.stdout)
+        code, out, err = status("--json")
+        assert code == 0, err
+        body = json.loads(out)
         assert body["healthy"] is True
         by_name = {k["name"]: k for k in body["keys"]}
         assert by_name["good"]["last_status"] == "ok"
@@ -91,26 +87,21 @@ def test_status_after_a_good_then_a_failed_run(
         fake.fail_forever(FLAKY, Fault(status=500))
         _sync(sqlite_url, keyring, fake)
 
-    failed = _status(sqlite_url, master_key)
-    assert failed.returncode == 1
-    assert "key 2 last error:" in failed.stdout
-    assert "last run: #2 sync failed" in failed.stdout
-    assert GOOD not in failed.stdout + failed.stderr and FLAKY not in failed.stdout
-    as_json = json.loads(_status(sqlite_url, master_key, "--json").stdout)
+    code, out, err = status()
+    assert code == 1
+    assert "key 2 last error:" in out
+    assert "last run: #2 sync failed" in out
+    assert GOOD not in out + err and FLAKY not in out
+    as_json = json.loads(status("--json")[1])
     flaky = next(k for k in as_json["keys"] if k["name"] == "flaky")
     # the rows of the earlier good run are still held and the last success is remembered
     assert flaky["last_status"] == "failed" and flaky["rows"] > 0 and flaky["last_success_at"]
 
 
-def test_status_of_an_empty_database_is_healthy_and_says_never(
-    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    out, err = io.StringIO(), io.StringIO()
-    monkeypatch.setenv("OPENROUTER_WATCHER_CONFIG", os.devnull)
-    monkeypatch.setenv("OPENROUTER_WATCHER_DATABASE_URL", sqlite_url)
-    code = main(["status"], stdout=out, stderr=err)
-    assert code == 0, err.getvalue()
-    assert "last run: never" in out.getvalue()
+def test_status_of_an_empty_database_is_healthy_and_says_never(status: Cli) -> None:
+    code, out, err = status(env={"OPENROUTER_WATCHER_ENCRYPTION_KEY": None})  # none needed
+    assert code == 0, err
+    assert "last run: never" in out
 
 
 def test_status_collects_on_postgres_too(postgres_url: str, keyring: Keyring) -> None:
@@ -142,19 +133,26 @@ def test_next_run_time_is_the_earliest_trigger(
     assert next_run_time(schedule, at) == dt.datetime.fromisoformat(expected).replace(tzinfo=dt.UTC)
 
 
-def test_make_demo_runs_the_whole_pipeline_offline(tmp_path: Path) -> None:
-    env = clean_env()
-    result = subprocess.run(
-        [sys.executable, "-m", "worker.demo"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "3 ok / 0 failed" in result.stdout
-    assert "spend by model" in result.stdout and "spend by day" in result.stdout
-    assert "sk-or-v1-demo" not in result.stdout + result.stderr
+def test_make_demo_runs_the_whole_pipeline_offline(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    pinned_clock: dt.date,
+) -> None:
+    """`make demo` is ``python -m worker.demo``: its main(), in-process, from an empty directory."""
+    for name in [v for v in os.environ if v.startswith("OPENROUTER_WATCHER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    saved = dict(os.environ)
+    try:
+        code = demo.main()
+    finally:
+        # The demo points OPENROUTER_WATCHER_* at its own database and fake: undo that.
+        os.environ.clear()
+        os.environ.update(saved)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "3 ok / 0 failed" in out
+    assert "spend by model" in out and "spend by day" in out
+    assert "sk-or-v1-demo" not in out + err
     assert (tmp_path / "data" / "demo" / "demo.db").exists()

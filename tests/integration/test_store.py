@@ -41,7 +41,8 @@ def test_write_inserts_exactly_then_an_identical_write_sends_nothing(
 ) -> None:
     rows = [
         UsageRow(D1, "openai/gpt-4.1", 3, 100, 50, 70, Decimal("0.3"), Decimal("0.000000001")),
-        UsageRow(D2, "openai/gpt-4.1", 1, 2**40, 5, 0, Decimal("454.542594979"), Decimal(0)),
+        # Counters beyond 2^31 fit on both databases (BIGINT on PostgreSQL since 0005).
+        UsageRow(D2, "openai/gpt-4.1", 2**40, 2**40, 5, 0, Decimal("454.542594979"), Decimal(0)),
     ]
     assert _write(session_factory, sample_key.id, [D1, D2], rows) == WriteCounts(inserted=2)
     # 0.3 and 0.300000000 are the same amount: nothing to write.
@@ -50,7 +51,7 @@ def test_write_inserts_exactly_then_an_identical_write_sends_nothing(
     assert usage_triggers.writes() == ["insert", "insert"]
     assert _stored(session_factory, sample_key.id) == {
         (D1, "openai/gpt-4.1"): (3, 100, 50, 70, Decimal("0.3"), Decimal("0.000000001")),
-        (D2, "openai/gpt-4.1"): (1, 2**40, 5, 0, Decimal("454.542594979"), Decimal(0)),
+        (D2, "openai/gpt-4.1"): (2**40, 2**40, 5, 0, Decimal("454.542594979"), Decimal(0)),
     }
 
 

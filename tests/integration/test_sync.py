@@ -83,7 +83,7 @@ def fake() -> Iterator[FakeOpenRouter]:
 def settings(fake: FakeOpenRouter) -> Settings:
     return (
         Settings()
-        .replace("sync", concurrency=4)
+        .replace("sync", concurrency=4, history_days=0)
         .replace(
             "openrouter",
             base_url=fake.base_url,
@@ -136,6 +136,10 @@ def _run(
     return run_sync(factory, settings, keyring, **kwargs)
 
 
+def _activity_requests(fake: FakeOpenRouter) -> int:
+    return sum(1 for r in fake.requests if r.path.endswith("/activity"))
+
+
 def _results(factory: sessionmaker[Session], run_id: int) -> dict[int, SyncKeyResult]:
     with factory() as s:
         rows = s.execute(select(SyncKeyResult).where(SyncKeyResult.run_id == run_id)).scalars()
@@ -172,9 +176,13 @@ def test_endpoint_rows_are_summed_exactly_per_day_and_model(
     summary = _run(session_factory, settings, keyring)
     assert (summary.status, summary.keys_ok, summary.keys_failed) == ("ok", 1, 0)
     assert summary.counts == WriteCounts(inserted=3)
-    assert summary.requests == 1
-    # The whole window in one request, without date=.
-    assert [(r.path, r.query) for r in fake.requests] == [("/api/v1/activity", {})]
+    # The whole window in one request, without date=; then the account's keys.
+    assert [(r.path, r.query) for r in fake.requests] == [
+        ("/api/v1/activity", {}),
+        ("/api/v1/workspaces", {"offset": "0", "limit": "100"}),
+        ("/api/v1/keys", {"include_disabled": "true", "offset": "0"}),
+    ]
+    assert summary.requests == 3
     assert stored_usage_of(session_factory, key) == {
         # reasoning (65) is kept apart and never added to the output tokens (50)
         (D1, "openai/gpt-4.1"): (5, 300, 50, 65, Decimal("0.3"), Decimal("0.000000002")),
@@ -326,8 +334,11 @@ def test_backfill_asks_one_request_per_day_and_touches_only_those_days(
 
     summary = _run(session_factory, settings, keyring, trigger="backfill", days=[D2, D1])
 
-    assert sorted(r.query["date"] for r in fake.requests) == [D1.isoformat(), D2.isoformat()]
-    assert (summary.days, summary.requests) == ([D1, D2], 2)
+    assert sorted(r.query["date"] for r in fake.requests if "date" in r.query) == [
+        D1.isoformat(),
+        D2.isoformat(),
+    ]
+    assert (summary.days, _activity_requests(fake)) == ([D1, D2], 2)
     assert summary.counts == WriteCounts(updated=1, deleted=1)
     assert stored_usage_of(session_factory, key) == {
         (D0, "a/x"): (1, 0, 0, 0, Decimal(1), Decimal(0)),
@@ -365,13 +376,17 @@ def test_failing_keys_never_stop_the_others_and_the_ledger_records_every_outcome
     assert (summary.status, summary.keys_ok, summary.keys_failed) == ("failed", 1, 4)
     by_id = {k.api_key_id: k for k in summary.keys}
     assert by_id[good].status == "ok"
-    assert {k: by_id[k].reason for k in (ordinary, down, revoked, broken.id)} == {
-        ordinary: "not_management_key",
-        down: "upstream_unavailable",
-        revoked: "unauthorized",
-        broken.id: "decrypt_failed",
+    assert {
+        k: (by_id[k].status, by_id[k].reason) for k in (ordinary, down, revoked, broken.id)
+    } == {
+        # An ordinary key (403) that no registered management key lists: nothing keeps its
+        # history until the operator registers that management key.
+        ordinary: ("failed", "needs_management_key"),
+        down: ("failed", "upstream_unavailable"),
+        revoked: ("failed", "unauthorized"),
+        broken.id: ("failed", "decrypt_failed"),
     }
-    assert "management key" in (by_id[ordinary].error or "")
+    assert "register the management key of its account" in (by_id[ordinary].error or "")
     assert by_id[down].http_requests == 3  # the failed call's retries are counted
     assert by_id[broken.id].http_requests == 0
     assert "cannot decrypt api key" in (by_id[broken.id].error or "")
@@ -385,19 +400,18 @@ def test_failing_keys_never_stop_the_others_and_the_ledger_records_every_outcome
     assert (run.trigger, run.status, run.keys_ok, run.keys_failed) == ("sync", "failed", 1, 4)
     assert run.finished_at is not None
     results = _results(session_factory, summary.run_id)
-    assert {k: r.status for k, r in results.items()} == {
-        good: "ok",
-        ordinary: "failed",
-        down: "failed",
-        revoked: "failed",
-        broken.id: "failed",
+    assert {k: (r.status, r.reason) for k, r in results.items()} == {
+        good: ("ok", None),
+        ordinary: ("failed", "needs_management_key"),
+        down: ("failed", "upstream_unavailable"),
+        revoked: ("failed", "unauthorized"),
+        broken.id: ("failed", "decrypt_failed"),
     }
     assert (results[good].rows_inserted, results[good].http_requests, results[good].error) == (
         1,
-        1,
+        3,  # its /activity, and its account's /workspaces and /keys
         None,
     )
-    assert results[ordinary].error == by_id[ordinary].error
 
     with session_factory() as s:
         kinds = {
@@ -409,12 +423,12 @@ def test_failing_keys_never_stop_the_others_and_the_ledger_records_every_outcome
 
     failures = [e for e in logs if e["event"] == "key_sync_failed"]
     assert {e["api_key_id"]: e["reason"] for e in failures} == {
-        ordinary: "not_management_key",
         down: "upstream_unavailable",
         revoked: "unauthorized",
         broken.id: "decrypt_failed",
     }
     assert all(e["run_id"] == summary.run_id and e["user_id"] == user.id for e in failures)
+    assert [e["api_key_id"] for e in logs if e["event"] == "key_needs_management_key"] == [ordinary]
     finished = [e for e in logs if e["event"] == "sync_finished"]
     assert [(e["keys_ok"], e["keys_failed"]) for e in finished] == [(1, 4)]
     for secret in (SECRET_A, SECRET_B, SECRET_C, SECRET_D):
@@ -511,7 +525,7 @@ def test_only_the_requested_active_keys_are_synced(
     inactive = add_key(SECRET_C, [item(D1, "a/x")], active=False)
     summary = _run(session_factory, settings, keyring, key_ids=[a])
     assert [k.api_key_id for k in summary.keys] == [a]
-    assert fake.request_count() == fake.request_count(SECRET_A) == 1
+    assert _activity_requests(fake) == fake.request_count(SECRET_A) - 2 == 1
     with pytest.raises(NotFoundError, match=f"id {inactive}"):
         _run(session_factory, settings, keyring, key_ids=[a, inactive])
     with session_factory() as s:
@@ -526,7 +540,7 @@ def test_days_outside_the_window_are_refused_before_anything_happens(
     add_key: Any,
 ) -> None:
     add_key(SECRET_A, [item(D1, "a/x")])
-    for day in (TODAY, TODAY + dt.timedelta(days=1), TODAY - dt.timedelta(days=31)):
+    for day in (TODAY, TODAY + dt.timedelta(days=1), TODAY - dt.timedelta(days=366)):
         with pytest.raises(UsageError):
             _run(session_factory, settings, keyring, trigger="backfill", days=[day])
     assert fake.request_count() == 0
@@ -564,7 +578,8 @@ def test_stop_starts_no_new_key_and_marks_the_run_interrupted(
     summary = _run(session_factory, settings.replace("sync", concurrency=1), keyring, stop=stop)
     assert summary.status == "interrupted"
     assert [k.api_key_id for k in summary.keys] == [first]  # the one in flight finished whole
-    assert (summary.keys_skipped, fake.request_count()) == (2, 1)
+    # One key's /activity (and its account's /workspaces and /keys), no other.
+    assert (summary.keys_skipped, _activity_requests(fake)) == (2, 1)
     assert set(stored_usage_of(session_factory, first)) == {(D1, "a/x")}
     run = _run_row(session_factory, summary.run_id)
     assert (run.status, run.keys_ok, run.keys_failed) == ("interrupted", 1, 0)
@@ -636,7 +651,8 @@ def test_an_interrupted_run_is_closed_and_leaves_no_thread_behind(
         event.remove(engine, "commit", interrupt)
 
     assert not [t for t in threading.enumerate() if t.name.startswith("sync-fetch")]
-    assert fake.request_count() <= 2  # the one being written and the one fetched meanwhile
+    # The one being written and the one fetched meanwhile.
+    assert _activity_requests(fake) <= 2
     with session_factory() as s:
         runs = s.execute(select(SyncRun)).scalars().all()
     assert [(r.status, r.finished_at is not None) for r in runs] == [("interrupted", True)]

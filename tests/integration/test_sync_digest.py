@@ -17,7 +17,8 @@ from worker.crypto import Keyring
 from worker.models import ApiKey
 from worker.outcomes import RunSummary
 from worker.sync import run_sync
-from worker.testing.fake_openrouter import FakeOpenRouter, expected_totals, generate_activity
+from worker.testing.activity_data import expected_totals, generate_activity
+from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.usage import stored_usage_of
 from worker.usage import WriteCounts
 
@@ -53,7 +54,9 @@ def _raw(seed: int) -> list[dict[str, Any]]:
 def _sync(
     session_factory: sessionmaker[Session], keyring: Keyring, fake: FakeOpenRouter
 ) -> RunSummary:
-    settings = Settings().replace("openrouter", base_url=fake.base_url)
+    settings = (
+        Settings().replace("openrouter", base_url=fake.base_url).replace("sync", history_days=0)
+    )
     return run_sync(session_factory, settings, keyring)
 
 
@@ -86,13 +89,14 @@ def test_an_identical_answer_writes_nothing_and_reports_every_row_unchanged(
     usage_triggers: UsageTriggers,
 ) -> None:
     first = _sync(session_factory, keyring, fake)
-    assert (first.status, first.counts, first.requests) == ("ok", WriteCounts(inserted=ROWS), 1)
+    # Its /activity, and its account's /workspaces and /keys.
+    assert (first.status, first.counts, first.requests) == ("ok", WriteCounts(inserted=ROWS), 3)
     digest, rows = _remembered(session_factory, key_id)
     assert digest is not None and len(digest) == 64 and rows == ROWS
 
     again = _sync(session_factory, keyring, fake)
 
-    assert (again.status, again.requests) == ("ok", 1)
+    assert (again.status, again.requests) == ("ok", 3)
     assert again.keys[0].counts == WriteCounts(unchanged=ROWS)
     assert usage_triggers.writes() == ["insert"] * ROWS
     assert stored_usage_of(session_factory, key_id) == _expected()

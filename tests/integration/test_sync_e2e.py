@@ -1,19 +1,16 @@
-"""End to end: the installed `sync` and `backfill` commands against a fake OpenRouter on 127.0.0.1.
+"""End to end: the `sync` and `backfill` commands against a fake OpenRouter on 127.0.0.1.
 
-The database (a migrated SQLite file) is checked row by row against the sums of the raw rows
-the fake serves.
+The commands run in-process (the ``cli`` fixture) on the pinned day (``pinned_clock``), which
+is also the fake's today. The database (a migrated SQLite file) is checked row by row against
+the sums of the raw rows the fake serves.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,15 +18,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worker import accounts
-from worker.cli import main
 from worker.crypto import Keyring
+from worker.days import utc_today
 from worker.db import create_db_engine, make_session_factory
 from worker.locking import sync_lock
 from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats
-from worker.testing.env import clean_env
-from worker.testing.fake_openrouter import FakeOpenRouter, Fault, expected_totals, generate_activity
+from worker.testing.activity_data import expected_totals, generate_activity
+from worker.testing.fake_openrouter import FakeOpenRouter, Fault
 
-CLI = Path(sys.executable).parent / "openrouter-watcher"
+Cli = Callable[..., tuple[int, str, str]]  # the `cli` fixture of tests/conftest.py
 GOOD_A = "sk-or-v1-" + "1" * 64
 GOOD_B = "sk-or-v1-" + "2" * 64
 ORDINARY = "sk-or-v1-" + "3" * 64
@@ -37,16 +34,22 @@ DOWN = "sk-or-v1-" + "4" * 64
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeOpenRouter]:
-    # The real UTC date, as the subprocess uses it.
-    with FakeOpenRouter() as server:
+def fake(pinned_clock: dt.date) -> Iterator[FakeOpenRouter]:
+    with FakeOpenRouter(today=utc_today()) as server:
+        assert server.today == pinned_clock
         yield server
 
 
-@pytest.fixture
-def env(sqlite_url: str, master_key: str, fake: FakeOpenRouter) -> dict[str, str]:
-    return {
-        **clean_env(),
+@pytest.fixture(autouse=True)
+def configured(
+    cli: Cli,
+    monkeypatch: pytest.MonkeyPatch,
+    sqlite_url: str,
+    master_key: str,
+    fake: FakeOpenRouter,
+) -> None:
+    """Every command here: the test database and master key, the fake, short retries, JSON."""
+    for name, value in {
         "OPENROUTER_WATCHER_DATABASE_URL": sqlite_url,
         "OPENROUTER_WATCHER_OPENROUTER_BASE_URL": fake.base_url,
         "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key,
@@ -54,7 +57,8 @@ def env(sqlite_url: str, master_key: str, fake: FakeOpenRouter) -> dict[str, str
         "OPENROUTER_WATCHER_OPENROUTER_BACKOFF_INITIAL": "0.01",
         "OPENROUTER_WATCHER_OPENROUTER_BACKOFF_MAX": "0.05",
         "OPENROUTER_WATCHER_LOGGING_FORMAT": "json",
-    }
+    }.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
@@ -76,12 +80,6 @@ def add_keys(factory: Any, keyring: Keyring) -> Any:
         ]
 
     return add
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CLI), *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
 
 
 def stored(factory: Any, key_id: int) -> dict[tuple[dt.date, str], dict[str, Any]]:
@@ -113,7 +111,7 @@ def assert_rows_match(factory: Any, key_id: int, raw: list[dict[str, Any]]) -> N
 
 
 def test_sync_twice_stores_exactly_the_expected_rows_once(
-    fake: FakeOpenRouter, env: dict[str, str], factory: Any, add_keys: Any
+    cli: Cli, fake: FakeOpenRouter, factory: Any, add_keys: Any
 ) -> None:
     raw_a = generate_activity(today=fake.today, days=30, models=4, endpoints=3, seed=1)
     raw_b = generate_activity(today=fake.today, days=30, models=2, endpoints=1, seed=2)
@@ -121,18 +119,20 @@ def test_sync_twice_stores_exactly_the_expected_rows_once(
     fake.add_key(GOOD_B, rows=raw_b)
     key_a, key_b = add_keys(GOOD_A, GOOD_B)
 
-    first = cli(env, "sync")
-    assert first.returncode == 0, first.stderr
-    assert "keys: 2 ok, 0 failed" in first.stdout
-    assert "rows: 180 inserted, 0 updated, 0 unchanged, 0 deleted" in first.stdout
-    assert "requests: 2" in first.stdout
+    code, first_out, first_err = cli("sync")
+    assert code == 0, first_err
+    assert "keys: 2 ok, 0 failed" in first_out
+    assert "rows: 180 inserted, 0 updated, 0 unchanged, 0 deleted" in first_out
+    # per management key: /activity, the account's /workspaces and /keys, and the first
+    # import of its year of history through /analytics/query
+    assert "requests: 8" in first_out
     assert_rows_match(factory, key_a, raw_a)
     assert_rows_match(factory, key_b, raw_b)
     before = stored(factory, key_a)
 
-    second = cli(env, "sync", "--json")
-    assert second.returncode == 0, second.stderr
-    summary = json.loads(second.stdout)
+    code, second_out, second_err = cli("sync", "--json")
+    assert code == 0, second_err
+    summary = json.loads(second_out)
     assert (summary["trigger"], summary["status"], summary["keys_ok"]) == ("sync", "ok", 2)
     assert summary["rows"] == {
         "inserted": 0,
@@ -145,7 +145,7 @@ def test_sync_twice_stores_exactly_the_expected_rows_once(
     assert stored(factory, key_a) == before  # same ids, same values
     assert_rows_match(factory, key_b, raw_b)
     for secret in (GOOD_A, GOOD_B):
-        assert secret not in first.stdout + first.stderr + second.stdout + second.stderr
+        assert secret not in first_out + first_err + second_out + second_err
     with factory() as session:
         runs = session.execute(select(SyncRun).order_by(SyncRun.id)).scalars().all()
     assert [(r.trigger, r.status, r.keys_ok, r.keys_failed) for r in runs] == [
@@ -155,25 +155,26 @@ def test_sync_twice_stores_exactly_the_expected_rows_once(
 
 
 def test_backfill_days_3_touches_only_those_days(
-    fake: FakeOpenRouter, env: dict[str, str], factory: Any, add_keys: Any
+    cli: Cli, fake: FakeOpenRouter, factory: Any, add_keys: Any
 ) -> None:
     raw = generate_activity(today=fake.today, days=30, models=3, endpoints=2, seed=3)
     fake.add_key(GOOD_A, rows=raw)
     (key,) = add_keys(GOOD_A)
-    assert cli(env, "sync").returncode == 0
+    assert cli("sync")[0] == 0
     before = stored(factory, key)
 
     # OpenRouter restates every day (costs doubled): a 3-day backfill takes only 3 of them.
     restated = [{**r, "usage": Decimal(str(r["usage"])) * 2} for r in raw]
     fake.set_rows(GOOD_A, restated)
     requests_before = fake.request_count(GOOD_A)
-    result = cli(env, "backfill", "--days", "3", "--json")
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
+    code, out, err = cli("backfill", "--days", "3", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
     assert summary["trigger"] == "backfill"
     assert summary["days"]["count"] == 3
-    assert fake.request_count(GOOD_A) - requests_before == 3  # one request per day
-    assert summary["requests"] == 3
+    # one /activity request per day, then the account's /workspaces and /keys
+    assert fake.request_count(GOOD_A) - requests_before == 5
+    assert summary["requests"] == 5
 
     last3 = {fake.today - dt.timedelta(days=n) for n in (1, 2, 3)}
     want = expected_totals(restated)
@@ -191,7 +192,7 @@ def test_backfill_days_3_touches_only_those_days(
 
 
 def test_a_403_key_and_a_500_forever_key_are_reported_while_the_others_land(
-    fake: FakeOpenRouter, env: dict[str, str], factory: Any, add_keys: Any
+    cli: Cli, fake: FakeOpenRouter, factory: Any, add_keys: Any
 ) -> None:
     raw = generate_activity(today=fake.today, days=30, models=2, seed=4)
     fake.add_key(GOOD_A, rows=raw)
@@ -200,10 +201,10 @@ def test_a_403_key_and_a_500_forever_key_are_reported_while_the_others_land(
     fake.fail_forever(DOWN, Fault(status=500))
     good, ordinary, down = add_keys(GOOD_A, ORDINARY, DOWN)
 
-    result = cli(env, "sync")
-    assert result.returncode == 1, result.stderr
-    assert "keys: 1 ok, 2 failed" in result.stdout
-    lines = result.stdout.splitlines()
+    code, out, err = cli("sync")
+    assert code == 1, err
+    assert "keys: 1 ok, 2 failed" in out
+    lines = out.splitlines()
     (line_403,) = [x for x in lines if x.startswith(f"failed: key {ordinary} ")]
     assert "management key" in line_403
     (line_500,) = [x for x in lines if x.startswith(f"failed: key {down} ")]
@@ -224,12 +225,14 @@ def test_a_403_key_and_a_500_forever_key_are_reported_while_the_others_land(
     }
     assert results[down].http_requests == 3
     assert kinds == {good: "management", ordinary: "ordinary", down: None}
-    events = [json.loads(x) for x in result.stderr.splitlines() if x.startswith("{")]
-    failed = {e["api_key_id"]: e["reason"] for e in events if e["event"] == "key_sync_failed"}
-    assert failed == {ordinary: "not_management_key", down: "upstream_unavailable"}
+    events = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
+    failed = {e["api_key_id"]: e.get("reason") for e in events if e["event"] == "key_sync_failed"}
+    assert failed == {down: "upstream_unavailable"}
+    (needs,) = [e for e in events if e["event"] == "key_needs_management_key"]
+    assert needs["api_key_id"] == ordinary
     assert [e["event"] for e in events].count("sync_finished") == 1
     for secret in (GOOD_A, ORDINARY, DOWN):
-        assert secret not in result.stdout + result.stderr
+        assert secret not in out + err
 
 
 @pytest.mark.parametrize(
@@ -243,49 +246,40 @@ def test_a_403_key_and_a_500_forever_key_are_reported_while_the_others_land(
     ],
 )
 def test_bad_days_and_unknown_keys_exit_2_before_anything_is_fetched(
-    fake: FakeOpenRouter, env: dict[str, str], factory: Any, add_keys: Any, args: list[str]
+    cli: Cli, fake: FakeOpenRouter, factory: Any, add_keys: Any, args: list[str]
 ) -> None:
     fake.add_key(GOOD_A, rows=[])
     add_keys(GOOD_A)
-    result = cli(env, *args)
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    code, out, err = cli(*args)
+    assert code == 2, out + err
+    assert err.strip().splitlines()[-1].startswith("error: ")
     assert fake.request_count() == 0
     with factory() as session:
         assert isinstance(session, Session)
         assert session.execute(select(SyncRun)).scalars().all() == []
 
 
-def test_sync_in_process_prints_the_summary_and_marks_stale_runs_interrupted(
-    fake: FakeOpenRouter,
-    env: dict[str, str],
-    factory: Any,
-    add_keys: Any,
-    monkeypatch: pytest.MonkeyPatch,
+def test_sync_of_chosen_keys_prints_the_summary_and_marks_stale_runs_interrupted(
+    cli: Cli, fake: FakeOpenRouter, factory: Any, add_keys: Any
 ) -> None:
-    """The same command through cli.main (what coverage measures), plus the lock's chores."""
     raw = generate_activity(today=fake.today, days=30, models=1, seed=5)
     fake.add_key(GOOD_A, rows=raw)
     fake.add_key(ORDINARY, management=False)
     good, ordinary = add_keys(GOOD_A, ORDINARY)
     with factory() as session, session.begin():
         session.add(SyncRun(trigger="schedule", status="running"))  # a run cut short earlier
-    for name, value in env.items():
-        if name.startswith("OPENROUTER_WATCHER_"):
-            monkeypatch.setenv(name, value)
-    out, err = io.StringIO(), io.StringIO()
-    code = main(
-        ["--log-level", "WARNING", "sync", "--key", str(good), "--key", str(ordinary)],
-        stdout=out,
-        stderr=err,
+    code, out, err = cli(
+        "--log-level", "WARNING", "sync", "--key", str(good), "--key", str(ordinary)
     )
-    assert code == 1, err.getvalue()
-    assert out.getvalue().splitlines()[1:4] == [
+    assert code == 1, err
+    assert out.splitlines()[1:4] == [
         "keys: 1 ok, 1 failed",
         "rows: 30 inserted, 0 updated, 0 unchanged, 0 deleted",
-        "requests: 2",
+        # the good key's /activity, /workspaces, /keys and /analytics/query; the ordinary
+        # key's one refused /activity
+        "requests: 5",
     ]
-    assert f"failed: key {ordinary} ('key1', user 1): not_management_key" in out.getvalue()
+    assert f"failed: key {ordinary} ('key1', user 1): needs_management_key" in out
     with factory() as session:
         runs = session.execute(select(SyncRun).order_by(SyncRun.id)).scalars().all()
     assert [(r.trigger, r.status) for r in runs] == [
@@ -295,27 +289,17 @@ def test_sync_in_process_prints_the_summary_and_marks_stale_runs_interrupted(
 
 
 def test_a_second_sync_while_one_holds_the_lock_fetches_nothing(
-    fake: FakeOpenRouter,
-    env: dict[str, str],
-    sqlite_url: str,
-    add_keys: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    cli: Cli, fake: FakeOpenRouter, sqlite_url: str, add_keys: Any
 ) -> None:
     fake.add_key(GOOD_A, rows=[])
     add_keys(GOOD_A)
-    for name, value in env.items():
-        if name.startswith("OPENROUTER_WATCHER_"):
-            monkeypatch.setenv(name, value)
     engine = create_db_engine(sqlite_url)
     try:
         with sync_lock(engine) as held:
             assert held
-            out, err = io.StringIO(), io.StringIO()
-            code = main(
-                ["--log-level", "WARNING", "backfill", "--days", "1"], stdout=out, stderr=err
-            )
+            code, _out, err = cli("--log-level", "WARNING", "backfill", "--days", "1")
     finally:
         engine.dispose()
     assert code == 1
-    assert "another sync is running" in err.getvalue().lower()
+    assert "another sync is running" in err.lower()
     assert fake.request_count() == 0

@@ -12,10 +12,17 @@ from sqlalchemy import Engine, inspect, text
 from worker.db import downgrade_db, init_db
 from worker.models import Base, to_money
 
-USAGE_COLUMNS = [
+LEVEL_COLUMNS = [
+    "level",
     "user_email",
     "key_id",
     "key_name",
+    "account_id",
+    "account_name",
+    "key_hash",
+]
+USAGE_COLUMNS = [
+    *LEVEL_COLUMNS,
     "date",
     "model",
     "requests",
@@ -26,9 +33,7 @@ USAGE_COLUMNS = [
     "byok_cost",
 ]
 SPEND_COLUMNS = [
-    "user_email",
-    "key_id",
-    "key_name",
+    *LEVEL_COLUMNS,
     "date",
     "models",
     "requests",
@@ -49,7 +54,8 @@ def _rows(engine: Engine, sql: str) -> list[dict[str, Any]]:
         return [dict(row) for row in conn.execute(text(sql)).mappings()]
 
 
-def test_views_have_the_documented_columns(engine: Engine) -> None:
+def test_views_have_the_documented_columns(report_db: tuple[Engine, dict[str, int]]) -> None:
+    engine = report_db[0]
     assert {"v_usage_daily", "v_spend_daily"} <= _views(engine)
     inspector = inspect(engine)
     assert [c["name"] for c in inspector.get_columns("v_usage_daily")] == USAGE_COLUMNS
@@ -57,9 +63,9 @@ def test_views_have_the_documented_columns(engine: Engine) -> None:
 
 
 def test_v_usage_daily_has_one_row_per_usage_row_with_names(
-    engine: Engine, report_data: Any
+    report_db: tuple[Engine, dict[str, int]], report_data: Any
 ) -> None:
-    key_ids = report_data(engine)
+    engine, key_ids = report_db
     rows = _rows(engine, "SELECT * FROM v_usage_daily ORDER BY date, key_id, model")
     expected = sorted(
         (
@@ -96,8 +102,10 @@ def test_v_usage_daily_has_one_row_per_usage_row_with_names(
     assert got == expected
 
 
-def test_v_spend_daily_sums_each_key_day_exactly(engine: Engine, report_data: Any) -> None:
-    key_ids = report_data(engine)
+def test_v_spend_daily_sums_each_key_day_exactly(
+    report_db: tuple[Engine, dict[str, int]], report_data: Any
+) -> None:
+    engine, key_ids = report_db
     expected: dict[tuple[str, int], list[Any]] = {}
     for k, day, _model, requests, t_in, t_out, t_reason, cost, byok in report_data.usage:
         group = (day, key_ids[report_data.keys[k][0]])
@@ -139,8 +147,8 @@ def test_v_spend_daily_sums_each_key_day_exactly(engine: Engine, report_data: An
     assert got[("2026-11-01", key_ids["production"])][7] == Decimal("0.3")
 
 
-def test_the_readme_example_queries_run(engine: Engine, report_data: Any) -> None:
-    report_data(engine)
+def test_the_readme_example_queries_run(report_db: tuple[Engine, dict[str, int]]) -> None:
+    engine = report_db[0]
     by_model = _rows(
         engine,
         """
@@ -175,7 +183,10 @@ def test_downgrade_drops_the_views_and_upgrade_restores_them(engine: Engine) -> 
     assert {"v_usage_daily", "v_spend_daily"} <= _views(engine)
 
 
-def test_views_do_not_show_up_as_drift_against_the_models(engine: Engine) -> None:
+def test_views_do_not_show_up_as_drift_against_the_models(
+    report_db: tuple[Engine, dict[str, int]],
+) -> None:
+    engine = report_db[0]
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert list(compare_metadata(context, Base.metadata)) == []

@@ -13,7 +13,7 @@ import pytest
 from worker.config import OpenRouterSettings
 from worker.errors import InvalidResponseError
 from worker.openrouter import MAX_MODEL_LENGTH, OpenRouterClient, daily_totals, parse_activity
-from worker.testing.fake_openrouter import dumps, expected_totals, generate_activity
+from worker.testing.activity_data import dumps, expected_totals, generate_activity
 
 WINDOW = (dt.date(2026, 4, 1), dt.date(2026, 4, 30))
 

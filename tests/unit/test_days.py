@@ -14,6 +14,7 @@ from worker.days import (
     check_days,
     parse_day,
     resolve_range,
+    split_days,
     window_days,
 )
 from worker.errors import UsageError
@@ -49,7 +50,7 @@ def test_backfill_since_defaults_until_to_yesterday() -> None:
         ({"days": 2, "since": YESTERDAY}, "either --days"),
         ({"days": 2, "until": YESTERDAY}, "--until goes with --since"),
         ({"since": YESTERDAY, "until": dt.date(2026, 2, 1)}, "is before --since"),
-        ({"since": dt.date(2026, 1, 29)}, "older than OpenRouter's window"),
+        ({"since": dt.date(2025, 2, 28)}, "older than the 365 days OpenRouter reports"),
         ({"since": YESTERDAY, "until": TODAY}, "not a completed UTC day"),
         ({"since": dt.date(2026, 3, 5)}, "is before --since"),
     ],
@@ -86,7 +87,7 @@ def test_parse_day_refuses_every_other_spelling(text: str) -> None:
 
 
 def test_backfill_of_a_day_far_in_the_past_is_refused_without_expanding_the_range() -> None:
-    with pytest.raises(UsageError, match="older than OpenRouter's window"):
+    with pytest.raises(UsageError, match="older than the 365 days OpenRouter reports"):
         backfill_days(TODAY, since=dt.date(1, 1, 1))
 
 
@@ -111,3 +112,11 @@ def test_ranges_a_report_cannot_answer_are_usage_errors(kwargs: dict, message: s
     with pytest.raises(UsageError, match=message) as info:
         resolve_range(today=TODAY, **kwargs)
     assert info.value.exit_code == 2
+
+
+def test_a_backfill_reaches_a_year_back_split_between_activity_and_analytics() -> None:
+    days = backfill_days(TODAY, since=dt.date(2025, 3, 1), until=dt.date(2026, 2, 1))
+    assert (days[0], days[-1], len(days)) == (dt.date(2025, 3, 1), dt.date(2026, 2, 1), 338)
+    recent, older = split_days(days, TODAY)
+    assert (recent[0], recent[-1]) == (dt.date(2026, 1, 30), dt.date(2026, 2, 1))
+    assert (older[0], older[-1]) == (dt.date(2025, 3, 1), dt.date(2026, 1, 29))

@@ -126,6 +126,23 @@ def test_summary_json_and_text_are_stable() -> None:
         "stopped": None,
         "rows": {"inserted": 2, "updated": 1, "unchanged": 3, "deleted": 1, "kept": 0},
         "requests": 3,
+        "account_keys": {
+            "listed": 0,
+            "fetched": 0,
+            "unchanged": 0,
+            "failed": 0,
+            "linked": 0,
+            "requests": 0,
+            "rows": {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0, "kept": 0},
+        },
+        "history": {
+            "accounts": 0,
+            "keys": 0,
+            "pending": 0,
+            "requests": 0,
+            "rate_limit_seconds": 0.0,
+            "rows": {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0, "kept": 0},
+        },
         "results": [
             {
                 "api_key_id": 1,

@@ -16,7 +16,7 @@ from worker import accounts, render
 from worker.commands.args import key_id
 from worker.crypto import Keyring, generate_master_key
 from worker.errors import OpenRouterError, UsageError
-from worker.logs import get_logger
+from worker.logs import get_logger, mask_text
 from worker.models import KIND_MANAGEMENT, KIND_ORDINARY
 
 if TYPE_CHECKING:
@@ -138,6 +138,7 @@ def cmd_keys_add(ctx: Context, args: argparse.Namespace) -> int:
     factory = ctx.sessions()
     email, name = accounts.check_new_key(factory, args.user, args.name)
     secret = accounts.check_openrouter_key(read_secret(ctx, "OpenRouter key (hidden): "))
+    accounts.check_not_registered(factory, keyring, secret)  # before asking OpenRouter
     info = None if args.no_verify else _verify(ctx, secret)
     kind = None
     if info is not None:
@@ -154,13 +155,13 @@ def cmd_keys_add(ctx: Context, args: argparse.Namespace) -> int:
         ctx.out("not verified (--no-verify): its kind is learned on the first sync")
     elif info.is_management_key:
         ctx.out(
-            f"management key {info.label!r}: per-model history available; limit "
+            f"management key {mask_text(info.label)!r}: per-model history available; limit "
             f"{_money(info.limit)}, remaining {_money(info.limit_remaining)}, "
             f"usage {_money(info.usage)}"
         )
     else:
         ctx.out(
-            f"ordinary key {info.label!r}: limit {_money(info.limit)}, remaining "
+            f"ordinary key {mask_text(info.label)!r}: limit {_money(info.limit)}, remaining "
             f"{_money(info.limit_remaining)}, usage {_money(info.usage)}; per-model "
             "history needs a management key"
         )

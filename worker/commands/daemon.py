@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from worker import render
 from worker.crypto import CREDENTIAL_NAME, Keyring, generate_master_key
+from worker.locking import lock_is_held
 from worker.logs import get_logger
 from worker.status import Status, collect_status
 
@@ -117,6 +118,8 @@ def _format_status(status: Status) -> list[str]:
     for k in status.keys:
         if k.last_status == "failed" and k.last_error:
             lines.append(f"key {k.api_key_id} last error: {render.safe(k.last_error)}")
+    if status.cut_short is not None:
+        lines.append(status.problems[-1])
     run = status.last_run
     if run:
         lines.append(
@@ -132,7 +135,9 @@ def _format_status(status: Status) -> list[str]:
 def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     factory = ctx.sessions()
     with factory() as session:
-        status = collect_status(session, ctx.settings.schedule)
+        status = collect_status(
+            session, ctx.settings.schedule, sync_running=lock_is_held(ctx.engine)
+        )
     if args.json:
         ctx.print_json(status.to_json())
     else:

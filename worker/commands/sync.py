@@ -12,6 +12,7 @@ import argparse
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from worker import render
 from worker.commands.args import day_arg, key_id
 from worker.crypto import Keyring
 from worker.days import backfill_days, utc_today
@@ -47,8 +48,10 @@ def format_summary(summary: RunSummary) -> list[str]:
         lines.append(f"stopped: {summary.stopped}")
     for key in summary.failed:
         lines.append(
-            f"failed: key {key.api_key_id} ({key.name!r}, user {key.user_id}): "
-            f"{key.reason}: {key.error}"
+            render.safe(
+                f"failed: key {key.api_key_id} ({key.name!r}, user {key.user_id}): "
+                f"{key.reason}: {key.error}"
+            )
         )
     return lines
 

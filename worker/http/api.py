@@ -120,6 +120,7 @@ def status(ctx: HttpContext) -> Callable[[Request], Response]:
                 session,
                 ctx.settings.schedule,
                 ctx.clock(),
+                sync_running=ctx.sync_running(),
                 user_id=None if scope.admin else scope.user_id,
             )
         return json_response(result.to_json())

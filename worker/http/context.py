@@ -25,14 +25,17 @@ def _unknown() -> dt.datetime | None:
 class HttpContext:
     """The application's collaborators, passed in so tests build one without a daemon.
 
-    ``scheduler_alive`` and ``next_run_at`` ask the running daemon; ``clock`` is the UTC time
-    every "today" and "month to date" is computed from.
+    ``scheduler_alive`` and ``next_run_at`` ask the running daemon, ``sync_running`` whether
+    a process holds the sync lock (:func:`worker.locking.lock_is_held`, asked only where a
+    person looks: the status endpoint and the dashboard, never on every probe); ``clock`` is
+    the UTC time every "today" and "month to date" is computed from.
     """
 
     settings: Settings
     session_factory: sessionmaker[Session]
     scheduler_alive: Callable[[], bool] = _never
     next_run_at: Callable[[], dt.datetime | None] = _unknown
+    sync_running: Callable[[], bool] = _never
     clock: Callable[[], dt.datetime] = utc_now
     limiter: FailedAuthLimiter = field(init=False)
 

@@ -237,7 +237,13 @@ def panels(ctx: HttpContext) -> Callable[[Request], Response]:
         scope = authenticate(request, ctx)
         query(request, ())
         with ctx.session_factory() as session:
-            data = figures.collect(session, scope, now=ctx.clock(), schedule=ctx.settings.schedule)
+            data = figures.collect(
+                session,
+                scope,
+                now=ctx.clock(),
+                schedule=ctx.settings.schedule,
+                sync_running=ctx.sync_running(),
+            )
         return HTMLResponse(render_panels(data), headers=NO_STORE)
 
     return endpoint

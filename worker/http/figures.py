@@ -90,7 +90,12 @@ def _cumulative(values: list[Decimal]) -> list[Decimal]:
 
 
 def collect(
-    session: Session, scope: Scope, *, now: dt.datetime, schedule: ScheduleSettings
+    session: Session,
+    scope: Scope,
+    *,
+    now: dt.datetime,
+    schedule: ScheduleSettings,
+    sync_running: bool = False,
 ) -> Dashboard:
     """Everything the dashboard shows for ``scope`` at ``now`` (UTC)."""
     today = now.astimezone(dt.UTC).date()
@@ -123,7 +128,13 @@ def collect(
     previous_month = Month(previous.since, _cumulative(_per_day(session, previous, mine)))
 
     by_key = build_report(session, "key", period, mine)
-    status = collect_status(session, schedule, now, user_id=None if scope.admin else scope.user_id)
+    status = collect_status(
+        session,
+        schedule,
+        now,
+        sync_running=sync_running,
+        user_id=None if scope.admin else scope.user_id,
+    )
     return Dashboard(
         scope=scope,
         range=period,

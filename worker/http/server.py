@@ -145,6 +145,7 @@ def serve_beside(daemon: SyncDaemon) -> HttpServer | None:
     empty. Raises :class:`HttpListenError` (exit code 2) if the address cannot be used."""
     from worker.http.app import build_app
     from worker.http.context import HttpContext
+    from worker.locking import lock_is_held
 
     settings = daemon.settings
     if not settings.http.listen:
@@ -154,6 +155,7 @@ def serve_beside(daemon: SyncDaemon) -> HttpServer | None:
         session_factory=daemon.session_factory,
         scheduler_alive=daemon.scheduler_alive,
         next_run_at=daemon.next_run_time,
+        sync_running=lambda: lock_is_held(daemon.engine),
     )
     server = HttpServer(
         build_app(ctx), settings.http, grace_seconds=settings.schedule.shutdown_grace_seconds

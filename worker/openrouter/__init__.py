@@ -1,19 +1,17 @@
 """OpenRouter's API as the worker uses it: the client, its retry policy, the parsed answers.
 
-``client`` (one ``httpx.Client``, error mapping), ``retry`` (the policy object), ``activity``
-(``/activity`` rows, the one validator, daily totals), ``keys`` (``/key``), ``fields`` (the
-contract's field checks they share).
+``client`` (the endpoints), ``transport`` (HTTP: retries, deadlines, error mapping), ``retry``
+(the policy object), ``pacing`` (rate limits), ``activity`` (``/activity`` rows, the one
+validator, daily totals), ``analytics`` (a year of history), ``keys`` (``/key``, ``/keys``,
+``/workspaces``, ``/credits``), ``fields`` (the contract's field checks they share).
 """
 
 from worker.openrouter.activity import MAX_MODEL_LENGTH, ActivityRow, daily_totals, parse_activity
-from worker.openrouter.client import (
-    MANAGEMENT_KEY_HELP,
-    USER_AGENT,
-    Activity,
-    OpenRouterClient,
-)
-from worker.openrouter.keys import KeyInfo, parse_key
+from worker.openrouter.analytics import AnalyticsAnswer
+from worker.openrouter.client import USER_AGENT, Activity, OpenRouterClient
+from worker.openrouter.keys import CatalogKey, Credits, KeyInfo, Spend, parse_key
 from worker.openrouter.retry import RetryPolicy, parse_retry_after
+from worker.openrouter.transport import MANAGEMENT_KEY_HELP
 
 __all__ = [
     "MANAGEMENT_KEY_HELP",
@@ -21,9 +19,13 @@ __all__ = [
     "USER_AGENT",
     "Activity",
     "ActivityRow",
+    "AnalyticsAnswer",
+    "CatalogKey",
+    "Credits",
     "KeyInfo",
     "OpenRouterClient",
     "RetryPolicy",
+    "Spend",
     "daily_totals",
     "parse_activity",
     "parse_key",

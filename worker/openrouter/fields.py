@@ -8,6 +8,7 @@ caller adds where it was (row index, endpoint) and turns it into
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from decimal import Decimal
@@ -85,6 +86,63 @@ def money(value: Any, field: str) -> Decimal:
     if value >= MONEY_LIMIT:
         raise Invalid(field, f"must be below {MONEY_LIMIT} USD, got {show(value)}")
     raise Invalid(field, f"has more than {MONEY_DECIMALS} decimals, got {show(value)}")
+
+
+def figure(value: Any, field: str, *, signed: bool = False) -> Decimal:
+    """A live figure (a balance, a limit, today's usage) as a Decimal rounded to 9 decimals.
+
+    Unlike :func:`money`, which guards the stored history, these are OpenRouter's running
+    totals, computed in binary floating point: a 12th decimal is noise, not a broken answer.
+    Numbers written as strings are accepted (analytics sends some metrics that way).
+    """
+    if type(value) is str:
+        try:
+            value = Decimal(value)
+        except ArithmeticError:
+            raise Invalid(field, f"must be a number, got {show(value)}") from None
+    if type(value) not in (int, Decimal) or not Decimal(value).is_finite():
+        raise Invalid(field, f"must be a JSON number, got {show(value)}")
+    amount = Decimal(value)
+    if not signed and amount < 0:
+        raise Invalid(field, f"must not be negative, got {show(value)}")
+    if abs(amount) >= MONEY_LIMIT:
+        raise Invalid(field, f"must be below {MONEY_LIMIT} USD, got {show(value)}")
+    return amount.quantize(NANO)
+
+
+def optional_figure(value: Any, field: str, *, signed: bool = False) -> Decimal | None:
+    return None if value is None else figure(value, field, signed=signed)
+
+
+def count_text(value: Any, field: str) -> int:
+    """A count that may arrive as a JSON integer or as a string of digits (analytics)."""
+    if type(value) is str and value.isdigit():
+        value = int(value)
+    return count(value, field)
+
+
+def boolean(value: Any, field: str) -> bool:
+    if type(value) is not bool:
+        raise Invalid(field, f"must be true or false, got {show(value)}")
+    return value
+
+
+def optional_string(value: Any, field: str) -> str | None:
+    return None if value is None else string(value, field)
+
+
+def timestamp(value: Any, field: str) -> dt.datetime | None:
+    """An ISO-8601 timestamp (``Z`` or an offset; none means UTC) as aware UTC, or None."""
+    if value is None:
+        return None
+    text = string(value, field)
+    try:
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise Invalid(field, f"must be an ISO-8601 timestamp, got {show(value)}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
 
 
 def optional_money(value: Any, field: str) -> Decimal | None:

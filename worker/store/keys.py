@@ -29,6 +29,9 @@ class ActiveKey:
     # An answer held back because it would delete too much: its body digest and since when.
     suspicious_digest: str | None = None
     suspicious_since: dt.datetime | None = None
+    kind: str | None = None  # management | ordinary | None (not known yet)
+    history_reached: dt.date | None = None  # how far the year of history is imported
+    history_done_at: dt.datetime | None = None
 
     def __repr__(self) -> str:  # keep the ciphertext out of reprs and tracebacks
         return f"ActiveKey(id={self.id}, user_id={self.user_id}, name={self.name!r})"
@@ -46,6 +49,9 @@ def active_keys(session: Session, key_ids: Iterable[int] | None = None) -> list[
             ApiKey.activity_rows,
             ApiKey.suspicious_digest,
             ApiKey.suspicious_since,
+            ApiKey.kind,
+            ApiKey.history_reached,
+            ApiKey.history_done_at,
         )
         .join(User, User.id == ApiKey.user_id)
         .where(ApiKey.is_active.is_(True), User.is_active.is_(True))
@@ -89,6 +95,15 @@ def hold_back(session: Session, key_id: int, body_digest: str, since: dt.datetim
     """An answer was held back (it would delete too much): remember it and since when."""
     session.execute(
         _MARK, {"key_id": key_id, "suspicious_digest": body_digest, "suspicious_since": since}
+    )
+
+
+def record_history(
+    session: Session, key_id: int, reached: dt.date, done_at: dt.datetime | None
+) -> None:
+    """The account's history is imported back to ``reached`` (complete, at ``done_at``)."""
+    session.execute(
+        _MARK, {"key_id": key_id, "history_reached": reached, "history_done_at": done_at}
     )
 
 

@@ -1,19 +1,22 @@
 """Writing usage rows: the one function the sync calls, and every driver-specific statement.
 
-:func:`write_usage` makes a key's stored rows for the days it was given exactly the fetched
-(date, model) totals, in the caller's transaction:
+:func:`write_usage` makes an owner's stored rows for the days it was given exactly the fetched
+(date, model) totals, in the caller's transaction. The owner is a registered key
+(``usage_stats.api_key_id``) or a catalogued key of an account (``key_usage_stats.
+account_key_id``): the same shape, the same write.
 
-1. read the keys' stored rows for those days (one query per :data:`KEY_CHUNK` keys);
+1. read the owners' stored rows for those days (one query per :data:`KEY_CHUNK` owners);
 2. compare them with the fetched totals, as stored values;
-3. insert the new rows, update the changed ones by id, delete the models no longer reported;
-   unchanged rows are not sent at all, so an unchanged re-sync writes nothing.
+3. insert the new rows, update the changed ones by id, delete the models no longer reported
+   (within the limits :class:`KeyRows` sets); unchanged rows are not sent at all, so an
+   unchanged re-sync writes nothing.
 
 Why driver SQL here and nowhere else: SQLAlchemy's per-row, per-column bind and result
 processing cost more than the database's own work for these bulk statements (measured by
 ``make bench``). New rows go in as a plain ``executemany`` INSERT on SQLite and a ``COPY`` on
-PostgreSQL (dumped in C); the unique constraint on (api_key_id, date, model) still guards them.
-A row that appeared since it was read (a writer outside the sync; syncs hold the sync lock)
-fails the transaction: the sync then writes that key again alone, reading it afresh.
+PostgreSQL (dumped in C); the unique constraint on (owner, date, model) still guards them. A
+row that appeared since it was read (a writer outside the sync; syncs hold the sync lock)
+fails the transaction: the sync then writes that owner again alone, reading it afresh.
 """
 
 from __future__ import annotations
@@ -25,53 +28,64 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from worker.models import to_money, utcnow
+from worker.models import SOURCE_ACTIVITY, to_money, utcnow
 from worker.usage import VALUE_COLUMNS, UsageRow, WriteCounts
 
-# Keys per read statement, rows per write statement: round trips do not dominate, and one
+# Owners per read statement, rows per write statement: round trips do not dominate, and one
 # statement's parameters stay a few megabytes whatever the account's size.
 KEY_CHUNK = 500
 ROW_CHUNK = 5000
-
-_COLUMNS = ("api_key_id", "date", "model", *VALUE_COLUMNS, "created_at")
-_SQLITE_INSERT = (
-    f"INSERT INTO usage_stats ({', '.join(_COLUMNS)}) "  # noqa: S608 - constants only
-    f"VALUES ({', '.join(['?'] * len(_COLUMNS))})"
-)
-_PG_COPY = f"COPY usage_stats ({', '.join(_COLUMNS)}) FROM STDIN"
-_UPDATE = (
-    f"UPDATE usage_stats SET {', '.join(f'{name} = {{m}}' for name in VALUE_COLUMNS)} "  # noqa: S608
-    "WHERE id = {m}"
-)
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
+class UsageTable:
+    """A table of per-day, per-model usage rows and the column naming their owner."""
+
+    name: str
+    owner: str
+
+    def columns(self) -> tuple[str, ...]:
+        return (self.owner, "date", "model", *VALUE_COLUMNS, "source", "created_at")
+
+
+USAGE_STATS = UsageTable("usage_stats", "api_key_id")
+KEY_USAGE_STATS = UsageTable("key_usage_stats", "account_key_id")
+
+
+@dataclass(frozen=True, slots=True)
 class KeyRows:
-    """One key's fetched totals, and what they may change.
+    """One owner's fetched totals, and what they may change.
 
     ``rows`` (one per date and model) are inserted or updated; a stored model they no longer
     report is deleted only on ``delete_days`` (default: ``days``) and never before
     ``keep_before``. With ``max_delete_fraction``, an answer that would delete more than that
-    share of the key's stored rows on ``delete_days`` is held back whole (:class:`Withheld`).
+    share of the owner's stored rows on ``delete_days`` is held back whole (:class:`Withheld`).
+    ``keep_source``: days holding a stored row from that source are left as they are (an
+    analytics answer never overwrites what ``/activity`` reported).
     """
 
-    api_key_id: int
+    owner_id: int
     rows: Sequence[UsageRow]
     days: frozenset[dt.date]  # every row's date is one of them
     delete_days: frozenset[dt.date] | None = None
     keep_before: dt.date | None = None
     max_delete_fraction: float | None = None
+    keep_source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Withheld:
     """An answer not applied: it would have deleted ``would_delete`` of the ``stored`` rows
-    the key holds on the days it answered for."""
+    the owner holds on the days it answered for."""
 
     would_delete: int
     stored: int
+
+
+# (row id, stored values, source) per (date, model)
+_Stored = dict[tuple[dt.date, str], tuple[int, tuple[Any, ...], str]]
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -87,12 +101,13 @@ class _Driver:
     driver stores and returns them, so stored and fetched values compare as they are.
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, table: UsageTable) -> None:
         dialect = session.get_bind().dialect.name
         if dialect not in ("sqlite", "postgresql"):
             raise NotImplementedError(f"unsupported database dialect {dialect!r}")
         self.sqlite = dialect == "sqlite"
         self.mark = "?" if self.sqlite else "%s"
+        self.table = table
         self.connection: Any = session.connection().connection.driver_connection
         now = utcnow()
         # created_at as UTCDateTime binds it: naive UTC text on SQLite, timestamptz elsewhere.
@@ -106,6 +121,9 @@ class _Driver:
             return (*row[2:6], float(row.cost), float(row.byok_cost))
         return tuple(row[2:])
 
+    def marks(self, count: int) -> str:
+        return ", ".join([self.mark] * count)
+
     def execute(self, sql: str, params: Sequence[Any]) -> list[Any]:
         """Run one statement; the rows it returns (none for a write)."""
         cursor = self.connection.cursor()
@@ -116,28 +134,37 @@ class _Driver:
             cursor.close()
 
     def insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        columns = ", ".join(self.table.columns())
         for chunk in _chunks(rows, ROW_CHUNK):
             if self.sqlite:
-                self.connection.executemany(_SQLITE_INSERT, chunk)
+                sql = f"INSERT INTO {self.table.name} ({columns}) VALUES ({self.marks(11)})"  # noqa: S608
+                self.connection.executemany(sql, chunk)
             else:
-                with self.connection.cursor() as cursor, cursor.copy(_PG_COPY) as copy:
+                copy_sql = f"COPY {self.table.name} ({columns}) FROM STDIN"
+                with self.connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
                     for values in chunk:
                         copy.write_row(values)
 
     def update(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Rows as (*values, id)."""
+        """Rows as (*values, source, id)."""
         if not rows:
             return
+        sets = ", ".join(f"{name} = {self.mark}" for name in (*VALUE_COLUMNS, "source"))
         cursor = self.connection.cursor()
         try:
-            cursor.executemany(_UPDATE.format(m=self.mark), rows)
+            cursor.executemany(
+                f"UPDATE {self.table.name} SET {sets} WHERE id = {self.mark}",  # noqa: S608
+                rows,
+            )
         finally:
             cursor.close()
 
     def delete(self, row_ids: Sequence[int]) -> None:
         for ids in _chunks(row_ids, ROW_CHUNK):
-            marks = ", ".join([self.mark] * len(ids))
-            self.execute(f"DELETE FROM usage_stats WHERE id IN ({marks})", ids)  # noqa: S608
+            self.execute(
+                f"DELETE FROM {self.table.name} WHERE id IN ({self.marks(len(ids))})",  # noqa: S608
+                ids,
+            )
 
 
 def _same(stored: tuple[Any, ...], fetched: UsageRow, wire: tuple[Any, ...]) -> bool:
@@ -151,48 +178,52 @@ def _same(stored: tuple[Any, ...], fetched: UsageRow, wire: tuple[Any, ...]) -> 
     ) == (to_money(fetched.cost), to_money(fetched.byok_cost))
 
 
-def _read(
-    driver: _Driver, key_ids: Sequence[int], days: set[dt.date]
-) -> dict[int, dict[tuple[dt.date, str], tuple[int, tuple[Any, ...]]]]:
-    """``{api_key_id: {(date, model): (row id, stored values)}}`` for ``days``, every key
+def _read(driver: _Driver, owner_ids: Sequence[int], days: set[dt.date]) -> dict[int, _Stored]:
+    """``{owner: {(date, model): (row id, stored values, source)}}`` for ``days``, every owner
     present; NULLs (rows written outside the worker) read as zero."""
-    result: dict[int, dict[tuple[dt.date, str], tuple[int, tuple[Any, ...]]]] = {
-        key_id: {} for key_id in key_ids
-    }
+    result: dict[int, _Stored] = {owner: {} for owner in owner_ids}
     if not days:
         return result
     by_wire = {driver.day(day): day for day in days}
     values = ", ".join(f"COALESCE({name}, 0)" for name in VALUE_COLUMNS)
-    for ids in _chunks(list(key_ids), KEY_CHUNK):
+    table = driver.table
+    for ids in _chunks(list(owner_ids), KEY_CHUNK):
         sql = (
-            f"SELECT api_key_id, date, model, id, {values} FROM usage_stats "  # noqa: S608
-            f"WHERE api_key_id IN ({', '.join([driver.mark] * len(ids))}) "
-            f"AND date IN ({', '.join([driver.mark] * len(by_wire))})"
+            f"SELECT {table.owner}, date, model, id, source, {values} "  # noqa: S608
+            f"FROM {table.name} WHERE {table.owner} IN ({driver.marks(len(ids))}) "
+            f"AND date IN ({driver.marks(len(by_wire))})"
         )
         for row in driver.execute(sql, (*ids, *by_wire)):
-            result[row[0]][(by_wire[row[1]], row[2])] = (row[3], row[4:])
+            result[row[0]][(by_wire[row[1]], row[2])] = (row[3], row[5:], row[4])
     return result
 
 
-def write_usage(session: Session, batch: Sequence[KeyRows]) -> list[WriteCounts | Withheld]:
-    """Apply each key's fetched rows (see :class:`KeyRows`) in the caller's transaction; what
-    each write did, or that it was held back, in the order given.
+def write_usage(
+    session: Session,
+    batch: Sequence[KeyRows],
+    *,
+    table: UsageTable = USAGE_STATS,
+    source: str = SOURCE_ACTIVITY,
+) -> list[WriteCounts | Withheld]:
+    """Apply each owner's fetched rows (see :class:`KeyRows`) to ``table`` in the caller's
+    transaction, marking what it writes as coming from ``source``; what each write did, or
+    that it was held back, in the order given.
 
-    The keys share their statements (one read, one insert, one update, one delete per chunk).
-    A row dated outside its key's days, two rows for one (date, model) or a key given twice
-    are programming errors (``ValueError``).
+    The owners share their statements (one read, one insert, one update, one delete per
+    chunk). A row dated outside its owner's days, two rows for one (date, model) or an owner
+    given twice are programming errors (``ValueError``).
     """
-    driver = _Driver(session)
-    key_ids = [item.api_key_id for item in batch]
-    if len(set(key_ids)) != len(key_ids):
-        raise ValueError("a key is given twice: one entry per key")
+    driver = _Driver(session, table)
+    owner_ids = [item.owner_id for item in batch]
+    if len(set(owner_ids)) != len(owner_ids):
+        raise ValueError("an owner is given twice: one entry per owner")
     all_days = {day for item in batch for day in item.days}
-    stored_by_key = _read(driver, key_ids, all_days)
-    changes = _Changes(driver, {day: driver.day(day) for day in all_days})
+    stored_by_owner = _read(driver, owner_ids, all_days)
+    changes = _Changes(driver, {day: driver.day(day) for day in all_days}, source)
     all_counts: list[WriteCounts | Withheld] = []
     for item in batch:
-        stored = stored_by_key[item.api_key_id]
-        if item.days != all_days:  # keys of one batch usually share their days
+        stored = stored_by_owner[item.owner_id]
+        if item.days != all_days:  # owners of one batch usually share their days
             stored = {pair: value for pair, value in stored.items() if pair[0] in item.days}
         all_counts.append(changes.add(item, stored))
     driver.insert(changes.inserts)
@@ -202,40 +233,45 @@ def write_usage(session: Session, batch: Sequence[KeyRows]) -> list[WriteCounts 
 
 
 class _Changes:
-    """The statements' rows, gathered key by key."""
+    """The statements' rows, gathered owner by owner."""
 
-    def __init__(self, driver: _Driver, day_wire: dict[dt.date, Any]) -> None:
+    def __init__(self, driver: _Driver, day_wire: dict[dt.date, Any], source: str) -> None:
         self.driver = driver
         self.day_wire = day_wire
+        self.source = source
         self.inserts: list[tuple[Any, ...]] = []
         self.updates: list[tuple[Any, ...]] = []
         self.deletes: list[int] = []
 
-    def add(
-        self, item: KeyRows, stored: dict[tuple[dt.date, str], tuple[int, tuple[Any, ...]]]
-    ) -> WriteCounts | Withheld:
+    def add(self, item: KeyRows, stored: _Stored) -> WriteCounts | Withheld:
         rows = item.rows
         outside = {row.date for row in rows} - item.days
         if outside:
             raise ValueError(f"row for {min(outside)} is outside the days being written")
         pairs = {(row.date, row.model) for row in rows}
         if len(pairs) != len(rows):
-            raise ValueError(f"two rows for one model and day for key {item.api_key_id}: sum them")
-        key_id, wire, day_wire, created = (
-            item.api_key_id,
+            raise ValueError(f"two rows for one model and day for {item.owner_id}: sum them")
+        owner, wire, day_wire, created, source = (
+            item.owner_id,
             self.driver.wire,
             self.day_wire,
             self.driver.created,
+            self.source,
         )
         if not stored:
             # Nothing stored for these days (a key's first sync, a new day): all rows are new.
             self.inserts.extend(
-                (key_id, day_wire[row.date], row.model, *wire(row), created) for row in rows
+                (owner, day_wire[row.date], row.model, *wire(row), source, created) for row in rows
             )
             return WriteCounts(inserted=len(rows))
+        kept_days: set[dt.date] = set()
+        if item.keep_source is not None:
+            kept_days = {pair[0] for pair, (_i, _v, s) in stored.items() if s == item.keep_source}
         delete_days = item.days if item.delete_days is None else item.delete_days
         on_delete_days = [
-            (pair, row_id) for pair, (row_id, _v) in stored.items() if pair[0] in delete_days
+            (pair, row_id)
+            for pair, (row_id, _v, _s) in stored.items()
+            if pair[0] in delete_days and pair[0] not in kept_days
         ]
         missing = [(pair, row_id) for pair, row_id in on_delete_days if pair not in pairs]
         fraction = item.max_delete_fraction
@@ -243,19 +279,24 @@ class _Changes:
             return Withheld(would_delete=len(missing), stored=len(on_delete_days))
         counts = WriteCounts()
         for row in rows:
+            if row.date in kept_days:
+                counts.kept += 1
+                continue
             values = wire(row)
             old = stored.get((row.date, row.model))
             if old is None:
                 counts.inserted += 1
-                self.inserts.append((key_id, day_wire[row.date], row.model, *values, created))
-            elif _same(old[1], row, values):
+                self.inserts.append(
+                    (owner, day_wire[row.date], row.model, *values, source, created)
+                )
+            elif old[2] == source and _same(old[1], row, values):
                 counts.unchanged += 1
             else:
                 counts.updated += 1
-                self.updates.append((*values, old[0]))
+                self.updates.append((*values, source, old[0]))
         keep_before = item.keep_before
         gone = [row_id for pair, row_id in missing if keep_before is None or pair[0] >= keep_before]
         counts.deleted = len(gone)
-        counts.kept = len(missing) - len(gone)
+        counts.kept += len(missing) - len(gone)
         self.deletes.extend(gone)
         return counts

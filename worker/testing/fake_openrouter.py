@@ -24,13 +24,11 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import random
 import re
 import signal
 import sys
 import threading
-import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,8 +37,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from worker.days import completed_window, utc_today
+from worker.testing.activity_data import dumps, generate_activity
+from worker.testing.fake_account import FakeAccount, FakeAccountKey, listing
 
 API_PREFIX = "/api/v1"
+_ENDPOINTS = ("/activity", "/keys", "/workspaces", "/credits", "/analytics/query")
 MANAGEMENT_ONLY = "Only management keys can perform this operation"
 _STATUS_MESSAGES = {
     400: "Invalid request parameters",
@@ -59,12 +60,18 @@ _STATUS_MESSAGES = {
 class Fault:
     """One scripted answer. ``status=200`` with no ``body`` means "answer normally, after
     ``delay`` seconds" (a slow response); any other status answers with that error (its
-    contract body, or ``body`` verbatim, e.g. ``"not json"``), plus ``Retry-After`` if set."""
+    contract body, or ``body`` verbatim, e.g. ``"not json"``), plus ``Retry-After`` if set.
+
+    ``trickle``: send the answer's body one byte every that many seconds (a server that keeps
+    the connection busy without ever finishing). ``location``: a redirect to that URL (with a
+    3xx ``status``)."""
 
     status: int = 500
     body: str | None = None
     retry_after: str | None = None
     delay: float = 0.0
+    trickle: float = 0.0
+    location: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,173 +97,8 @@ class _Key:
     rows: list[dict[str, Any]]
     faults: collections.deque[Fault] = field(default_factory=collections.deque)
     forever: Fault | None = None
-
-
-# --- data -----------------------------------------------------------------------------------
-
-MODEL_SLUGS = (
-    "openai/gpt-4.1",
-    "anthropic/claude-sonnet-4",
-    "google/gemini-2.5-pro",
-    "openai/gpt-4o-mini",
-    "deepseek/deepseek-r1",
-    "meta-llama/llama-3.3-70b-instruct",
-    "anthropic/claude-3.5-haiku",
-    "mistralai/mistral-large-2411",
-    "openai/o3-mini",
-    "google/gemini-2.5-flash",
-    "x-ai/grok-3",
-    "qwen/qwen-2.5-72b-instruct",
-    "anthropic/claude-opus-4",
-    "openai/gpt-4.1-mini",
-    "cohere/command-r-plus-08-2024",
-    "deepseek/deepseek-chat-v3-0324",
-    "perplexity/sonar-pro",
-    "nousresearch/hermes-3-llama-3.1-405b",
-    "microsoft/phi-4",
-    "amazon/nova-pro-v1",
-)
-PROVIDERS = (
-    "OpenAI",
-    "Anthropic",
-    "Google",
-    "Together",
-    "DeepInfra",
-    "Fireworks",
-    "Azure",
-    "Amazon Bedrock",
-    "Groq",
-    "Lambda",
-)
-_NANO = Decimal("0.000000001")
-
-
-def _permaslug(slug: str) -> str:
-    return f"{slug}-2025-04-14"
-
-
-def generate_activity(
-    *,
-    today: dt.date,
-    days: int = 30,
-    models: int | Sequence[str] = 5,
-    endpoints: int = 1,
-    seed: int = 0,
-    scale: Decimal = Decimal("1"),
-) -> list[dict[str, Any]]:
-    """Realistic raw ``ActivityItem`` dicts for the ``days`` completed days before ``today``.
-
-    One row per (day, model, endpoint): ``days * models * endpoints`` rows, deterministic for
-    a seed. Costs are Decimals with up to 9 decimals (times ``scale``), some rows have
-    ``reasoning_tokens > completion_tokens``, and every fifth row spells its date
-    ``"YYYY-MM-DD 00:00:00"`` as OpenRouter sometimes does: compare by ``date[:10]``, or use
-    :func:`expected_totals`.
-    """
-    rng = random.Random(seed)
-    if isinstance(models, int):
-        slugs = [
-            MODEL_SLUGS[i] if i < len(MODEL_SLUGS) else f"vendor-{i // 20}/model-{i}"
-            for i in range(models)
-        ]
-    else:
-        slugs = list(models)
-    endpoint_ids = {
-        (slug, e): str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        for slug in slugs
-        for e in range(endpoints)
-    }
-    rows: list[dict[str, Any]] = []
-    count = 0
-    for back in range(days, 0, -1):
-        day = today - dt.timedelta(days=back)
-        for slug in slugs:
-            for e in range(endpoints):
-                requests = rng.randint(1, 2000)
-                prompt = requests * rng.randint(50, 4000)
-                completion = requests * rng.randint(5, 800)
-                reasoning = (
-                    completion + rng.randint(1, 5000)
-                    if rng.random() < 0.15
-                    else rng.randint(0, completion)
-                )
-                usage = (Decimal(rng.randint(0, 25_000_000_000)) * _NANO * scale).quantize(_NANO)
-                byok = (
-                    (Decimal(rng.randint(1, 2_000_000_000)) * _NANO * scale).quantize(_NANO)
-                    if rng.random() < 0.1
-                    else Decimal(0)
-                )
-                rows.append(
-                    {
-                        "date": day.isoformat() + (" 00:00:00" if count % 5 == 4 else ""),
-                        "model": slug,
-                        "model_permaslug": _permaslug(slug),
-                        "endpoint_id": endpoint_ids[(slug, e)],
-                        "provider_name": PROVIDERS[(hash_index(slug) + e) % len(PROVIDERS)],
-                        "usage": usage,
-                        "byok_usage_inference": byok,
-                        "requests": requests,
-                        "prompt_tokens": prompt,
-                        "completion_tokens": completion,
-                        "reasoning_tokens": reasoning,
-                    }
-                )
-                count += 1
-    return rows
-
-
-def hash_index(text: str) -> int:
-    """A stable small integer for a string (``hash()`` is salted per process)."""
-    return int(hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()[:8], 16)
-
-
-def expected_totals(rows: Iterable[dict[str, Any]]) -> dict[tuple[dt.date, str], dict[str, Any]]:
-    """What a correct sync stores for raw rows: sums per (day, model), exact duplicates once.
-
-    Values: ``requests``, ``prompt_tokens``, ``completion_tokens``, ``reasoning_tokens``
-    (ints), ``usage``, ``byok_usage_inference`` (Decimal).
-    """
-    totals: dict[tuple[dt.date, str], dict[str, Any]] = {}
-    seen: set[str] = set()
-    for row in rows:
-        day = dt.date.fromisoformat(str(row["date"])[:10])
-        identity = json.dumps({**row, "date": day.isoformat()}, sort_keys=True, default=str)
-        if identity in seen:
-            continue
-        seen.add(identity)
-        total = totals.setdefault(
-            (day, row["model"]),
-            {
-                "requests": 0,
-                "prompt_tokens": 0,
-                "completion_tokens": 0,
-                "reasoning_tokens": 0,
-                "usage": Decimal(0),
-                "byok_usage_inference": Decimal(0),
-            },
-        )
-        for name in ("requests", "prompt_tokens", "completion_tokens", "reasoning_tokens"):
-            total[name] += row[name]
-        for name in ("usage", "byok_usage_inference"):
-            total[name] += Decimal(str(row[name]))
-    return totals
-
-
-def dumps(value: Any) -> str:
-    """JSON with Decimals written as exact numbers (``json`` would refuse or go via float)."""
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(str(k))}:{dumps(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(dumps(v) for v in value) + "]"
-    return json.dumps(value)
-
-
-def _row_day(row: dict[str, Any]) -> dt.date | None:
-    try:
-        return dt.date.fromisoformat(str(row.get("date"))[:10])
-    except ValueError:
-        return None
+    account: FakeAccount | None = None  # a management key's account (keys, credits, history)
+    listed: FakeAccountKey | None = None  # an ordinary key's entry in its account's /keys
 
 
 # --- the server -----------------------------------------------------------------------------
@@ -283,7 +125,18 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.fake._handle(self)
 
-    def _answer(self, status: int, body: str, headers: dict[str, str] | None = None) -> None:
+    def do_POST(self) -> None:
+        self.server.fake._handle(self)
+
+    def _answer(
+        self,
+        status: int,
+        body: str,
+        headers: dict[str, str] | None = None,
+        *,
+        trickle: float = 0.0,
+        stopping: threading.Event | None = None,
+    ) -> None:
         data = body.encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -291,7 +144,21 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        if not trickle:
+            self.wfile.write(data)
+            return
+        for index in range(len(data)):
+            self.wfile.write(data[index : index + 1])
+            self.wfile.flush()
+            if stopping is not None and stopping.wait(trickle):
+                return
+
+
+def _row_day(row: dict[str, Any]) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(str(row.get("date"))[:10])
+    except ValueError:
+        return None
 
 
 def _error(status: int, message: str | None = None) -> str:
@@ -398,6 +265,25 @@ class FakeOpenRouter:
                 management=management, label=shown, limit=limit, rows=list(rows or [])
             )
 
+    def add_account(self, management_key: str, account: FakeAccount) -> FakeAccount:
+        """Register a management key for ``account``, and each of its keys that has a
+        ``secret`` as an ordinary key (``/key`` answers with its label and figures)."""
+        with self._lock:
+            self._keys[management_key] = _Key(
+                management=True,
+                label=f"{management_key[:11]}...{management_key[-3:]}",
+                limit=None,
+                rows=[],
+                account=account,
+            )
+            for listed in account.keys:
+                if listed.secret is not None:
+                    self._keys[listed.secret] = _Key(
+                        management=False, label=listed.label, limit=listed.limit, rows=[],
+                        listed=listed,
+                    )  # fmt: skip
+        return account
+
     def set_rows(self, api_key: str, rows: list[dict[str, Any]]) -> None:
         """Replace a key's activity (e.g. OpenRouter restating a day)."""
         with self._lock:
@@ -436,6 +322,9 @@ class FakeOpenRouter:
     def _serve(self, handler: _Handler) -> None:
         url = urlsplit(handler.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        # Read the whole request first: an unread body would poison the kept-alive connection.
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
         if self.on_request is not None:
             self.on_request(url.path.removeprefix(API_PREFIX), query)
         auth = handler.headers.get("Authorization", "")
@@ -454,8 +343,11 @@ class FakeOpenRouter:
             body = fault.body if fault.body is not None else _error(status)
             if fault.retry_after is not None:
                 headers["Retry-After"] = fault.retry_after
+            if fault.location is not None:
+                headers["Location"] = fault.location
         else:
-            status, body = self._route(url.path, query, key)
+            status, body, extra = self._route(raw, url.path, query, key)
+            headers.update(extra)
         with self._lock:
             self.requests.append(
                 RecordedRequest(
@@ -466,20 +358,43 @@ class FakeOpenRouter:
                 )
             )
         with contextlib.suppress(OSError):  # the client may have given up (timeout)
-            handler._answer(status, body, headers)
+            trickle = fault.trickle if fault is not None else 0.0
+            handler._answer(status, body, headers, trickle=trickle, stopping=self._stopping)
 
-    def _route(self, path: str, query: dict[str, str], key: _Key | None) -> tuple[int, str]:
-        if path == f"{API_PREFIX}/key":
-            if key is None:
-                return 401, _error(401)
-            return 200, dumps({"data": self._key_info(key)})
-        if path == f"{API_PREFIX}/activity":
-            if key is None:
-                return 401, _error(401)
-            if not key.management:
-                return 403, _error(403)
-            return self._activity(key, query)
-        return 404, _error(404)
+    def _route(
+        self, raw: bytes, path: str, query: dict[str, str], key: _Key | None
+    ) -> tuple[int, str, dict[str, str]]:
+        endpoint = path.removeprefix(API_PREFIX)
+        if key is None:
+            status = 401 if endpoint in (*_ENDPOINTS, "/key") else 404
+            return status, _error(status), {}
+        if endpoint == "/key":
+            return 200, dumps({"data": self._key_info(key)}), {}
+        if endpoint not in _ENDPOINTS:
+            return 404, _error(404), {}
+        if not key.management:
+            return 403, _error(403), {}
+        account = key.account
+        if endpoint == "/activity":
+            return (*self._activity(key, query), {})
+        if endpoint == "/analytics/query":
+            body = json.loads(raw or b"{}")
+            if account is None:
+                account = FakeAccount(keys=[], unattributed=key.rows)
+            return account.analytics(body)
+        if account is None:  # a management key without an account: nothing more to list
+            account = FakeAccount(keys=[], unattributed=key.rows)
+        if endpoint == "/keys":
+            return 200, dumps({"data": account.list_keys(query)}), {}
+        if endpoint == "/credits":
+            return 200, dumps({"data": account.credits()}), {}
+        # /workspaces
+        if account.workspaces is None:
+            return 403, _error(403), {}
+        offset, limit = int(query.get("offset") or 0), int(query.get("limit") or 50)
+        page = [{"id": w, "name": f"workspace {w[:8]}"} for w in account.workspaces]
+        body_out = {"data": page[offset : offset + limit], "total_count": len(page)}
+        return 200, dumps(body_out), {}
 
     def _activity(self, key: _Key, query: dict[str, str]) -> tuple[int, str]:
         first, last = completed_window(self.today)
@@ -494,6 +409,11 @@ class FakeOpenRouter:
                 return 400, _error(400, "Invalid date format: use YYYY-MM-DD")
             if not first <= wanted <= last:
                 return 400, _error(400, "Date must be within the last 30 (completed) UTC days")
+        if key.account is not None:
+            hash_ = query.get("api_key_hash")
+            return 200, dumps({"data": key.account.activity(self.today, wanted, hash_)})
+        if query.get("api_key_hash"):
+            return 200, dumps({"data": []})  # no account: no key of it to narrow to
         with self._lock:
             rows = list(key.rows)
         selected = []
@@ -506,6 +426,10 @@ class FakeOpenRouter:
         return 200, dumps({"data": selected})
 
     def _key_info(self, key: _Key) -> dict[str, Any]:
+        if key.listed is not None:
+            figures = listing(key.listed)
+            return {**figures, "is_management_key": False, "is_provisioning_key": False,
+                    "is_free_tier": False}  # fmt: skip
         with self._lock:
             rows = list(key.rows)
         usage = sum(

@@ -1,0 +1,229 @@
+"""A year of history from ``/analytics/query``, the account's and each of its keys'.
+
+``/activity`` covers 30 days, so a new install would start with 30. The first successful sync
+of an account imports ``[sync] history_days`` (default 365) before that window the same way,
+newest first, and records how far it has come after every answer it stores: an import cut
+short (a stop, an error, a rate limit that does not let up) resumes there at the next run.
+
+OpenRouter's limits hold by construction: every request waits its turn at the process's 64-a-
+minute limiter (:mod:`worker.openrouter.pacing`), 429, 408 and 5xx are retried, and an answer
+marked ``truncated`` is never stored: its range is split in two and asked again. Rows are
+stored with source ``analytics``; a day that holds ``/activity`` rows keeps them (an answer
+from ``/activity`` is finer and is never overwritten by analytics).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.days import completed_window, span, utc_now
+from worker.db import transaction
+from worker.errors import OpenRouterError
+from worker.locking import LockLostError
+from worker.logs import get_logger
+from worker.models import SOURCE_ACTIVITY, SOURCE_ANALYTICS
+from worker.openrouter import OpenRouterClient
+from worker.outcomes import HistoryTally, describe_failure
+from worker.store import catalogue as catalogue_store
+from worker.store import keys as key_store
+from worker.store.catalogue import Entry
+from worker.store.keys import ActiveKey
+from worker.store.usage_write import (
+    KEY_USAGE_STATS,
+    USAGE_STATS,
+    KeyRows,
+    UsageTable,
+    write_usage,
+)
+from worker.usage import UsageRow, WriteCounts
+
+log = get_logger("worker.history")
+
+
+class TooManyRows(Exception):
+    """One day alone has more rows than an analytics answer may hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Whose history to import: an account (``key_hash`` None) or one of its keys."""
+
+    label: str  # for the logs: "account 3" or "account 3 key 1a2b3c4d"
+    table: UsageTable
+    owner_id: int
+    key_hash: str | None
+    reached: dt.date | None  # the oldest day imported so far
+    record: Callable[[Session, dt.date, dt.datetime | None], None]
+
+
+def account_subject(account: ActiveKey) -> Subject:
+    return Subject(
+        f"account {account.id}",
+        USAGE_STATS,
+        account.id,
+        None,
+        account.history_reached,
+        lambda session, reached, done: key_store.record_history(session, account.id, reached, done),
+    )
+
+
+def key_subject(entry: Entry) -> Subject:
+    owner = entry.registered_key_id or entry.id
+    table = USAGE_STATS if entry.registered_key_id else KEY_USAGE_STATS
+    return Subject(
+        f"account {entry.account_id} key {entry.hash[:8]}",
+        table,
+        owner,
+        entry.hash,
+        entry.history_reached,
+        lambda session, reached, done: catalogue_store.record_history(
+            session, entry.id, reached, done
+        ),
+    )
+
+
+class Importer:
+    """Imports histories for one run; ``tally`` says what it did."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        client: OpenRouterClient,
+        *,
+        today: dt.date,
+        history_days: int,
+        stop: threading.Event,
+    ) -> None:
+        self.factory = factory
+        self.client = client
+        self.first = today - dt.timedelta(days=history_days)
+        self.last = completed_window(today)[0] - dt.timedelta(days=1)  # before /activity's
+        self.stop = stop
+        self.tally = HistoryTally()
+
+    def run(self, secret: str, subjects: Sequence[Subject]) -> None:
+        """Import each subject's missing days (newest first), until done or stopped."""
+        for subject in subjects:
+            if self.stop.is_set():
+                self.tally.pending += 1
+                continue
+            newest = (subject.reached or self.last + dt.timedelta(days=1)) - dt.timedelta(days=1)
+            if newest < self.first:
+                continue  # complete
+            before = self.client.http.requests_made, self.client.http.rate_limit_seconds
+            try:
+                complete = self._range(secret, subject, self.first, newest)
+            except LockLostError:
+                raise
+            except (OpenRouterError, TooManyRows) as exc:
+                reason, message = describe_failure(exc) if isinstance(exc, OpenRouterError) else (
+                    "too_many_rows", str(exc))  # fmt: skip
+                log.warning(
+                    "history_import_paused", subject=subject.label, reason=reason, error=message
+                )
+                complete = False
+            self.tally.requests += self.client.http.requests_made - before[0]
+            self.tally.rate_limit_seconds += self.client.http.rate_limit_seconds - before[1]
+            self.tally.pending += not complete
+            if subject.key_hash is None:
+                self.tally.accounts += 1
+            else:
+                self.tally.keys += 1
+
+    def _range(self, secret: str, subject: Subject, first: dt.date, last: dt.date) -> bool:
+        """Import ``first`` … ``last``, newest part first; True when all of it is stored."""
+        if self.stop.is_set():
+            return False
+        answer = self.client.analytics(secret, first, last, key_hash=subject.key_hash)
+        if answer.warnings:
+            # An unknown key hash (a deleted key): nothing to import, now or later.
+            log.warning("history_key_unknown", subject=subject.label, warnings=answer.warnings)
+            with transaction(self.factory) as session:
+                subject.record(session, self.first, utc_now())
+            return True
+        if answer.truncated:
+            if first == last:
+                raise TooManyRows(f"{first} alone has more rows than an analytics answer holds")
+            middle = first + (last - first) // 2
+            return self._range(secret, subject, middle + dt.timedelta(days=1), last) and (
+                self._range(secret, subject, first, middle)
+            )
+        self._store(subject, answer.rows, first, last)
+        return True
+
+    def _store(self, subject: Subject, rows: list[UsageRow], first: dt.date, last: dt.date) -> None:
+        write = KeyRows(
+            subject.owner_id, rows, frozenset(span(first, last)), keep_source=SOURCE_ACTIVITY
+        )
+        with transaction(self.factory) as session:
+            (counts,) = write_usage(session, [write], table=subject.table, source=SOURCE_ANALYTICS)
+            assert isinstance(counts, WriteCounts)  # no delete limit was asked for
+            done = utc_now() if first <= self.first else None
+            subject.record(session, first, done)
+        self.tally.counts = self.tally.counts + counts
+        log.info(
+            "history_chunk",
+            subject=subject.label,
+            first_day=str(first),
+            last_day=str(last),
+            rows=len(rows),
+            inserted=counts.inserted,
+        )
+
+
+def backfill_days(
+    factory: sessionmaker[Session],
+    client: OpenRouterClient,
+    secret: str,
+    subjects: Sequence[Subject],
+    days: Sequence[dt.date],
+) -> WriteCounts:
+    """Replace the given days (older than ``/activity``'s window) with analytics' answers,
+    each contiguous range in one query (split if truncated). Days holding ``/activity`` rows
+    keep them."""
+    total = WriteCounts()
+    for first, last in _ranges(sorted(days)):
+        for subject in subjects:
+            for rows, lo, hi in _answers(client, secret, subject, first, last):
+                write = KeyRows(
+                    subject.owner_id, rows, frozenset(span(lo, hi)), keep_source=SOURCE_ACTIVITY
+                )
+                with transaction(factory) as session:
+                    (counts,) = write_usage(
+                        session, [write], table=subject.table, source=SOURCE_ANALYTICS
+                    )
+                assert isinstance(counts, WriteCounts)
+                total = total + counts
+    return total
+
+
+def _answers(
+    client: OpenRouterClient, secret: str, subject: Subject, first: dt.date, last: dt.date
+) -> list[tuple[list[UsageRow], dt.date, dt.date]]:
+    answer = client.analytics(secret, first, last, key_hash=subject.key_hash)
+    if answer.warnings:
+        log.warning("history_key_unknown", subject=subject.label, warnings=answer.warnings)
+        return []
+    if not answer.truncated:
+        return [(answer.rows, first, last)]
+    if first == last:
+        raise TooManyRows(f"{first} alone has more rows than an analytics answer holds")
+    middle = first + (last - first) // 2
+    return [*_answers(client, secret, subject, first, middle),
+            *_answers(client, secret, subject, middle + dt.timedelta(days=1), last)]  # fmt: skip
+
+
+def _ranges(days: Sequence[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """Sorted days as contiguous (first, last) ranges."""
+    ranges: list[tuple[dt.date, dt.date]] = []
+    for day in days:
+        if ranges and ranges[-1][1] + dt.timedelta(days=1) == day:
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges

@@ -1,0 +1,167 @@
+"""The account-keys catalogue (``account_keys``): every OpenRouter key of an account, as its
+management key lists it, with what the sync has fetched of each."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from worker.models import AccountKey
+from worker.openrouter.keys import CatalogKey
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One catalogued key, as the sync needs it (never the key itself)."""
+
+    id: int
+    account_id: int
+    hash: str
+    name: str
+    label: str
+    gone: bool
+    registered_key_id: int | None
+    fetched_usage: Decimal | None
+    fetched_daily: Decimal | None
+    fetched_at: dt.datetime | None
+    activity_digest: str | None
+    activity_rows: int | None
+    history_reached: dt.date | None
+    history_done_at: dt.datetime | None
+
+
+def _entry(row: AccountKey) -> Entry:
+    return Entry(
+        row.id,
+        row.account_id,
+        row.hash,
+        row.name,
+        row.label,
+        row.gone_at is not None,
+        row.registered_key_id,
+        row.fetched_usage,
+        row.fetched_daily,
+        row.fetched_at,
+        row.activity_digest,
+        row.activity_rows,
+        row.history_reached,
+        row.history_done_at,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ListingChanges:
+    """What one listing changed in an account's catalogue."""
+
+    new: int
+    gone: int
+    back: int  # listed again after being gone
+
+
+def record_listing(
+    session: Session, account_id: int, listed: Sequence[CatalogKey], now: dt.datetime
+) -> ListingChanges:
+    """Make the account's catalogue what ``/keys`` just listed: new keys added, listed keys
+    refreshed (last seen now), keys no longer listed marked gone (never deleted: their history
+    stays)."""
+    rows = {
+        row.hash: row
+        for row in session.scalars(select(AccountKey).where(AccountKey.account_id == account_id))
+    }
+    new = back = 0
+    seen = set()
+    for key in listed:
+        seen.add(key.hash)
+        row = rows.get(key.hash)
+        if row is None:
+            row = AccountKey(account_id=account_id, hash=key.hash, first_seen_at=now)
+            session.add(row)
+            new += 1
+        elif row.gone_at is not None:
+            row.gone_at = None
+            back += 1
+        row.name = key.name[:255]
+        row.label = key.label[:255]
+        row.workspace_id = key.workspace_id
+        row.disabled = key.disabled
+        row.limit = key.spend.limit
+        row.limit_reset = key.spend.limit_reset
+        row.expires_at = key.expires_at
+        row.created_upstream_at = key.created_at
+        row.updated_upstream_at = key.updated_at
+        row.last_seen_at = now
+    gone = 0
+    for key_hash, row in rows.items():
+        if key_hash not in seen and row.gone_at is None:
+            row.gone_at = now
+            gone += 1
+    session.flush()
+    return ListingChanges(new=new, gone=gone, back=back)
+
+
+def entries(session: Session, account_ids: Iterable[int] | None = None) -> list[Entry]:
+    """The catalogue of some accounts (or all), by account then name."""
+    query = select(AccountKey).order_by(AccountKey.account_id, AccountKey.name, AccountKey.id)
+    if account_ids is not None:
+        query = query.where(AccountKey.account_id.in_(list(account_ids)))
+    return [_entry(row) for row in session.scalars(query)]
+
+
+def linked(session: Session) -> dict[int, Entry]:
+    """Entries linked to a registered key, by that key's ``api_keys.id``."""
+    rows = session.scalars(select(AccountKey).where(AccountKey.registered_key_id.is_not(None)))
+    return {row.registered_key_id: _entry(row) for row in rows if row.registered_key_id}
+
+
+def link(session: Session, entry_id: int, registered_key_id: int) -> None:
+    """The catalogued key is the registered ordinary key ``registered_key_id``."""
+    session.execute(
+        update(AccountKey)
+        .where(AccountKey.id == entry_id)
+        .values(registered_key_id=registered_key_id)
+    )
+
+
+def record_fetch(
+    session: Session,
+    entry_id: int,
+    *,
+    usage: Decimal | None,
+    daily: Decimal | None,
+    at: dt.datetime,
+    digest: str | None,
+    rows: int | None,
+) -> None:
+    """A fetch of the key's history was stored: what ``/keys`` said then, and the answer."""
+    session.execute(
+        update(AccountKey)
+        .where(AccountKey.id == entry_id)
+        .values(
+            fetched_usage=usage,
+            fetched_daily=daily,
+            fetched_at=at,
+            activity_digest=digest,
+            activity_rows=rows,
+            fetch_error=None,
+        )
+    )
+
+
+def record_fetch_error(session: Session, entry_id: int, error: str) -> None:
+    session.execute(update(AccountKey).where(AccountKey.id == entry_id).values(fetch_error=error))
+
+
+def record_history(
+    session: Session, entry_id: int, reached: dt.date, done_at: dt.datetime | None
+) -> None:
+    """The key's history is imported back to ``reached`` (and complete, at ``done_at``)."""
+    session.execute(
+        update(AccountKey)
+        .where(AccountKey.id == entry_id)
+        .values(history_reached=reached, history_done_at=done_at)
+    )
