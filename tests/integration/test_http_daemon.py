@@ -113,7 +113,7 @@ def test_daemon_serves_health_metrics_and_an_isolated_api(
         for name, key_id in key_ids.items():
             assert (
                 "openrouter_watcher_account_last_success_timestamp_seconds"
-                f'{{account="{name}",account_id="{key_id}"}}'
+                f'{{account="{name}",account_id="{key_id}",kind="management"}}'
             ) in scraped
         assert 'openrouter_watcher_key_syncs_total{result="ok"} 3.0' in scraped
         assert "openrouter_watcher_scheduler_running 1.0" in scraped

@@ -119,7 +119,7 @@ def test_metrics_read_spend_and_sync_times_per_account_from_the_database(
     got = samples(response.text)
 
     def account(name: str) -> tuple[tuple[str, str], ...]:
-        return (("account", name), ("account_id", str(seeded[name])))
+        return (("account", name), ("account_id", str(seeded[name])), ("kind", "unknown"))
 
     mtd = "openrouter_watcher_account_spend_month_to_date_usd"
     # November 1…5 from the seeded rows (the 2026-10-31 and 2026-11-06 rows are outside)
@@ -141,6 +141,7 @@ def test_metrics_read_spend_and_sync_times_per_account_from_the_database(
         assert {key for key, _ in labels} <= {
             "account",
             "account_id",
+            "kind",
             "trigger",
             "status",
             "result",

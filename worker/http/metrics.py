@@ -10,9 +10,11 @@ Two sources, one page:
   the scheduler's state. A database that cannot be read gives ``…_database_up 0`` and the
   live counters still answer.
 
-Labels are bounded: ``account_id`` and ``account`` (the registered key's id and name). Never a
-date, a user or a model. Month to date covers the completed UTC days of the month, the days
-OpenRouter reports (nothing on the 1st).
+Labels are bounded: ``account_id``, ``account`` and ``kind`` (the registered key's id, name and
+kind: ``management`` is a whole account, ``ordinary`` one key of it, so sum over
+``kind="management"`` to count an account's spend once). Never a date, a user or a model.
+Month to date covers the completed UTC days of the month, the days OpenRouter reports (nothing
+on the 1st).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from worker.status import collect_status
 
 log = get_logger("worker.http")
 P = metrics.PREFIX
-ACCOUNT_LABELS = ("account_id", "account")
+ACCOUNT_LABELS = ("account_id", "account", "kind")
 # The classic text format (what generate_latest writes), which every Prometheus version reads.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -48,6 +50,7 @@ class AccountFigures:
 
     account_id: int
     account: str
+    kind: str  # management (an account), ordinary (one key of an account) or unknown
     month_to_date: Decimal
     last_success_at: dt.datetime | None
     last_attempt_at: dt.datetime | None
@@ -68,6 +71,7 @@ def account_figures(ctx: HttpContext) -> list[AccountFigures]:
         AccountFigures(
             account_id=key.api_key_id,
             account=key.name,
+            kind=key.kind,
             month_to_date=spent.get(key.api_key_id, Decimal(0)),
             last_success_at=key.last_success_at,
             last_attempt_at=key.last_attempt_at,
@@ -135,7 +139,7 @@ def _account_metrics(accounts: list[AccountFigures]) -> Iterator[Metric]:
         "account_last_sync_failed", "1 if the account's last sync failed, else 0", ACCOUNT_LABELS
     )
     for account in accounts:
-        labels = [str(account.account_id), account.account]
+        labels = [str(account.account_id), account.account, account.kind]
         spend.add_metric(labels, float(account.month_to_date))
         if account.last_success_at is not None:
             success.add_metric(labels, account.last_success_at.timestamp())
