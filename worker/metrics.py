@@ -12,6 +12,8 @@ operation, an OpenRouter endpoint path and an outcome class. Never a key, a user
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -20,7 +22,8 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from worker.outcomes import RunSummary
+if TYPE_CHECKING:  # the OpenRouter client imports this module: keep its imports light
+    from worker.outcomes import RunSummary
 
 # Without this every counter gets a `_created` twin: twice the series, nothing an alert uses.
 disable_created_metrics()
