@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint migrate run demo bench clean
+.PHONY: install browser test lint migrate run demo dashboard bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The dashboard test drives Debian's Chromium (never a browser download): installed once.
+CHROMIUM ?= /usr/bin/chromium
+browser: $(CHROMIUM)
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest --cov=worker --cov-report=term --cov-fail-under=90
 
 lint: $(STAMP)
@@ -35,6 +41,11 @@ run: $(STAMP)
 # Offline: a fake OpenRouter, a throw-away database, one sync, the resulting spend.
 demo: $(STAMP)
 	$(BIN)/python -m worker.demo
+
+# The demo database's dashboard, API and metrics until Ctrl-C (runs the demo first if needed).
+DASHBOARD_LISTEN ?= 127.0.0.1:8787
+dashboard: $(STAMP)
+	$(BIN)/python -m worker.demo dashboard --listen $(DASHBOARD_LISTEN)
 
 # Speed and memory figures (not tests): BENCH_SCALE=small for a one-minute run.
 bench: $(STAMP)

@@ -38,6 +38,7 @@ class UserView:
     id: int
     email: str
     active: bool
+    admin: bool  # its API tokens see every user's keys and accounts
     has_password: bool
     created_at: dt.datetime | None
     keys: int
@@ -154,8 +155,14 @@ def _token_view(token: ApiToken, email: str) -> TokenView:
 # --- users ---------------------------------------------------------------------------------
 
 
-def add_user(factory: sessionmaker[Session], email: str, password: str | None = None) -> UserView:
-    """Create a user; without a password an unusable hash is stored."""
+def add_user(
+    factory: sessionmaker[Session],
+    email: str,
+    password: str | None = None,
+    *,
+    admin: bool = False,
+) -> UserView:
+    """Create a user (an admin with ``admin``); without a password an unusable hash is stored."""
     address = normalize_email(email)
     if password is not None and not password:
         raise UsageError("the password is empty: omit --password-stdin for a user without one")
@@ -164,13 +171,14 @@ def add_user(factory: sessionmaker[Session], email: str, password: str | None = 
         with transaction(factory) as session:
             if session.execute(select(User.id).where(User.email == address)).first():
                 raise ConflictError(f"user {address} already exists")
-            user = User(email=address, password_hash=hashed, is_active=True)
+            user = User(email=address, password_hash=hashed, is_active=True, is_admin=admin)
             session.add(user)
             session.flush()
             return UserView(
                 id=user.id,
                 email=user.email,
                 active=True,
+                admin=admin,
                 has_password=password is not None,
                 created_at=user.created_at,
                 keys=0,
@@ -196,6 +204,7 @@ def list_users(factory: sessionmaker[Session]) -> list[UserView]:
                 id=u.id,
                 email=u.email,
                 active=bool(u.is_active),
+                admin=bool(u.is_admin),
                 has_password=passwords.is_usable(u.password_hash),
                 created_at=u.created_at,
                 keys=int(k),
@@ -212,6 +221,17 @@ def set_user_active(factory: sessionmaker[Session], email: str, active: bool) ->
         user = _user_by_email(session, address)
         changed = bool(user.is_active) != active
         user.is_active = active
+        return changed
+
+
+def set_user_admin(factory: sessionmaker[Session], email: str, admin: bool) -> bool:
+    """Make a user an admin (its tokens see every user's data) or not; returns whether
+    anything changed."""
+    address = normalize_email(email)
+    with transaction(factory) as session:
+        user = _user_by_email(session, address)
+        changed = bool(user.is_admin) != admin
+        user.is_admin = admin
         return changed
 
 

@@ -80,6 +80,36 @@ def _check_cron(value: str) -> str | None:
     return None
 
 
+def parse_listen(value: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as (host, port); None for "" (off).
+
+    Raises ValueError naming what is wrong.
+    """
+    if not value:
+        return None
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8787 (empty: no HTTP server)")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError("an IPv6 address goes in brackets: [::1]:8787")
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("an IPv6 address goes in brackets: [::1]:8787")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError("port must be between 0 (any free port) and 65535")
+    return host, port
+
+
+def _check_listen(value: str) -> str | None:
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class DatabaseSettings:
     url: str = _opt(
@@ -189,6 +219,34 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class HttpSettings:
+    listen: str = _opt(
+        "127.0.0.1:8787",
+        "Where `run` serves /metrics, /healthz, the API and the dashboard: HOST:PORT "
+        "([::1]:PORT for IPv6; port 0 picks a free one, logged as http_started); "
+        "empty turns the HTTP server off",
+        check=_check_listen,
+    )
+    healthy_within_hours: float = _opt(
+        26.0,
+        "/healthz answers 503 when an active key has not synced successfully for this long",
+        lo=1,
+        hi=8760,
+    )
+    failed_auth_per_minute: int = _opt(
+        10,
+        "Failed API token attempts allowed per client address and minute; more answer 429",
+        lo=1,
+        hi=10_000,
+    )
+    trusted_proxies: tuple[str, ...] = _opt(
+        [],
+        "Addresses of reverse proxies whose X-Forwarded-For names the client "
+        "(for the failed-token limit); empty: the peer address is the client",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class LoggingSettings:
     level: str = _opt("INFO", "Log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     format: str = _opt(
@@ -207,6 +265,7 @@ class Settings:
     encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     source: str = "built-in defaults"
 

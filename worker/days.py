@@ -69,6 +69,14 @@ def completed_window(today: dt.date) -> tuple[dt.date, dt.date]:
     return today - dt.timedelta(days=WINDOW_DAYS), today - dt.timedelta(days=1)
 
 
+def month_so_far(today: dt.date) -> DateRange | None:
+    """The completed UTC days of ``today``'s month, or None on the 1st (there are none yet)."""
+    first = today.replace(day=1)
+    if today == first:
+        return None
+    return DateRange(first, today - dt.timedelta(days=1))
+
+
 def span(first: dt.date, last: dt.date) -> list[dt.date]:
     """Every day from ``first`` to ``last``, both included, oldest first."""
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]

@@ -1,18 +1,26 @@
-"""`make demo`: the whole pipeline, offline, in one command.
+"""`make demo` and `make dashboard`: the whole pipeline, offline.
 
-Starts the bundled fake OpenRouter on 127.0.0.1 with a few keys' worth of realistic 30-day
-activity, then drives the real command line against a throw-away SQLite database in
-``./data/demo/`` (recreated on every run): migrate, add users, add keys (verified against the
+``python -m worker.demo`` (`make demo`, one shot) starts the bundled fake OpenRouter on
+127.0.0.1 with a few keys' worth of realistic 30-day activity, then drives the real command
+line against a throw-away SQLite database in ``./data/demo/`` (recreated on every run, its
+master key beside it): migrate, add users (alice an admin), add keys (verified against the
 fake's ``/key``), sync, and report. Production differs only in the base URL.
+
+``python -m worker.demo dashboard`` (`make dashboard`) serves that database's dashboard, API
+and metrics until Ctrl-C: the real daemon (``openrouter-watcher run``) against the fake
+OpenRouter, after printing the URL and a fresh API token for alice.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import io
 import os
 import shlex
 import shutil
 import sys
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,6 +31,10 @@ from worker.testing.activity_data import generate_activity
 from worker.testing.fake_openrouter import FakeOpenRouter
 
 DEMO_DIR = Path("data/demo")
+DATABASE = DEMO_DIR / "demo.db"
+MASTER_KEY = DEMO_DIR / "master.key"
+ADMIN = "alice@example.com"  # the demo user `make dashboard` prints a token for
+DEFAULT_LISTEN = "127.0.0.1:8787"
 
 # (user, key name, fake key, models, endpoints per model, spend scale, seed)
 DEMO_KEYS = [
@@ -67,10 +79,10 @@ def _run(*argv: str, stdin: str | None = None) -> int:
     return code
 
 
-def main() -> int:
-    shutil.rmtree(DEMO_DIR, ignore_errors=True)
-    DEMO_DIR.mkdir(parents=True)
-    database = DEMO_DIR / "demo.db"
+@contextlib.contextmanager
+def demo_openrouter(**settings: str) -> Iterator[FakeOpenRouter]:
+    """The fake OpenRouter serving the demo keys, and this process configured for the demo
+    database only (``settings``: more ``OPENROUTER_WATCHER_*`` variables)."""
     today = utc_today()
     with FakeOpenRouter(today=today) as fake:
         for _user, _name, key, models, endpoints, scale, seed in DEMO_KEYS:
@@ -86,17 +98,30 @@ def main() -> int:
         os.environ.update(
             {
                 "OPENROUTER_WATCHER_CONFIG": os.devnull,
-                "OPENROUTER_WATCHER_DATABASE_URL": f"sqlite:///{database}",
+                "OPENROUTER_WATCHER_DATABASE_URL": f"sqlite:///{DATABASE}",
                 "OPENROUTER_WATCHER_OPENROUTER_BASE_URL": fake.base_url,
-                "OPENROUTER_WATCHER_ENCRYPTION_KEY": generate_master_key(),
+                "OPENROUTER_WATCHER_ENCRYPTION_KEY_FILE": str(MASTER_KEY),
                 "OPENROUTER_WATCHER_LOGGING_LEVEL": "WARNING",
                 "OPENROUTER_WATCHER_LOGGING_FORMAT": "console",
+                **settings,
             }
         )
-        print(f"fake OpenRouter listening on {fake.base_url}; database {database}")
+        yield fake
+
+
+def main() -> int:
+    shutil.rmtree(DEMO_DIR, ignore_errors=True)
+    DEMO_DIR.mkdir(parents=True)
+    # Kept beside the database, so `make dashboard` can run the daemon on it later.
+    fd = os.open(MASTER_KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(generate_master_key() + "\n")
+    with demo_openrouter() as fake:
+        print(f"fake OpenRouter listening on {fake.base_url}; database {DATABASE}")
         steps: list[tuple[tuple[str, ...], str | None]] = [(("migrate",), None)]
         for email in dict.fromkeys(user for user, *_ in DEMO_KEYS):
-            steps.append((("users", "add", email), None))
+            admin = ("--admin",) if email == ADMIN else ()
+            steps.append((("users", "add", email, *admin), None))
         for user, name, key, *_ in DEMO_KEYS:
             steps.append((("keys", "add", "--user", user, "--name", name), key + "\n"))
         steps += [
@@ -113,11 +138,61 @@ def main() -> int:
                 return code
     print(
         "\nThe demo database stays until the next `make demo`; query it with e.g.\n"
-        f"  OPENROUTER_WATCHER_DATABASE_URL=sqlite:///{database} "
-        ".venv/bin/openrouter-watcher report --by model"
+        f"  OPENROUTER_WATCHER_DATABASE_URL=sqlite:///{DATABASE} "
+        ".venv/bin/openrouter-watcher report --by model\n"
+        "and look at it in a browser with  make dashboard"
     )
     return 0
 
 
+def dashboard(listen: str) -> int:
+    """Serve the demo database's dashboard, API and metrics until Ctrl-C (`make dashboard`)."""
+    if not (DATABASE.exists() and MASTER_KEY.exists()):
+        print(f"no demo database in {DEMO_DIR}: running the demo first")
+        code = main()
+        if code:
+            return code
+    with demo_openrouter(OPENROUTER_WATCHER_HTTP_LISTEN=listen):
+        quiet = io.StringIO()
+        # The database may predate the current schema; the token is new on every run.
+        if cli_main(["migrate"], stdout=quiet) != 0:
+            return 2
+        if (
+            cli_main(
+                ["tokens", "create", "--user", ADMIN, "--name", "make dashboard"],
+                stdout=quiet,
+                stderr=io.StringIO(),
+            )
+            != 0
+        ):
+            print(f"cannot create a token for {ADMIN}: run `make demo` again", file=sys.stderr)
+            return 1
+        token = quiet.getvalue().strip().splitlines()[-1]
+        url = f"http://{listen}/"
+        print(
+            f"\ndashboard  {url}\n"
+            f"token      {token}\n"
+            f"           (for {ADMIN}, an admin: it sees every demo user's keys; paste it into "
+            "the page, or\n"
+            f"            curl -H 'Authorization: Bearer {token}' {url}api/v1/usage)\n"
+            f"metrics    {url}metrics\n"
+            f"health     {url}healthz\n"
+            "Ctrl-C stops it.\n",
+            flush=True,
+        )
+        return cli_main(["run"])
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker.demo", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("dashboard", help="serve the demo database's dashboard until Ctrl-C")
+    serve.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT")
+    args = parser.parse_args(argv)
+    if args.command == "dashboard":
+        return dashboard(args.listen)
+    return main()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli())

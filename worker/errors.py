@@ -56,6 +56,10 @@ class DatabaseBusyError(WatcherError):
     """The database is locked by another writer: try again when it has finished."""
 
 
+class HttpListenError(ConfigError):
+    """The HTTP server cannot listen on [http] listen: choose another address or port."""
+
+
 class NotFoundError(WatcherError):
     """No such object."""
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
     true,
 )
@@ -165,6 +166,10 @@ class User(Base):
         nullable=True,
     )
     is_active: Mapped[bool] = _is_active()
+    # Added by 0006: an admin's API token sees every user's keys and accounts, not only its own.
+    is_admin: Mapped[bool] = mapped_column(
+        Boolean(), default=False, server_default=false(), nullable=False
+    )
 
     api_keys: Mapped[list[ApiKey]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True

@@ -9,9 +9,13 @@
   wait with exit 0. Once it answers, a schema behind head is a configuration error (exit 2).
 - Only one sync per database across processes (:mod:`worker.locking`): a run that finds the
   lock taken logs ``sync_skipped`` and fetches nothing.
-- SIGTERM / SIGINT: start no further key, let the key in flight commit or roll back, exit 0
-  within ``shutdown_grace_seconds``. A second signal exits at once; the database cannot hold a
-  half-written key because every key is written in one transaction.
+- The HTTP server (:mod:`worker.http`, ``[http] listen``) serves beside the scheduler once the
+  database answers; its address is claimed before the wait, so a taken port stops ``run`` at
+  once (exit 2).
+- SIGTERM / SIGINT: start no further key, let the key in flight commit or roll back, let the
+  HTTP requests in flight finish, exit 0 within ``shutdown_grace_seconds``. A second signal
+  exits at once; the database cannot hold a half-written key because every key is written in
+  one transaction.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import os
 import random
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -39,6 +44,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker import metrics
 from worker.config import Settings
 from worker.crypto import Keyring
 from worker.db import check_schema
@@ -46,6 +52,9 @@ from worker.errors import DatabaseUnavailableError
 from worker.logs import get_logger
 from worker.models import ApiKey, User
 from worker.sync import locked_sync
+
+if TYPE_CHECKING:
+    from worker.http.server import HttpServer
 
 log = get_logger("worker.scheduler")
 
@@ -90,8 +99,10 @@ class SyncDaemon:
         exit_now: Callable[[int], None] = os._exit,
         database_backoff: Backoff | None = None,
         notice: TextIO | None = None,
+        http: HttpServer | None = None,
     ) -> None:
-        """``notice``: where to print start-up advice for a person (stderr on a terminal)."""
+        """``notice``: where to print start-up advice for a person (stderr on a terminal);
+        ``http``: the HTTP server to run beside the scheduler (already bound), if any."""
         self.settings = settings
         self.engine = engine
         self.session_factory = session_factory
@@ -102,6 +113,7 @@ class SyncDaemon:
         self._exit_now = exit_now
         self.database_backoff = database_backoff or Backoff()
         self.notice = notice
+        self.http = http
         self.scheduler = BlockingScheduler(
             timezone=dt.UTC,
             job_defaults={
@@ -118,6 +130,7 @@ class SyncDaemon:
         if self.stop.is_set():
             return
         self._idle.clear()
+        started = time.monotonic()
         try:
             summary = locked_sync(
                 self.engine,
@@ -126,6 +139,7 @@ class SyncDaemon:
                 trigger="schedule",
                 stop=self.stop,
             )
+            metrics.record_sync("schedule", summary, time.monotonic() - started)
             fields: dict[str, Any] = {}
             if summary is not None:
                 # The run's totals, not every key's result: one short line per run.
@@ -139,6 +153,10 @@ class SyncDaemon:
             )
         finally:
             self._idle.set()
+
+    def scheduler_alive(self) -> bool:
+        """True while the scheduler runs and no signal asked it to stop (for /healthz)."""
+        return bool(self.scheduler.running) and not self.stop.is_set()
 
     def next_run_time(self) -> dt.datetime | None:
         times = [job.next_run_time for job in self.scheduler.get_jobs() if job.next_run_time]
@@ -281,14 +299,23 @@ class SyncDaemon:
                 + self.settings.schedule.interval_seconds,
                 run_at_startup=self.settings.schedule.run_at_startup,
             )
+            if self.http is not None:
+                self.http.start()
             self.scheduler.start()  # blocks until shutdown
             grace = self.settings.schedule.shutdown_grace_seconds
+            deadline = time.monotonic() + grace
+            if self.http is not None:
+                self.http.request_stop()  # winds down while the key in flight finishes
             if not self._idle.wait(timeout=grace):
                 log.warning("shutdown_grace_expired", grace_seconds=grace)
                 self._exit_now(0)
+            if self.http is not None:
+                self.http.stop(timeout=deadline - time.monotonic())
             log.info("daemon_stopped")
             return 0
         finally:
+            if self.http is not None:
+                self.http.stop(timeout=0)  # idempotent; releases the socket on every path
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 

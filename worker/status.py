@@ -5,6 +5,7 @@ Read-only queries over the keys, the usage rows and the sync ledger; no network.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -113,11 +114,17 @@ def collect_status(
     now: dt.datetime | None = None,
     *,
     sync_running: bool = False,
+    user_id: int | None = None,
+    usage: bool = True,
 ) -> Status:
     """Gather the status of every key and the last run, in a handful of GROUP BY queries.
 
     ``sync_running``: whether a process holds the sync lock now; without one, a run still
-    marked running was cut short.
+    marked running was cut short. ``user_id``: only that user's keys, and the last run as that
+    user saw it (its keys' ok and failed counts, ``failed`` only if one of them failed): what
+    an API token of a user who is not an admin may see. ``usage=False`` skips the one query
+    that reads ``usage_stats`` (each key's row count and newest day, then 0 and None): for
+    health probes and scrapes.
     """
     latest_result = (
         select(SyncKeyResult.api_key_id, func.max(SyncKeyResult.id).label("id"))
@@ -144,21 +151,26 @@ def collect_status(
             .group_by(SyncKeyResult.api_key_id)
         ).all()
     )
-    held = {
-        r.api_key_id: r
-        for r in session.execute(
-            select(
-                UsageStats.api_key_id,
-                func.count().label("rows"),
-                func.max(UsageStats.date, type_=Date()).label("newest"),
-            ).group_by(UsageStats.api_key_id)
-        )
-    }
+    held = (
+        {
+            r.api_key_id: r
+            for r in session.execute(
+                select(
+                    UsageStats.api_key_id,
+                    func.count().label("rows"),
+                    func.max(UsageStats.date, type_=Date()).label("newest"),
+                ).group_by(UsageStats.api_key_id)
+            )
+        }
+        if usage
+        else {}
+    )
 
     keys = []
-    for key, email, user_active in session.execute(
-        select(ApiKey, User.email, User.is_active).join(User).order_by(ApiKey.id)
-    ):
+    key_query = select(ApiKey, User.email, User.is_active).join(User).order_by(ApiKey.id)
+    if user_id is not None:
+        key_query = key_query.where(ApiKey.user_id == user_id)
+    for key, email, user_active in session.execute(key_query):
         result = last.get(key.id)
         rows = held.get(key.id)
         keys.append(
@@ -181,9 +193,12 @@ def collect_status(
     running = session.scalars(
         select(SyncRun).where(SyncRun.status == "running").order_by(SyncRun.id.desc()).limit(1)
     ).first()
+    last_run = _run_status(run)
+    if last_run is not None and user_id is not None:
+        last_run = _as_seen_by(session, last_run, {k.api_key_id for k in keys})
     return Status(
         keys=keys,
-        last_run=_run_status(run),
+        last_run=last_run,
         next_run_at=next_run_time(schedule, now),
         cut_short=None if sync_running else _run_status(running),
     )
@@ -201,3 +216,21 @@ def _run_status(run: SyncRun | None) -> RunStatus | None:
         run.keys_ok,
         run.keys_failed,
     )
+
+
+def _as_seen_by(session: Session, run: RunStatus, key_ids: set[int]) -> RunStatus:
+    """``run`` counted over ``key_ids`` only: other users' keys are neither counted nor able
+    to turn it ``failed``."""
+    outcomes = list(
+        session.execute(
+            select(SyncKeyResult.api_key_id, SyncKeyResult.status).where(
+                SyncKeyResult.run_id == run.id
+            )
+        )
+    )
+    ok = sum(1 for key_id, status in outcomes if key_id in key_ids and status == "ok")
+    failed = sum(1 for key_id, status in outcomes if key_id in key_ids and status == "failed")
+    status = run.status
+    if status in ("ok", "failed"):
+        status = "failed" if failed else "ok"
+    return dataclasses.replace(run, status=status, keys_ok=ok, keys_failed=failed)

@@ -14,6 +14,7 @@ import select as io_select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -95,6 +96,8 @@ def daemon_env(
             "OPENROUTER_WATCHER_SCHEDULE_SHUTDOWN_GRACE_SECONDS": "20",
             "OPENROUTER_WATCHER_SYNC_CONCURRENCY": "1",
             "OPENROUTER_WATCHER_TESTING_CLOCK": CLOCK,
+            # The HTTP server runs beside every daemon here, on a port of its own.
+            "OPENROUTER_WATCHER_HTTP_LISTEN": "127.0.0.1:0",
         }
     )
     env.update(extra)
@@ -204,14 +207,23 @@ def test_sigterm_during_slow_sync_exits_zero_and_leaves_no_partial_key(
 def test_second_daemon_skips_while_first_syncs(
     tmp_path: Path, database: str, fake: FakeOpenRouter, master_key: str
 ) -> None:
-    fake.latency = 1.5
+    # The first daemon's first request is held until the second daemon has tried to sync: a
+    # condition, not a race between a slow answer and the second daemon's start-up.
+    asked, release = threading.Event(), threading.Event()
+
+    def hold(_path: str, _query: dict[str, str]) -> None:
+        asked.set()
+        release.wait(60)
+
+    fake.on_request = hold
     env = daemon_env(database, fake, master_key)
     first, first_log = start(env, tmp_path, "first")
     second = None
     try:
-        wait_until(lambda: fake.request_count() >= 1)
+        wait_until(asked.is_set)
         second, second_log = start(env, tmp_path, "second")
         wait_until(lambda: any(e.get("event") == "sync_skipped" for e in events(second_log)))
+        release.set()
         # all requests so far came from the first daemon: still one key at a time
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=20) == 0
@@ -219,6 +231,7 @@ def test_second_daemon_skips_while_first_syncs(
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=20) == 0
     finally:
+        release.set()
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
                 proc.kill()
@@ -247,6 +260,7 @@ def test_startup_failures_exit_2_with_one_line(
             "OPENROUTER_WATCHER_ENCRYPTION_KEY": master_key,
             "OPENROUTER_WATCHER_LOGGING_FORMAT": "json",
             "OPENROUTER_WATCHER_TESTING_CLOCK": CLOCK,
+            "OPENROUTER_WATCHER_HTTP_LISTEN": "127.0.0.1:0",
         }
     )
     if case == "config":

@@ -123,6 +123,13 @@ def test_wheel_ships_the_migration_scripts(wheel: Path) -> None:
     assert not any(name.startswith("alembic/") for name in names)  # never the library's name
 
 
+def test_wheel_ships_the_dashboards_script_and_stylesheet(wheel: Path) -> None:
+    import zipfile
+
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"worker/http/static/dashboard.js", "worker/http/static/dashboard.css"} <= names
+
+
 def test_installed_wheel_migrates_a_fresh_database(installed: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"  # no alembic.ini, no checkout: only the package
     elsewhere.mkdir()

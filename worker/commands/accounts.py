@@ -65,10 +65,11 @@ def cmd_users_add(ctx: Context, args: argparse.Namespace) -> int:
         password = ctx.stdin.readline().rstrip("\r\n")
         if not password:
             raise UsageError("--password-stdin given but stdin held no password")
-    user = accounts.add_user(ctx.sessions(), args.email, password)
-    log.info("user_added", user_id=user.id)
+    user = accounts.add_user(ctx.sessions(), args.email, password, admin=args.admin)
+    log.info("user_added", user_id=user.id, admin=user.admin)
     kind = "with a password" if password else "without a password (cannot log in)"
-    ctx.out(f"added user {user.id} {user.email} {kind}")
+    role = "admin " if user.admin else ""
+    ctx.out(f"added {role}user {user.id} {user.email} {kind}")
     return 0
 
 
@@ -78,9 +79,9 @@ def cmd_users_list(ctx: Context, args: argparse.Namespace) -> int:
         ctx.print_json(users)
     else:
         ctx.print_table(
-            ["ID", "EMAIL", "ACTIVE", "PASSWORD", "KEYS", "TOKENS", "CREATED"],
+            ["ID", "EMAIL", "ACTIVE", "ADMIN", "PASSWORD", "KEYS", "TOKENS", "CREATED"],
             [
-                [u.id, u.email, u.active, u.has_password, u.keys, u.tokens, u.created_at]
+                [u.id, u.email, u.active, u.admin, u.has_password, u.keys, u.tokens, u.created_at]
                 for u in users
             ],
         )
@@ -97,6 +98,19 @@ def _cmd_users_set(active: bool) -> Any:
         return 0
 
     return handler
+
+
+def cmd_users_admin(ctx: Context, args: argparse.Namespace) -> int:
+    admin = not args.revoke
+    changed = accounts.set_user_admin(ctx.sessions(), args.email, admin)
+    email = accounts.normalize_email(args.email)
+    log.info("user_admin_set" if admin else "user_admin_revoked", email=email, changed=changed)
+    if admin:
+        said = "is now an admin" if changed else "was already an admin"
+    else:
+        said = "is no longer an admin" if changed else "was not an admin"
+    ctx.out(f"user {email} {said}")
+    return 0
 
 
 # --- keys -----------------------------------------------------------------------------------
@@ -287,6 +301,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="read the password from the first line of stdin",
     )
+    p.add_argument(
+        "--admin",
+        action="store_true",
+        help="its API tokens see every user's keys and accounts, not only its own",
+    )
     p.set_defaults(func=cmd_users_add)
     p = users.add_parser("list", help="list users")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -295,6 +314,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p = users.add_parser(verb, help=f"{verb} a user")
         p.add_argument("email")
         p.set_defaults(func=_cmd_users_set(active))
+    p = users.add_parser(
+        "admin", help="make a user an admin: its API tokens see every user's keys and accounts"
+    )
+    p.add_argument("email")
+    p.add_argument("--revoke", action="store_true", help="make the user an ordinary one again")
+    p.set_defaults(func=cmd_users_admin)
 
     keys = _group(subparsers, "keys", "manage stored OpenRouter keys")
     p = keys.add_parser("add", help="store an OpenRouter key, read from stdin or a hidden prompt")

@@ -75,6 +75,7 @@ def _local_keyring(ctx: Context, path: Path) -> Keyring:
 
 
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
+    from worker.http.server import serve_beside
     from worker.scheduler import SyncDaemon
 
     # Start-up checks that no retry can fix come first, each a one-line error with exit code 2:
@@ -91,6 +92,8 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     factory = ctx.sessions(check=False)  # the daemon checks the schema once the database answers
     notice = ctx.stderr if ctx.stderr.isatty() else None
     daemon = SyncDaemon(settings, ctx.engine, factory, keyring, notice=notice)
+    # Claimed before the database wait, so a taken address fails now (exit 2), not later.
+    daemon.http = serve_beside(daemon)
     return daemon.run()
 
 
