@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import tenacity
 
+from worker import metrics
 from worker.config import OpenRouterSettings
 from worker.errors import (
     BadRequestError,
@@ -236,23 +237,31 @@ class Transport:
         self._local.requests = getattr(self._local, "requests", 0) + 1
         with self._lock:
             self.requests_made += 1
-        with self._http().stream(
-            request.method,
-            request.path[1:],
-            params=request.params,
-            json=request.body,
-            headers=headers,
-            timeout=timeout,
-        ) as response:
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > settings.max_response_bytes:
-                    raise _TooLarge
-                if self._clock() - request.start > self.retry.deadline:
-                    raise _DeadlineExceeded
-                chunks.append(chunk)
+        answered = False
+        try:
+            with self._http().stream(
+                request.method,
+                request.path[1:],
+                params=request.params,
+                json=request.body,
+                headers=headers,
+                timeout=timeout,
+            ) as response:
+                answered = True
+                metrics.record_openrouter_request(request.path, response.status_code)
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > settings.max_response_bytes:
+                        raise _TooLarge
+                    if self._clock() - request.start > self.retry.deadline:
+                        raise _DeadlineExceeded
+                    chunks.append(chunk)
+        except httpx.TransportError:
+            if not answered:
+                metrics.record_openrouter_request(request.path, None)  # no answer at all
+            raise
         return Answer(response.status_code, response.headers, b"".join(chunks))
 
     def _wait(self, rs: tenacity.RetryCallState) -> float:
@@ -279,6 +288,7 @@ class Transport:
         elif outcome is not None:
             fields["status"] = outcome.result().status
         _log.warning("openrouter_retry", **fields)
+        metrics.record_openrouter_retry(request.path, fields.get("status"))
 
     def _check(self, answer: Answer, request: _Request) -> Answer:
         """The final answer itself (200) or its typed error."""
