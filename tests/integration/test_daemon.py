@@ -95,6 +95,8 @@ def daemon_env(
             "OPENROUTER_WATCHER_SCHEDULE_SHUTDOWN_GRACE_SECONDS": "20",
             "OPENROUTER_WATCHER_SYNC_CONCURRENCY": "1",
             "OPENROUTER_WATCHER_TESTING_CLOCK": CLOCK,
+            # These tests count the sync's requests: no live poll beside it.
+            "OPENROUTER_WATCHER_LIVE_INTERVAL_MINUTES": "0",
         }
     )
     env.update(extra)
