@@ -14,6 +14,8 @@ retries what is still undelivered until ``give_up_hours``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import logging
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -62,6 +64,7 @@ class DeliveryCounts:
         }
 
 
+@functools.cache
 def _apprise() -> Any:
     # Apprise's e-mail plugin imports the standard library's imghdr, deprecated since 3.11
     # and removed in 3.13: harmless here, so that one warning is not shown to operators.
@@ -70,6 +73,9 @@ def _apprise() -> Any:
         import apprise
 
         apprise.Apprise.instantiate("json://localhost")  # loads the plugins, once
+    # Apprise's own warnings are captured per send and reported in our alert_delivery_failed
+    # line (and the notification's error): not twice, and never in Apprise's free text.
+    logging.getLogger("apprise").propagate = False
     return apprise
 
 
