@@ -3,7 +3,9 @@
 Starts the bundled fake OpenRouter on 127.0.0.1 with a few keys' worth of realistic 30-day
 activity, then drives the real command line against a throw-away SQLite database in
 ``./data/demo/`` (recreated on every run): migrate, add users, add keys (verified against the
-fake's ``/key``), sync, and report. Production differs only in the base URL.
+fake's ``/key``), sync, and report. Then a live poll, whose alert rule fires and is delivered
+to a local webhook receiver (Apprise's ``json://``), which prints what it got. Production
+differs only in the base URL and the channel's URL.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from worker.cli import main as cli_main
 from worker.crypto import generate_master_key
 from worker.days import utc_today
 from worker.testing.activity_data import generate_activity
+from worker.testing.fake_account import generate_account
 from worker.testing.fake_openrouter import FakeOpenRouter
+from worker.testing.receivers import WebhookReceiver
 
 DEMO_DIR = Path("data/demo")
 
@@ -67,12 +71,42 @@ def _run(*argv: str, stdin: str | None = None) -> int:
     return code
 
 
+DEMO_ACCOUNT = (
+    "alice@example.com",
+    "team",
+    "sk-or-v1-demo-team-account-00000000000000000000000004",
+)
+DEMO_RULES = """\
+[[channels]]
+name = "demo-webhook"
+url_env = "DEMO_WEBHOOK_URL"
+
+[[alerts]]
+name = "daily-spend"
+metric = "spend_today"
+above = [5, 50]
+per = "key"
+notify = ["demo-webhook"]
+"""
+
+
+def _show_received(hook: WebhookReceiver) -> None:
+    for message in hook.received:
+        print(f"\n[local webhook receiver got] {message['json']['title']}")
+        for line in str(message["json"]["message"]).splitlines():
+            print(f"    {line}")
+
+
 def main() -> int:
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     DEMO_DIR.mkdir(parents=True)
     database = DEMO_DIR / "demo.db"
     today = utc_today()
-    with FakeOpenRouter(today=today) as fake:
+    with FakeOpenRouter(today=today) as fake, WebhookReceiver() as hook:
+        # An account with keys of its own: one of them has spent $7.42 today.
+        world = fake.add_account(DEMO_ACCOUNT[2], generate_account(today=today, keys=4, days=0))
+        world.keys[2].spend_today = Decimal("7.42")
+        world.keys[1].spend_today = Decimal("1.10")
         for _user, _name, key, models, endpoints, scale, seed in DEMO_KEYS:
             fake.add_key(
                 key,
@@ -83,9 +117,12 @@ def main() -> int:
             )
         for var in [v for v in os.environ if v.startswith("OPENROUTER_WATCHER_")]:
             del os.environ[var]  # the demo must not touch a configured production database
+        config = DEMO_DIR / "config.toml"
+        config.write_text(DEMO_RULES)
         os.environ.update(
             {
-                "OPENROUTER_WATCHER_CONFIG": os.devnull,
+                "OPENROUTER_WATCHER_CONFIG": str(config),
+                "DEMO_WEBHOOK_URL": hook.url("/openrouter-alerts"),
                 "OPENROUTER_WATCHER_DATABASE_URL": f"sqlite:///{database}",
                 "OPENROUTER_WATCHER_OPENROUTER_BASE_URL": fake.base_url,
                 "OPENROUTER_WATCHER_ENCRYPTION_KEY": generate_master_key(),
@@ -97,7 +134,7 @@ def main() -> int:
         steps: list[tuple[tuple[str, ...], str | None]] = [(("migrate",), None)]
         for email in dict.fromkeys(user for user, *_ in DEMO_KEYS):
             steps.append((("users", "add", email), None))
-        for user, name, key, *_ in DEMO_KEYS:
+        for user, name, key, *_ in [*DEMO_KEYS, DEMO_ACCOUNT]:
             steps.append((("keys", "add", "--user", user, "--name", name), key + "\n"))
         steps += [
             (("keys", "list"), None),
@@ -105,12 +142,17 @@ def main() -> int:
             (("status",), None),
             (("report", "--by", "day"), None),
             (("report", "--by", "model"), None),
+            (("poll",), None),
+            (("status",), None),
+            (("alerts", "list"), None),
         ]
         for argv, stdin in steps:
             code = _run(*argv, stdin=stdin)
             if code != 0:
                 print(f"demo step failed with exit code {code}", file=sys.stderr)
                 return code
+            if argv == ("poll",):
+                _show_received(hook)
     print(
         "\nThe demo database stays until the next `make demo`; query it with e.g.\n"
         f"  OPENROUTER_WATCHER_DATABASE_URL=sqlite:///{database} "

@@ -125,7 +125,7 @@ def _query(now: dt.datetime, hours: float) -> Any:
         .join(User, User.id == ApiKey.user_id)
         .join(source, and_(source.api_key_id == subject.api_key_id, source.key_hash == SELF))
         .outerjoin(snap, snap.id == subject.snapshot_id)
-        .order_by(subject.api_key_id, subject.key_hash, subject.id)
+        .order_by(subject.api_key_id, subject.key_hash != SELF, subject.name, subject.id)
     )
 
 
