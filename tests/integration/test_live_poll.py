@@ -231,4 +231,6 @@ def test_derived_figures_runway_projection_burn_and_spike(
     assert acct_figures.month_end_projection == acct_figures.month + Decimal("31.5")
     # No snapshot in the last 3 hours but this poll's: the $1.50 since the snapshot before
     # the window counts as spent within it.
-    assert key_figures.burn_rate_per_hour == Decimal("0.5")
+    # (the clock runs on from NOON while the poll runs: the window is a hair over 3 hours)
+    assert key_figures.burn_rate_per_hour is not None
+    assert key_figures.burn_rate_per_hour.quantize(Decimal("0.01")) == Decimal("0.50")

@@ -155,7 +155,10 @@ def test_make_demo_runs_the_whole_pipeline_offline(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "3 ok / 0 failed" in result.stdout
+    assert "4 ok / 0 failed" in result.stdout
     assert "spend by model" in result.stdout and "spend by day" in result.stdout
+    # A live poll, and its one alert delivered to the local webhook receiver.
+    assert "alerts: 1 fired; notifications: 1 sent, 0 failed" in result.stdout
+    assert "[local webhook receiver got] [openrouter-watcher] daily-spend:" in result.stdout
     assert "sk-or-v1-demo" not in result.stdout + result.stderr
     assert (tmp_path / "data" / "demo" / "demo.db").exists()

@@ -38,7 +38,20 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
                     for r in settings.alerts
                 ],
                 "channels": [{"name": c.name, "scheme": c.scheme} for c in settings.channels],
-                "subjects": rows,
+                "subjects": [
+                    {
+                        "rule": r.rule,
+                        "metric": r.metric,
+                        "subject": r.subject,
+                        "subject_name": r.subject_name,
+                        "value": r.value,
+                        "thresholds": r.thresholds,
+                        "firing": r.firing,
+                        "fired_at": r.fired_at,
+                        "state": r.state,
+                    }
+                    for r in rows
+                ],
             }
         )
         return 0
