@@ -357,6 +357,10 @@ def test_cli_poll_alerts_list_history_and_status_without_leaking_the_channel_url
     [message] = hook.received
     assert message["path"] == f"/{SECRET_PATH}"
 
+    code, again, _ = run("poll", "--json")
+    document = json.loads(again)
+    assert (code, document["status"], document["alerts_fired"]) == (0, "ok", [])
+    assert document["requests"] == 3 and document["snapshots_written"] == 0
     code, listed, _ = run("alerts", "list", "--json")
     subjects = json.loads(listed)["subjects"]
     assert [(s["subject_name"], s["value"], s["firing"]) for s in subjects] == [
@@ -378,7 +382,7 @@ def test_cli_poll_alerts_list_history_and_status_without_leaking_the_channel_url
     assert "TODAY" in table and "$21.50" in table and "RUNWAY" in table
 
     # The URL and its secret path never appear in output, logs or the database.
-    seen = out + err + listed + history + status + table
+    seen = out + err + again + listed + history + status + table
     with engine.connect() as conn:
         for name in ("alert_events", "alert_notifications", "alert_states", "live_subjects"):
             seen += repr(conn.execute(text(f"SELECT * FROM {name}")).all())  # noqa: S608

@@ -234,3 +234,29 @@ def test_derived_figures_runway_projection_burn_and_spike(
     # (the clock runs on from NOON while the poll runs: the window is a hair over 3 hours)
     assert key_figures.burn_rate_per_hour is not None
     assert key_figures.burn_rate_per_hour.quantize(Decimal("0.01")) == Decimal("0.50")
+
+
+def test_old_snapshots_are_pruned_but_every_figure_since_stays_computable(
+    session_factory: sessionmaker[Session],
+    keyring: Keyring,
+    fake: FakeOpenRouter,
+    account: FakeAccount,
+) -> None:
+    register(session_factory, keyring, ("production", MANAGEMENT, KIND_MANAGEMENT))
+    key = account.keys[0]
+    settings = settings_for(fake).replace("live", retention_days=2)
+    for day in range(5):  # a changed figure every day for 5 days
+        days.pin_clock(NOON + dt.timedelta(days=day))
+        replace_key(account, key.hash, spend_today=Decimal(day + 1))
+        summary = run_poll(session_factory, settings, keyring)
+    assert summary.pruned > 0
+    with session_factory() as session:
+        subject = session.scalars(select(LiveSubject).where(LiveSubject.key_hash == key.hash)).one()
+        kept = session.scalars(
+            select(LiveSnapshot.taken_at)
+            .where(LiveSnapshot.subject_id == subject.id)
+            .order_by(LiveSnapshot.taken_at)
+        ).all()
+    # The last 2 days' snapshots (the 22nd to the 24th), plus the newest one before them
+    # (the 21st's: still true at the cutoff); the 20th's is gone.
+    assert [t.date().day for t in kept] == [21, 22, 23, 24]
