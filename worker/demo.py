@@ -134,7 +134,8 @@ def main() -> int:
         steps: list[tuple[tuple[str, ...], str | None]] = [(("migrate",), None)]
         for email in dict.fromkeys(user for user, *_ in DEMO_KEYS):
             steps.append((("users", "add", email), None))
-        for user, name, key, *_ in [*DEMO_KEYS, DEMO_ACCOUNT]:
+        registered = [(user, name, str(key)) for user, name, key, *_ in DEMO_KEYS]
+        for user, name, key in [*registered, DEMO_ACCOUNT]:
             steps.append((("keys", "add", "--user", user, "--name", name), key + "\n"))
         steps += [
             (("keys", "list"), None),

@@ -25,7 +25,7 @@ above = [20, 40]              # or below = 15; one number or a list
 per = "key"                   # "key" (each OpenRouter key) or "account"; default "account"
 accounts = ["acct-a"]         # optional scope: registered account names; keys = [...], users = [...]
 notify = ["ops"]
-"""
+"""  # noqa: E501 - verbatim, comments included
 
 
 def load(tmp_path: Path, text: str, **env: str) -> object:
@@ -147,7 +147,8 @@ channels = ["nowhere"]
         f"[[channels]] 'twice' in {label}: give exactly one of url, url_env, url_file",
         f"[[alerts]] rule 'a' in {label}: give exactly one of above, below",
         f"[[alerts]] rule 'b' in {label}: below must be a number or a list of numbers",
-        f"[[alerts]] rule 'b' in {label}: metric balance exists per account only: set per = \"account\"",
+        f"[[alerts]] rule 'b' in {label}: metric balance exists per account only: "
+        'set per = "account"',
         f"[[alerts]] rule 'b' in {label}: notify names channel 'pager', which no [[channels]]",
         f"[[alerts]] rule 'c' in {label}: unknown key 'when'",
         f"[[alerts]] rule 'c' in {label}: keys = [...] chooses keys: set per = \"key\"",
