@@ -245,8 +245,8 @@ def test_old_snapshots_are_pruned_but_every_figure_since_stays_computable(
     register(session_factory, keyring, ("production", MANAGEMENT, KIND_MANAGEMENT))
     key = account.keys[0]
     settings = settings_for(fake).replace("live", retention_days=2)
-    for day in range(5):  # a changed figure every day for 5 days
-        days.pin_clock(NOON + dt.timedelta(days=day))
+    for day in range(5):  # a changed figure every day at noon; the last poll at 11:00
+        days.pin_clock(NOON + dt.timedelta(days=day, hours=-1 if day == 4 else 0))
         replace_key(account, key.hash, spend_today=Decimal(day + 1))
         summary = run_poll(session_factory, settings, keyring)
     assert summary.pruned > 0
@@ -257,6 +257,6 @@ def test_old_snapshots_are_pruned_but_every_figure_since_stays_computable(
             .where(LiveSnapshot.subject_id == subject.id)
             .order_by(LiveSnapshot.taken_at)
         ).all()
-    # The last 2 days' snapshots (the 22nd to the 24th), plus the newest one before them
+    # The last 2 days' snapshots (since the 22nd 11:00), plus the newest one before them
     # (the 21st's: still true at the cutoff); the 20th's is gone.
     assert [t.date().day for t in kept] == [21, 22, 23, 24]
