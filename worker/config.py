@@ -23,9 +23,12 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from worker.errors import ConfigError
+
+if TYPE_CHECKING:
+    from worker.alerts.rules import AlertRule, Channel
 
 ENV_PREFIX = "OPENROUTER_WATCHER_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
@@ -256,6 +259,54 @@ class LoggingSettings:
     )
 
 
+def _check_hhmm(value: str) -> str | None:
+    hour, _, minute = value.partition(":")
+    if not (hour.isdigit() and minute.isdigit() and int(hour) < 24 and int(minute) < 60):
+        return "must be a UTC time of day as HH:MM, e.g. 08:00"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveSettings:
+    interval_minutes: int = _opt(
+        10,
+        "The daemon polls OpenRouter's live figures (/credits, /keys, /key) every N minutes "
+        "and evaluates the [[alerts]] rules (0: off)",
+        lo=0,
+        hi=1440,
+    )
+    interval_seconds: int = _opt(
+        0, "Poll every N seconds instead (0: off; for tests and demos)", lo=0, hi=86_400
+    )
+    retention_days: int = _opt(90, "Keep live snapshots this many days", lo=1, hi=3660)
+    burn_rate_hours: float = _opt(
+        3.0, "The burn rate is the spend per hour over this many last hours", lo=0.25, hi=168
+    )
+    delivery_attempts: int = _opt(
+        3, "Attempts per notification within one poll (then again at the next poll)", lo=1, hi=10
+    )
+    delivery_deadline_seconds: float = _opt(
+        20.0,
+        "Longest a poll spends on one notification, retries included; the poll's figures and "
+        "alerts are committed before any is sent",
+        lo=1,
+        hi=600,
+    )
+    give_up_hours: float = _opt(
+        24.0, "A notification still not delivered after this many hours is abandoned", lo=1, hi=720
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DigestSettings:
+    channels: tuple[str, ...] = _opt(
+        [],
+        "[[channels]] names that get a daily digest of yesterday's spend per account, its top "
+        "keys and models, against the 7-day mean (empty: no digest)",
+    )
+    at: str = _opt("08:00", "When the digest goes out (HH:MM, UTC)", check=_check_hhmm)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """The whole configuration, validated and immutable."""
@@ -267,6 +318,11 @@ class Settings:
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    live: LiveSettings = field(default_factory=LiveSettings)
+    digest: DigestSettings = field(default_factory=DigestSettings)
+    # Arrays of tables ([[channels]], [[alerts]]): parsed by worker.alerts.rules.
+    channels: tuple[Channel, ...] = ()
+    alerts: tuple[AlertRule, ...] = ()
     source: str = "built-in defaults"
 
     def replace(self, section: str, **changes: Any) -> Settings:
@@ -275,10 +331,11 @@ class Settings:
         return dataclasses.replace(self, **{section: new_section})
 
 
+TABLE_ARRAYS = ("channels", "alerts")
 SECTIONS: dict[str, type] = {
     f.name: f.default_factory  # type: ignore[misc]
     for f in dataclasses.fields(Settings)
-    if f.name != "source"
+    if f.name not in ("source", *TABLE_ARRAYS)
 }
 
 
@@ -397,6 +454,8 @@ def load_settings(
     sections: dict[str, Any] = {}
 
     for name in data:
+        if name in TABLE_ARRAYS:
+            continue
         if name not in SECTIONS:
             problems.append(
                 f"unknown section [{name}] in {file_label} (known: {', '.join(SECTIONS)})"
@@ -442,13 +501,30 @@ def load_settings(
         if not problems:
             sections[section_name] = cls(**values)
 
+    from worker.alerts.rules import parse_tables
+
+    channels, alerts, found = parse_tables(data, file_label, env)
+    problems += found
+    for item in data.get("channels") or []:
+        if isinstance(item, dict) and isinstance(item.get("url_env"), str):
+            known_env.add(item["url_env"])  # a channel's own variable may share the prefix
+    digest = sections.get("digest")
+    for name in digest.channels if digest else ():
+        if name not in {c.name for c in channels}:
+            problems.append(f"[digest] channels names {name!r}, which no [[channels]] defines")
+
     for var in env:
         if var.startswith(ENV_PREFIX) and var not in known_env:
             problems.append(f"unknown environment variable {var}")
 
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
-    return Settings(**sections, source=str(config_path) if config_path else "built-in defaults")
+    return Settings(
+        **sections,
+        channels=channels,
+        alerts=alerts,
+        source=str(config_path) if config_path else "built-in defaults",
+    )
 
 
 def describe_options() -> list[tuple[str, str, Any, str]]:

@@ -4,7 +4,9 @@
 127.0.0.1 with a few keys' worth of realistic 30-day activity, then drives the real command
 line against a throw-away SQLite database in ``./data/demo/`` (recreated on every run, its
 master key beside it): migrate, add users (alice an admin), add keys (verified against the
-fake's ``/key``), sync, and report. Production differs only in the base URL.
+fake's ``/key``), sync, and report. Then a live poll, whose alert rule fires and is delivered
+to a local webhook receiver (Apprise's ``json://``), which prints what it got. Production
+differs only in the base URL and the channel's URL.
 
 ``python -m worker.demo dashboard`` (`make dashboard`) serves that database's dashboard, API
 and metrics until Ctrl-C: the real daemon (``openrouter-watcher run``) against the fake
@@ -28,7 +30,9 @@ from worker.cli import main as cli_main
 from worker.crypto import generate_master_key
 from worker.days import utc_today
 from worker.testing.activity_data import generate_activity
+from worker.testing.fake_account import generate_account
 from worker.testing.fake_openrouter import FakeOpenRouter
+from worker.testing.receivers import WebhookReceiver
 
 DEMO_DIR = Path("data/demo")
 DATABASE = DEMO_DIR / "demo.db"
@@ -79,12 +83,45 @@ def _run(*argv: str, stdin: str | None = None) -> int:
     return code
 
 
+DEMO_ACCOUNT = (
+    "alice@example.com",
+    "team",
+    "sk-or-v1-demo-team-account-00000000000000000000000004",
+)
+DEMO_RULES = """\
+[[channels]]
+name = "demo-webhook"
+url_env = "DEMO_WEBHOOK_URL"
+
+[[alerts]]
+name = "daily-spend"
+metric = "spend_today"
+above = [5, 50]
+per = "key"
+notify = ["demo-webhook"]
+"""
+
+
+def _show_received(hook: WebhookReceiver) -> None:
+    for message in hook.received:
+        print(f"\n[local webhook receiver got] {message['json']['title']}")
+        for line in str(message["json"]["message"]).splitlines():
+            print(f"    {line}")
+
+
 @contextlib.contextmanager
-def demo_openrouter(**settings: str) -> Iterator[FakeOpenRouter]:
+def demo_openrouter(**settings: str) -> Iterator[tuple[FakeOpenRouter, WebhookReceiver]]:
     """The fake OpenRouter serving the demo keys, and this process configured for the demo
     database only (``settings``: more ``OPENROUTER_WATCHER_*`` variables)."""
     today = utc_today()
-    with FakeOpenRouter(today=today) as fake:
+    with FakeOpenRouter(today=today) as fake, WebhookReceiver() as hook:
+        # An account with keys of its own (listed by its management key, each with 30 days of
+        # history); one of them has spent $7.42 today, which the alert rule notices.
+        world = fake.add_account(
+            DEMO_ACCOUNT[2], generate_account(today=today, keys=4, days=30, models=3, seed=4)
+        )
+        world.keys[2].spend_today = Decimal("7.42")
+        world.keys[1].spend_today = Decimal("1.10")
         for _user, _name, key, models, endpoints, scale, seed in DEMO_KEYS:
             fake.add_key(
                 key,
@@ -95,9 +132,12 @@ def demo_openrouter(**settings: str) -> Iterator[FakeOpenRouter]:
             )
         for var in [v for v in os.environ if v.startswith("OPENROUTER_WATCHER_")]:
             del os.environ[var]  # the demo must not touch a configured production database
+        config = DEMO_DIR / "config.toml"
+        config.write_text(DEMO_RULES)
         os.environ.update(
             {
-                "OPENROUTER_WATCHER_CONFIG": os.devnull,
+                "OPENROUTER_WATCHER_CONFIG": str(config),
+                "DEMO_WEBHOOK_URL": hook.url("/openrouter-alerts"),
                 "OPENROUTER_WATCHER_DATABASE_URL": f"sqlite:///{DATABASE}",
                 "OPENROUTER_WATCHER_OPENROUTER_BASE_URL": fake.base_url,
                 "OPENROUTER_WATCHER_ENCRYPTION_KEY_FILE": str(MASTER_KEY),
@@ -106,7 +146,7 @@ def demo_openrouter(**settings: str) -> Iterator[FakeOpenRouter]:
                 **settings,
             }
         )
-        yield fake
+        yield fake, hook
 
 
 def main() -> int:
@@ -116,26 +156,33 @@ def main() -> int:
     fd = os.open(MASTER_KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(generate_master_key() + "\n")
-    with demo_openrouter() as fake:
+    with demo_openrouter() as (fake, hook):
         print(f"fake OpenRouter listening on {fake.base_url}; database {DATABASE}")
         steps: list[tuple[tuple[str, ...], str | None]] = [(("migrate",), None)]
         for email in dict.fromkeys(user for user, *_ in DEMO_KEYS):
             admin = ("--admin",) if email == ADMIN else ()
             steps.append((("users", "add", email, *admin), None))
-        for user, name, key, *_ in DEMO_KEYS:
+        registered = [(user, name, str(key)) for user, name, key, *_ in DEMO_KEYS]
+        for user, name, key in [*registered, DEMO_ACCOUNT]:
             steps.append((("keys", "add", "--user", user, "--name", name), key + "\n"))
         steps += [
             (("keys", "list"), None),
             (("sync",), None),
-            (("status",), None),
-            (("report", "--by", "day"), None),
+            (("account-keys",), None),
+            (("report", "--by", "day", "--last", "7"), None),
             (("report", "--by", "model"), None),
+            (("report", "--by", "key"), None),
+            (("poll",), None),
+            (("status",), None),
+            (("alerts", "list"), None),
         ]
         for argv, stdin in steps:
             code = _run(*argv, stdin=stdin)
             if code != 0:
                 print(f"demo step failed with exit code {code}", file=sys.stderr)
                 return code
+            if argv == ("poll",):
+                _show_received(hook)
     print(
         "\nThe demo database stays until the next `make demo`; query it with e.g.\n"
         f"  OPENROUTER_WATCHER_DATABASE_URL=sqlite:///{DATABASE} "

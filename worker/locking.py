@@ -1,5 +1,8 @@
 """One sync at a time per database, across processes, and no write once the lock is lost.
 
+The live poll (:mod:`worker.live`) takes a lock of its own by the same means
+(:func:`poll_lock`): polls never overlap each other, and never wait for a sync.
+
 PostgreSQL: a session-level advisory lock, and every write of the run goes through the very
 connection that holds it. Before each transaction the run checks, on that connection, that the
 lock is still its own: if the connection died (a server restart, ``idle_session_timeout``) the
@@ -29,6 +32,7 @@ from worker.errors import DatabaseUnavailableError, WatcherError
 
 # Any constant 64-bit number unique to this application; "orwatch1" in ASCII.
 ADVISORY_LOCK_ID = 0x6F72776174636831
+POLL_LOCK_ID = 0x6F72776174636832  # "orwatch2": the live poll's
 # pg_locks shows a bigint advisory key as its two halves (and objsubid 1).
 _HELD = text(
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
@@ -38,7 +42,13 @@ _ANY_HOLDER = text(
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
     "AND classid = :hi AND objid = :lo AND objsubid = 1 AND granted"
 )
-_HALVES = {"hi": ADVISORY_LOCK_ID >> 32, "lo": ADVISORY_LOCK_ID & 0xFFFFFFFF}
+
+
+def _halves(lock_id: int) -> dict[str, int]:
+    return {"hi": lock_id >> 32, "lo": lock_id & 0xFFFFFFFF}
+
+
+_HALVES = _halves(ADVISORY_LOCK_ID)
 
 
 class LockLostError(WatcherError):
@@ -46,12 +56,12 @@ class LockLostError(WatcherError):
     writing; the next sync starts over."""
 
 
-def lock_file_for(engine: Engine) -> Path | None:
+def lock_file_for(engine: Engine, suffix: str = ".sync.lock") -> Path | None:
     """The SQLite lock file for this engine's database, or None (in-memory database)."""
     database = engine.url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
-    return Path(database).with_name(Path(database).name + ".sync.lock")
+    return Path(database).with_name(Path(database).name + suffix)
 
 
 @contextmanager
@@ -61,11 +71,24 @@ def sync_lock(engine: Engine) -> Iterator[sessionmaker[Session] | None]:
     Yields None when another sync holds it; otherwise the session factory the run must use
     for every transaction (on PostgreSQL bound to the lock's connection, see above).
     """
+    with _try_lock(engine, ADVISORY_LOCK_ID, ".sync.lock") as factory:
+        yield factory
+
+
+@contextmanager
+def poll_lock(engine: Engine) -> Iterator[sessionmaker[Session] | None]:
+    """Try to take the database's poll lock (the live poll's, not the sync's). Never blocks."""
+    with _try_lock(engine, POLL_LOCK_ID, ".poll.lock") as factory:
+        yield factory
+
+
+@contextmanager
+def _try_lock(engine: Engine, lock_id: int, suffix: str) -> Iterator[sessionmaker[Session] | None]:
     if engine.dialect.name == "postgresql":
-        with _postgres_lock(engine) as factory:
+        with _postgres_lock(engine, lock_id) as factory:
             yield factory
         return
-    path = lock_file_for(engine)
+    path = lock_file_for(engine, suffix)
     if path is None:
         yield make_session_factory(engine)
         return
@@ -86,43 +109,42 @@ def sync_lock(engine: Engine) -> Iterator[sessionmaker[Session] | None]:
 
 
 @contextmanager
-def _postgres_lock(engine: Engine) -> Iterator[sessionmaker[Session] | None]:
+def _postgres_lock(engine: Engine, lock_id: int) -> Iterator[sessionmaker[Session] | None]:
     conn = engine.connect()
     try:
         acquired = bool(
-            conn.execute(
-                text("SELECT pg_try_advisory_lock(:id)"), {"id": ADVISORY_LOCK_ID}
-            ).scalar()
+            conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": lock_id}).scalar()
         )
         conn.commit()
         if not acquired:
             yield None
             return
         factory = sessionmaker(bind=conn, expire_on_commit=False)
-        event.listen(factory, "after_begin", _check_still_held)
+        event.listen(factory, "after_begin", _check_still_held(_halves(lock_id)))
         try:
             yield factory
         finally:
             # A dead connection took the lock with it: nothing to release then.
             with suppress(DBAPIError, DatabaseUnavailableError):
                 conn.rollback()
-                conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": ADVISORY_LOCK_ID})
+                conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})
                 conn.commit()
     finally:
         with suppress(DBAPIError, DatabaseUnavailableError):
             conn.close()
 
 
-def _check_still_held(
-    _session: Session, _transaction: SessionTransaction, connection: Connection
-) -> Any:
-    """Before any statement of a transaction: is the lock still held by this connection?"""
-    try:
-        held = connection.execute(_HELD, _HALVES).scalar()
-    except (DBAPIError, DatabaseUnavailableError) as exc:
-        raise LockLostError() from exc
-    if not held:
-        raise LockLostError()
+def _check_still_held(halves: dict[str, int]) -> Any:
+    def check(_session: Session, _transaction: SessionTransaction, connection: Connection) -> Any:
+        """Before any statement of a transaction: is the lock still held by this connection?"""
+        try:
+            held = connection.execute(_HELD, halves).scalar()
+        except (DBAPIError, DatabaseUnavailableError) as exc:
+            raise LockLostError() from exc
+        if not held:
+            raise LockLostError()
+
+    return check
 
 
 def lock_is_held(engine: Engine) -> bool:

@@ -49,6 +49,7 @@ from worker.config import Settings
 from worker.crypto import Keyring
 from worker.db import check_schema
 from worker.errors import DatabaseUnavailableError
+from worker.live.jobs import LivePoller
 from worker.logs import get_logger
 from worker.models import ApiKey, User
 from worker.sync import locked_sync
@@ -114,6 +115,8 @@ class SyncDaemon:
         self.database_backoff = database_backoff or Backoff()
         self.notice = notice
         self.http = http
+        # The live poll: jobs of its own, so a poll never waits for a sync (worker.live.jobs).
+        self.poller = LivePoller(settings, engine, keyring, self.stop)
         self.scheduler = BlockingScheduler(
             timezone=dt.UTC,
             job_defaults={
@@ -187,6 +190,7 @@ class SyncDaemon:
                 name="sync (start-up)",
                 next_run_time=dt.datetime.now(dt.UTC),
             )
+        self.poller.add_jobs(self.scheduler)
 
     def _on_job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
@@ -298,6 +302,7 @@ class SyncDaemon:
                 interval_seconds=self.settings.schedule.interval_minutes * 60
                 + self.settings.schedule.interval_seconds,
                 run_at_startup=self.settings.schedule.run_at_startup,
+                poll_interval_seconds=self.poller.interval_seconds,
             )
             if self.http is not None:
                 self.http.start()
@@ -306,7 +311,10 @@ class SyncDaemon:
             deadline = time.monotonic() + grace
             if self.http is not None:
                 self.http.request_stop()  # winds down while the key in flight finishes
-            if not self._idle.wait(timeout=grace):
+            if not (
+                self._idle.wait(timeout=grace)
+                and self.poller.idle.wait(timeout=max(0.0, deadline - time.monotonic()))
+            ):
                 log.warning("shutdown_grace_expired", grace_seconds=grace)
                 self._exit_now(0)
             if self.http is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
@@ -15,6 +16,7 @@ from sqlalchemy import Date, func, select
 from sqlalchemy.orm import Session
 
 from worker.config import ScheduleSettings
+from worker.live.figures import Figures, registered
 from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats, User, UTCDateTime, utcnow
 
 
@@ -31,6 +33,38 @@ class KeyStatus:
     last_attempt_at: dt.datetime | None
     rows: int
     newest_date: dt.date | None
+    # The live poll's figures (worker.live.figures): an account's today, month, balance and
+    # runway, or a key's today, month and limit left; None before its first poll.
+    live: LiveFigures | None = None
+
+
+@dataclass(frozen=True)
+class LiveFigures:
+    """What ``status`` shows of a key's live figures (``None``: not known)."""
+
+    as_of: dt.datetime | None
+    today: Decimal | None
+    month: Decimal | None
+    limit_remaining: Decimal | None
+    balance: Decimal | None
+    runway_days: Decimal | None
+    month_end_projection: Decimal | None
+    poll_error: str | None
+
+    @classmethod
+    def of(cls, figures: Figures | None) -> LiveFigures | None:
+        if figures is None:
+            return None
+        return cls(
+            figures.as_of,
+            figures.today,
+            figures.month,
+            figures.limit_remaining,
+            figures.balance,
+            figures.runway_days,
+            figures.month_end_projection,
+            figures.poll_error,
+        )
 
 
 @dataclass(frozen=True)
@@ -166,6 +200,7 @@ def collect_status(
         else {}
     )
 
+    live = registered(session, now=now)
     keys = []
     key_query = select(ApiKey, User.email, User.is_active).join(User).order_by(ApiKey.id)
     if user_id is not None:
@@ -186,6 +221,7 @@ def collect_status(
                 last_attempt_at=result.finished_at if result else None,
                 rows=rows.rows if rows else 0,
                 newest_date=rows.newest if rows else None,
+                live=LiveFigures.of(live.get(key.id)),
             )
         )
 

@@ -98,6 +98,8 @@ def daemon_env(
             "OPENROUTER_WATCHER_TESTING_CLOCK": CLOCK,
             # The HTTP server runs beside every daemon here, on a port of its own.
             "OPENROUTER_WATCHER_HTTP_LISTEN": "127.0.0.1:0",
+            # These tests count the sync's requests: no live poll beside it.
+            "OPENROUTER_WATCHER_LIVE_INTERVAL_MINUTES": "0",
         }
     )
     env.update(extra)

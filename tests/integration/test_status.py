@@ -152,7 +152,10 @@ def test_make_demo_runs_the_whole_pipeline_offline(
         os.environ.update(saved)
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "3 ok / 0 failed" in out
-    assert "spend by model" in out and "spend by day" in out
+    assert "4 ok / 0 failed" in out
+    assert "spend by model" in out and "spend by day" in out and "spend by key" in out
+    # A live poll, and its one alert delivered to the local webhook receiver.
+    assert "alerts: 1 fired; notifications: 1 sent, 0 failed" in out
+    assert "[local webhook receiver got] [openrouter-watcher] daily-spend:" in out
     assert "sk-or-v1-demo" not in out + err
     assert (tmp_path / "data" / "demo" / "demo.db").exists()

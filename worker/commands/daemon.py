@@ -12,7 +12,7 @@ from worker import render
 from worker.crypto import CREDENTIAL_NAME, Keyring, generate_master_key
 from worker.locking import lock_is_held
 from worker.logs import get_logger
-from worker.status import Status, collect_status
+from worker.status import LiveFigures, Status, collect_status
 
 if TYPE_CHECKING:
     from worker.cli import Context
@@ -98,8 +98,10 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _format_status(status: Status) -> list[str]:
+    headers = ("ID", "USER", "NAME", "KIND", "ACTIVE", "LAST OK (UTC)", "LAST", "ROWS", "NEWEST")
+    live = ("TODAY", "MONTH", "LIMIT LEFT", "BALANCE", "RUNWAY")
     lines = render.table(
-        ("ID", "USER", "NAME", "KIND", "ACTIVE", "LAST OK (UTC)", "LAST", "ROWS", "NEWEST"),
+        (*headers, *live),
         [
             (
                 k.api_key_id,
@@ -111,9 +113,11 @@ def _format_status(status: Status) -> list[str]:
                 k.last_status or "never",
                 f"{k.rows:,}",
                 k.newest_date,
+                *_live_cells(k.live),
             )
             for k in status.keys
         ],
+        align=[render.LEFT] * len(headers) + [render.RIGHT] * len(live),
     )
     for k in status.keys:
         if k.last_status == "failed" and k.last_error:
@@ -131,6 +135,14 @@ def _format_status(status: Status) -> list[str]:
         lines.append("last run: never")
     lines.append(f"next scheduled run: {render.cell(status.next_run_at)} UTC")
     return lines
+
+
+def _live_cells(live: LiveFigures | None) -> tuple[object, ...]:
+    """TODAY, MONTH, LIMIT LEFT, BALANCE, RUNWAY (from the last live poll)."""
+    if live is None:
+        return (None,) * 5
+    runway = None if live.runway_days is None else f"{live.runway_days:f} d"
+    return (live.today, live.month, live.limit_remaining, live.balance, runway)
 
 
 def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
