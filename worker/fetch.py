@@ -22,11 +22,14 @@ from worker.config import SyncSettings
 from worker.crypto import Keyring
 from worker.days import span, utc_now
 from worker.errors import InvalidResponseError, OpenRouterError
-from worker.logs import bound_contextvars
+from worker.logs import bound_contextvars, get_logger
 from worker.models import KIND_ORDINARY
 from worker.openrouter import Activity, CatalogKey, OpenRouterClient, daily_totals
+from worker.outcomes import describe_failure
 from worker.store.keys import ActiveKey
 from worker.store.usage_write import KEY_USAGE_STATS, USAGE_STATS, KeyRows, UsageTable
+
+log = get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -141,11 +144,20 @@ def fetch_registered(
             return Fetched(key, None, requests, accepted, error=exc)
 
 
-def _listing(client: OpenRouterClient, secret: str) -> tuple[list[CatalogKey], int]:
+def _listing(client: OpenRouterClient, secret: str) -> tuple[list[CatalogKey] | None, int]:
     """Every key of the account, across its workspaces (the default one when the account has
-    none to list), and the requests that cost."""
+    none to list), and the requests that cost; None when ``/workspaces`` failed."""
     before = client.http.thread_requests
-    known = client.list_workspaces(secret)
+    try:
+        known = client.list_workspaces(secret)
+    except OpenRouterError as exc:
+        # An account's sync must not fail for want of workspaces: a /workspaces outage (5xx,
+        # 429 after the retries) would otherwise discard the window just fetched. Its keys
+        # are not listed this run rather than listed from the default workspace alone, which
+        # would mark the other workspaces' keys gone.
+        reason, message = describe_failure(exc)
+        log.warning("account_keys_not_listed", reason=reason, error=message)
+        return None, client.http.thread_requests - before
     workspaces: list[str | None] = list(known) if known else [None]
     keys = [key for workspace in workspaces for key in client.list_keys(secret, workspace)]
     return keys, client.http.thread_requests - before
