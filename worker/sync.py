@@ -116,7 +116,7 @@ def run_sync(
         status = "interrupted"
         try:
             run.all(keys, in_window, older, today)
-            if not summary.keys_skipped and not summary.stopped:
+            if run.complete and not summary.keys_skipped and not summary.stopped:
                 failed = summary.keys_failed or summary.catalogue.failed
                 status = "failed" if failed else "ok"
         except LockLostError as exc:
@@ -176,6 +176,9 @@ class _Run:
         self.summary = summary
         self.stop = stop
         self.whole_window = whole_window
+        # Every step ran to its end: a stop that left account keys or history for the next run
+        # makes the run "interrupted", like one that left registered keys.
+        self.complete = False
 
     def all(
         self,
@@ -214,6 +217,7 @@ class _Run:
             linked = {key.id: key for key in ordinary}
         listings = {f.subject.id: f.listing for f in fetched if f.listing is not None}  # type: ignore[union-attr]
         self.summary.catalogue.listed = sum(len(listing) for listing in listings.values())
+        left = 0  # account keys whose fetch a stop left for the next run
         if in_window:
             jobs, unchanged = catalogue.jobs_for(
                 entries,
@@ -236,8 +240,9 @@ class _Run:
                     run_id=self.summary.run_id,
                 )
 
-            self._pool(jobs, fetch_job, lambda _fetched: None)
+            left = self._pool(jobs, fetch_job, lambda _fetched: None)
         self._history(accounts, entries, older, today)
+        self.complete = not (self.stop.is_set() and (left or self.summary.history.pending))
 
     def _pool(
         self, items: Sequence[T], fetch: Callable[[T], Fetched], seen: Callable[[Fetched], None]

@@ -251,7 +251,7 @@ def test_the_first_sync_imports_the_days_before_the_window_exactly_and_the_next_
         "rows": {"inserted": 3 * 60, "updated": 0, "unchanged": 0, "deleted": 0, "kept": 0},
     }
     assert _analytics_requests(fake) == [200, 200, 200]
-    assert summary.requests == 3 + 2 + 3  # listing, two keys' /activity, three analytics
+    assert summary.requests == 4 + 2 + 3  # listing, two keys' /activity, three analytics
     _assert_complete(session_factory, account, mgmt)
     stored = _values(_rows(session_factory, UsageStats, mgmt))
     assert {pair: stored[pair] for pair in imported} == imported
@@ -357,11 +357,6 @@ def test_an_import_cut_short_resumes_where_it_stopped_and_ends_exact(
     _assert_complete(session_factory, account, mgmt)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker/sync.py run_sync: a run is 'interrupted' only when registered keys were "
-    "skipped or the lock was lost, so a stop during the history import ends 'ok'",
-)
 def test_a_run_stopped_during_the_history_import_ends_interrupted(
     session_factory: sessionmaker[Session],
     settings: Settings,

@@ -74,8 +74,8 @@ def test_a_poll_stores_the_account_and_its_keys_and_only_what_changed(
 
     first = locked_poll(engine, settings, keyring)
     assert first is not None and not first.failed
-    # /credits, /workspaces (refused: none), one /keys page
-    assert first.requests == 3 == fake.request_count()
+    # /credits, /workspaces (refused: none), one /keys page and the empty one that ends it
+    assert first.requests == 4 == fake.request_count()
     assert (first.subjects, first.snapshots) == (4, 4)
 
     with session_factory() as session:
@@ -142,7 +142,7 @@ def test_ordinary_keys_cost_one_request_unless_an_account_lists_them(
         ("loner", loner, KIND_ORDINARY),
     )
     summary = run_poll(session_factory, settings_for(fake), keyring)
-    assert summary.requests == 4  # the account's 3, and /key for the key no account lists
+    assert summary.requests == 5  # the account's 4, and /key for the key no account lists
     assert fake.request_count(listed.secret) == 0
     assert [s.scope for s in summary.sources] == ["account", "alias", "key"]
     with session_factory() as session:

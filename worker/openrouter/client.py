@@ -159,16 +159,23 @@ class OpenRouterClient:
         """``GET /keys``, every page, disabled keys included: the keys of one workspace (the
         default one when None)."""
         keys: list[CatalogKey] = []
+        seen: set[str] = set()
+        offset = 0
         while True:
-            params = {"include_disabled": "true", "offset": str(len(keys))}
+            params = {"include_disabled": "true", "offset": str(offset)}
             if workspace_id is not None:
                 params["workspace_id"] = workspace_id
             answer, sent = self.http.request("GET", "keys", api_key, params=params)
             with counting(sent):
                 page = parse_keys(answer.text)
-            keys.extend(page)
-            if len(page) < PAGE:
+            new = [key for key in page if key.hash not in seen]
+            # Pages hold "at most 100": a short page need not be the last, only an empty one
+            # is. A page of nothing new (a server ignoring offset) ends it too, never a loop.
+            if not new:
                 return keys
+            keys.extend(new)
+            seen.update(key.hash for key in new)
+            offset += len(page)
 
     def get_credits(self, api_key: str) -> Credits:
         """``GET /credits``: what the account bought and used (answers may be a minute old)."""
