@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,9 +28,10 @@ from worker.locking import LockLostError
 from worker.logs import get_logger
 from worker.models import SOURCE_ACTIVITY, SOURCE_ANALYTICS
 from worker.openrouter import OpenRouterClient
-from worker.outcomes import HistoryTally, describe_failure
+from worker.outcomes import HistoryTally, KeyOutcome, RunSummary, describe_failure
 from worker.store import catalogue as catalogue_store
 from worker.store import keys as key_store
+from worker.store import ledger
 from worker.store.catalogue import Entry
 from worker.store.keys import ActiveKey
 from worker.store.usage_write import (
@@ -176,6 +177,18 @@ class Importer:
         )
 
 
+def gap_days(
+    previous_success: dt.datetime | None, today: dt.date, history_days: int
+) -> list[dt.date]:
+    """The days no answer covered because no sync succeeded for longer than ``/activity``'s
+    window: from the day of the previous success (not complete then) to the day before the
+    current window, no further back than ``history_days``. Empty in the usual case."""
+    if previous_success is None:
+        return []  # the first sync: the import of history covers what came before
+    first = max(previous_success.date(), today - dt.timedelta(days=history_days))
+    return span(first, completed_window(today)[0] - dt.timedelta(days=1))
+
+
 def backfill_days(
     factory: sessionmaker[Session],
     client: OpenRouterClient,
@@ -229,3 +242,70 @@ def _ranges(days: Sequence[dt.date]) -> list[tuple[dt.date, dt.date]]:
         else:
             ranges.append((day, day))
     return ranges
+
+
+# --- the run's history step (worker.sync) -----------------------------------------------------
+
+
+def run_step(
+    factory: sessionmaker[Session],
+    client: OpenRouterClient,
+    summary: RunSummary,
+    accounts: Mapping[int, tuple[ActiveKey, str]],
+    entries: Sequence[Entry],
+    older: Sequence[dt.date],
+    today: dt.date,
+    *,
+    history_days: int,
+    whole_window: bool,
+    stop: threading.Event,
+) -> None:
+    """A run's last step, per account (its management key decrypted in ``accounts``): a
+    backfill's ``older`` days, or the history not imported yet and any days lost between two
+    windows. What it did goes to ``summary.history``; an account whose days could not be
+    asked fails in the ledger."""
+    importer = Importer(factory, client, today=today, history_days=history_days, stop=stop)
+    tally = importer.tally
+    for account, secret in accounts.values():
+        subjects = [account_subject(account)] + [
+            key_subject(entry) for entry in entries if entry.account_id == account.id
+        ]
+        if older:
+            _backfill(factory, client, summary, tally, account, secret, subjects, older)
+        elif whole_window and history_days:
+            importer.run(secret, subjects)
+            with factory() as session:
+                previous = ledger.last_success(session, account.id, summary.run_id)
+            gap = gap_days(previous, today, history_days)
+            if gap and not stop.is_set():
+                log.warning("history_gap", api_key_id=account.id, first_day=str(gap[0]),
+                            days=len(gap))  # fmt: skip
+                _backfill(factory, client, summary, tally, account, secret, subjects, gap)
+    summary.history = tally
+
+
+def _backfill(
+    factory: sessionmaker[Session],
+    client: OpenRouterClient,
+    summary: RunSummary,
+    tally: HistoryTally,
+    account: ActiveKey,
+    secret: str,
+    subjects: Sequence[Subject],
+    days: Sequence[dt.date],
+) -> None:
+    before = client.http.requests_made, client.http.rate_limit_seconds
+    try:
+        tally.counts = tally.counts + backfill_days(factory, client, secret, subjects, days)
+    except (OpenRouterError, TooManyRows) as exc:
+        reason, message = describe_failure(exc) if isinstance(exc, OpenRouterError) else (
+            "too_many_rows", str(exc))  # fmt: skip
+        outcome = KeyOutcome(
+            account.id, account.user_id, account.name, "failed", reason=reason, error=message
+        )
+        with transaction(factory) as session:
+            ledger.record_outcomes(session, summary.run_id, [outcome])
+        summary.keys.append(outcome)
+    finally:
+        tally.requests += client.http.requests_made - before[0]
+        tally.rate_limit_seconds += client.http.rate_limit_seconds - before[1]

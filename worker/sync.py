@@ -40,7 +40,7 @@ from worker.config import Settings
 from worker.crypto import Keyring
 from worker.days import check_days, split_days, utc_now, window_days
 from worker.db import make_session_factory, transaction
-from worker.errors import NotFoundError, NotManagementKeyError, OpenRouterError, WatcherError
+from worker.errors import NotFoundError, NotManagementKeyError, OpenRouterError
 from worker.fetch import Fetched, fetch_catalogued, fetch_registered, is_ordinary
 from worker.locking import LockLostError, sync_lock
 from worker.logs import bound_contextvars, get_logger
@@ -241,7 +241,18 @@ class _Run:
                 )
 
             left = self._pool(jobs, fetch_job, lambda _fetched: None)
-        self._history(accounts, entries, older, today)
+        history.run_step(
+            self.factory,
+            self.client,
+            self.summary,
+            accounts,
+            entries,
+            older,
+            today,
+            history_days=sync.history_days,
+            whole_window=self.whole_window,
+            stop=self.stop,
+        )
         self.complete = not (self.stop.is_set() and (left or self.summary.history.pending))
 
     def _pool(
@@ -363,48 +374,6 @@ class _Run:
         self.summary.keys.append(outcome)
         with bound_contextvars(api_key_id=key.id, user_id=key.user_id):
             log.warning("key_needs_management_key", error=NEEDS_MANAGEMENT_KEY)
-
-    def _history(
-        self,
-        accounts: dict[int, tuple[ActiveKey, str]],
-        entries: list[catalogue_store.Entry],
-        older: list[dt.date],
-        today: dt.date,
-    ) -> None:
-        """Step 4: the history not imported yet, or a backfill's older days."""
-        history_days = self.settings.sync.history_days
-        importer = history.Importer(
-            self.factory, self.client, today=today, history_days=history_days, stop=self.stop
-        )
-        for account, secret in accounts.values():
-            subjects = [history.account_subject(account)] + [
-                history.key_subject(entry) for entry in entries if entry.account_id == account.id
-            ]
-            if older:
-                try:
-                    counts = history.backfill_days(
-                        self.factory, self.client, secret, subjects, older
-                    )
-                    self.summary.history.counts = self.summary.history.counts + counts
-                except (OpenRouterError, history.TooManyRows) as exc:
-                    self._history_failed(account, exc)
-            elif self.whole_window and history_days:
-                importer.run(secret, subjects)
-        if not older:
-            tally = importer.tally
-            tally.counts = tally.counts + self.summary.history.counts
-            self.summary.history = tally
-
-    def _history_failed(self, account: ActiveKey, exc: Exception) -> None:
-        reason, message = (
-            describe_failure(exc) if isinstance(exc, WatcherError) else ("too_many_rows", str(exc))
-        )
-        outcome = KeyOutcome(
-            account.id, account.user_id, account.name, "failed", reason=reason, error=message
-        )
-        with transaction(self.factory) as session:
-            ledger.record_outcomes(session, self.summary.run_id, [outcome])
-        self.summary.keys.append(outcome)
 
 
 def _refused(fetched: Fetched) -> bool:

@@ -552,3 +552,43 @@ def test_a_key_analytics_cannot_resolve_is_logged_and_never_asked_again(
     start = len(fake.requests)
     assert _sync(session_factory, settings, keyring).history.requests == 0
     assert _analytics_requests(fake, start) == []
+
+
+def test_days_between_two_windows_after_a_long_outage_come_from_analytics(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    fake: FakeOpenRouter,
+    mgmt: int,
+) -> None:
+    # The worker syncs on the 12th of October, then nothing succeeds for 45 days: /activity's
+    # window on the 26th of November starts on the 27th of October, 15 days after the last
+    # window ended. Those days must not be lost.
+    before = TODAY - dt.timedelta(days=45)
+    account = fake.add_account(
+        MGMT, generate_account(today=TODAY, keys=2, days=120, models=2, seed=33)
+    )
+    fake.today = before
+    _pin(before)
+    assert _sync(session_factory, settings, keyring).status == "ok"
+    fake.today = TODAY
+    _pin(TODAY)
+    start = len(fake.requests)
+
+    with structlog.testing.capture_logs() as logs:
+        summary = _sync(session_factory, settings, keyring)
+
+    gap_first, gap_last = before, completed_window(TODAY)[0] - dt.timedelta(days=1)
+    assert (gap_last - gap_first).days + 1 == 15
+    assert [e["days"] for e in logs if e["event"] == "history_gap"] == [15]
+    assert summary.status == "ok"
+    # one analytics request each for the account and its two keys, for the 15 days
+    assert _analytics_requests(fake, start) == [200, 200, 200]
+    stored = _rows(session_factory, UsageStats, mgmt)
+    gap = {pair: row for pair, row in stored.items() if gap_first <= pair[0] <= gap_last}
+    assert _values(gap) == _account_sums(account, gap_first, gap_last)
+    assert {source for _values_, source in gap.values()} == {"analytics"}
+    # every day from the oldest imported to yesterday is there now: no hole anywhere
+    assert {day for day, _model in stored} == set(
+        days.span(before - dt.timedelta(days=HISTORY_DAYS), YESTERDAY)
+    )

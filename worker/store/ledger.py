@@ -6,10 +6,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from worker.models import SyncKeyResult, SyncRun, utcnow
+from worker.models import SyncKeyResult, SyncRun, UTCDateTime, utcnow
 from worker.outcomes import KeyOutcome
 
 TRIGGERS = ("sync", "backfill", "schedule")
@@ -87,3 +87,14 @@ def interrupt_stale_runs(session: Session) -> list[int]:
             keys_failed=outcomes.count("failed"),
         )
     return stale
+
+
+def last_success(session: Session, api_key_id: int, before_run: int) -> dt.datetime | None:
+    """When the key's last successful sync before run ``before_run`` finished (None: never)."""
+    return session.scalar(
+        select(func.max(SyncKeyResult.finished_at, type_=UTCDateTime())).where(
+            SyncKeyResult.api_key_id == api_key_id,
+            SyncKeyResult.status == "ok",
+            SyncKeyResult.run_id < before_run,
+        )
+    )
