@@ -146,20 +146,20 @@ def fetch_registered(
 
 def _listing(client: OpenRouterClient, secret: str) -> tuple[list[CatalogKey] | None, int]:
     """Every key of the account, across its workspaces (the default one when the account has
-    none to list), and the requests that cost; None when ``/workspaces`` failed."""
+    none to list), and the requests that cost; None when ``/workspaces`` or ``/keys`` failed."""
     before = client.http.thread_requests
     try:
         known = client.list_workspaces(secret)
+        workspaces: list[str | None] = list(known) if known else [None]
+        keys = [key for workspace in workspaces for key in client.list_keys(secret, workspace)]
     except OpenRouterError as exc:
-        # An account's sync must not fail for want of workspaces: a /workspaces outage (5xx,
-        # 429 after the retries) would otherwise discard the window just fetched. Its keys
-        # are not listed this run rather than listed from the default workspace alone, which
-        # would mark the other workspaces' keys gone.
+        # An account's sync must not fail for want of its key list: a /workspaces or /keys
+        # outage (5xx, 429 after the retries) would otherwise discard the window just
+        # fetched. Its keys are not listed this run rather than listed in part, which would
+        # mark the keys not seen gone.
         reason, message = describe_failure(exc)
         log.warning("account_keys_not_listed", reason=reason, error=message)
         return None, client.http.thread_requests - before
-    workspaces: list[str | None] = list(known) if known else [None]
-    keys = [key for workspace in workspaces for key in client.list_keys(secret, workspace)]
     return keys, client.http.thread_requests - before
 
 

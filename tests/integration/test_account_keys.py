@@ -443,18 +443,21 @@ def test_keys_of_every_workspace_are_each_catalogued_once(
     assert summary.keys[0].http_requests == 6  # /activity, /workspaces, two /keys pages each
 
 
-def test_a_workspaces_outage_keeps_the_accounts_window_and_lists_its_keys_next_time(
+@pytest.mark.parametrize(("down", "requests"), [("/workspaces", 1 + 2), ("/keys", 1 + 1 + 2)])
+def test_a_listing_outage_keeps_the_accounts_window_and_lists_its_keys_next_time(
     session_factory: sessionmaker[Session],
     settings: Settings,
     keyring: Keyring,
     fake: FakeOpenRouter,
     small_account: tuple[FakeAccount, int],
+    down: str,
+    requests: int,
 ) -> None:
     account, mgmt = small_account
     account.workspaces = [DEFAULT_WORKSPACE]
 
     def failing(path: str, _query: dict[str, str]) -> None:
-        if path == "/workspaces":
+        if path == down:
             fake.inject(MGMT_A, Fault(500))
 
     fake.on_request = failing
@@ -465,7 +468,8 @@ def test_a_workspaces_outage_keeps_the_accounts_window_and_lists_its_keys_next_t
     # "An account's sync should not fail for want of workspaces": its window is stored, and
     # none of its keys is listed (or marked gone) from half a listing.
     assert (summary.status, summary.keys_ok) == ("ok", 1)
-    assert summary.keys[0].http_requests == 1 + 2  # /activity, /workspaces twice (500)
+    # /activity, (/workspaces,) the failing listing twice (500)
+    assert summary.keys[0].http_requests == requests
     assert stored_usage_of(session_factory, mgmt) == _account_sums(account)
     assert _catalogue(session_factory, mgmt) == {}
     assert _per_key_fetches(fake) == []
