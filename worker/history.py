@@ -144,6 +144,7 @@ class Importer:
         if answer.warnings:
             # An unknown key hash (a deleted key): nothing to import, now or later.
             log.warning("history_key_unknown", subject=subject.label, warnings=answer.warnings)
+            self.tally.unknown.append(subject.label)
             with transaction(self.factory) as session:
                 subject.record(session, self.first, utc_now())
             return True

@@ -95,6 +95,7 @@ class HistoryTally:
     accounts: int = 0  # accounts whose import made progress
     keys: int = 0  # keys whose import made progress
     pending: int = 0  # accounts and keys whose import is not complete yet
+    unknown: list[str] = field(default_factory=list)  # keys analytics no longer knows
     requests: int = 0
     rate_limit_seconds: float = 0.0
     counts: WriteCounts = field(default_factory=WriteCounts)
@@ -104,6 +105,7 @@ class HistoryTally:
             "accounts": self.accounts,
             "keys": self.keys,
             "pending": self.pending,
+            "unknown_keys": list(self.unknown),
             "requests": self.requests,
             "rate_limit_seconds": round(self.rate_limit_seconds, 3),
             "rows": self.counts.as_dict(),

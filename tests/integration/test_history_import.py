@@ -246,6 +246,7 @@ def test_the_first_sync_imports_the_days_before_the_window_exactly_and_the_next_
         "accounts": 1,
         "keys": 2,
         "pending": 0,
+        "unknown_keys": [],
         "requests": 3,  # one answer each for the account and its two keys
         "rate_limit_seconds": 0.0,
         "rows": {"inserted": 3 * 60, "updated": 0, "unchanged": 0, "deleted": 0, "kept": 0},
@@ -537,6 +538,7 @@ def test_a_key_analytics_cannot_resolve_is_logged_and_never_asked_again(
     assert (summary.status, summary.history.pending, summary.history.requests) == ("ok", 0, 3)
     unknown = [e for e in logs if e["event"] == "history_key_unknown"]
     assert [e["subject"] for e in unknown] == [f"account {mgmt} key {gone.hash[:8]}"]
+    assert summary.history.unknown == [f"account {mgmt} key {gone.hash[:8]}"]  # reported
     assert unknown[0]["log_level"] == "warning"
     assert any(gone.hash in warning for warning in unknown[0]["warnings"])
     entry = _entries(session_factory, mgmt)[gone.hash]

@@ -139,6 +139,7 @@ def test_summary_json_and_text_are_stable() -> None:
             "accounts": 0,
             "keys": 0,
             "pending": 0,
+            "unknown_keys": [],
             "requests": 0,
             "rate_limit_seconds": 0.0,
             "rows": {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0, "kept": 0},

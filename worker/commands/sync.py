@@ -54,13 +54,18 @@ def format_summary(summary: RunSummary) -> list[str]:
             + f"; rows: {_rows(catalogue.counts)}"
         )
     history = summary.history
-    if history.requests or history.pending:
+    if history.requests or history.pending or history.unknown:
         lines.append(
             f"history: {history.accounts} account(s) and {history.keys} key(s) imported, "
             f"{history.pending} pending; rows: {_rows(history.counts)}"
             + (
                 f"; {history.rate_limit_seconds:.0f} s waiting on OpenRouter's rate limit"
                 if history.rate_limit_seconds >= 1
+                else ""
+            )
+            + (
+                f"; not known to analytics (deleted keys?): {', '.join(history.unknown)}"
+                if history.unknown
                 else ""
             )
         )
