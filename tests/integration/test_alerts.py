@@ -360,7 +360,7 @@ def test_cli_poll_alerts_list_history_and_status_without_leaking_the_channel_url
     code, again, _ = run("poll", "--json")
     document = json.loads(again)
     assert (code, document["status"], document["alerts_fired"]) == (0, "ok", [])
-    assert document["requests"] == 3 and document["snapshots_written"] == 0
+    assert document["requests"] == 4 and document["snapshots_written"] == 0
     code, listed, _ = run("alerts", "list", "--json")
     subjects = json.loads(listed)["subjects"]
     assert [(s["subject_name"], s["value"], s["firing"]) for s in subjects] == [
