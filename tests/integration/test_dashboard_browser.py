@@ -148,7 +148,7 @@ def test_dashboard_refuses_a_bad_token_then_shows_the_chart_and_totals(
         assert page.locator("#daily-chart rect.bar").count() > 30 * 8
         legend = page.locator("#daily-chart + .legend li").all_inner_texts()
         assert len(legend) == 9 and legend[-1] == "other"
-        assert page.locator("#top-keys tbody tr").all_inner_texts()[0].startswith("production")
+        assert page.locator("#top-accounts tbody tr").all_inner_texts()[0].startswith("production")
         text = page.inner_text("body")
         assert "research" not in text and BOB not in text  # bob's key is not alice's to see
         page.screenshot(path=str(BUILD / "dashboard.png"), full_page=True)

@@ -118,9 +118,9 @@ def test_daemon_serves_health_metrics_and_an_isolated_api(
         assert 'openrouter_watcher_key_syncs_total{result="ok"} 3.0' in scraped
         assert "openrouter_watcher_scheduler_running 1.0" in scraped
 
-        mine = {email: get("/api/v1/usage?by=key", email).json() for email in (ALICE, BOB)}
-        assert {r["key_name"] for r in mine[ALICE]["rows"]} == {"production", "staging"}
-        assert {r["key_name"] for r in mine[BOB]["rows"]} == {"research"}
+        mine = {email: get("/api/v1/usage?by=account", email).json() for email in (ALICE, BOB)}
+        assert {r["account_name"] for r in mine[ALICE]["rows"]} == {"production", "staging"}
+        assert {r["account_name"] for r in mine[BOB]["rows"]} == {"research"}
         assert all(r["cost"] != "0.000000000" for e in mine for r in mine[e]["rows"])
         assert get(f"/api/v1/usage?key={key_ids['research']}", ALICE).status_code == 404
         assert get(f"/api/v1/usage?key={key_ids['staging']}", BOB).status_code == 404

@@ -155,29 +155,34 @@ def _table(headers: list[str], rows: list[list[str]], table_id: str) -> str:
     )
 
 
+def _cost_cell(cost: Decimal, whole: Decimal) -> str:
+    money = f'<span class="money">{esc(render.dollars(cost))}</span>'
+    return money + share_bar(cost, whole)
+
+
 def _tops(d: figures.Dashboard) -> str:
     admin = d.scope.admin
-    key_rows = [
+    account_rows = [
         [
-            esc(r.group["key_name"]),
+            esc(r.group["account_name"]),
             *([esc(r.group["user_email"])] if admin else []),
-            f'<span class="money">{esc(render.dollars(r.totals.cost))}</span>'
-            + share_bar(r.totals.cost, d.total),
+            _cost_cell(r.totals.cost, d.total),
         ]
+        for r in d.top_accounts
+    ]
+    key_rows = [
+        [esc(r.group["key_name"]), esc(r.group["account_name"]), _cost_cell(r.totals.cost, d.total)]
         for r in d.top_keys
     ]
-    model_rows = [
-        [
-            esc(r.group["model"]),
-            f'<span class="money">{esc(render.dollars(r.totals.cost))}</span>'
-            + share_bar(r.totals.cost, d.total),
-        ]
-        for r in d.top_models
-    ]
-    keys = _table(["key", *(["user"] if admin else []), "cost"], key_rows, "top-keys")
+    model_rows = [[esc(r.group["model"]), _cost_cell(r.totals.cost, d.total)] for r in d.top_models]
+    accounts = _table(
+        ["account", *(["user"] if admin else []), "cost"], account_rows, "top-accounts"
+    )
+    keys = _table(["key", "account", "cost"], key_rows, "top-keys")
     models = _table(["model", "cost"], model_rows, "top-models")
     return (
         '<div class="columns">'
+        f'<section class="panel"><h2>Top accounts, 30 days</h2>{accounts}</section>'
         f'<section class="panel"><h2>Top keys, 30 days</h2>{keys}</section>'
         f'<section class="panel"><h2>Top models, 30 days</h2>{models}</section></div>'
     )

@@ -6,7 +6,9 @@ and the filters and arranges the rows for the charts:
 - the last 30 completed UTC days, per day, stacked by model: the top 8 models of the period,
   then everything else as "other";
 - this month's completed days against the previous month, day by day, cumulative;
-- the top keys and models of the 30 days, the latest completed day, and the sync status.
+- the top accounts, keys and models of the 30 days, the latest completed day, and the sync
+  status. Top keys are OpenRouter's keys of the accounts (``report --by key``), an account's
+  ``(unattributed)`` spend among them, biggest first.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from worker.status import Status, collect_status
 
 TOP_MODELS = 8
 TOP_KEYS = 8
+TOP_ACCOUNTS = 8
 OTHER = "other"
 
 
@@ -65,6 +68,7 @@ class Dashboard:
     requests: int
     this_month: Month
     previous_month: Month
+    top_accounts: list[Row]
     top_keys: list[Row]
     top_models: list[Row]
     status: Status
@@ -127,7 +131,11 @@ def collect(
     this_month = Month(first, _cumulative(_per_day(session, this, mine)) if this else [])
     previous_month = Month(previous.since, _cumulative(_per_day(session, previous, mine)))
 
+    by_account = build_report(session, "account", period, mine)
+    # --by key lists each account's keys together; here the biggest spenders of all accounts
+    # come first (a stable sort: ties keep the report's order). A zero row has nothing to show.
     by_key = build_report(session, "key", period, mine)
+    keys = sorted((r for r in by_key.rows if not r.totals.zero), key=lambda r: -r.totals.cost)
     status = collect_status(
         session,
         schedule,
@@ -145,7 +153,8 @@ def collect(
         requests=by_model.total.requests,
         this_month=this_month,
         previous_month=previous_month,
-        top_keys=by_key.rows[:TOP_KEYS],
+        top_accounts=by_account.rows[:TOP_ACCOUNTS],
+        top_keys=keys[:TOP_KEYS],
         top_models=by_model.rows[:TOP_MODELS],
         status=status,
     )

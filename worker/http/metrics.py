@@ -58,15 +58,16 @@ class AccountFigures:
 
 
 def account_figures(ctx: HttpContext) -> list[AccountFigures]:
-    """Each active account's figures, from :func:`collect_status` and one ``--by key`` report."""
+    """Each active account's figures, from :func:`collect_status` and one ``--by account``
+    report."""
     now = ctx.clock()
     with ctx.session_factory() as session:
         status = collect_status(session, ctx.settings.schedule, now, usage=False)
         days = month_so_far(now.date())
         spent: dict[int, Decimal] = {}
         if days is not None:
-            report = build_report(session, "key", days)
-            spent = {int(row.group["key_id"]): row.totals.cost for row in report.rows}
+            report = build_report(session, "account", days)
+            spent = {int(row.group["account_id"]): row.totals.cost for row in report.rows}
     return [
         AccountFigures(
             account_id=key.api_key_id,
