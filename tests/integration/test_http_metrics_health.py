@@ -154,6 +154,10 @@ def test_metrics_read_spend_and_sync_times_per_account_from_the_database(
             "endpoint",
             "outcome",
             "reason",
+            "rule",
+            "channel",
+            "key",
+            "key_hash",
             "le",
         }, name
     assert "alice@example.com" not in response.text and "2026-11" not in response.text
