@@ -242,3 +242,51 @@ def json_of(value: Any) -> Any:
 
 
 Cli = Callable[..., tuple[int, str, str]]
+
+
+def error(response: httpx.Response, status: int, code: str, parameter: str | None) -> None:
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["parameter"] == parameter
+
+
+def cli_json(cli: Cli, engine: Engine, *argv: str) -> Any:
+    """What the command prints with ``--json``, against the world's database."""
+    url = engine.url.render_as_string(hide_password=False)
+    code, out, err = cli(*argv, "--json", env={"OPENROUTER_WATCHER_DATABASE_URL": url})
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_account_keys_are_the_cli_document_scoped_to_the_accounts_owner(
+    world: World, engine: Engine, cli: Cli
+) -> None:
+    everything = cli_json(cli, engine, "account-keys")
+    production, research = world.ids["production"], world.ids["research"]
+
+    def of(*account_ids: int) -> list[Any]:
+        return [k for k in everything if k["account_id"] in account_ids]
+
+    mine = world.get("/api/v1/account-keys", ALICE)
+    assert mine.status_code == 200
+    assert mine.json() == of(production)
+    assert {k["name"] for k in mine.json()} == {"chatbot", "batch"}
+    assert world.get("/api/v1/account-keys", BOB).json() == of(research)
+    assert world.get("/api/v1/account-keys", CAROL).json() == []  # no account of her own
+    assert world.get(f"/api/v1/account-keys?account={production}", ALICE).json() == of(production)
+    # the other user's account is "not found" both ways; so is an unknown one
+    error(world.get(f"/api/v1/account-keys?account={research}", ALICE), 404, "not_found", "account")
+    error(world.get(f"/api/v1/account-keys?account={production}", BOB), 404, "not_found", "account")
+    error(world.get("/api/v1/account-keys?account=999", ALICE), 404, "not_found", "account")
+    error(world.get("/api/v1/account-keys?account=x", ALICE), 400, "bad_parameter", "account")
+    error(world.get("/api/v1/account-keys?user=" + BOB, ALICE), 400, "bad_parameter", "user")
+    error(world.get("/api/v1/account-keys"), 401, "unauthorized", None)
+
+    accounts.set_user_admin(world.factory, CAROL, True)
+    assert world.get("/api/v1/account-keys", CAROL).json() == everything
+    assert world.get(f"/api/v1/account-keys?account={research}", CAROL).json() == of(research)
+    # hashes identify keys (report --by key shows them too); the keys themselves never appear
+    text = world.get("/api/v1/account-keys", CAROL).text
+    assert world.keys["chatbot"].hash in text
+    for secret in (ALICE_ACCOUNT, BOB_ACCOUNT, str(world.keys["chatbot"].secret)):
+        assert secret not in text

@@ -141,7 +141,7 @@ def collect(
         schedule,
         now,
         sync_running=sync_running,
-        user_id=None if scope.admin else scope.user_id,
+        user_id=scope.only_user_id,
     )
     return Dashboard(
         scope=scope,
