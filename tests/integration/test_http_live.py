@@ -290,3 +290,44 @@ def test_account_keys_are_the_cli_document_scoped_to_the_accounts_owner(
     assert world.keys["chatbot"].hash in text
     for secret in (ALICE_ACCOUNT, BOB_ACCOUNT, str(world.keys["chatbot"].secret)):
         assert secret not in text
+
+
+def test_alerts_are_the_cli_history_of_the_users_own_keys_and_accounts(
+    world: World, engine: Engine, cli: Cli
+) -> None:
+    everything = cli_json(cli, engine, "alerts", "history")
+    production, research = world.ids["production"], world.ids["research"]
+    chatbot, bot = world.keys["chatbot"].hash, world.keys["research-bot"].hash
+    assert [(a["rule"], a["subject"]) for a in everything] == [
+        ("key-spend", f"key:{production}:{chatbot}"),
+        ("key-spend", f"key:{research}:{bot}"),
+        ("low-balance", f"account:{production}"),
+        ("(digest)", "all"),
+    ]
+
+    def of(*rules_and_subjects: tuple[str, str]) -> list[Any]:
+        return [a for a in everything if (a["rule"], a["subject"]) in rules_and_subjects]
+
+    mine = world.get("/api/v1/alerts", ALICE)
+    assert mine.status_code == 200
+    assert mine.json() == of(
+        ("key-spend", f"key:{production}:{chatbot}"), ("low-balance", f"account:{production}")
+    )
+    assert world.get("/api/v1/alerts", BOB).json() == of(("key-spend", f"key:{research}:{bot}"))
+    assert world.get("/api/v1/alerts", CAROL).json() == []
+    assert world.get("/api/v1/alerts?since=2026-11-20", BOB).json() == of(
+        ("key-spend", f"key:{research}:{bot}")
+    )
+    assert world.get("/api/v1/alerts?since=2026-11-21", BOB).json() == []
+    error(world.get("/api/v1/alerts?since=20-11-2026", BOB), 400, "bad_parameter", "since")
+    error(world.get("/api/v1/alerts?user=" + ALICE, BOB), 400, "bad_parameter", "user")
+    error(world.get("/api/v1/alerts"), 401, "unauthorized", None)
+
+    accounts.set_user_admin(world.factory, CAROL, True)
+    admin = world.get("/api/v1/alerts", CAROL)
+    assert admin.json() == everything  # the digest of every account included
+    # the failed channel is named, its URL (a secret) never appears
+    dead = [n for a in admin.json() for n in a["notifications"] if n["channel"] == "dead"]
+    assert [n["status"] for n in dead] == ["failed", "pending"]
+    for secret in (world.dead_url, DEAD_SECRET, ALICE_ACCOUNT, BOB_ACCOUNT):
+        assert secret not in admin.text
