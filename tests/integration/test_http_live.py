@@ -250,10 +250,10 @@ def error(response: httpx.Response, status: int, code: str, parameter: str | Non
     assert response.json()["error"]["parameter"] == parameter
 
 
-def cli_json(cli: Cli, engine: Engine, *argv: str) -> Any:
-    """What the command prints with ``--json``, against the world's database."""
+def cli_json(cli: Cli, engine: Engine, *argv: str, option: str = "--json") -> Any:
+    """What the command prints as JSON, against the world's database."""
     url = engine.url.render_as_string(hide_password=False)
-    code, out, err = cli(*argv, "--json", env={"OPENROUTER_WATCHER_DATABASE_URL": url})
+    code, out, err = cli(*argv, option, env={"OPENROUTER_WATCHER_DATABASE_URL": url})
     assert code == 0, err
     return json.loads(out)
 
@@ -331,3 +331,44 @@ def test_alerts_are_the_cli_history_of_the_users_own_keys_and_accounts(
     assert [n["status"] for n in dead] == ["failed", "pending"]
     for secret in (world.dead_url, DEAD_SECRET, ALICE_ACCOUNT, BOB_ACCOUNT):
         assert secret not in admin.text
+
+
+def test_usage_by_account_and_by_key_hold_only_the_users_own_accounts(
+    world: World, engine: Engine, cli: Cli
+) -> None:
+    production, research = world.ids["production"], world.ids["research"]
+    direct = world.ids["chatbot-direct"]
+    for email in (ALICE, BOB):
+        for by in ("account", "key"):
+            expected = cli_json(
+                cli, engine, "report", "--by", by, "--user", email, option="--format=json"
+            )
+            got = world.get(f"/api/v1/usage?by={by}", email)
+            assert got.status_code == 200
+            assert got.json() == expected, (email, by)
+        by_account = world.get("/api/v1/usage?by=account", email).json()
+        by_key = world.get("/api/v1/usage?by=key", email).json()
+        assert by_key["total"] == by_account["total"]  # keys + unattributed = the accounts
+
+    alice = world.get("/api/v1/usage?by=key", ALICE).json()["rows"]
+    bob = world.get("/api/v1/usage?by=key", BOB).json()["rows"]
+    assert {(r["account_id"], r["key_name"]) for r in alice} == {
+        (production, "chatbot-direct"),  # a registered key goes by its registered name
+        (production, "batch"),
+        (production, "(unattributed)"),  # the deleted key's spend
+    }
+    assert {(r["account_id"], r["key_name"]) for r in bob} == {
+        (research, "research-bot"),
+        (research, "(unattributed)"),
+    }
+    assert [
+        r["account_name"] for r in world.get("/api/v1/usage?by=account", ALICE).json()["rows"]
+    ] == ["production"]
+    # one of her accounts, or her own ordinary key (its rows only); never bob's
+    one = world.get(f"/api/v1/usage?by=key&key={production}", ALICE).json()
+    assert one["total"] == world.get("/api/v1/usage?by=account", ALICE).json()["total"]
+    own = world.get(f"/api/v1/usage?by=key&key={direct}", ALICE).json()["rows"]
+    assert [r["key_hash"] for r in own] == [world.keys["chatbot"].hash]
+    error(world.get(f"/api/v1/usage?by=key&key={research}", ALICE), 404, "not_found", "key")
+    error(world.get(f"/api/v1/usage?by=key&key={production}", BOB), 404, "not_found", "key")
+    error(world.get(f"/api/v1/usage?by=key&user={ALICE}", BOB), 404, "not_found", "user")
