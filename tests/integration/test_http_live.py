@@ -372,3 +372,25 @@ def test_usage_by_account_and_by_key_hold_only_the_users_own_accounts(
     error(world.get(f"/api/v1/usage?by=key&key={research}", ALICE), 404, "not_found", "key")
     error(world.get(f"/api/v1/usage?by=key&key={production}", BOB), 404, "not_found", "key")
     error(world.get(f"/api/v1/usage?by=key&user={ALICE}", BOB), 404, "not_found", "user")
+
+
+def test_dashboard_panels_show_the_users_accounts_now_its_keys_today_and_its_alerts(
+    world: World,
+) -> None:
+    alice = world.get("/dashboard/panels", ALICE)
+    assert alice.status_code == 200
+    page = alice.text
+    assert 'id="today" data-usd="5.250000000"' in page  # the alias is not counted twice
+    assert "$5.25" in page and "$5,318.61" in page  # today, and production's balance
+    assert 'id="accounts-now"' in page and 'id="keys-today"' in page and 'id="alerts"' in page
+    assert "low-balance" in page and "key-spend" in page and "dead failed" in page
+    for other in ("research", "$8,700.39", BOB, "(digest)"):
+        assert other not in page
+
+    bob = world.get("/dashboard/panels", BOB).text
+    assert 'id="today" data-usd="2.000000000"' in bob
+    assert "research-bot" in bob and "low-balance" not in bob
+    for other in ("production", "chatbot", "$5,318.61", ALICE):
+        assert other not in bob
+    for text in (page, bob):
+        assert world.dead_url not in text and DEAD_SECRET not in text
