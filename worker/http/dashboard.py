@@ -5,10 +5,10 @@ dashboard.js``) asks for a token, keeps it in the tab's ``sessionStorage`` only 
 tab closes; never a cookie, so no request can be forged with it), and fetches
 ``GET /dashboard/panels`` with ``Authorization: Bearer``. The server renders those panels as
 HTML with inline SVG charts (:mod:`worker.http.svg`) from :mod:`worker.http.figures`: the
-script only inserts them. Today's spend, the accounts' balances and runway, the keys that
-spent most today and the last alerts come first, then the 30 days' charts and tops, then the
-syncs. Nothing comes from another host: no CDN, no web font, so it works
-on a server without internet, and the Content-Security-Policy allows this server only.
+script only inserts them. Today's spend, the accounts' balances and runway and the keys that
+spent most today come first, then the 30 days' charts and tops, then the last alerts and the
+syncs. Nothing comes from another host: no CDN, no web font, so it works on a server without
+internet, and the Content-Security-Policy allows this server only.
 """
 
 from __future__ import annotations
