@@ -7,7 +7,8 @@ count events only the running process sees. They live in their own registry
 nothing behind anyone's back and ``/metrics`` shows exactly this list.
 
 Label values are bounded by construction: trigger, run status, a key's result code, a row
-operation, an OpenRouter endpoint path and an outcome class. Never a key, a user or a date.
+operation, an OpenRouter endpoint path, an outcome class, and the names of the configured
+alert rules and channels. Never a key, a user, a date or a channel's URL.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prometheus_client import (
 )
 
 if TYPE_CHECKING:  # the OpenRouter client imports this module: keep its imports light
+    from worker.live.poll import PollSummary
     from worker.outcomes import RunSummary
 
 # Without this every counter gets a `_created` twin: twice the series, nothing an alert uses.
@@ -72,6 +74,33 @@ OPENROUTER_RETRIES = Counter(
     ["endpoint", "reason"],
     registry=REGISTRY,
 )
+POLL_DURATION = Histogram(
+    f"{PREFIX}_poll_duration_seconds",
+    "Wall time of the daemon's live polls, the delivery of their alerts included",
+    # A poll is a few requests per account; a receiver that hangs costs its delivery deadline.
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+    registry=REGISTRY,
+)
+POLL_RUNS = Counter(
+    f"{PREFIX}_poll_runs",
+    "The daemon's live polls by how they ended: ok, failed (some key failed), skipped "
+    "(another process held the poll lock), or error (the poll itself raised)",
+    ["status"],
+    registry=REGISTRY,
+)
+ALERTS_FIRED = Counter(
+    f"{PREFIX}_alerts_fired",
+    "Alerts the daemon's polls fired, by rule name ((digest): the daily digest)",
+    ["rule"],
+    registry=REGISTRY,
+)
+ALERT_DELIVERIES_FAILED = Counter(
+    f"{PREFIX}_alert_deliveries_failed",
+    "Notifications the daemon's polls could not deliver (every attempt of one poll failed, "
+    "or the channel is gone), by channel name",
+    ["channel"],
+    registry=REGISTRY,
+)
 HTTP_AUTH_FAILURES = Counter(
     f"{PREFIX}_http_auth_failures",
     "API requests refused for a bad token (401) or too many bad tokens (429)",
@@ -111,3 +140,22 @@ def record_sync(trigger: str, summary: RunSummary | None, seconds: float) -> Non
     counts = summary.counts
     for operation in ("inserted", "updated", "deleted"):
         ROWS_WRITTEN.labels(operation=operation).inc(getattr(counts, operation))
+
+
+def record_poll(summary: PollSummary | None, seconds: float) -> None:
+    """Count one of the daemon's polls (``summary`` None: skipped, another held the lock)."""
+    if summary is None:
+        POLL_RUNS.labels(status="skipped").inc()
+        return
+    POLL_DURATION.observe(seconds)
+    POLL_RUNS.labels(status=summary.status).inc()
+    for fired in summary.fired:
+        ALERTS_FIRED.labels(rule=fired.rule).inc()
+    for channel, failures in summary.delivery.failed_channels.items():
+        ALERT_DELIVERIES_FAILED.labels(channel=channel).inc(failures)
+
+
+def record_poll_error(seconds: float) -> None:
+    """Count one of the daemon's polls that raised (it is logged as ``poll_job_failed``)."""
+    POLL_DURATION.observe(seconds)
+    POLL_RUNS.labels(status="error").inc()

@@ -74,7 +74,7 @@ _TITLES = {
     "key_name": "key",
     "user_email": "user",
 }
-HASH_SHOWN = 12  # a table shows a key hash's first characters; CSV and JSON the whole hash
+HASH_SHOWN = 12  # tables and /metrics show a key hash's first characters; CSV and JSON all of it
 _METRIC_TITLES = ("requests", "tokens in", "tokens out", "reasoning", "cost", "BYOK cost")
 
 

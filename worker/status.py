@@ -150,6 +150,7 @@ def collect_status(
     sync_running: bool = False,
     user_id: int | None = None,
     usage: bool = True,
+    live: bool = True,
 ) -> Status:
     """Gather the status of every key and the last run, in a handful of GROUP BY queries.
 
@@ -158,7 +159,8 @@ def collect_status(
     user saw it (its keys' ok and failed counts, ``failed`` only if one of them failed): what
     an API token of a user who is not an admin may see. ``usage=False`` skips the one query
     that reads ``usage_stats`` (each key's row count and newest day, then 0 and None): for
-    health probes and scrapes.
+    health probes and scrapes. ``live=False`` skips the live figures (``KeyStatus.live`` is
+    None): health probes need none, and a scrape reads them once for every key itself.
     """
     latest_result = (
         select(SyncKeyResult.api_key_id, func.max(SyncKeyResult.id).label("id"))
@@ -200,7 +202,7 @@ def collect_status(
         else {}
     )
 
-    live = registered(session, now=now)
+    live_figures = registered(session, now=now) if live else {}
     keys = []
     key_query = select(ApiKey, User.email, User.is_active).join(User).order_by(ApiKey.id)
     if user_id is not None:
@@ -221,7 +223,7 @@ def collect_status(
                 last_attempt_at=result.finished_at if result else None,
                 rows=rows.rows if rows else 0,
                 newest_date=rows.newest if rows else None,
-                live=LiveFigures.of(live.get(key.id)),
+                live=LiveFigures.of(live_figures.get(key.id)),
             )
         )
 

@@ -1,9 +1,11 @@
 """The dashboard in a real headless browser: Playwright driving Debian's Chromium.
 
-A seeded database (two users, three keys, 60 days of realistic usage over ten models), the
-application on a real uvicorn, and a page that must refuse a bad token, then show the chart
-and the right totals for a good one, only its own user's keys, on a desktop and on a phone,
-without contacting any other host. Screenshots go to ``build/`` for a person to look at.
+A seeded database (two users, three accounts, 60 days of realistic usage over ten models, two
+keys of one account with their share of it, a live poll of each account 5 minutes ago, and
+alerts), the application on a real uvicorn, and a page that must refuse a bad token, then show
+the chart, the right totals, today's spend, balances, runway and the last alerts for a good
+one, only its own user's, on a desktop and on a phone, without contacting any other host.
+Screenshots go to ``build/`` for a person to look at.
 """
 
 from __future__ import annotations
@@ -20,7 +22,19 @@ from worker import accounts, render
 from worker.config import Settings
 from worker.db import create_db_engine, make_session_factory
 from worker.http.context import HttpContext
-from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats
+from worker.models import (
+    KIND_MANAGEMENT,
+    AccountKey,
+    AlertEvent,
+    ApiKey,
+    KeyUsageStats,
+    SyncKeyResult,
+    SyncRun,
+    UsageStats,
+    to_money,
+)
+from worker.store import alerts, snapshots
+from worker.store.snapshots import SELF, Observation, Source
 from worker.testing.activity_data import expected_totals, generate_activity
 from worker.testing.served import serving
 
@@ -44,6 +58,79 @@ KEYS = {
     "staging": (ALICE, 3, 2, Decimal("0.2")),
     "research": (BOB, 4, 3, Decimal("0.5")),
 }
+# production's keys on OpenRouter and their share of its spend (the rest is unattributed)
+SHARES = {"chatbot": Decimal("0.6"), "batch-jobs": Decimal("0.3")}
+POLLED = NOW - dt.timedelta(minutes=5)
+# each account at the last poll: (today, balance, {key: (today, limit left)})
+LIVE = {
+    "production": (
+        Decimal("12.5"),
+        Decimal("842.1"),
+        {"chatbot": (Decimal("9.25"), Decimal("40")), "batch-jobs": (Decimal("3.25"), None)},
+    ),
+    "staging": (Decimal("0.4"), Decimal("55"), {}),
+    "research": (Decimal("99"), Decimal("1"), {}),
+}
+# (user's account, rule, metric, value): what fired this morning
+ALERTS = [
+    ("production", "key-spend", "spend_today", Decimal("9.25")),
+    ("staging", "low-balance", "balance", Decimal("55")),
+    ("research", "low-balance", "balance", Decimal("1")),
+]
+
+
+def live_and_alerts(session: Session, key: ApiKey) -> None:
+    """The account's last live poll and the alerts about it, through the store's functions."""
+    today, balance, listed = LIVE[key.name]
+    own = {"usage_daily": today, "usage_monthly": today, "balance": balance}
+    observations = [Observation(SELF, "account", key.name, own)]
+    observations += [
+        Observation(f"hash-{name}", "key", name, {"usage_daily": spent, "limit_remaining": left})
+        for name, (spent, left) in listed.items()
+    ]
+    snapshots.record(session, key.id, observations, POLLED, complete=True)
+    source = Source(key.id, key.user_id, key.name, key.kind, key.key_encrypted)
+    snapshots.mark_polled(session, source, "account", POLLED)
+    for account, rule, metric, value in ALERTS:
+        if account == key.name:
+            event = AlertEvent(
+                rule=rule,
+                metric=metric,
+                subject=f"account:{key.id}",
+                subject_name=f'account "{key.name}"',
+                threshold="1",
+                value=value,
+                period="crossing",
+                fired_at=NOW - dt.timedelta(hours=3),
+                title=f"{rule} fired",
+                body="",
+            )
+            alerts.add_event(session, event, ["ops"], event.fired_at)
+            if rule == "key-spend":  # delivered; the others still pending
+                (outgoing,) = [o for o in alerts.outgoing(session) if o.event_id == event.id]
+                alerts.record_attempts(
+                    session, outgoing.id, attempts=1, at=event.fired_at, status="sent", error=None
+                )
+
+
+def keys_of(session: Session, key: ApiKey, costs: dict[tuple[dt.date, str], Decimal]) -> None:
+    """production's catalogued keys, each with its share of every day and model."""
+    for name, share in SHARES.items():
+        entry = AccountKey(
+            account_id=key.id,
+            hash=f"hash-{name}",
+            name=name,
+            label=name,
+            disabled=False,
+            first_seen_at=NOW,
+            last_seen_at=NOW,
+        )
+        session.add(entry)
+        session.flush()
+        session.add_all(
+            KeyUsageStats(account_key_id=entry.id, date=day, model=model, cost=to_money(c * share))
+            for (day, model), c in costs.items()
+        )
 
 
 def seed(url: str) -> tuple[str, dict[str, dict[tuple[dt.date, str], Decimal]]]:
@@ -57,7 +144,9 @@ def seed(url: str) -> tuple[str, dict[str, dict[tuple[dt.date, str], Decimal]]]:
         run.started_at = run.finished_at = NOW - dt.timedelta(hours=2)
         session.add(run)
         for name, (owner, models, seed_, scale) in KEYS.items():
-            key = ApiKey(user_id=users[owner], name=name, key_encrypted="v1:test:AAAA")
+            key = ApiKey(
+                user_id=users[owner], name=name, key_encrypted="v1:test:AAAA", kind=KIND_MANAGEMENT
+            )
             session.add(key)
             session.flush()
             session.add(
@@ -84,6 +173,9 @@ def seed(url: str) -> tuple[str, dict[str, dict[tuple[dt.date, str], Decimal]]]:
                         byok_cost=t["byok_usage_inference"],
                     )
                 )
+            live_and_alerts(session, key)
+            if name == "production":
+                keys_of(session, key, costs[name])
     _, token = accounts.create_token(factory, ALICE, "dashboard")
     engine.dispose()
     return token, costs
@@ -99,6 +191,19 @@ def spent(
         (cost for name in names for (day, _), cost in costs[name].items() if first <= day <= last),
         Decimal(0),
     )
+
+
+def runway(balance: Decimal, costs: dict[tuple[dt.date, str], Decimal]) -> str:
+    """Days of ``balance`` at the mean of the last 7 complete days, as the page shows it."""
+    mean = to_money(spent({"k": costs}, ("k",), TODAY - dt.timedelta(days=7), TODAY) / 7)
+    assert mean is not None
+    return f"{(balance / mean).quantize(Decimal('0.1')).normalize():f} days"
+
+
+def cells(page: Page, table_id: str) -> list[list[str]]:
+    """The table's body, row by row, each cell's text."""
+    rows = page.locator(f"#{table_id} tbody tr")
+    return [[c.strip() for c in row.split("\t")] for row in rows.all_inner_texts()]
 
 
 def figure(page: Page, element_id: str) -> tuple[str, str]:
@@ -148,9 +253,40 @@ def test_dashboard_refuses_a_bad_token_then_shows_the_chart_and_totals(
         assert page.locator("#daily-chart rect.bar").count() > 30 * 8
         legend = page.locator("#daily-chart + .legend li").all_inner_texts()
         assert len(legend) == 9 and legend[-1] == "other"
-        assert page.locator("#top-keys tbody tr").all_inner_texts()[0].startswith("production")
+        assert page.locator("#top-accounts tbody tr").all_inner_texts()[0].startswith("production")
+        chatbot = {k: to_money(c * SHARES["chatbot"]) for k, c in costs["production"].items()}
+        chatbot_30d = spent(
+            {"chatbot": {k: c or Decimal(0) for k, c in chatbot.items()}},
+            ("chatbot",),
+            dt.date(2026, 10, 21),
+            dt.date(2026, 11, 19),
+        )
+        top_key = cells(page, "top-keys")[0]
+        assert top_key == ["chatbot", "production", render.dollars(chatbot_30d)]
+
+        # now: today's spend over her two accounts, each one's balance and runway
+        assert figure(page, "today") == ("$12.90", "12.900000000")
+        assert "as of 11:55 UTC · 2 accounts" in page.inner_text("#today + .sub")
+        rows = cells(page, "accounts-now")
+        assert [r[:4] for r in rows] == [
+            ["production", "$12.50", "$12.50", "$842.10"],
+            ["staging", "$0.40", "$0.40", "$55.00"],
+        ]
+        assert [r[5] for r in rows] == [
+            runway(Decimal("842.1"), costs["production"]),
+            runway(Decimal("55"), costs["staging"]),
+        ]
+        assert [r[:3] for r in cells(page, "keys-today")] == [
+            ["chatbot", "production", "$9.25"],
+            ["batch-jobs", "production", "$3.25"],
+        ]
+        assert [r[1:] for r in cells(page, "alerts")] == [
+            ["low-balance", 'account "staging"', "$55.00", "ops pending"],
+            ["key-spend", 'account "production"', "$9.25", "ops sent"],
+        ]
         text = page.inner_text("body")
         assert "research" not in text and BOB not in text  # bob's key is not alice's to see
+        assert "$99.00" not in text and "$1.00" not in text
         page.screenshot(path=str(BUILD / "dashboard.png"), full_page=True)
 
         page.reload()  # the token is kept for the tab's session: no second prompt

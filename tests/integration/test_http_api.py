@@ -109,15 +109,15 @@ def error(response: httpx.Response, status: int, code: str, parameter: str | Non
 
 
 def test_each_token_sees_only_its_own_users_usage_and_status(served: Served) -> None:
-    for by in ("key", "model", "day"):
+    for by in ("account", "key", "model", "day"):
         mine = served.get(f"/api/v1/usage?by={by}", served.alice)
         assert mine.status_code == 200
         assert mine.json() == expected_usage(served, {"by": by}, Filters(user_email=ALICE))
-    alice_keys = served.get("/api/v1/usage?by=key", served.alice).json()
-    bob_keys = served.get("/api/v1/usage?by=key", served.bob).json()
-    assert {r["key_name"] for r in alice_keys["rows"]} == {"production", "staging"}
-    assert {r["key_name"] for r in bob_keys["rows"]} == {"research"}
-    assert bob_keys["filters"]["user"] == BOB
+    alice_accounts = served.get("/api/v1/usage?by=account", served.alice).json()
+    bob_accounts = served.get("/api/v1/usage?by=account", served.bob).json()
+    assert {r["account_name"] for r in alice_accounts["rows"]} == {"production", "staging"}
+    assert {r["account_name"] for r in bob_accounts["rows"]} == {"research"}
+    assert bob_accounts["filters"]["user"] == BOB
 
     # the other user's key, or the other user, is "not found" both ways
     research, production = served.keys["research"], served.keys["production"]
@@ -137,17 +137,24 @@ def test_each_token_sees_only_its_own_users_usage_and_status(served: Served) -> 
     bob_status = served.get("/api/v1/status", served.bob).json()
     assert [k["name"] for k in alice_status["keys"]] == ["production", "staging"]
     assert [k["name"] for k in bob_status["keys"]] == ["research"]
-    assert set(alice_status) == {"healthy", "problems", "keys", "last_run", "next_run_at"}
+    assert set(alice_status) == {
+        "healthy",
+        "problems",
+        "warnings",
+        "keys",
+        "last_run",
+        "next_run_at",
+    }
 
 
 def test_an_admin_token_sees_every_user(served_sqlite: Served) -> None:
     served = served_sqlite
     accounts.set_user_admin(served.factory, BOB, True)
-    everything = served.get("/api/v1/usage?by=key", served.bob)
-    assert everything.json() == expected_usage(served, {"by": "key"}, Filters())
+    everything = served.get("/api/v1/usage?by=account", served.bob)
+    assert everything.json() == expected_usage(served, {"by": "account"}, Filters())
     assert len(everything.json()["rows"]) == 3
-    alice_only = served.get(f"/api/v1/usage?user={ALICE}&by=key", served.bob)
-    assert alice_only.json() == expected_usage(served, {"by": "key"}, Filters(user_email=ALICE))
+    alice_only = served.get(f"/api/v1/usage?user={ALICE}&by=account", served.bob)
+    assert alice_only.json() == expected_usage(served, {"by": "account"}, Filters(user_email=ALICE))
     assert len(served.get("/api/v1/status", served.bob).json()["keys"]) == 3
     error(served.get("/api/v1/usage?user=carol@example.com", served.bob), 404, "not_found", "user")
     research = served.keys["research"]

@@ -1,6 +1,7 @@
 """The HTTP face of a real `openrouter-watcher run` subprocess, on SQLite and PostgreSQL.
 
-The daemon syncs two users' keys from the fake OpenRouter on a pinned clock, then serves
+The daemon syncs two users' keys from the fake OpenRouter on a pinned clock and polls them,
+its alert rule firing for each account and delivering to a channel nobody answers; it serves
 /healthz, /metrics and the API on a port it picks itself (``[http] listen`` port 0, read back
 from its ``http_started`` line); SIGTERM stops both within the grace time.
 """
@@ -32,6 +33,7 @@ from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.postgres import free_port
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")
+DEAD_SECRET = "dead-Secret-Token-0123456789abcdef"
 CLOCK = "2026-11-20T12:00:00Z"
 TODAY = dt.date(2026, 11, 20)
 ALICE, BOB = "alice@example.com", "bob@example.com"
@@ -91,12 +93,27 @@ def test_daemon_serves_health_metrics_and_an_isolated_api(
     key_ids = {k.name: k.id for k in accounts.list_keys(factory)}
 
     log = tmp_path / "daemon.log"
-    env = env_for(db_url, master_key, OPENROUTER_WATCHER_OPENROUTER_BASE_URL=fake.base_url)
+    dead = f"json://127.0.0.1:{free_port()}/{DEAD_SECRET}"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[[channels]]\nname = "dead"\nurl = "{dead}"\n'
+        '[[alerts]]\nname = "low-balance"\nmetric = "balance"\nbelow = 1000000\n'
+        'notify = ["dead"]\n'
+    )
+    env = env_for(
+        db_url,
+        master_key,
+        OPENROUTER_WATCHER_OPENROUTER_BASE_URL=fake.base_url,
+        OPENROUTER_WATCHER_CONFIG=str(config),
+    )
     with log.open("wb") as out:
         proc = subprocess.Popen([CLI, "run"], env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_until(
-            lambda: proc.poll() is None and any(e["event"] == "sync_heartbeat" for e in events(log))
+            lambda: (
+                proc.poll() is None
+                and {"sync_heartbeat", "poll_finished"} <= {e["event"] for e in events(log)}
+            )
         )
         (started,) = [e for e in events(log) if e["event"] == "http_started"]
         url = str(started["url"])
@@ -118,9 +135,32 @@ def test_daemon_serves_health_metrics_and_an_isolated_api(
         assert 'openrouter_watcher_key_syncs_total{result="ok"} 3.0' in scraped
         assert "openrouter_watcher_scheduler_running 1.0" in scraped
 
-        mine = {email: get("/api/v1/usage?by=key", email).json() for email in (ALICE, BOB)}
-        assert {r["key_name"] for r in mine[ALICE]["rows"]} == {"production", "staging"}
-        assert {r["key_name"] for r in mine[BOB]["rows"]} == {"research"}
+        # the poll job counted like the sync's: its run, duration, the alerts it fired for the
+        # three accounts, and the channel that failed, by name and never by URL
+        def poll_counted() -> bool:
+            return 'openrouter_watcher_poll_runs_total{status="ok"} 1.0' in get("/metrics").text
+
+        wait_until(poll_counted)
+        scraped = get("/metrics").text
+        assert "openrouter_watcher_poll_duration_seconds_count 1.0" in scraped
+        assert 'openrouter_watcher_alerts_fired_total{rule="low-balance"} 3.0' in scraped
+        assert 'openrouter_watcher_alert_deliveries_failed_total{channel="dead"} 1.0' in scraped
+        for name, key_id in key_ids.items():
+            assert (
+                "openrouter_watcher_account_live_balance_usd"
+                f'{{account="{name}",account_id="{key_id}",kind="management"}}'
+            ) in scraped
+        assert DEAD_SECRET not in scraped and dead not in scraped
+        fired = {email: get("/api/v1/alerts", email).json() for email in (ALICE, BOB)}
+        assert {a["subject"] for a in fired[ALICE]} == {
+            f"account:{key_ids['production']}",
+            f"account:{key_ids['staging']}",
+        }
+        assert {a["subject"] for a in fired[BOB]} == {f"account:{key_ids['research']}"}
+
+        mine = {email: get("/api/v1/usage?by=account", email).json() for email in (ALICE, BOB)}
+        assert {r["account_name"] for r in mine[ALICE]["rows"]} == {"production", "staging"}
+        assert {r["account_name"] for r in mine[BOB]["rows"]} == {"research"}
         assert all(r["cost"] != "0.000000000" for e in mine for r in mine[e]["rows"])
         assert get(f"/api/v1/usage?key={key_ids['research']}", ALICE).status_code == 404
         assert get(f"/api/v1/usage?key={key_ids['staging']}", BOB).status_code == 404

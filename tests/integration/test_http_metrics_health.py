@@ -3,6 +3,7 @@ ledger; the health rules and the failed-token limiter on their own."""
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 from collections.abc import Iterator
 from decimal import Decimal
@@ -15,6 +16,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from worker import metrics
+from worker.alerts.deliver import DeliveryCounts
+from worker.alerts.evaluate import Fired
 from worker.config import Settings
 from worker.days import month_so_far
 from worker.db import create_db_engine, make_session_factory
@@ -22,6 +25,7 @@ from worker.http.auth import FailedAuthLimiter
 from worker.http.context import HttpContext
 from worker.http.health import key_problems
 from worker.http.svg import nice_scale
+from worker.live.poll import PollSummary, SourceOutcome
 from worker.models import ApiKey, SyncKeyResult, SyncRun
 from worker.outcomes import KeyOutcome, RunSummary
 from worker.status import KeyStatus
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
 
 NOW = dt.datetime(2026, 11, 6, 12, 0, tzinfo=dt.UTC)  # month so far: 2026-11-01 … 11-05
 HOUR = dt.timedelta(hours=1)
+ONE = Decimal(1)
 
 
 def add_run(engine: Engine, finished: dt.datetime, results: dict[int, str]) -> None:
@@ -149,6 +154,10 @@ def test_metrics_read_spend_and_sync_times_per_account_from_the_database(
             "endpoint",
             "outcome",
             "reason",
+            "rule",
+            "channel",
+            "key",
+            "key_hash",
             "le",
         }, name
     assert "alice@example.com" not in response.text and "2026-11" not in response.text
@@ -193,6 +202,36 @@ def test_live_counters_count_the_daemons_syncs() -> None:
         value("openrouter_watcher_openrouter_retries_total", endpoint="/activity", reason="error")
         >= 1
     )
+
+
+def test_live_counters_count_the_daemons_polls_alerts_and_failed_deliveries() -> None:
+    def value(name: str, **labels: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+    def snapshot() -> list[float]:
+        return [
+            value("openrouter_watcher_poll_runs_total", status="failed"),
+            value("openrouter_watcher_poll_runs_total", status="skipped"),
+            value("openrouter_watcher_poll_runs_total", status="error"),
+            value("openrouter_watcher_poll_duration_seconds_count"),
+            value("openrouter_watcher_alerts_fired_total", rule="daily-spend"),
+            value("openrouter_watcher_alert_deliveries_failed_total", channel="ops"),
+        ]
+
+    before = snapshot()
+    fired = Fired(1, "daily-spend", "spend_today", "key:1:ab", "key", ONE, ONE, "2026-11-06", "t")
+    summary = PollSummary(
+        started_at=NOW,
+        sources=[SourceOutcome(1, "acct", "account"), SourceOutcome(2, "k", "key", "failed")],
+        fired=[fired, fired],
+        delivery=DeliveryCounts(failed=2, failed_channels=collections.Counter(ops=2)),
+    )
+    metrics.record_poll(summary, 0.8)
+    metrics.record_poll(None, 0.0)
+    metrics.record_poll_error(0.1)
+    after = snapshot()
+    assert summary.status == "failed"
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 2, 2, 2]
 
 
 def test_healthz_is_503_with_reasons_naming_keys_by_id_only(

@@ -54,18 +54,20 @@ def test_make_dashboard_prints_a_url_and_a_token_and_serves_until_ctrl_c(
         assert f"dashboard  {url}\n" in printed
         token = next(line.split()[1] for line in lines if line.startswith("token "))
         assert token.startswith("orw_")
-        usage = httpx.get(
-            url + "api/v1/usage?by=key", headers={"Authorization": f"Bearer {token}"}, timeout=10
-        )
+        auth = {"Authorization": f"Bearer {token}"}
+        usage = httpx.get(url + "api/v1/usage?by=account", headers=auth, timeout=10)
         assert usage.status_code == 200
-        assert {r["key_name"] for r in usage.json()["rows"]} == {
+        assert {r["account_name"] for r in usage.json()["rows"]} == {
             "production",
             "staging",
             "research",
+            "team",
         }  # the demo user is an admin
-        assert (
-            "openrouter_watcher_account_spend_month_to_date_usd" in httpx.get(url + "metrics").text
-        )
+        fired = httpx.get(url + "api/v1/alerts", headers=auth, timeout=10).json()
+        assert "daily-spend" in {a["rule"] for a in fired}  # the demo's alert
+        scraped = httpx.get(url + "metrics").text
+        assert "openrouter_watcher_account_spend_month_to_date_usd" in scraped
+        assert 'openrouter_watcher_key_live_spend_today_usd{account="team"' in scraped
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert proc.wait(timeout=30) == 0
     finally:

@@ -11,6 +11,7 @@ import pytest
 from worker.config import load_settings
 from worker.errors import ConfigError
 from worker.logs import mask_text
+from worker.store.alerts import subject_key_id
 
 # The shape the issue and the docs give, verbatim.
 DOCS = """
@@ -170,3 +171,21 @@ def test_live_and_digest_sections_take_environment_overrides(tmp_path: Path) -> 
     assert "must be a UTC time of day as HH:MM" in problems(
         tmp_path, DOCS, OPENROUTER_WATCHER_DIGEST_AT="25:00"
     )
+
+
+@pytest.mark.parametrize(
+    ("subject", "key_id"),
+    [
+        ("account:7", 7),  # an account: its management key
+        ("key:7:" + "ab" * 32, 7),  # a key of that account
+        ("key:12", 12),  # an ordinary key polled on its own
+        ("registered:3", 3),  # sync_failing
+        ("all", None),  # the digest: every account, no one key
+        ("account:", None),
+        ("other:5", None),
+    ],
+)
+def test_an_alert_belongs_to_the_registered_key_its_subject_names(
+    subject: str, key_id: int | None
+) -> None:
+    assert subject_key_id(subject) == key_id

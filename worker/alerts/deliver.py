@@ -13,13 +13,14 @@ retries what is still undelivered until ``give_up_hours``.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import functools
 import logging
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -54,6 +55,8 @@ class DeliveryCounts:
     failed: int = 0
     abandoned: int = 0
     deferred: int = 0  # left for the next poll: their channel failed earlier in this one
+    # Failed and abandoned deliveries by channel name, for the daemon's counter.
+    failed_channels: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -213,6 +216,7 @@ def drain(
         else:
             counts.failed += status == "failed"
             counts.abandoned += status == "abandoned"
+            counts.failed_channels[item.channel] += 1
             log.warning(
                 "alert_delivery_failed",
                 channel=item.channel,

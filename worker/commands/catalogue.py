@@ -10,11 +10,10 @@ from worker import render
 from worker.commands.args import key_id, positive_int
 from worker.days import utc_today
 from worker.errors import EXIT_RUNTIME, NotFoundError
+from worker.report_formats import HASH_SHOWN
 
 if TYPE_CHECKING:
     from worker.cli import Context
-
-HASH_SHOWN = 12  # the table shows a hash's first characters; --json the whole of it
 
 
 def cmd_account_keys(ctx: Context, args: argparse.Namespace) -> int:

@@ -3,15 +3,23 @@
 - ``GET /api/v1/usage``: the options and the document of ``report --format json``
   (``since``, ``until``, ``last``, ``by``, ``user``, ``key``, ``model``), built by
   :func:`worker.report.build_report` and :func:`worker.report.report_dict`;
-- ``GET /api/v1/status``: the document of ``status --json`` (:func:`worker.status.collect_status`).
+- ``GET /api/v1/status``: the document of ``status --json`` (:func:`worker.status.collect_status`);
+- ``GET /api/v1/account-keys``: the document of ``account-keys --json``
+  (:func:`worker.store.catalogue.listing`), ``account`` for one account;
+- ``GET /api/v1/alerts``: the document of ``alerts history --json``
+  (:func:`worker.store.alerts.history`), ``since`` a UTC day.
 
-A token of a user who is not an admin sees that user's keys only: without ``user`` its usage
-is that user's, and naming another user or another user's key is a 404, exactly as if it did
-not exist. An unknown or repeated parameter, or a malformed value, is a 400 naming it.
+A token of a user who is not an admin sees that user's keys and accounts only (an account is
+its management key, so it is its owner's, and so are all its keys): without ``user`` its usage
+is that user's, and naming another user, another user's key or account is a 404, exactly as
+if it did not exist. Its alerts are those about its registered keys, its accounts and their
+keys; the daily digest, which sums every account, is an admin's only. An unknown or repeated
+parameter, or a malformed value, is a 400 naming it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -28,6 +36,8 @@ from worker.http.context import HttpContext
 from worker.http.responses import ApiError, json_response
 from worker.report import DIMENSIONS, Filters, build_report, report_dict
 from worker.status import collect_status
+from worker.store.alerts import history
+from worker.store.catalogue import listing
 
 USAGE_PARAMETERS = ("since", "until", "last", "by", "user", "key", "model")
 _OPTION_RE = re.compile(r"--([a-z]+)")
@@ -121,9 +131,40 @@ def status(ctx: HttpContext) -> Callable[[Request], Response]:
                 ctx.settings.schedule,
                 ctx.clock(),
                 sync_running=ctx.sync_running(),
-                user_id=None if scope.admin else scope.user_id,
+                user_id=scope.only_user_id,
             )
         return json_response(result.to_json())
+
+    return endpoint
+
+
+def account_keys(ctx: HttpContext) -> Callable[[Request], Response]:
+    """``GET /api/v1/account-keys``."""
+
+    def endpoint(request: Request) -> Response:
+        scope = authenticate(request, ctx)
+        params = query(request, ("account",))
+        account_id = _positive("account", params["account"]) if "account" in params else None
+        with ctx.session_factory() as session:
+            if account_id is not None:
+                scope.visible_key(session, account_id, "account")
+            keys = listing(session, account_id, user_id=scope.only_user_id)
+        return json_response(keys)
+
+    return endpoint
+
+
+def alerts(ctx: HttpContext) -> Callable[[Request], Response]:
+    """``GET /api/v1/alerts``."""
+
+    def endpoint(request: Request) -> Response:
+        scope = authenticate(request, ctx)
+        params = query(request, ("since",))
+        day = _parsed("since", params["since"], parse_day) if "since" in params else None
+        since = dt.datetime.combine(day, dt.time(), dt.UTC) if day is not None else None
+        with ctx.session_factory() as session:
+            items = history(session, since, user_id=scope.only_user_id)
+        return json_response(items)
 
     return endpoint
 
@@ -133,4 +174,6 @@ def routes(ctx: HttpContext) -> list[Route]:
     return [
         Route("/api/v1/usage", usage(ctx), methods=["GET"]),
         Route("/api/v1/status", status(ctx), methods=["GET"]),
+        Route("/api/v1/account-keys", account_keys(ctx), methods=["GET"]),
+        Route("/api/v1/alerts", alerts(ctx), methods=["GET"]),
     ]

@@ -54,6 +54,11 @@ class Scope:
     email: str
     admin: bool
 
+    @property
+    def only_user_id(self) -> int | None:
+        """The user whose keys and accounts this scope sees, or None: every user's (admin)."""
+        return None if self.admin else self.user_id
+
     def visible_user(self, session: Session, email: str) -> str:
         """``email`` normalised, if this scope may see that user; else a 404 naming ``user``."""
         address = email.strip().lower()
@@ -64,8 +69,9 @@ class Scope:
             return address
         raise ApiError(404, "not_found", f"no user {email!r} visible to this token", "user")
 
-    def visible_key(self, session: Session, key_id: int) -> int:
-        """``key_id`` if the key exists and this scope may see it; else a 404 naming ``key``."""
+    def visible_key(self, session: Session, key_id: int, parameter: str = "key") -> int:
+        """``key_id`` if the key exists and this scope may see it; else a 404 naming
+        ``parameter``."""
         # Past a 32-bit id PostgreSQL would refuse the comparison itself: no such key either.
         owner = (
             session.scalar(select(ApiKey.user_id).where(ApiKey.id == key_id))
@@ -73,7 +79,9 @@ class Scope:
             else None
         )
         if owner is None or not (self.admin or owner == self.user_id):
-            raise ApiError(404, "not_found", f"no API key {key_id} visible to this token", "key")
+            raise ApiError(
+                404, "not_found", f"no API key {key_id} visible to this token", parameter
+            )
         return key_id
 
 

@@ -5,8 +5,10 @@ dashboard.js``) asks for a token, keeps it in the tab's ``sessionStorage`` only 
 tab closes; never a cookie, so no request can be forged with it), and fetches
 ``GET /dashboard/panels`` with ``Authorization: Bearer``. The server renders those panels as
 HTML with inline SVG charts (:mod:`worker.http.svg`) from :mod:`worker.http.figures`: the
-script only inserts them. Nothing comes from another host: no CDN, no web font, so it works
-on a server without internet, and the Content-Security-Policy allows this server only.
+script only inserts them. Today's spend, the accounts' balances and runway and the keys that
+spent most today come first, then the 30 days' charts and tops, then the last alerts and the
+syncs. Nothing comes from another host: no CDN, no web font, so it works on a server without
+internet, and the Content-Security-Policy allows this server only.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from worker import render
+from worker.alerts.messages import show
+from worker.alerts.rules import METRICS
 from worker.http import figures
 from worker.http.api import query
 from worker.http.auth import authenticate
@@ -27,6 +31,7 @@ from worker.http.context import HttpContext
 from worker.http.responses import NO_STORE, ApiError
 from worker.http.svg import colour, cumulative_lines, esc, share_bar, stacked_bars, swatch
 from worker.report import ZERO
+from worker.store.alerts import HistoryItem
 
 STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 
@@ -58,7 +63,7 @@ PAGE = """<!doctype html>
 </form>
 <main id="panels" aria-live="polite"></main>
 <noscript><p>The dashboard needs JavaScript to send your token; the data is also at
-/api/v1/usage and /api/v1/status.</p></noscript>
+/api/v1/usage, /api/v1/status, /api/v1/account-keys and /api/v1/alerts.</p></noscript>
 </body>
 </html>
 """
@@ -84,6 +89,20 @@ def _tile(title: str, figure_id: str, amount: Decimal, sub: str) -> str:
     )
 
 
+def _today_tile(d: figures.Dashboard) -> str:
+    """Today so far, from the live poll: a dash until an account has been polled today."""
+    today = d.today
+    polled = [f.as_of for f in d.accounts_now if f.today is not None and f.as_of is not None]
+    if today is None or not polled:
+        return (
+            '<div class="tile"><h2>Today so far</h2><p class="figure" id="today" data-usd="">'
+            '-</p><p class="sub">no live poll today yet</p></div>'
+        )
+    count = sum(1 for f in d.accounts_now if f.today is not None)
+    sub = f"as of {max(polled):%H:%M} UTC · {count} account{'s' if count != 1 else ''}"
+    return _tile("Today so far", "today", today, sub)
+
+
 def _tiles(d: figures.Dashboard) -> str:
     day, latest = d.latest_day
     this, previous = d.this_month, d.previous_month
@@ -98,6 +117,7 @@ def _tiles(d: figures.Dashboard) -> str:
         month_sub = "no completed day yet this month"
     return (
         '<section class="tiles">'
+        + _today_tile(d)
         + _tile(
             "Last 30 days",
             "total-30d",
@@ -155,29 +175,34 @@ def _table(headers: list[str], rows: list[list[str]], table_id: str) -> str:
     )
 
 
+def _cost_cell(cost: Decimal, whole: Decimal) -> str:
+    money = f'<span class="money">{esc(render.dollars(cost))}</span>'
+    return money + share_bar(cost, whole)
+
+
 def _tops(d: figures.Dashboard) -> str:
     admin = d.scope.admin
-    key_rows = [
+    account_rows = [
         [
-            esc(r.group["key_name"]),
+            esc(r.group["account_name"]),
             *([esc(r.group["user_email"])] if admin else []),
-            f'<span class="money">{esc(render.dollars(r.totals.cost))}</span>'
-            + share_bar(r.totals.cost, d.total),
+            _cost_cell(r.totals.cost, d.total),
         ]
+        for r in d.top_accounts
+    ]
+    key_rows = [
+        [esc(r.group["key_name"]), esc(r.group["account_name"]), _cost_cell(r.totals.cost, d.total)]
         for r in d.top_keys
     ]
-    model_rows = [
-        [
-            esc(r.group["model"]),
-            f'<span class="money">{esc(render.dollars(r.totals.cost))}</span>'
-            + share_bar(r.totals.cost, d.total),
-        ]
-        for r in d.top_models
-    ]
-    keys = _table(["key", *(["user"] if admin else []), "cost"], key_rows, "top-keys")
+    model_rows = [[esc(r.group["model"]), _cost_cell(r.totals.cost, d.total)] for r in d.top_models]
+    accounts = _table(
+        ["account", *(["user"] if admin else []), "cost"], account_rows, "top-accounts"
+    )
+    keys = _table(["key", "account", "cost"], key_rows, "top-keys")
     models = _table(["model", "cost"], model_rows, "top-models")
     return (
         '<div class="columns">'
+        f'<section class="panel"><h2>Top accounts, 30 days</h2>{accounts}</section>'
         f'<section class="panel"><h2>Top keys, 30 days</h2>{keys}</section>'
         f'<section class="panel"><h2>Top models, 30 days</h2>{models}</section></div>'
     )
@@ -215,10 +240,112 @@ def _syncs(d: figures.Dashboard) -> str:
     )
 
 
+def _money(value: Decimal | None) -> str:
+    return "-" if value is None else f'<span class="money">{esc(render.dollars(value))}</span>'
+
+
+def _accounts_now(d: figures.Dashboard) -> str:
+    admin = d.scope.admin
+    rows = []
+    for f in d.accounts_now:
+        name = esc(f.name) + ("" if f.scope == "account" else ' <span class="sub">key</span>')
+        as_of = esc(render.cell(f.as_of))
+        if f.poll_error:
+            as_of += f' <span class="failed" title="{esc(f.poll_error)}">poll failed</span>'
+        rows.append(
+            [
+                name,
+                *([esc(f.user)] if admin else []),
+                _money(f.today),
+                _money(f.month),
+                _money(f.balance),
+                _money(f.limit_remaining),
+                "-" if f.runway_days is None else esc(show(f.runway_days, "days")),
+                as_of,
+            ]
+        )
+    headers = [
+        "account",
+        *(["user"] if admin else []),
+        "today",
+        "this month",
+        "balance",
+        "limit left",
+        "runway",
+        "as of (UTC)",
+    ]
+    body = (
+        _table(headers, rows, "accounts-now")
+        if rows
+        else '<p class="sub">No live poll yet: the daemon polls every [live] interval_minutes '
+        "(or run <code>openrouter-watcher poll</code>).</p>"
+    )
+    return (
+        '<section class="panel"><h2>Accounts now: balance and runway</h2>'
+        f'{body}<p class="sub">Runway: days of balance (a key: of its limit) left at the mean '
+        "daily spend of the last 7 complete days.</p></section>"
+    )
+
+
+def _keys_today(d: figures.Dashboard) -> str:
+    whole = d.today or ZERO
+    rows = [
+        [
+            esc(f.name),
+            esc(f.account or "-"),
+            _cost_cell(f.today or ZERO, whole),
+            _money(f.limit_remaining),
+        ]
+        for f in d.keys_today
+    ]
+    return (
+        '<section class="panel"><h2>Top keys today</h2>'
+        f"{_table(['key', 'account', 'today', 'limit left'], rows, 'keys-today')}</section>"
+    )
+
+
+def _delivery(item: HistoryItem) -> str:
+    parts = []
+    for n in item.notifications:
+        text = f"{esc(n['channel'])} {esc(n['status'])}"
+        if n["status"] in ("failed", "abandoned"):  # pending: not tried yet, not a failure
+            text = f'<span class="failed" title="{esc(n["error"] or "")}">{text}</span>'
+        parts.append(text)
+    return ", ".join(parts) or "-"
+
+
+def _alert_value(item: HistoryItem) -> str:
+    if item.value is None or item.metric not in METRICS:  # a digest has no value
+        return "-"
+    _, _, unit, _ = METRICS[item.metric]
+    return esc(show(item.value, unit))
+
+
+def _alerts(d: figures.Dashboard) -> str:
+    rows = [
+        [
+            esc(render.cell(item.fired_at)),
+            esc(item.rule),
+            esc(item.subject_name),
+            _alert_value(item),
+            _delivery(item),
+        ]
+        for item in d.alerts
+    ]
+    body = (
+        _table(["fired (UTC)", "rule", "about", "value", "delivery"], rows, "alerts")
+        if rows
+        else f'<p class="sub" id="no-alerts">No alert in the last {figures.ALERT_DAYS} days.</p>'
+    )
+    return f'<section class="panel"><h2>Last alerts</h2>{body}</section>'
+
+
 def render_panels(d: figures.Dashboard) -> str:
     """The panels' HTML for one token's figures."""
     who = esc(d.scope.email) + (" (admin: every user's keys)" if d.scope.admin else "")
-    parts = [f'<p class="who" id="who">{who}</p>', _tiles(d)]
+    parts = [f'<p class="who" id="who">{who}</p>', _tiles(d), _accounts_now(d)]
+    if d.keys_today:
+        parts.append(_keys_today(d))
     if d.total == ZERO and not d.top_models:
         parts.append(
             '<section class="panel empty" id="no-usage"><h2>No usage</h2><p>No spend between '
@@ -226,7 +353,7 @@ def render_panels(d: figures.Dashboard) -> str:
         )
     else:
         parts += [_daily(d), _month(d), _tops(d)]
-    parts.append(_syncs(d))
+    parts += [_alerts(d), _syncs(d)]
     return "".join(parts)
 
 
@@ -241,7 +368,7 @@ def panels(ctx: HttpContext) -> Callable[[Request], Response]:
                 session,
                 scope,
                 now=ctx.clock(),
-                schedule=ctx.settings.schedule,
+                settings=ctx.settings,
                 sync_running=ctx.sync_running(),
             )
         return HTMLResponse(render_panels(data), headers=NO_STORE)

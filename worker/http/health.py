@@ -70,7 +70,7 @@ def check(ctx: HttpContext) -> tuple[bool, dict[str, Any]]:
     active = 0
     try:
         with ctx.session_factory() as session:
-            status = collect_status(session, ctx.settings.schedule, now, usage=False)
+            status = collect_status(session, ctx.settings.schedule, now, usage=False, live=False)
             added = {
                 key_id: created
                 for key_id, created in session.execute(select(ApiKey.id, ApiKey.created_at))

@@ -271,14 +271,19 @@ def figures(
     return found
 
 
+EVERY_SCOPE = ("account", "key", "alias")
+
+
+def own_figures(found: Iterable[Figures]) -> dict[int, Figures]:
+    """Among ``found``, the figures of each registered key itself, by ``api_keys.id`` (a
+    caller that needs the catalogued keys too reads :func:`figures` once and splits it)."""
+    return {f.api_key_id: f for f in found if f.key_hash == SELF}
+
+
 def registered(session: Session, *, now: dt.datetime | None = None) -> dict[int, Figures]:
     """The figures of each registered key itself, by ``api_keys.id``: an account's totals and
     balance, or an ordinary key's spend and limit (``status`` shows them)."""
-    return {
-        f.api_key_id: f
-        for f in figures(session, now=now, scopes=("account", "key", "alias"), listed_only=False)
-        if f.key_hash == SELF
-    }
+    return own_figures(figures(session, now=now, scopes=EVERY_SCOPE, listed_only=False))
 
 
 def spend_between(

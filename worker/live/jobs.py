@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
+from worker import metrics
 from worker.alerts.deliver import Notifier
 from worker.config import Settings
 from worker.crypto import Keyring
@@ -56,13 +58,14 @@ class LivePoller:
         if self.stop.is_set():
             return
         self.idle.clear()
+        started = time.monotonic()
         try:
             summary = locked_poll(
                 self.engine, self.settings, self.keyring, notifier=self.notifier, stop=self.stop
             )
-            if summary is None:
-                return
+            metrics.record_poll(summary, time.monotonic() - started)
         except Exception as exc:
+            metrics.record_poll_error(time.monotonic() - started)
             log.error("poll_job_failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
         finally:
             self.idle.set()

@@ -79,6 +79,11 @@ class PollSummary:
         return [s for s in self.sources if s.status == "failed"]
 
     @property
+    def status(self) -> str:
+        """``failed`` when some registered key's poll failed, else ``ok``."""
+        return "failed" if self.failed else "ok"
+
+    @property
     def snapshots(self) -> int:
         return sum(s.snapshots for s in self.sources)
 
@@ -89,7 +94,7 @@ class PollSummary:
     def as_dict(self) -> dict[str, Any]:
         return {
             "started_at": self.started_at,
-            "status": "failed" if self.failed else "ok",
+            "status": self.status,
             "accounts": sum(1 for s in self.sources if s.scope == "account"),
             "keys_polled": sum(1 for s in self.sources if s.scope == "key"),
             "subjects": self.subjects,
@@ -295,7 +300,7 @@ def run_poll(
     summary.duration_s = time.monotonic() - started
     log.info(
         "poll_finished",
-        status="failed" if summary.failed else "ok",
+        status=summary.status,
         sources=len(summary.sources),
         failed_key_ids=[s.api_key_id for s in summary.failed],
         subjects=summary.subjects,

@@ -160,12 +160,36 @@ class HistoryItem:
     notifications: list[dict[str, object]]
 
 
-def history(session: Session, since: dt.datetime | None = None) -> list[HistoryItem]:
-    """Fired alerts (and digests), oldest first, with each channel's delivery."""
+_KEYED_SUBJECTS = ("account", "key", "registered")
+
+
+def subject_key_id(subject: str) -> int | None:
+    """The registered key (``api_keys.id``) an alert's subject belongs to, or None.
+
+    Subjects name it first: ``account:ID`` (an account: its management key),
+    ``key:ID:HASH`` (a key of that account), ``key:ID`` (an ordinary key polled on its own),
+    ``registered:ID`` (``sync_failing``). The daily digest's ``all`` belongs to no key.
+    """
+    kind, _, rest = subject.partition(":")
+    head = rest.partition(":")[0]
+    return int(head) if kind in _KEYED_SUBJECTS and head.isdigit() else None
+
+
+def history(
+    session: Session, since: dt.datetime | None = None, *, user_id: int | None = None
+) -> list[HistoryItem]:
+    """Fired alerts (and digests), oldest first, with each channel's delivery.
+
+    ``user_id``: only the alerts about that user's keys and accounts (the owner of the
+    registered key the subject names); never a digest, which covers every account.
+    """
     stmt = select(AlertEvent).order_by(AlertEvent.fired_at, AlertEvent.id)
     if since is not None:
         stmt = stmt.where(AlertEvent.fired_at >= since)
     events = list(session.scalars(stmt))
+    if user_id is not None:
+        owned = set(session.scalars(select(ApiKey.id).where(ApiKey.user_id == user_id)))
+        events = [e for e in events if subject_key_id(e.subject) in owned]
     sent: dict[int, list[dict[str, object]]] = {}
     ids = [e.id for e in events]
     for start in range(0, len(ids), 500):

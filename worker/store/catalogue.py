@@ -184,9 +184,12 @@ class AccountKeyView:
     fetch_error: str | None
 
 
-def listing(session: Session, account_id: int | None = None) -> list[AccountKeyView]:
+def listing(
+    session: Session, account_id: int | None = None, *, user_id: int | None = None
+) -> list[AccountKeyView]:
     """The catalogue (of one account, or all), newest key first (OpenRouter's creation time,
-    then when the sync first saw it)."""
+    then when the sync first saw it). ``user_id``: only the accounts that user owns (an
+    account is its management key, so its owner's)."""
     query = (
         select(AccountKey, ApiKey.name)
         .join(ApiKey, ApiKey.id == AccountKey.account_id)
@@ -198,6 +201,8 @@ def listing(session: Session, account_id: int | None = None) -> list[AccountKeyV
     )
     if account_id is not None:
         query = query.where(AccountKey.account_id == account_id)
+    if user_id is not None:
+        query = query.where(ApiKey.user_id == user_id)
     return [
         AccountKeyView(
             row.account_id,
