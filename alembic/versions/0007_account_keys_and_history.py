@@ -54,7 +54,7 @@ JOIN users AS u ON u.id = k.user_id
 WHERE NOT EXISTS (SELECT 1 FROM account_keys AS l WHERE l.registered_key_id = k.id)
 UNION ALL
 SELECT
-    'key', u.email, k.id, k.name, a.id, a.name, ak.hash, s.date, s.model, {_METRICS}
+    'key', u.email, k.id, ak.name, a.id, a.name, ak.hash, s.date, s.model, {_METRICS}
 FROM usage_stats AS s
 JOIN api_keys AS k ON k.id = s.api_key_id
 JOIN account_keys AS ak ON ak.registered_key_id = k.id

@@ -681,4 +681,5 @@ def test_every_report_grouping_has_the_accounts_total_and_by_key_attributes_the_
         _add(_sums(first.keys[3].rows), _sums(first.unattributed))
     )
     assert expected[(bob, None)] == Totals()
-    assert by_key[(alice, first.keys[0].hash)].group["key_name"] == "alice's chatbot"
+    # every key of an account by its OpenRouter name, registered or not
+    assert by_key[(alice, first.keys[0].hash)].group["key_name"] == first.keys[0].name

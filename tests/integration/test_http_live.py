@@ -353,7 +353,7 @@ def test_usage_by_account_and_by_key_hold_only_the_users_own_accounts(
     alice = world.get("/api/v1/usage?by=key", ALICE).json()["rows"]
     bob = world.get("/api/v1/usage?by=key", BOB).json()["rows"]
     assert {(r["account_id"], r["key_name"]) for r in alice} == {
-        (production, "chatbot-direct"),  # a registered key goes by its registered name
+        (production, "chatbot"),  # every key of an account goes by its OpenRouter name
         (production, "batch"),
         (production, "(unattributed)"),  # the deleted key's spend
     }
