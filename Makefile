@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint migrate run demo bench clean
+.PHONY: install test lint migrate run demo bench clean fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest --cov=worker --cov-report=term --cov-fail-under=90
+
+# The property tests (tests/property) with many more examples than `make test` runs.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -m property
 
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests bench alembic

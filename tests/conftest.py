@@ -25,13 +25,18 @@ _counter = itertools.count()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark by directory (unit / integration) and mark every PostgreSQL case `postgres`."""
+    """Mark by directory (unit / integration / faults / property) and mark every PostgreSQL
+    case `postgres`."""
     for item in items:
         path = Path(str(item.fspath))
         if "unit" in path.parts:
             item.add_marker(pytest.mark.unit)
         elif "integration" in path.parts:
             item.add_marker(pytest.mark.integration)
+        elif "faults" in path.parts:
+            item.add_marker(pytest.mark.faults)
+        elif "property" in path.parts:
+            item.add_marker(pytest.mark.property)
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "postgres" in callspec.id.split("-"):
             item.add_marker(pytest.mark.postgres)
