@@ -434,6 +434,13 @@ class FakeOpenRouter:
         with self._lock:
             self._keys[api_key].forever = fault
 
+    def clear_faults(self, api_key: str) -> None:
+        """Forget the key's scripted faults (queued and forever): it answers normally again."""
+        with self._lock:
+            key = self._keys[api_key]
+            key.faults.clear()
+            key.forever = None
+
     def request_count(self, api_key: str | None = None) -> int:
         """Requests answered so far, all or for one key."""
         with self._lock:
