@@ -19,12 +19,14 @@ fails the transaction: the sync then writes that key again alone, reading it afr
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
+from worker.db import busy_error
 from worker.models import to_money, utcnow
 from worker.usage import VALUE_COLUMNS, UsageRow, WriteCounts
 
@@ -182,10 +184,23 @@ def write_usage(session: Session, batch: Sequence[KeyRows]) -> list[WriteCounts 
     A row dated outside its key's days, two rows for one (date, model) or a key given twice
     are programming errors (``ValueError``).
     """
-    driver = _Driver(session)
     key_ids = [item.api_key_id for item in batch]
     if len(set(key_ids)) != len(key_ids):
         raise ValueError("a key is given twice: one entry per key")
+    try:
+        return _write_usage(_Driver(session), batch, key_ids)
+    except sqlite3.OperationalError as exc:
+        # The raw driver calls bypass the engine's error hook (worker.db): name the condition
+        # the same way, so the key fails as database_busy, not as something unexpected.
+        if "database is locked" in str(exc):
+            url = session.get_bind().engine.url.render_as_string(hide_password=True)
+            raise busy_error(url) from exc
+        raise
+
+
+def _write_usage(
+    driver: _Driver, batch: Sequence[KeyRows], key_ids: list[int]
+) -> list[WriteCounts | Withheld]:
     all_days = {day for item in batch for day in item.days}
     stored_by_key = _read(driver, key_ids, all_days)
     changes = _Changes(driver, {day: driver.day(day) for day in all_days})
