@@ -9,6 +9,7 @@ fresh database cloned from a migrated template, so tests never see each other's 
 from __future__ import annotations
 
 import itertools
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "postgres" in callspec.id.split("-"):
             item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(autouse=True)
+def _sql_echo_stays_in_its_test() -> Iterator[None]:
+    """``create_db_engine(echo=True)`` (``[database] echo``) sets the ``sqlalchemy.engine``
+    logger to INFO for the whole process: undo it after the test that did, so later in-process
+    commands do not print SQL (and the property tests do not format every statement)."""
+    engine_logger = logging.getLogger("sqlalchemy.engine")
+    level = engine_logger.level
+    yield
+    engine_logger.setLevel(level)
 
 
 @pytest.fixture(scope="session")
