@@ -10,36 +10,84 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from sqlalchemy import Engine
 
 from tests.faults.conftest import World, wait_until
 from worker.locking import lock_is_held
+
+
+def hold_writes(engine: Engine) -> None:
+    """Every later statement inserting into usage_stats sleeps 1 s before it ends."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE FUNCTION test_hold() RETURNS trigger AS $$ BEGIN PERFORM pg_sleep(1); "
+            "RETURN NULL; END $$ LANGUAGE plpgsql"
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER test_hold AFTER INSERT ON usage_stats "
+            "FOR EACH STATEMENT EXECUTE FUNCTION test_hold()"
+        )
+
+
+def release_writes(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER test_hold ON usage_stats")
+
+
+def writer_sleeps(engine: Engine) -> bool:
+    """Whether the sync's connection (the lock holder) is inside a held write."""
+    with engine.connect() as conn:
+        return bool(
+            conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND a.wait_event = 'PgSleep' "
+                "AND a.xact_start IS NOT NULL"
+            ).scalar()
+        )
 
 
 def test_kill_9_mid_sync_leaves_every_key_whole_or_absent_and_the_next_sync_exact(
     db_url: str, make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     keys = 8
-    world = make_world(db_url, keys=keys, models=10)  # 300 rows per key, from 600 endpoint rows
+    world = make_world(db_url, keys=keys, models=5)  # 150 rows per key, from 300 endpoint rows
+    armed = threading.Event()
     released = threading.Event()
     arrived = itertools.count(1)
 
     def hold_the_last_keys(_path: str, _query: dict[str, str]) -> None:
-        # From the sixth key on, answers wait for the kill: the run cannot end before it.
-        if next(arrived) >= 6:
+        # Three keys are answered at once; the fourth and fifth once the test is ready for
+        # the kill; from the sixth on, answers wait for it: the run cannot end before.
+        n = next(arrived)
+        if n >= 4:
+            armed.wait(timeout=20)
+        if n >= 6:
             released.wait(timeout=20)
 
     world.fake.on_request = hold_the_last_keys
+    postgres = world.engine.dialect.name == "postgresql"
     sync = world.spawn("sync", OPENROUTER_WATCHER_SYNC_CONCURRENCY="2")
     try:
         wait_until(lambda: sync.alive() and world.keys_stored() >= 3, what="3 keys stored")
+        if postgres:
+            # Hold the next write open (a trigger sleeps in it once its rows are in): the kill
+            # lands inside that transaction, which the server must roll back.
+            hold_writes(world.engine)
+        armed.set()
+        if postgres:
+            wait_until(lambda: sync.alive() and writer_sleeps(world.engine), what="a held write")
         sync.proc.kill()
         assert sync.proc.wait(timeout=10) == -signal.SIGKILL
     finally:
+        armed.set()
         released.set()
         world.fake.on_request = None
 
+    if postgres:
+        wait_until(lambda: not lock_is_held(world.engine), what="the server ended its session")
+        release_writes(world.engine)
     whole = world.whole()  # fails on a key stored in part
-    assert 3 <= len(whole) < keys
+    assert whole == [0, 1, 2] if postgres else 3 <= len(whole) < keys
     assert world.runs() == [("sync", "running")]  # it never recorded its end
     wait_until(lambda: not lock_is_held(world.engine), what="the lock released")
     status = world.command(monkeypatch, "status")
