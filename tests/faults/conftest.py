@@ -218,7 +218,7 @@ class World:
         first, last = days.completed_window(today)
         rows = [
             r
-            for r in self.fake._keys[self.secrets[n]].rows
+            for r in self.fake.rows(self.secrets[n])
             if first <= dt.date.fromisoformat(str(r["date"])[:10]) <= last
         ]
         return as_stored(expected_totals(rows))

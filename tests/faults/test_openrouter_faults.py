@@ -51,8 +51,8 @@ def test_an_answer_crossing_midnight_keeps_the_day_that_left_the_window(
     kept = {pair: v for pair, v in world.stored(0).items() if pair[0] == oldest}
     assert kept
     # OpenRouter's rows for the day about to complete (2026-11-26).
-    fresh = [dict(row, date=TODAY.isoformat()) for row in fake._keys[world.secrets[0]].rows[:6]]
-    fake.set_rows(world.secrets[0], fake._keys[world.secrets[0]].rows + fresh)
+    rows = fake.rows(world.secrets[0])
+    fake.set_rows(world.secrets[0], rows + [dict(row, date=TODAY.isoformat()) for row in rows[:6]])
     hold = 3.0  # the worker's clock starts at 23:59:57: past midnight 3 s after it started
     arrivals: list[float] = []
 

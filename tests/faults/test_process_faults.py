@@ -87,7 +87,9 @@ def test_kill_9_mid_sync_leaves_every_key_whole_or_absent_and_the_next_sync_exac
         wait_until(lambda: not lock_is_held(world.engine), what="the server ended its session")
         release_writes(world.engine)
     whole = world.whole()  # fails on a key stored in part
-    assert whole == [0, 1, 2] if postgres else 3 <= len(whole) < keys
+    # On PostgreSQL exactly the three keys answered before the trigger: the held transaction
+    # was rolled back. On SQLite the kill came while the fourth and fifth keys were on their way.
+    assert len(whole) == 3 if postgres else 3 <= len(whole) < keys, whole
     assert world.runs() == [("sync", "running")]  # it never recorded its end
     wait_until(lambda: not lock_is_held(world.engine), what="the lock released")
     status = world.command(monkeypatch, "status")

@@ -424,6 +424,11 @@ class FakeOpenRouter:
         with self._lock:
             self._keys[api_key].rows = list(rows)
 
+    def rows(self, api_key: str) -> list[dict[str, Any]]:
+        """A copy of the key's raw activity rows (all of them, whatever the window)."""
+        with self._lock:
+            return list(self._keys[api_key].rows)
+
     def inject(self, api_key: str, *faults: Fault) -> None:
         """Answer the key's next requests with these faults, in order; then normally."""
         with self._lock:
