@@ -46,7 +46,7 @@ def release(holder: subprocess.Popen[str]) -> None:
 def test_sqlite_locked_by_another_process_mid_sync_fails_the_later_keys_without_a_hang(
     sqlite_url: str, make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world = make_world(sqlite_url, keys=3)
+    world = make_world(sqlite_url, keys=2)
     busy = {"OPENROUTER_WATCHER_DATABASE_BUSY_TIMEOUT_MS": "200"}
 
     # Another process takes the write lock while the second key's answer is on its way, and
@@ -67,13 +67,13 @@ def test_sqlite_locked_by_another_process_mid_sync_fails_the_later_keys_without_
             release(holder)
 
     assert during.code == 1
-    # Each later write waited busy_timeout_ms, alone and retried, then gave up: no hang.
+    # The second key's write waited busy_timeout_ms, alone and retried, then gave up (so did
+    # recording its failure and the run's end): no hang.
     assert during.seconds < 10
     assert "sync run 1 (2026-10-27 … 2026-11-25, 30 days): failed" in during.out
-    for n in (1, 2):
-        assert (
-            f"failed: key {world.ids[n]} ('k{n}', user 1): database_busy: the database sqlite:///"
-        ) in during.out
+    assert (
+        f"failed: key {world.ids[1]} ('k1', user 1): database_busy: the database sqlite:///"
+    ) in during.out
     assert world.whole() == [0]
     # Its end could not be recorded either: the run stays "running", and with no process
     # holding the sync lock `status` calls it cut short.
@@ -84,7 +84,7 @@ def test_sqlite_locked_by_another_process_mid_sync_fails_the_later_keys_without_
     after = world.command(monkeypatch, "sync")
 
     assert after.code == 0, after.err
-    assert world.whole() == [0, 1, 2]
+    assert world.whole() == [0, 1]
     assert world.runs() == [("sync", "interrupted"), ("sync", "ok")]
 
 
