@@ -502,7 +502,9 @@ class Harness:
         arrived = [0]
         stop = threading.Event()
 
-        def on_request(_path: str, _query: dict[str, str]) -> None:
+        def on_request(path: str, _query: dict[str, str]) -> None:
+            if path != "/activity":  # one per key; other endpoints are not counted
+                return
             with lock:  # answers arrive on several server threads
                 arrived[0] += 1
                 if step.midnight and arrived[0] == 1:
