@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser test lint migrate run demo dashboard bench clean
+.PHONY: install browser test lint migrate run demo dashboard bench clean fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ $(CHROMIUM):
 
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest --cov=worker --cov-report=term --cov-fail-under=90
+
+# The property tests (tests/property) with many more examples than `make test` runs.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -m property
 
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests bench alembic

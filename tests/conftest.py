@@ -9,6 +9,7 @@ fresh database cloned from a migrated template, so tests never see each other's 
 from __future__ import annotations
 
 import itertools
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,13 +26,18 @@ _counter = itertools.count()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark by directory (unit / integration) and mark every PostgreSQL case `postgres`."""
+    """Mark by directory (unit / integration / faults / property) and mark every PostgreSQL
+    case `postgres`."""
     for item in items:
         path = Path(str(item.fspath))
         if "unit" in path.parts:
             item.add_marker(pytest.mark.unit)
         elif "integration" in path.parts:
             item.add_marker(pytest.mark.integration)
+        elif "faults" in path.parts:
+            item.add_marker(pytest.mark.faults)
+        elif "property" in path.parts:
+            item.add_marker(pytest.mark.property)
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "postgres" in callspec.id.split("-"):
             item.add_marker(pytest.mark.postgres)
@@ -447,7 +453,6 @@ def report_db(
 
 
 # --- process-wide logging state that in-process commands change -----------------------------
-import logging  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -90,10 +90,7 @@ def _typed_database_errors(context: ExceptionContext) -> None:
     url = engine.url.render_as_string(hide_password=True) if engine is not None else "(unknown)"
     sqlite = engine is not None and engine.dialect.name == "sqlite"
     if sqlite and "database is locked" in str(context.original_exception):
-        raise DatabaseBusyError(
-            f"the database {url} is locked by another process (waited [database] "
-            "busy_timeout_ms): try again when it has finished"
-        )
+        raise busy_error(url)
     connecting = context.connection is None
     if not (connecting or context.is_disconnect):
         return
@@ -103,6 +100,15 @@ def _typed_database_errors(context: ExceptionContext) -> None:
     check = "that its directory is writable" if sqlite else "that the server is running"
     raise DatabaseUnavailableError(
         f"{what} {url}: {_first_line(context.original_exception)}; check [database] url and {check}"
+    )
+
+
+def busy_error(url: str) -> DatabaseBusyError:
+    """SQLite's "database is locked", named: also raised for the store's raw driver calls,
+    which SQLAlchemy's error hook never sees."""
+    return DatabaseBusyError(
+        f"the database {url} is locked by another process (waited [database] "
+        "busy_timeout_ms): try again when it has finished"
     )
 
 

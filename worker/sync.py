@@ -40,7 +40,7 @@ from worker.config import Settings
 from worker.crypto import Keyring
 from worker.days import check_days, split_days, utc_now, window_days
 from worker.db import make_session_factory, transaction
-from worker.errors import NotFoundError, NotManagementKeyError, OpenRouterError
+from worker.errors import DatabaseBusyError, NotFoundError, NotManagementKeyError, OpenRouterError
 from worker.fetch import Fetched, fetch_catalogued, fetch_registered, is_ordinary
 from worker.locking import LockLostError, sync_lock
 from worker.logs import bound_contextvars, get_logger
@@ -123,6 +123,11 @@ def run_sync(
             summary.stopped = str(exc)
             summary.keys_skipped = max(summary.keys_skipped, len(keys) - len(summary.keys))
             log.error("sync_lock_lost", error=summary.stopped)
+        except DatabaseBusyError as exc:
+            # Another process holds SQLite's write lock past busy_timeout: stop writing, and
+            # say so in the summary rather than lose it to a one-line error.
+            summary.stopped = str(exc)
+            log.error("sync_database_busy", error=summary.stopped)
         finally:
             if own_client:
                 client.close()

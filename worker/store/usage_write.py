@@ -22,12 +22,14 @@ fails the transaction: the sync then writes that owner again alone, reading it a
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
+from worker.db import busy_error
 from worker.models import SOURCE_ACTIVITY, to_money, utcnow
 from worker.usage import VALUE_COLUMNS, UsageRow, WriteCounts
 
@@ -213,10 +215,23 @@ def write_usage(
     chunk). A row dated outside its owner's days, two rows for one (date, model) or an owner
     given twice are programming errors (``ValueError``).
     """
-    driver = _Driver(session, table)
     owner_ids = [item.owner_id for item in batch]
     if len(set(owner_ids)) != len(owner_ids):
         raise ValueError("an owner is given twice: one entry per owner")
+    try:
+        return _write_usage(_Driver(session, table), batch, owner_ids, source)
+    except sqlite3.OperationalError as exc:
+        # The raw driver calls bypass the engine's error hook (worker.db): name the condition
+        # the same way, so the key fails as database_busy, not as something unexpected.
+        if "database is locked" in str(exc):
+            url = session.get_bind().engine.url.render_as_string(hide_password=True)
+            raise busy_error(url) from exc
+        raise
+
+
+def _write_usage(
+    driver: _Driver, batch: Sequence[KeyRows], owner_ids: list[int], source: str
+) -> list[WriteCounts | Withheld]:
     all_days = {day for item in batch for day in item.days}
     stored_by_owner = _read(driver, owner_ids, all_days)
     changes = _Changes(driver, {day: driver.day(day) for day in all_days}, source)

@@ -289,6 +289,11 @@ class FakeOpenRouter:
         with self._lock:
             self._keys[api_key].rows = list(rows)
 
+    def rows(self, api_key: str) -> list[dict[str, Any]]:
+        """A copy of the key's raw activity rows (all of them, whatever the window)."""
+        with self._lock:
+            return list(self._keys[api_key].rows)
+
     def inject(self, api_key: str, *faults: Fault) -> None:
         """Answer the key's next requests with these faults, in order; then normally."""
         with self._lock:
@@ -298,6 +303,13 @@ class FakeOpenRouter:
         """Answer every later request of the key with ``fault``."""
         with self._lock:
             self._keys[api_key].forever = fault
+
+    def clear_faults(self, api_key: str) -> None:
+        """Forget the key's scripted faults (queued and forever): it answers normally again."""
+        with self._lock:
+            key = self._keys[api_key]
+            key.faults.clear()
+            key.forever = None
 
     def request_count(self, api_key: str | None = None) -> int:
         """Requests answered so far, all or for one key."""

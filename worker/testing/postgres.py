@@ -13,6 +13,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -77,6 +78,7 @@ class PostgresServer:
             raise RuntimeError(f"{args[0]} failed: {result.stderr.decode(errors='replace')}")
 
     def start(self, timeout: float = 30.0) -> PostgresServer:
+        """``initdb`` a fresh data directory, then serve it."""
         self._prepare_dir()
         self._run(
             "initdb",
@@ -91,8 +93,23 @@ class PostgresServer:
             "--locale=C",
             "--no-sync",
         )
+        return self._serve(timeout)
+
+    def restart(self, timeout: float = 30.0) -> PostgresServer:
+        """Stop the server as ``pg_ctl restart`` does (fast shutdown: every session is ended,
+        open transactions roll back) and serve the same data directory on the same port."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self._serve(timeout)
+
+    def _serve(self, timeout: float) -> PostgresServer:
         options = [arg for key, value in self.settings.items() for arg in ("-c", f"{key}={value}")]
-        log = (self.tmp / "server.log").open("wb")
+        log = (self.tmp / "server.log").open("ab")
         self.process = subprocess.Popen(
             [
                 str(self.bindir / "postgres"),
