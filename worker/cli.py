@@ -2,6 +2,10 @@
 
 Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error. Expected errors
 (:class:`worker.errors.WatcherError`) are printed as one line on stderr, never a traceback.
+
+An operator types ``status`` or ``report`` many times a day, so a command imports what it
+needs when it runs: this module and the command modules load neither SQLAlchemy nor the
+HTTP client, the scheduler or Alembic (a test checks each read-only command's imports).
 """
 
 from __future__ import annotations
@@ -11,16 +15,16 @@ import io
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
-from worker import __version__, render
+from worker import render
 from worker.config import CONFIG_ENV, ENV_PREFIX, Settings, load_settings
-from worker.db import check_schema, engine_from_settings, init_db, make_session_factory
 from worker.errors import EXIT_RUNTIME, EXIT_USAGE, UsageError, WatcherError
 from worker.logs import configure_logging, get_logger, mask_text
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
 
 DESCRIPTION = (
     "Keeps a permanent, exact history of what every OpenRouter API key spends, per "
@@ -59,12 +63,16 @@ class Context:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
+            from worker.db import engine_from_settings
+
             self._engine = engine_from_settings(self.settings)
         return self._engine
 
     def sessions(self, *, check: bool = True) -> sessionmaker[Session]:
         """The session factory; by default only once the schema is known to be at head."""
         if self._factory is None:
+            from worker.db import check_schema, make_session_factory
+
             if check:
                 check_schema(self.engine)
             self._factory = make_session_factory(self.engine)
@@ -101,6 +109,8 @@ class Context:
 
 
 def _cmd_migrate(ctx: Context, args: argparse.Namespace) -> int:
+    from worker.db import check_schema, init_db
+
     engine = ctx.engine
     init_db(engine)
     check_schema(engine)
@@ -116,6 +126,16 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
+class _Version(argparse.Action):
+    """--version, reading the version only when asked (see :mod:`worker`)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> None:
+        import worker
+
+        print(f"{parser.prog} {worker.__version__}", file=sys.stdout)  # as argparse's own
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from worker.commands import register_all
 
@@ -125,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, help="print the version number and exit"
+    )
     parser.add_argument("--config", metavar="PATH", help="TOML configuration file")
     parser.add_argument(
         "--log-level",

@@ -4,6 +4,10 @@ Every log line, ours and the standard library's (apscheduler, httpx, alembic), g
 processor chain whose last step before rendering is :func:`mask_secrets`: anything that looks
 like an OpenRouter key (``sk-or-…``) and every secret registered with :func:`register_secret`
 (the master keys) is replaced by ``[REDACTED]`` in messages, fields and exception text.
+
+structlog is imported when logging is configured or a logger is first used, not with this
+module: the masking functions are needed by commands (``--help``, ``report``) that never log,
+and every command line start pays for what its imports load.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import re
 import sys
 import threading
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import structlog
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
 
 REDACTED = "[REDACTED]"
 # OpenRouter keys look like sk-or-v1-<64 hex>; mask any sk-or- token whatever follows.
@@ -79,6 +84,8 @@ def mask_secrets(_logger: Any, _name: str, event_dict: MutableMapping[str, Any])
 
 
 def _shared_processors() -> list[Any]:
+    import structlog
+
     return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -95,6 +102,8 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
     ``fmt`` is ``json`` (one JSON object per line), ``console`` (readable, for a terminal) or
     ``auto`` (console on a terminal, JSON otherwise, e.g. under systemd).
     """
+    import structlog
+
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
@@ -142,10 +151,28 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
     )
 
 
+class _Logger:
+    """structlog's logger, looked up when first used: a module can hold one from import time
+    (``log = get_logger(__name__)``) without importing structlog."""
+
+    __slots__ = ("_initial", "_name")
+
+    def __init__(self, name: str | None, initial: dict[str, Any]) -> None:
+        self._name = name
+        self._initial = initial
+
+    def __getattr__(self, attr: str) -> Any:
+        import structlog
+
+        return getattr(structlog.get_logger(self._name, **self._initial), attr)
+
+
 def get_logger(name: str | None = None, **initial: Any) -> Any:
-    return structlog.get_logger(name, **initial)
+    return _Logger(name, initial)
 
 
-def bound_contextvars(**values: Any) -> Any:
+def bound_contextvars(**values: Any) -> AbstractContextManager[None]:
     """Context manager binding run_id / api_key_id / user_id to every log line inside it."""
+    import structlog
+
     return structlog.contextvars.bound_contextvars(**values)

@@ -12,13 +12,14 @@ import getpass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from worker import accounts, render
+from worker import render
 from worker.commands.args import key_id
 from worker.crypto import Keyring, generate_master_key
 from worker.errors import OpenRouterError, UsageError
 from worker.logs import get_logger, mask_text
-from worker.models import KIND_MANAGEMENT, KIND_ORDINARY
 
+# worker.accounts (SQLAlchemy, the models) is imported by each handler, not here: building
+# the parser for --help, or for another command, must not load the database layer.
 if TYPE_CHECKING:
     from worker.cli import Context
     from worker.openrouter import KeyInfo
@@ -59,6 +60,8 @@ def cmd_generate_key(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_users_add(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+
     password: str | None = None
     if args.password_stdin:
         # One line, like `docker login --password-stdin`: the trailing newline is not part of it.
@@ -73,6 +76,8 @@ def cmd_users_add(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_users_list(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+
     users = accounts.list_users(ctx.sessions())
     if args.json:
         ctx.print_json(users)
@@ -89,6 +94,8 @@ def cmd_users_list(ctx: Context, args: argparse.Namespace) -> int:
 
 def _cmd_users_set(active: bool) -> Any:
     def handler(ctx: Context, args: argparse.Namespace) -> int:
+        from worker import accounts
+
         changed = accounts.set_user_active(ctx.sessions(), args.email, active)
         state = "enabled" if active else "disabled"
         email = accounts.normalize_email(args.email)
@@ -120,6 +127,9 @@ def _verify(ctx: Context, secret: str) -> KeyInfo:
 
 
 def cmd_keys_add(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+    from worker.models import KIND_MANAGEMENT, KIND_ORDINARY
+
     keyring = Keyring.from_settings(ctx.settings)  # before asking for the secret
     factory = ctx.sessions()
     email, name = accounts.check_new_key(factory, args.user, args.name)
@@ -155,6 +165,8 @@ def cmd_keys_add(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_list(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+
     keys = accounts.list_keys(ctx.sessions(), args.user)
     if args.json:
         ctx.print_json(keys)
@@ -180,6 +192,8 @@ def cmd_keys_list(ctx: Context, args: argparse.Namespace) -> int:
 
 def _cmd_keys_set(active: bool) -> Any:
     def handler(ctx: Context, args: argparse.Namespace) -> int:
+        from worker import accounts
+
         changed = accounts.set_key_active(ctx.sessions(), args.id, active)
         state = "enabled" if active else "disabled"
         log.info(f"key_{state}", api_key_id=args.id, changed=changed)
@@ -190,6 +204,8 @@ def _cmd_keys_set(active: bool) -> Any:
 
 
 def cmd_keys_remove(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+
     factory = ctx.sessions()
     key = accounts.get_key(factory, args.id)
     if not args.yes:
@@ -210,6 +226,8 @@ def cmd_keys_remove(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate_master(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+
     keyring = Keyring.from_settings(ctx.settings)
     result = accounts.rotate_master(ctx.sessions(), keyring)
     log.info(
@@ -231,6 +249,8 @@ def cmd_keys_rotate_master(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_tokens_create(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+
     view, token = accounts.create_token(ctx.sessions(), args.user, args.name)
     log.info("token_created", token_id=view.id, user_id=view.user_id)
     # The token alone on stdout (so `TOKEN=$(… tokens create …)` works), the note on stderr.
@@ -244,6 +264,8 @@ def cmd_tokens_create(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_tokens_list(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+
     toks = accounts.list_tokens(ctx.sessions(), args.user)
     if args.json:
         ctx.print_json(toks)
@@ -256,6 +278,8 @@ def cmd_tokens_list(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_tokens_revoke(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+
     was_active = accounts.revoke_token(ctx.sessions(), args.id)
     log.info("token_revoked", token_id=args.id, changed=was_active)
     ctx.out(f"token {args.id} revoked" if was_active else f"token {args.id} was already revoked")

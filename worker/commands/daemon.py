@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING
 
 from worker import render
 from worker.crypto import CREDENTIAL_NAME, Keyring, generate_master_key
-from worker.locking import lock_is_held
 from worker.logs import get_logger
-from worker.status import Status, collect_status
 
 if TYPE_CHECKING:
     from worker.cli import Context
+    from worker.status import Status
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -131,6 +130,9 @@ def _format_status(status: Status) -> list[str]:
 
 
 def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
+    from worker.locking import lock_is_held
+    from worker.status import collect_status
+
     factory = ctx.sessions()
     with factory() as session:
         status = collect_status(

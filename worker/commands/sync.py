@@ -17,14 +17,11 @@ from worker.commands.args import day_arg, key_id
 from worker.crypto import Keyring
 from worker.days import backfill_days, utc_today
 from worker.errors import EXIT_RUNTIME, WatcherError
-from worker.logs import get_logger
 
 if TYPE_CHECKING:
     from worker.cli import Context
     from worker.outcomes import RunSummary
     from worker.usage import WriteCounts
-
-log = get_logger("worker.commands.sync")
 
 
 class SyncBusyError(WatcherError):
