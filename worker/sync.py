@@ -26,6 +26,7 @@ A subject that fails is rolled back whole, recorded and logged; the others go on
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -45,11 +46,18 @@ from worker.fetch import Fetched, fetch_catalogued, fetch_registered, is_ordinar
 from worker.locking import LockLostError, sync_lock
 from worker.logs import bound_contextvars, get_logger
 from worker.openrouter import OpenRouterClient
-from worker.outcomes import KeyOutcome, RunSummary, describe_failure
+from worker.outcomes import (
+    KeyOutcome,
+    ProgressCallback,
+    ProgressTracker,
+    RunSummary,
+    describe_failure,
+)
 from worker.store import catalogue as catalogue_store
 from worker.store import keys as key_store
 from worker.store import ledger
 from worker.store.keys import ActiveKey
+from worker.usage import WriteCounts
 from worker.writes import store
 
 log = get_logger(__name__)
@@ -71,6 +79,7 @@ def run_sync(
     key_ids: Iterable[int] | None = None,
     client: OpenRouterClient | None = None,
     stop: threading.Event | None = None,
+    progress: ProgressCallback | None = None,
 ) -> RunSummary:
     """Run one sync over every active key (or ``key_ids``); returns what happened.
 
@@ -80,6 +89,7 @@ def run_sync(
     Raises :class:`~worker.errors.UsageError` for a day OpenRouter cannot report and
     :class:`NotFoundError` for an unknown or inactive id in ``key_ids``, before anything is
     fetched or recorded. ``client`` defaults to one built from the settings, closed at the end.
+    ``progress`` is handed a :class:`~worker.outcomes.Progress` whenever the work advances.
     """
     today = utc_now().date()
     run_days = window_days(today) if days is None else check_days(days, today)
@@ -103,7 +113,8 @@ def run_sync(
     own_client = client is None
     if client is None:
         client = OpenRouterClient(settings.openrouter)
-    run = _Run(session_factory, settings, keyring, client, summary, stop, days is None)
+    tracker = ProgressTracker(progress, summary, client.http)
+    run = _Run(session_factory, settings, keyring, client, summary, stop, days is None, tracker)
     with bound_contextvars(run_id=run_id):
         log.info(
             "sync_started",
@@ -168,6 +179,7 @@ class _Run:
         summary: RunSummary,
         stop: threading.Event,
         whole_window: bool,
+        report: ProgressTracker,
     ) -> None:
         self.factory = factory
         self.settings = settings
@@ -176,6 +188,7 @@ class _Run:
         self.summary = summary
         self.stop = stop
         self.whole_window = whole_window
+        self.report = report
 
     def all(
         self,
@@ -202,7 +215,7 @@ class _Run:
                     run_id=self.summary.run_id,
                 )
 
-            self.summary.keys_skipped = self._pool(registered, fetch_key, fetched.append)
+            self.summary.keys_skipped = self._pool("keys", registered, fetch_key, fetched.append)
             # A key that turned out ordinary (403) is linked below, not failed.
             ordinary += [f.subject for f in fetched if _refused(f)]  # type: ignore[misc]
         accounts = self._accounts(registered, fetched)
@@ -236,11 +249,15 @@ class _Run:
                     run_id=self.summary.run_id,
                 )
 
-            self._pool(jobs, fetch_job, lambda _fetched: None)
+            self._pool("account keys", jobs, fetch_job, lambda _fetched: None)
         self._history(accounts, entries, older, today)
 
     def _pool(
-        self, items: Sequence[T], fetch: Callable[[T], Fetched], seen: Callable[[Fetched], None]
+        self,
+        step: str,
+        items: Sequence[T],
+        fetch: Callable[[T], Fetched],
+        seen: Callable[[Fetched], None],
     ) -> int:
         """Fetch ``items`` on the pool and store them here as they arrive; returns how many
         were not started because ``stop`` was set.
@@ -252,6 +269,7 @@ class _Run:
         """
         if not items:
             return 0
+        self.report(step, 0, len(items))
         concurrency = max(1, min(self.settings.sync.concurrency, len(items)))
         leaving = threading.Event()  # this thread is leaving early: fetch no more
 
@@ -277,6 +295,7 @@ class _Run:
                     for result in results:
                         seen(result)
                     store(self.factory, self.summary, [r for r in results if not _refused(r)])
+                    self.report(step, done_count, len(items))
             finally:
                 # Leaving early (an interrupt, a lost database): the fetches in flight finish,
                 # the queued ones see ``stop`` or are cancelled; no thread outlives the run.
@@ -368,23 +387,34 @@ class _Run:
     ) -> None:
         """Step 4: the history not imported yet, or a backfill's older days."""
         history_days = self.settings.sync.history_days
+        plans = [
+            (key, secret, history.subjects_of(key, entries)) for key, secret in accounts.values()
+        ]
+        total = sum(len(subjects) for *_, subjects in plans)  # accounts and keys alike
+
+        def report(done: int, rows: WriteCounts, before: int = 0) -> None:
+            self.report("history", before + done, total, rows)
+
         importer = history.Importer(
-            self.factory, self.client, today=today, history_days=history_days, stop=self.stop
-        )
-        for account, secret in accounts.values():
-            subjects = [history.account_subject(account)] + [
-                history.key_subject(entry) for entry in entries if entry.account_id == account.id
-            ]
+            self.factory, self.client, today=today, history_days=history_days, stop=self.stop,
+            on_progress=report,
+        )  # fmt: skip
+        if older or (self.whole_window and history_days):
+            report(0, WriteCounts())
+        before = 0  # the subjects of the accounts done already
+        for account, secret, subjects in plans:
             if older:
                 try:
                     counts = history.backfill_days(
-                        self.factory, self.client, secret, subjects, older
-                    )
+                        self.factory, self.client, secret, subjects, older,
+                        functools.partial(report, before=before),
+                    )  # fmt: skip
                     self.summary.history.counts = self.summary.history.counts + counts
                 except (OpenRouterError, history.TooManyRows) as exc:
                     self._history_failed(account, exc)
             elif self.whole_window and history_days:
                 importer.run(secret, subjects)
+            before += len(subjects)
         if not older:
             tally = importer.tally
             tally.counts = tally.counts + self.summary.history.counts

@@ -2,8 +2,9 @@
 
 Both hold the database's sync lock (:mod:`worker.locking`) so they never overlap the daemon or
 each other, print a summary (or with ``--json`` a stable JSON object) and exit 1 when any key
-failed, 0 otherwise. Days OpenRouter cannot report (more than 365 days back, today, the
-future) are refused with exit code 2 before anything is fetched.
+failed, 0 otherwise. On a terminal, a live progress line on stderr shows how far the run has
+got (:mod:`worker.commands.progress`). Days OpenRouter cannot report (more than 365 days
+back, today, the future) are refused with exit code 2 before anything is fetched.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from worker import render
 from worker.commands.args import day_arg, key_id
+from worker.commands.progress import ProgressLine, is_terminal
 from worker.crypto import Keyring
 from worker.days import backfill_days, utc_today
 from worker.errors import EXIT_RUNTIME, WatcherError
@@ -89,14 +91,24 @@ def _run(
 
     ctx.sessions()  # the schema check
     keyring = Keyring.from_settings(ctx.settings)
-    summary = locked_sync(
-        ctx.engine,
-        ctx.settings,
-        keyring,
-        trigger=trigger,
-        days=days,
-        key_ids=args.key,
-    )
+    progress = None
+    if is_terminal(ctx.stderr) and not args.json:
+        progress = ProgressLine(ctx.stderr, trigger)
+        # Logs go through it: a log line erases the progress line, which is then redrawn.
+        ctx.setup_logging(stream=progress.stream)
+    try:
+        summary = locked_sync(
+            ctx.engine,
+            ctx.settings,
+            keyring,
+            trigger=trigger,
+            days=days,
+            key_ids=args.key,
+            progress=progress,
+        )
+    finally:
+        if progress is not None:
+            progress.clear()  # before the summary or an error
     if summary is None:
         raise SyncBusyError()
     if args.json:
