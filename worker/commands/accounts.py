@@ -85,7 +85,15 @@ def cmd_users_list(ctx: Context, args: argparse.Namespace) -> int:
         ctx.print_table(
             ["ID", "EMAIL", "ACTIVE", "PASSWORD", "KEYS", "TOKENS", "CREATED"],
             [
-                [u.id, u.email, u.active, u.has_password, u.keys, u.tokens, u.created_at]
+                [
+                    u.id,
+                    u.email,
+                    u.active,
+                    u.has_password,
+                    f"{u.keys:,}",
+                    f"{u.tokens:,}",
+                    u.created_at,
+                ]
                 for u in users
             ],
         )
@@ -221,7 +229,7 @@ def cmd_keys_remove(ctx: Context, args: argparse.Namespace) -> int:
             return 0
     usage = accounts.remove_key(factory, args.id)
     log.info("key_removed", api_key_id=args.id, usage_rows=usage)
-    ctx.out(f"removed key {key.id} {key.name!r} of {key.user} and {usage} usage rows")
+    ctx.out(f"removed key {key.id} {key.name!r} of {key.user} and {usage:,} usage rows")
     return 0
 
 
@@ -237,8 +245,8 @@ def cmd_keys_rotate_master(ctx: Context, args: argparse.Namespace) -> int:
         master_key_id=result.master_key_id,
     )
     ctx.out(
-        f"re-encrypted {result.rotated} keys under master key {result.master_key_id} "
-        f"({result.unchanged} already were)"
+        f"re-encrypted {result.rotated:,} keys under master key {result.master_key_id} "
+        f"({result.unchanged:,} already were)"
     )
     if result.rotated:
         ctx.out("every key now uses the current master key: previous_keys can be removed")

@@ -115,8 +115,8 @@ def cmd_reconcile(ctx: Context, args: argparse.Namespace) -> int:
             )
         compared = sum(len(check.days) for check in checks)
         ctx.out(
-            f"{len(checks)} account(s), {first} … {last}: {compared} account-days compared, "
-            f"{exceeding} differ by more than ${TOLERANCE:f}"
+            f"{len(checks):,} account(s), {first} … {last}: {compared:,} account-days compared, "
+            f"{exceeding:,} differ by more than ${TOLERANCE:f}"
         )
     return EXIT_RUNTIME if exceeding else 0
 

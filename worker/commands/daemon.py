@@ -121,7 +121,7 @@ def _format_status(status: Status) -> list[str]:
     if run:
         lines.append(
             f"last run: #{run.id} {run.trigger} {run.status}, started "
-            f"{render.cell(run.started_at)}, {run.keys_ok} ok / {run.keys_failed} failed"
+            f"{render.cell(run.started_at)}, {run.keys_ok:,} ok / {run.keys_failed:,} failed"
         )
     else:
         lines.append("last run: never")

@@ -37,28 +37,28 @@ def format_summary(summary: RunSummary) -> list[str]:
     counts = summary.counts
     lines = [
         f"{summary.trigger} run {summary.run_id} ({span}): {summary.status}",
-        f"keys: {summary.keys_ok} ok, {summary.keys_failed} failed"
-        + (f", {summary.keys_skipped} not started" if summary.keys_skipped else ""),
-        f"rows: {counts.inserted} inserted, {counts.updated} updated, "
-        f"{counts.unchanged} unchanged, {counts.deleted} deleted"
-        + (f", {counts.kept} kept (no longer reported, see docs/sync.md)" if counts.kept else ""),
-        f"requests: {summary.requests}",
+        f"keys: {summary.keys_ok:,} ok, {summary.keys_failed:,} failed"
+        + (f", {summary.keys_skipped:,} not started" if summary.keys_skipped else ""),
+        f"rows: {counts.inserted:,} inserted, {counts.updated:,} updated, "
+        f"{counts.unchanged:,} unchanged, {counts.deleted:,} deleted"
+        + (f", {counts.kept:,} kept (no longer reported, see docs/sync.md)" if counts.kept else ""),
+        f"requests: {summary.requests:,}",
     ]
     catalogue = summary.catalogue
     if catalogue.listed or catalogue.linked:
         lines.append(
-            f"account keys: {catalogue.listed} listed, {catalogue.fetched} fetched, "
-            f"{catalogue.unchanged} unchanged, {catalogue.failed} failed"
-            + (f", {catalogue.linked} linked" if catalogue.linked else "")
+            f"account keys: {catalogue.listed:,} listed, {catalogue.fetched:,} fetched, "
+            f"{catalogue.unchanged:,} unchanged, {catalogue.failed:,} failed"
+            + (f", {catalogue.linked:,} linked" if catalogue.linked else "")
             + f"; rows: {_rows(catalogue.counts)}"
         )
     history = summary.history
     if history.requests or history.pending:
         lines.append(
-            f"history: {history.accounts} account(s) and {history.keys} key(s) imported, "
-            f"{history.pending} pending; rows: {_rows(history.counts)}"
+            f"history: {history.accounts:,} account(s) and {history.keys:,} key(s) imported, "
+            f"{history.pending:,} pending; rows: {_rows(history.counts)}"
             + (
-                f"; {history.rate_limit_seconds:.0f} s waiting on OpenRouter's rate limit"
+                f"; {history.rate_limit_seconds:,.0f} s waiting on OpenRouter's rate limit"
                 if history.rate_limit_seconds >= 1
                 else ""
             )
@@ -77,7 +77,7 @@ def format_summary(summary: RunSummary) -> list[str]:
 
 
 def _rows(counts: WriteCounts) -> str:
-    return f"{counts.inserted} inserted, {counts.updated} updated, {counts.deleted} deleted"
+    return f"{counts.inserted:,} inserted, {counts.updated:,} updated, {counts.deleted:,} deleted"
 
 
 def _run(
