@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -160,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=_cmd_migrate, logging=True)
     register_all(sub)
     return parser
+
+
+def walk(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every parser of the command line, ``parser`` first, then each command's, nested ones
+    (``keys add``) included: for completion and for the tests of every ``--help``."""
+    yield parser
+    seen: set[int] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if id(sub) not in seen:  # an alias is the same parser under another name
+                    seen.add(id(sub))
+                    yield from walk(sub)
 
 
 def main(

@@ -10,7 +10,14 @@ import argparse
 import importlib
 
 # Modules are imported lazily in register_all so a broken optional piece cannot stop `--help`.
-COMMAND_MODULES: tuple[str, ...] = ("accounts", "catalogue", "report", "sync", "daemon")
+COMMAND_MODULES: tuple[str, ...] = (
+    "accounts",
+    "catalogue",
+    "report",
+    "sync",
+    "daemon",
+    "completion",
+)
 
 
 def register_all(subparsers: argparse._SubParsersAction) -> None:
