@@ -34,7 +34,8 @@ EPILOG = f"""\
 configuration: --config PATH, else ${CONFIG_ENV}, else ./config.toml, else defaults.
 Every key can be overridden by {ENV_PREFIX}<SECTION>_<KEY>, e.g.
 {ENV_PREFIX}DATABASE_URL for [database] url (see config.example.toml).
-exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error."""
+exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+example: openrouter-watcher report --by day --last 7"""
 
 
 @dataclass
@@ -125,6 +126,16 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:
         raise UsageError(f"{message} (see {self.prog} --help)")
 
+    def format_help(self) -> str:
+        # The epilog's examples are commands to copy: shown as written, never re-wrapped like
+        # the description (textwrap would even break a path at a hyphen).
+        epilog, self.epilog = self.epilog, None
+        try:
+            text = super().format_help()
+        finally:
+            self.epilog = epilog
+        return f"{text}\n{epilog}\n" if epilog else text
+
 
 class _Version(argparse.Action):
     """--version, reading the version only when asked (see :mod:`worker`)."""
@@ -156,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    migrate = sub.add_parser("migrate", help="bring the database schema to the latest revision")
+    migrate = sub.add_parser(
+        "migrate",
+        help="bring the database schema to the latest revision",
+        epilog="example: openrouter-watcher migrate",
+    )
     migrate.set_defaults(func=_cmd_migrate, logging=True)
     register_all(sub)
     return parser

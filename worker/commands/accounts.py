@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from worker import render
-from worker.commands.args import key_id
+from worker.commands.args import example, key_id
 from worker.crypto import Keyring, generate_master_key
 from worker.errors import OpenRouterError, UsageError
 from worker.logs import get_logger, mask_text
@@ -297,8 +297,8 @@ def cmd_tokens_revoke(ctx: Context, args: argparse.Namespace) -> int:
 # --- registration ---------------------------------------------------------------------------
 
 
-def _group(sub: Any, name: str, help_text: str) -> Any:
-    parser = sub.add_parser(name, help=help_text, description=help_text)
+def _group(sub: Any, name: str, help_text: str, shown: str) -> Any:
+    parser = sub.add_parser(name, help=help_text, description=help_text, epilog=example(shown))
     inner = parser.add_subparsers(
         dest=f"{name}_command", metavar="COMMAND", parser_class=type(parser)
     )
@@ -308,11 +308,19 @@ def _group(sub: Any, name: str, help_text: str) -> Any:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add generate-key, users, keys and tokens to the command line."""
-    gen = subparsers.add_parser("generate-key", help="print a new random base64 master key")
+    gen = subparsers.add_parser(
+        "generate-key",
+        help="print a new random base64 master key",
+        epilog=example("generate-key > data/master.key"),
+    )
     gen.set_defaults(func=cmd_generate_key, logging=False)
 
-    users = _group(subparsers, "users", "manage users")
-    p = users.add_parser("add", help="add a user (no password: it cannot log in)")
+    users = _group(subparsers, "users", "manage users", "users list")
+    p = users.add_parser(
+        "add",
+        help="add a user (no password: it cannot log in)",
+        epilog=example("users add alice@example.com"),
+    )
     p.add_argument("email")
     p.add_argument(
         "--password-stdin",
@@ -320,16 +328,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="read the password from the first line of stdin",
     )
     p.set_defaults(func=cmd_users_add)
-    p = users.add_parser("list", help="list users")
+    p = users.add_parser("list", help="list users", epilog=example("users list --json"))
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_users_list)
     for verb, active in (("enable", True), ("disable", False)):
-        p = users.add_parser(verb, help=f"{verb} a user")
+        p = users.add_parser(
+            verb, help=f"{verb} a user", epilog=example(f"users {verb} alice@example.com")
+        )
         p.add_argument("email")
         p.set_defaults(func=_cmd_users_set(active))
 
-    keys = _group(subparsers, "keys", "manage stored OpenRouter keys")
-    p = keys.add_parser("add", help="store an OpenRouter key, read from stdin or a hidden prompt")
+    keys = _group(subparsers, "keys", "manage stored OpenRouter keys", "keys list")
+    p = keys.add_parser(
+        "add",
+        help="store an OpenRouter key, read from stdin or a hidden prompt",
+        epilog=example("keys add --user alice@example.com --name production"),
+    )
     p.add_argument("--user", required=True, metavar="EMAIL")
     p.add_argument("--name", required=True)
     p.add_argument(
@@ -338,30 +352,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="do not call OpenRouter's GET /key to check the key first",
     )
     p.set_defaults(func=cmd_keys_add)
-    p = keys.add_parser("list", help="list keys (never the key itself)")
+    p = keys.add_parser(
+        "list",
+        help="list keys (never the key itself)",
+        epilog=example("keys list --user alice@example.com"),
+    )
     p.add_argument("--user", metavar="EMAIL")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_keys_list)
     for verb, active in (("enable", True), ("disable", False)):
-        p = keys.add_parser(verb, help=f"{verb} a key (disabled keys are not synced)")
+        p = keys.add_parser(
+            verb,
+            help=f"{verb} a key (disabled keys are not synced)",
+            epilog=example(f"keys {verb} 3"),
+        )
         p.add_argument("id", type=key_id)
         p.set_defaults(func=_cmd_keys_set(active))
-    p = keys.add_parser("remove", help="delete a key and its usage rows")
+    p = keys.add_parser(
+        "remove", help="delete a key and its usage rows", epilog=example("keys remove 3 --yes")
+    )
     p.add_argument("id", type=key_id)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=cmd_keys_remove)
-    p = keys.add_parser("rotate-master", help="re-encrypt every key under the current master key")
+    p = keys.add_parser(
+        "rotate-master",
+        help="re-encrypt every key under the current master key",
+        epilog=example("keys rotate-master"),
+    )
     p.set_defaults(func=cmd_keys_rotate_master)
 
-    toks = _group(subparsers, "tokens", "manage API tokens")
-    p = toks.add_parser("create", help="create a token (printed once, only its hash is stored)")
+    toks = _group(subparsers, "tokens", "manage API tokens", "tokens list")
+    p = toks.add_parser(
+        "create",
+        help="create a token (printed once, only its hash is stored)",
+        epilog=example("tokens create --user alice@example.com --name dashboard"),
+    )
     p.add_argument("--user", required=True, metavar="EMAIL")
     p.add_argument("--name", required=True)
     p.set_defaults(func=cmd_tokens_create)
-    p = toks.add_parser("list", help="list tokens")
+    p = toks.add_parser(
+        "list", help="list tokens", epilog=example("tokens list --user alice@example.com --json")
+    )
     p.add_argument("--user", metavar="EMAIL")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_tokens_list)
-    p = toks.add_parser("revoke", help="revoke a token")
+    p = toks.add_parser("revoke", help="revoke a token", epilog=example("tokens revoke 1"))
     p.add_argument("id", type=key_id)
     p.set_defaults(func=cmd_tokens_revoke)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from worker.commands.args import example
+
 if TYPE_CHECKING:
     from worker.cli import Context
 
@@ -45,6 +47,9 @@ def register(subparsers: Any) -> None:
         "completion",
         help="print a shell completion script (bash, zsh or fish)",
         description=DESCRIPTION,
+        epilog=example(
+            "completion bash > ~/.local/share/bash-completion/completions/openrouter-watcher"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("shell", choices=SHELLS, help="the shell to complete in")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker import render
+from worker.commands.args import example
 from worker.crypto import CREDENTIAL_NAME, Keyring, generate_master_key
 from worker.logs import get_logger
 
@@ -22,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run",
         help="run the scheduler daemon in the foreground (systemd: "
         "deploy/openrouter-watcher.service)",
+        epilog=example("run --local-key-file ./data/master.key"),
     )
     run.add_argument(
         "--local-key-file",
@@ -32,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.set_defaults(func=cmd_run, logging=False)
 
     status = sub.add_parser(
-        "status", help="per-key sync health; exit 1 if the last sync of an active key failed"
+        "status",
+        help="per-key sync health; exit 1 if the last sync of an active key failed",
+        epilog=example("status --json"),
     )
     status.add_argument("--json", action="store_true", help="stable JSON output")
     status.set_defaults(func=cmd_status)

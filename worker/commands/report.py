@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from worker.commands.args import day_arg, key_id, positive_int
+from worker.commands.args import day_arg, example, key_id, positive_int
 from worker.days import WINDOW_DAYS, resolve_range, utc_today
 from worker.report_choices import DIMENSIONS, FORMATS
 
@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report",
         help="spend by day, model, account, key or user (table, CSV or JSON)",
         description=DESCRIPTION,
+        epilog=example("report --by day --last 7"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     start = parser.add_mutually_exclusive_group()

@@ -14,7 +14,7 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from worker import render
-from worker.commands.args import day_arg, key_id
+from worker.commands.args import day_arg, example, key_id
 from worker.commands.progress import ProgressLine, is_terminal
 from worker.crypto import Keyring
 from worker.days import backfill_days, utc_today
@@ -150,6 +150,7 @@ def register(subparsers: Any) -> None:
         description="Fetch the last 30 completed UTC days of every active key and of every "
         "key its account lists, and continue an account's year-of-history import. Exit 1 if "
         "any key failed.",
+        epilog=example("sync --key 1"),
     )
     _common(sync)
     sync.set_defaults(func=cmd_sync)
@@ -160,6 +161,7 @@ def register(subparsers: Any) -> None:
         description="Re-fetch chosen completed UTC days: the last 30 from /activity (one "
         "request per key and day), older ones from /analytics/query. Days more than 365 days "
         "back, today and future days are refused (exit 2). Exit 1 if any key failed.",
+        epilog=example("backfill --since 2026-11-01 --until 2026-11-07"),
     )
     which = backfill.add_mutually_exclusive_group(required=True)
     which.add_argument("--days", metavar="N", type=int, help="the last N completed days (1-365)")
