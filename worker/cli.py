@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from worker import render
 from worker.config import CONFIG_ENV, ENV_PREFIX, Settings, load_settings
 from worker.errors import EXIT_RUNTIME, EXIT_USAGE, UsageError, WatcherError
-from worker.logs import configure_logging, get_logger, mask_text
+from worker.logs import configure_logging, drop_lazy_logging, get_logger, mask_text
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -79,12 +79,16 @@ class Context:
             self._factory = make_session_factory(self.engine)
         return self._factory
 
-    def setup_logging(self, stream: TextIO | None = None, fmt: str | None = None) -> None:
+    def setup_logging(
+        self, stream: TextIO | None = None, fmt: str | None = None, *, lazy: bool = False
+    ) -> None:
+        """Configure logging (``lazy``: structlog is loaded by the first line logged)."""
         settings = self.settings
         configure_logging(
             self.log_level or settings.logging.level,
             fmt or settings.logging.format,
             stream or self.stderr,
+            lazy=lazy,
         )
 
     def out(self, text: str = "") -> None:
@@ -210,7 +214,7 @@ def main(
             stderr=stderr,
         )
         if getattr(args, "logging", True):
-            ctx.setup_logging()
+            ctx.setup_logging(lazy=True)  # most read-only commands log nothing
         return int(args.func(ctx, args) or 0)
     except WatcherError as exc:
         print(f"error: {mask_text(str(exc))}", file=stderr)
@@ -226,5 +230,6 @@ def main(
         print(f"error: unexpected {type(exc).__name__}: {mask_text(str(exc))}", file=stderr)
         return EXIT_RUNTIME
     finally:
+        drop_lazy_logging()
         if ctx is not None:
             ctx.close()

@@ -5,9 +5,9 @@ processor chain whose last step before rendering is :func:`mask_secrets`: anythi
 like an OpenRouter key (``sk-or-…``) and every secret registered with :func:`register_secret`
 (the master keys) is replaced by ``[REDACTED]`` in messages, fields and exception text.
 
-structlog is imported when logging is configured or a logger is first used, not with this
-module: the masking functions are needed by commands (``--help``, ``report``) that never log,
-and every command line start pays for what its imports load.
+structlog is imported when a line is first logged (or logging is configured eagerly), not
+with this module: the masking functions are needed by commands (``--help``, ``report``) that
+never log, and every command line start pays for what its imports load.
 """
 
 from __future__ import annotations
@@ -96,34 +96,20 @@ def _shared_processors() -> list[Any]:
     ]
 
 
-def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None, *, lazy: bool = False
+) -> None:
     """Route structlog and the standard library's logging to one stream, masked.
 
     ``fmt`` is ``json`` (one JSON object per line), ``console`` (readable, for a terminal) or
     ``auto`` (console on a terminal, JSON otherwise, e.g. under systemd).
+
+    ``lazy``: the handler and the levels are set now, structlog is configured (and imported)
+    when the first line is logged. The command line configures its commands this way: most
+    read-only ones log nothing, and structlog is a noticeable part of their start.
     """
-    import structlog
-
-    stream = stream or sys.stderr
-    if fmt == "auto":
-        fmt = "console" if stream.isatty() else "json"
-    renderer: Any
-    if fmt == "json":
-        renderer = structlog.processors.JSONRenderer(sort_keys=False)
-    else:
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
-    shared = _shared_processors()
-
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            mask_secrets,
-            renderer,
-        ],
-    )
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(formatter)
+    global _structlog_pending
+    handler = _Handler(stream or sys.stderr, fmt)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -138,17 +124,77 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
         logging.getLogger(noisy).setLevel(
             max(logging.WARNING, root.level) if level.upper() != "DEBUG" else logging.DEBUG
         )
+    if lazy:
+        _structlog_pending = True
+    else:
+        handler.build_formatter()
+        _configure_structlog()
 
-    structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
-    )
+
+def drop_lazy_logging() -> None:
+    """Forget a lazy configuration that nothing used: a caller that runs commands in its own
+    process (a test, the demo) keeps its own structlog configuration afterwards."""
+    global _structlog_pending
+    _structlog_pending = False
+
+
+# Set by configure_logging(lazy=True) until a structlog logger is first used.
+_structlog_pending = False
+_configure_lock = threading.Lock()
+
+
+def _configure_structlog() -> None:
+    global _structlog_pending
+    import structlog
+
+    with _configure_lock:
+        _structlog_pending = False
+        structlog.configure(
+            processors=[
+                structlog.stdlib.filter_by_level,
+                *_shared_processors(),
+                structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            ],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+            cache_logger_on_first_use=False,
+        )
+
+
+class _Handler(logging.StreamHandler):
+    """The root logger's one handler: structlog's formatter (masking, then the renderer),
+    built for the first line it writes unless asked for before."""
+
+    def __init__(self, stream: TextIO, fmt: str) -> None:
+        super().__init__(stream)
+        self.fmt = fmt
+
+    def build_formatter(self) -> None:
+        import structlog
+
+        fmt = self.fmt
+        if fmt == "auto":
+            fmt = "console" if self.stream.isatty() else "json"
+        renderer: Any
+        if fmt == "json":
+            renderer = structlog.processors.JSONRenderer(sort_keys=False)
+        else:
+            renderer = structlog.dev.ConsoleRenderer(colors=self.stream.isatty())
+        self.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=_shared_processors(),
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    mask_secrets,
+                    renderer,
+                ],
+            )
+        )
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.formatter is None:  # called with the handler's lock held
+            self.build_formatter()
+        return super().format(record)
 
 
 class _Logger:
@@ -164,6 +210,8 @@ class _Logger:
     def __getattr__(self, attr: str) -> Any:
         import structlog
 
+        if _structlog_pending:
+            _configure_structlog()
         return getattr(structlog.get_logger(self._name, **self._initial), attr)
 
 

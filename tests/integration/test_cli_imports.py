@@ -26,8 +26,10 @@ with contextlib.redirect_stdout(io.StringIO()):  # --help and --version print th
 print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 """
 
-# Migrations, the HTTP client and its retries, the scheduler, the sync and its thread pool.
+# Migrations, the HTTP client and its retries, the scheduler, the sync and its thread pool;
+# structlog, which these commands never log through (it is loaded by the first line logged).
 NEVER = (
+    "structlog",
     "alembic",
     "apscheduler",
     "httpx",
@@ -39,7 +41,7 @@ NEVER = (
     "worker.scheduler",
 )
 # Building the parser alone (every command's --help) needs no database layer either.
-PARSER_ONLY = (*NEVER, "sqlalchemy", "structlog", "worker.db", "worker.models")
+PARSER_ONLY = (*NEVER, "sqlalchemy", "worker.db", "worker.models")
 
 READ_ONLY = {
     "--help": (["--help"], PARSER_ONLY),
