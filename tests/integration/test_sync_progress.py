@@ -1,5 +1,5 @@
-"""The live progress line of `sync`: a real process on a pseudo-terminal, against the fake
-OpenRouter on 127.0.0.1.
+"""The live progress line of `sync` and `backfill`: real processes on a pseudo-terminal, against the
+fake OpenRouter on 127.0.0.1.
 
 On a terminal, stderr shows one line redrawn in place (carriage return, clear line) with the
 counts, erased before the summary; piped, or with --json, there is no trace of it.
@@ -136,15 +136,6 @@ def test_sync_on_a_terminal_shows_one_line_redrawn_then_erased(env: dict[str, st
     assert re.search(r" · \d+:\d\d elapsed · ETA 0:00$", last), last
 
 
-def test_no_progress_line_when_piped(env: dict[str, str]) -> None:
-    result = subprocess.run(
-        [CLI, "sync"], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("sync run 1 (")
-    assert result.stderr == ""  # no progress line, and nothing logged at WARNING
-
-
 def test_no_progress_line_with_json_on_a_terminal(env: dict[str, str]) -> None:
     code, output = on_terminal(["sync", "--json"], env)
     assert code == 0, output
@@ -152,15 +143,22 @@ def test_no_progress_line_with_json_on_a_terminal(env: dict[str, str]) -> None:
     assert "\r" not in output and "\x1b" not in output
 
 
-def test_backfill_of_older_days_shows_the_history_step(env: dict[str, str]) -> None:
-    first = subprocess.run(
+def test_piped_there_is_no_line_and_a_backfill_shows_the_history_step(
+    env: dict[str, str],
+) -> None:
+    piped = subprocess.run(
         [CLI, "sync"],
-        env={**env, "OPENROUTER_WATCHER_SYNC_HISTORY_DAYS": "0"},  # the older days left to fill
+        env={**env, "OPENROUTER_WATCHER_SYNC_HISTORY_DAYS": "0"},  # older days left to fill
         capture_output=True,
+        text=True,
         timeout=120,
         check=False,
     )
-    assert first.returncode == 0, first.stderr
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.startswith("sync run 1 (")
+    assert piped.stderr == ""  # no progress line, and nothing logged at WARNING
+
+    # A backfill of days older than /activity's window: the history step alone.
     code, output = on_terminal(["backfill", "--since", "2026-10-01", "--until", "2026-10-10"], env)
     assert code == 0, output
     progress, _summary = output.split("backfill run 2 (", 1)
