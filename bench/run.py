@@ -9,7 +9,8 @@ Scenarios (issue 7), each one table row with its parameters:
 * ``latency``: the fake answers after 50 ms; K keys at several concurrencies, next to the ideal
   ``K × 0.05 s / concurrency``;
 * ``scale``: K = 100 … 5,000 keys (10 models, 1 endpoint): wall time and peak RSS per K;
-* ``account`` and ``history import``: see ``bench/accounts.py``.
+* ``account`` and ``history import``: see ``bench/accounts.py``;
+* ``CLI start``: the read-only commands against ``python -c pass``: see ``bench/cli_start.py``.
 
 Layout: this process (the orchestrator) starts PostgreSQL once, and per scenario a fake
 OpenRouter in its own process (so its GIL time never counts against the sync) and the scenario
@@ -683,6 +684,7 @@ def machine(pg: Any | None) -> dict[str, str]:
 
 COLUMNS = (
     "wall",
+    "vs python -c pass",
     "requests",
     "rows/s written",
     "write path alone",
@@ -742,6 +744,7 @@ def main() -> int:
         try:
             info = machine(pg)
             keys, models, endpoints = params["throughput"]
+            from bench import accounts, cli_start
 
             def add(new: list[Row]) -> None:
                 for row in new:
@@ -752,6 +755,7 @@ def main() -> int:
                     )
                 rows.extend(new)
 
+            add(cli_start.rows(workdir))
             add(throughput("sqlite", keys, models, endpoints, workdir, None))
             if pg is not None:
                 add(throughput("postgresql", keys, models, endpoints, workdir, pg))
@@ -766,8 +770,6 @@ def main() -> int:
                 )
             )
             add(scale(params["scale"], workdir))
-            from bench import accounts
-
             add(accounts.rows(params, workdir))
         finally:
             if pg is not None:

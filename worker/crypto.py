@@ -33,16 +33,17 @@ import secrets
 import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from worker.config import Settings
 from worker.errors import DecryptionError, MasterKeyError
 from worker.logs import register_secret
+
+# cryptography is imported by what encrypts, decrypts or fingerprints: `keys list` only
+# parses the stored format (master_key_id_of) and should not pay for loading it.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from worker.config import Settings
 
 FORMAT_VERSION = "v1"
 KEY_BYTES = 32
@@ -101,6 +102,9 @@ def _read_key_file(path: Path, origin: str, *, check_mode: bool) -> str:
 def _fingerprint_key(master: bytes) -> bytes:
     # A key of its own for fingerprints (HKDF with a purpose label): the master key itself
     # only ever encrypts.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(
         algorithm=hashes.SHA256(),
         length=32,
@@ -119,6 +123,8 @@ class Keyring:
     """The current master key (used to encrypt) and the previous ones (still decrypt)."""
 
     def __init__(self, current: bytes, previous: Sequence[bytes] = ()) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         for key in (current, *previous):
             if len(key) != KEY_BYTES:
                 raise MasterKeyError(f"a master key must be {KEY_BYTES} bytes, got {len(key)}")
@@ -209,6 +215,8 @@ class Keyring:
             raise DecryptionError(
                 f"cannot decrypt api key {key_id}: stored value is too short (altered?)"
             )
+        from cryptography.exceptions import InvalidTag
+
         try:
             plain = cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(user_id, key_id))
         except InvalidTag:

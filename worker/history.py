@@ -4,6 +4,9 @@
 of an account imports ``[sync] history_days`` (default 365) before that window the same way,
 newest first, and records how far it has come after every answer it stores: an import cut
 short (a stop, an error, a rate limit that does not let up) resumes there at the next run.
+Both report their progress after every answer stored, through an optional
+``on_progress(subjects finished, rows written)`` (counting from their own start), for the
+command line's live progress line.
 
 OpenRouter's limits hold by construction: every request waits its turn at the process's 64-a-
 minute limiter (:mod:`worker.openrouter.pacing`), 429, 408 and 5xx are retried, and an answer
@@ -45,6 +48,10 @@ from worker.usage import UsageRow, WriteCounts
 
 log = get_logger("worker.history")
 
+# (subjects finished, rows written) so far: see the module docstring.
+OnProgress = Callable[[int, WriteCounts], None]
+StepProgress = Callable[[int, int, WriteCounts], None]  # done, total, rows written
+
 
 class TooManyRows(Exception):
     """One day alone has more rows than an analytics answer may hold."""
@@ -73,6 +80,12 @@ def account_subject(account: ActiveKey) -> Subject:
     )
 
 
+def subjects_of(account: ActiveKey, entries: Sequence[Entry]) -> list[Subject]:
+    """An account's history subjects: the account itself, then each of its keys."""
+    keys = [key_subject(entry) for entry in entries if entry.account_id == account.id]
+    return [account_subject(account), *keys]
+
+
 def key_subject(entry: Entry) -> Subject:
     owner = entry.registered_key_id or entry.id
     table = USAGE_STATS if entry.registered_key_id else KEY_USAGE_STATS
@@ -99,6 +112,7 @@ class Importer:
         today: dt.date,
         history_days: int,
         stop: threading.Event,
+        on_progress: OnProgress | None = None,
     ) -> None:
         self.factory = factory
         self.client = client
@@ -106,35 +120,47 @@ class Importer:
         self.last = completed_window(today)[0] - dt.timedelta(days=1)  # before /activity's
         self.stop = stop
         self.tally = HistoryTally()
+        self.finished = 0  # subjects done with, imported or not (for on_progress)
+        self.on_progress = on_progress
+
+    def _progress(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.finished, self.tally.counts)
 
     def run(self, secret: str, subjects: Sequence[Subject]) -> None:
         """Import each subject's missing days (newest first), until done or stopped."""
         for subject in subjects:
-            if self.stop.is_set():
-                self.tally.pending += 1
-                continue
-            newest = (subject.reached or self.last + dt.timedelta(days=1)) - dt.timedelta(days=1)
-            if newest < self.first:
-                continue  # complete
-            before = self.client.http.requests_made, self.client.http.rate_limit_seconds
-            try:
-                complete = self._range(secret, subject, self.first, newest)
-            except LockLostError:
-                raise
-            except (OpenRouterError, TooManyRows) as exc:
-                reason, message = describe_failure(exc) if isinstance(exc, OpenRouterError) else (
-                    "too_many_rows", str(exc))  # fmt: skip
-                log.warning(
-                    "history_import_paused", subject=subject.label, reason=reason, error=message
-                )
-                complete = False
-            self.tally.requests += self.client.http.requests_made - before[0]
-            self.tally.rate_limit_seconds += self.client.http.rate_limit_seconds - before[1]
-            self.tally.pending += not complete
-            if subject.key_hash is None:
-                self.tally.accounts += 1
-            else:
-                self.tally.keys += 1
+            self._subject(secret, subject)
+            self.finished += 1
+            self._progress()
+
+    def _subject(self, secret: str, subject: Subject) -> None:
+        """Import one subject's missing days, or count it pending (stopped) or failed."""
+        if self.stop.is_set():
+            self.tally.pending += 1
+            return
+        newest = (subject.reached or self.last + dt.timedelta(days=1)) - dt.timedelta(days=1)
+        if newest < self.first:
+            return  # complete
+        before = self.client.http.requests_made, self.client.http.rate_limit_seconds
+        try:
+            complete = self._range(secret, subject, self.first, newest)
+        except LockLostError:
+            raise
+        except (OpenRouterError, TooManyRows) as exc:
+            reason, message = describe_failure(exc) if isinstance(exc, OpenRouterError) else (
+                "too_many_rows", str(exc))  # fmt: skip
+            log.warning(
+                "history_import_paused", subject=subject.label, reason=reason, error=message
+            )
+            complete = False
+        self.tally.requests += self.client.http.requests_made - before[0]
+        self.tally.rate_limit_seconds += self.client.http.rate_limit_seconds - before[1]
+        self.tally.pending += not complete
+        if subject.key_hash is None:
+            self.tally.accounts += 1
+        else:
+            self.tally.keys += 1
 
     def _range(self, secret: str, subject: Subject, first: dt.date, last: dt.date) -> bool:
         """Import ``first`` … ``last``, newest part first; True when all of it is stored."""
@@ -168,6 +194,7 @@ class Importer:
             done = utc_now() if first <= self.first else None
             subject.record(session, first, done)
         self.tally.counts = self.tally.counts + counts
+        self._progress()
         log.info(
             "history_chunk",
             subject=subject.label,
@@ -196,13 +223,15 @@ def backfill_days(
     secret: str,
     subjects: Sequence[Subject],
     days: Sequence[dt.date],
+    on_progress: OnProgress | None = None,
 ) -> WriteCounts:
     """Replace the given days (older than ``/activity``'s window) with analytics' answers,
     each contiguous range in one query (split if truncated). Days holding ``/activity`` rows
     keep them."""
     total = WriteCounts()
-    for first, last in _ranges(sorted(days)):
-        for subject in subjects:
+    ranges = _ranges(sorted(days))
+    for index, (first, last) in enumerate(ranges, 1):
+        for finished, subject in enumerate(subjects, 1):
             for rows, lo, hi in answers(client, secret, subject, first, last):
                 write = KeyRows(
                     subject.owner_id, rows, frozenset(span(lo, hi)), keep_source=SOURCE_ACTIVITY
@@ -213,6 +242,9 @@ def backfill_days(
                     )
                 assert isinstance(counts, WriteCounts)
                 total = total + counts
+            if on_progress is not None:
+                # A subject is finished with its last range (a backfill's days are one range).
+                on_progress(finished if index == len(ranges) else 0, total)
     return total
 
 
@@ -260,19 +292,37 @@ def run_step(
     history_days: int,
     whole_window: bool,
     stop: threading.Event,
+    report: StepProgress | None = None,
 ) -> None:
     """A run's last step, per account (its management key decrypted in ``accounts``): a
     backfill's ``older`` days, or the history not imported yet and any days lost between two
     windows. What it did goes to ``summary.history``; an account whose days could not be
-    asked fails in the ledger."""
-    importer = Importer(factory, client, today=today, history_days=history_days, stop=stop)
+    asked fails in the ledger. ``report(subjects done, subjects in all, rows written)`` follows
+    the backfill or the import (not a gap fill, which is rare and short)."""
+    plans = [
+        (account, secret, [account_subject(account)]
+         + [key_subject(entry) for entry in entries if entry.account_id == account.id])
+        for account, secret in accounts.values()
+    ]  # fmt: skip
+    total = sum(len(subjects) for *_, subjects in plans)  # accounts and keys alike
+    before = 0  # the subjects of the accounts done already (a backfill counts from each start)
+
+    def progress(done: int, rows: WriteCounts) -> None:
+        # The importer counts from its own start; a backfill from each account's.
+        if report is not None and older:
+            report(before + done, total, tally.counts + rows)
+        elif report is not None:
+            report(done, total, rows)
+
+    importer = Importer(
+        factory, client, today=today, history_days=history_days, stop=stop, on_progress=progress
+    )
     tally = importer.tally
-    for account, secret in accounts.values():
-        subjects = [account_subject(account)] + [
-            key_subject(entry) for entry in entries if entry.account_id == account.id
-        ]
+    if report is not None and (older or (whole_window and history_days)):
+        report(0, total, WriteCounts())
+    for account, secret, subjects in plans:
         if older:
-            _backfill(factory, client, summary, tally, account, secret, subjects, older)
+            _backfill(factory, client, summary, tally, account, secret, subjects, older, progress)
         elif whole_window and history_days:
             importer.run(secret, subjects)
             with factory() as session:
@@ -282,6 +332,7 @@ def run_step(
                 log.warning("history_gap", api_key_id=account.id, first_day=str(gap[0]),
                             days=len(gap))  # fmt: skip
                 _backfill(factory, client, summary, tally, account, secret, subjects, gap)
+        before += len(subjects)
     summary.history = tally
 
 
@@ -294,10 +345,12 @@ def _backfill(
     secret: str,
     subjects: Sequence[Subject],
     days: Sequence[dt.date],
+    on_progress: OnProgress | None = None,
 ) -> None:
     before = client.http.requests_made, client.http.rate_limit_seconds
     try:
-        tally.counts = tally.counts + backfill_days(factory, client, secret, subjects, days)
+        counts = backfill_days(factory, client, secret, subjects, days, on_progress)
+        tally.counts = tally.counts + counts
     except (OpenRouterError, TooManyRows) as exc:
         reason, message = describe_failure(exc) if isinstance(exc, OpenRouterError) else (
             "too_many_rows", str(exc))  # fmt: skip

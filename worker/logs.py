@@ -4,6 +4,10 @@ Every log line, ours and the standard library's (apscheduler, httpx, alembic), g
 processor chain whose last step before rendering is :func:`mask_secrets`: anything that looks
 like an OpenRouter key (``sk-or-…``) and every secret registered with :func:`register_secret`
 (the master keys) is replaced by ``[REDACTED]`` in messages, fields and exception text.
+
+structlog is imported when a line is first logged (or logging is configured eagerly), not
+with this module: the masking functions are needed by commands (``--help``, ``report``) that
+never log, and every command line start pays for what its imports load.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import re
 import sys
 import threading
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import structlog
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
 
 REDACTED = "[REDACTED]"
 # OpenRouter keys look like sk-or-v1-<64 hex>; mask any sk-or- token whatever follows.
@@ -79,6 +84,8 @@ def mask_secrets(_logger: Any, _name: str, event_dict: MutableMapping[str, Any])
 
 
 def _shared_processors() -> list[Any]:
+    import structlog
+
     return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -89,32 +96,20 @@ def _shared_processors() -> list[Any]:
     ]
 
 
-def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None, *, lazy: bool = False
+) -> None:
     """Route structlog and the standard library's logging to one stream, masked.
 
     ``fmt`` is ``json`` (one JSON object per line), ``console`` (readable, for a terminal) or
     ``auto`` (console on a terminal, JSON otherwise, e.g. under systemd).
-    """
-    stream = stream or sys.stderr
-    if fmt == "auto":
-        fmt = "console" if stream.isatty() else "json"
-    renderer: Any
-    if fmt == "json":
-        renderer = structlog.processors.JSONRenderer(sort_keys=False)
-    else:
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
-    shared = _shared_processors()
 
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            mask_secrets,
-            renderer,
-        ],
-    )
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(formatter)
+    ``lazy``: the handler and the levels are set now, structlog is configured (and imported)
+    when the first line is logged. The command line configures its commands this way: most
+    read-only ones log nothing, and structlog is a noticeable part of their start.
+    """
+    global _structlog_pending
+    handler = _Handler(stream or sys.stderr, fmt)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -129,23 +124,103 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
         logging.getLogger(noisy).setLevel(
             max(logging.WARNING, root.level) if level.upper() != "DEBUG" else logging.DEBUG
         )
+    if lazy:
+        _structlog_pending = True
+    else:
+        handler.build_formatter()
+        _configure_structlog()
 
-    structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
-    )
+
+def drop_lazy_logging() -> None:
+    """Forget a lazy configuration that nothing used: a caller that runs commands in its own
+    process (a test, the demo) keeps its own structlog configuration afterwards."""
+    global _structlog_pending
+    _structlog_pending = False
+
+
+# Set by configure_logging(lazy=True) until a structlog logger is first used.
+_structlog_pending = False
+_configure_lock = threading.Lock()
+
+
+def _configure_structlog() -> None:
+    global _structlog_pending
+    import structlog
+
+    with _configure_lock:
+        _structlog_pending = False
+        structlog.configure(
+            processors=[
+                structlog.stdlib.filter_by_level,
+                *_shared_processors(),
+                structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            ],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+            cache_logger_on_first_use=False,
+        )
+
+
+class _Handler(logging.StreamHandler):
+    """The root logger's one handler: structlog's formatter (masking, then the renderer),
+    built for the first line it writes unless asked for before."""
+
+    def __init__(self, stream: TextIO, fmt: str) -> None:
+        super().__init__(stream)
+        self.fmt = fmt
+
+    def build_formatter(self) -> None:
+        import structlog
+
+        fmt = self.fmt
+        if fmt == "auto":
+            fmt = "console" if self.stream.isatty() else "json"
+        renderer: Any
+        if fmt == "json":
+            renderer = structlog.processors.JSONRenderer(sort_keys=False)
+        else:
+            renderer = structlog.dev.ConsoleRenderer(colors=self.stream.isatty())
+        self.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=_shared_processors(),
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    mask_secrets,
+                    renderer,
+                ],
+            )
+        )
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.formatter is None:  # called with the handler's lock held
+            self.build_formatter()
+        return super().format(record)
+
+
+class _Logger:
+    """structlog's logger, looked up when first used: a module can hold one from import time
+    (``log = get_logger(__name__)``) without importing structlog."""
+
+    __slots__ = ("_initial", "_name")
+
+    def __init__(self, name: str | None, initial: dict[str, Any]) -> None:
+        self._name = name
+        self._initial = initial
+
+    def __getattr__(self, attr: str) -> Any:
+        import structlog
+
+        if _structlog_pending:
+            _configure_structlog()
+        return getattr(structlog.get_logger(self._name, **self._initial), attr)
 
 
 def get_logger(name: str | None = None, **initial: Any) -> Any:
-    return structlog.get_logger(name, **initial)
+    return _Logger(name, initial)
 
 
-def bound_contextvars(**values: Any) -> Any:
+def bound_contextvars(**values: Any) -> AbstractContextManager[None]:
     """Context manager binding run_id / api_key_id / user_id to every log line inside it."""
+    import structlog
+
     return structlog.contextvars.bound_contextvars(**values)

@@ -1,4 +1,5 @@
-"""What a run did: each key's outcome, the run's summary, and why a key failed.
+"""What a run did: each key's outcome, the run's summary, why a key failed, and how far a
+running one has got.
 
 The sync builds them, the ledger records them, the commands print them and the daemon logs
 them. A failure is described by a stable reason code (``not_management_key``,
@@ -8,8 +9,10 @@ them. A failure is described by a stable reason code (``not_management_key``,
 from __future__ import annotations
 
 import datetime as dt
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from worker.errors import (
     BadRequestError,
@@ -173,6 +176,72 @@ class RunSummary:
             "history": self.history.as_dict(),
             "results": [k.as_dict() for k in self.keys],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a running sync has got: what ``run_sync(progress=…)`` is handed after each
+    step of the work (a group of answers stored, an analytics answer stored), in the run's
+    writing thread. The command line draws it; the library never prints."""
+
+    step: str  # "keys" (registered keys), "account keys" (their accounts' keys), "history"
+    done: int  # subjects of this step finished (keys; for the history, accounts and keys)
+    total: int  # subjects of this step
+    rows: int  # rows the run has written so far (inserted, updated or deleted)
+    requests: int  # HTTP requests the run has sent so far, retries included
+    rate_limit_seconds: float  # seconds the run has waited on OpenRouter's rate limits
+    elapsed: float  # seconds since the run started
+    step_elapsed: float  # seconds since this step started (with done/total: an ETA)
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class _Counters(Protocol):
+    """What progress reads of the run's HTTP transport (:mod:`worker.openrouter.transport`)."""
+
+    requests_made: int
+    rate_limit_seconds: float
+
+
+class ProgressTracker:
+    """Builds a run's :class:`Progress` snapshots for ``callback`` (which may be None: then
+    nothing is built). Called by the run's steps as ``tracker(step, done, total)``."""
+
+    def __init__(
+        self, callback: ProgressCallback | None, summary: RunSummary, http: _Counters
+    ) -> None:
+        self.callback = callback
+        self.summary = summary
+        self.http = http
+        # The client may have served earlier runs: this run's figures are the differences.
+        self.before = (http.requests_made, http.rate_limit_seconds)
+        self.started = time.monotonic()
+        self.step = ("", self.started)  # the step being reported, and when it started
+
+    def __call__(
+        self, step: str, done: int, total: int, pending: WriteCounts | None = None
+    ) -> None:
+        """``pending``: rows stored that the summary does not count yet (a history import)."""
+        if self.callback is None:
+            return
+        now = time.monotonic()
+        if step != self.step[0]:
+            self.step = (step, now)
+        s = self.summary
+        rows = s.counts + s.catalogue.counts + s.history.counts + (pending or WriteCounts())
+        self.callback(
+            Progress(
+                step=step,
+                done=done,
+                total=total,
+                rows=rows.written,
+                requests=self.http.requests_made - self.before[0],
+                rate_limit_seconds=self.http.rate_limit_seconds - self.before[1],
+                elapsed=now - self.started,
+                step_elapsed=now - self.step[1],
+            )
+        )
 
 
 # --- failures -------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal, get_args
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -47,11 +47,8 @@ from worker import render
 from worker.days import DateRange
 from worker.errors import NotFoundError, UsageError
 from worker.models import MONEY, MONEY_SCALE, AccountKey, ApiKey, User, to_money
+from worker.report_choices import DIMENSIONS
 
-Dimension = Literal["day", "model", "account", "key", "user"]
-Format = Literal["table", "csv", "json"]
-DIMENSIONS: tuple[str, ...] = get_args(Dimension)
-FORMATS: tuple[str, ...] = get_args(Format)
 ZERO = Decimal(0).quantize(Decimal(1).scaleb(-MONEY_SCALE))
 UNATTRIBUTED = "(unattributed)"
 

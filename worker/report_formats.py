@@ -20,7 +20,6 @@ from typing import Any
 from worker import render
 from worker.errors import UsageError
 from worker.report import (
-    FORMATS,
     GROUP_FIELDS,
     METRIC_FIELDS,
     ZERO,
@@ -29,6 +28,7 @@ from worker.report import (
     record,
     report_dict,
 )
+from worker.report_choices import FORMATS, HASH_SHOWN
 
 BAR_WIDTH = 20  # characters for the largest day
 BAR_EIGHTHS = "▏▎▍▌▋▊▉█"  # 1/8 … 8/8 of a character cell
@@ -74,7 +74,6 @@ _TITLES = {
     "key_name": "key",
     "user_email": "user",
 }
-HASH_SHOWN = 12  # tables and /metrics show a key hash's first characters; CSV and JSON all of it
 _METRIC_TITLES = ("requests", "tokens in", "tokens out", "reasoning", "cost", "BYOK cost")
 
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import Date, func, select
 from sqlalchemy.orm import Session
 
@@ -133,6 +132,10 @@ class Status:
 
 def next_run_time(schedule: ScheduleSettings, now: dt.datetime | None = None) -> dt.datetime:
     """When the daemon's schedule fires next (the earlier of cron and interval)."""
+    # APScheduler's own cron trigger, so status and the daemon never disagree; imported here
+    # (only its trigger, not the scheduler) so the rest of the command line does not load it.
+    from apscheduler.triggers.cron import CronTrigger
+
     now = now or utcnow()
     trigger = CronTrigger.from_crontab(schedule.cron, timezone=dt.UTC)
     candidates = [trigger.get_next_fire_time(None, now)]

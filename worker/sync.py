@@ -45,11 +45,18 @@ from worker.fetch import Fetched, fetch_catalogued, fetch_registered, is_ordinar
 from worker.locking import LockLostError, sync_lock
 from worker.logs import bound_contextvars, get_logger
 from worker.openrouter import OpenRouterClient
-from worker.outcomes import KeyOutcome, RunSummary, describe_failure
+from worker.outcomes import (
+    KeyOutcome,
+    ProgressCallback,
+    ProgressTracker,
+    RunSummary,
+    describe_failure,
+)
 from worker.store import catalogue as catalogue_store
 from worker.store import keys as key_store
 from worker.store import ledger
 from worker.store.keys import ActiveKey
+from worker.usage import WriteCounts
 from worker.writes import store
 
 log = get_logger(__name__)
@@ -71,6 +78,7 @@ def run_sync(
     key_ids: Iterable[int] | None = None,
     client: OpenRouterClient | None = None,
     stop: threading.Event | None = None,
+    progress: ProgressCallback | None = None,
 ) -> RunSummary:
     """Run one sync over every active key (or ``key_ids``); returns what happened.
 
@@ -80,6 +88,7 @@ def run_sync(
     Raises :class:`~worker.errors.UsageError` for a day OpenRouter cannot report and
     :class:`NotFoundError` for an unknown or inactive id in ``key_ids``, before anything is
     fetched or recorded. ``client`` defaults to one built from the settings, closed at the end.
+    ``progress`` is handed a :class:`~worker.outcomes.Progress` whenever the work advances.
     """
     today = utc_now().date()
     run_days = window_days(today) if days is None else check_days(days, today)
@@ -103,7 +112,8 @@ def run_sync(
     own_client = client is None
     if client is None:
         client = OpenRouterClient(settings.openrouter)
-    run = _Run(session_factory, settings, keyring, client, summary, stop, days is None)
+    tracker = ProgressTracker(progress, summary, client.http)
+    run = _Run(session_factory, settings, keyring, client, summary, stop, days is None, tracker)
     with bound_contextvars(run_id=run_id):
         log.info(
             "sync_started",
@@ -173,6 +183,7 @@ class _Run:
         summary: RunSummary,
         stop: threading.Event,
         whole_window: bool,
+        report: ProgressTracker,
     ) -> None:
         self.factory = factory
         self.settings = settings
@@ -181,6 +192,7 @@ class _Run:
         self.summary = summary
         self.stop = stop
         self.whole_window = whole_window
+        self.report = report
         # Every step ran to its end: a stop that left account keys or history for the next run
         # makes the run "interrupted", like one that left registered keys.
         self.complete = False
@@ -210,7 +222,7 @@ class _Run:
                     run_id=self.summary.run_id,
                 )
 
-            self.summary.keys_skipped = self._pool(registered, fetch_key, fetched.append)
+            self.summary.keys_skipped = self._pool("keys", registered, fetch_key, fetched.append)
             # A key that turned out ordinary (403) is linked below, not failed.
             ordinary += [f.subject for f in fetched if _refused(f)]  # type: ignore[misc]
         accounts = self._accounts(registered, fetched)
@@ -245,7 +257,11 @@ class _Run:
                     run_id=self.summary.run_id,
                 )
 
-            left = self._pool(jobs, fetch_job, lambda _fetched: None)
+            left = self._pool("account keys", jobs, fetch_job, lambda _fetched: None)
+
+        def report_history(done: int, total: int, rows: WriteCounts) -> None:
+            self.report("history", done, total, rows)
+
         history.run_step(
             self.factory,
             self.client,
@@ -257,11 +273,16 @@ class _Run:
             history_days=sync.history_days,
             whole_window=self.whole_window,
             stop=self.stop,
+            report=report_history,
         )
         self.complete = not (self.stop.is_set() and (left or self.summary.history.pending))
 
     def _pool(
-        self, items: Sequence[T], fetch: Callable[[T], Fetched], seen: Callable[[Fetched], None]
+        self,
+        step: str,
+        items: Sequence[T],
+        fetch: Callable[[T], Fetched],
+        seen: Callable[[Fetched], None],
     ) -> int:
         """Fetch ``items`` on the pool and store them here as they arrive; returns how many
         were not started because ``stop`` was set.
@@ -273,6 +294,7 @@ class _Run:
         """
         if not items:
             return 0
+        self.report(step, 0, len(items))
         concurrency = max(1, min(self.settings.sync.concurrency, len(items)))
         leaving = threading.Event()  # this thread is leaving early: fetch no more
 
@@ -298,6 +320,7 @@ class _Run:
                     for result in results:
                         seen(result)
                     store(self.factory, self.summary, [r for r in results if not _refused(r)])
+                    self.report(step, done_count, len(items))
             finally:
                 # Leaving early (an interrupt, a lost database): the fetches in flight finish,
                 # the queued ones see ``stop`` or are cancelled; no thread outlives the run.

@@ -41,7 +41,7 @@ log = get_logger("worker.sync")
 GROUP_COMMIT_ROWS = 20_000
 
 HELD_BACK = (
-    "OpenRouter's answer would delete {would_delete} of the {stored} rows stored for the days "
+    "OpenRouter's answer would delete {would_delete:,} of the {stored:,} rows stored for the days "
     "it covers (more than [sync] max_delete_fraction): nothing was written. If that spend is "
     "really gone, the same answer is applied when it comes again [sync] "
     "confirm_delete_after_hours later; `backfill --since DAY --until DAY` applies those days now"

@@ -8,6 +8,7 @@ run as a real process in ``test_cli_entry.py`` and ``test_no_secret_leaks.py``.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 import json
 import os
@@ -452,6 +453,34 @@ def test_keys_add_verifies_with_get_key(
     assert route.calls.last.request.headers["Authorization"] == f"Bearer {KEY}"
     code, out, _ = cli("keys", "list", "--json")
     assert json.loads(out)[0]["kind"] == kind
+
+
+def test_keys_add_shows_money_to_the_cent_with_separators(cli: Cli, alice: None) -> None:
+    """OpenRouter answers with 9 decimals; a person reads dollars and cents (issue 16)."""
+    body = key_body(management=True, limit=20000, remaining=6483.629816819)
+    body["data"]["usage"] = 13516.370183181
+    with respx.mock(assert_all_called=True) as mock:
+        mock.get(f"{BASE_URL}/key").respond(200, json=body)
+        out = ok(cli(*ADD, stdin=KEY))
+    assert out.splitlines()[1].endswith("limit $20,000.00, remaining $6,483.63, usage $13,516.37")
+
+
+FIRST_DAY = dt.date(2026, 1, 1)
+
+
+def test_keys_remove_counts_the_rows_with_separators(
+    cli: Cli, alice: None, sqlite_url: str
+) -> None:
+    ok(cli(*ADD, "--no-verify", stdin=KEY))
+    engine = create_db_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO usage_stats (api_key_id, date, model) VALUES (1, ?, ?)",
+            [(str(FIRST_DAY + dt.timedelta(days=n // 10)), f"m/{n % 10}") for n in range(1_234)],
+        )
+    engine.dispose()
+    out = ok(cli("keys", "remove", "1", "--yes"))
+    assert out == "removed key 1 'prod' of alice@example.com and 1,234 usage rows\n"
 
 
 def test_keys_add_with_no_limit(cli: Cli, alice: None) -> None:

@@ -211,9 +211,35 @@ def test_summary_lists_the_account_keys_the_history_and_warnings() -> None:
     assert (summary.keys_ok, summary.keys_failed, summary.requests) == (1, 0, 46)
     assert format_summary(summary)[3:] == [
         "requests: 46",
-        "account keys: 1000 listed, 2 fetched, 998 unchanged, 0 failed, 1 linked; "
+        "account keys: 1,000 listed, 2 fetched, 998 unchanged, 0 failed, 1 linked; "
         "rows: 5 inserted, 1 updated, 0 deleted",
         "history: 1 account(s) and 2 key(s) imported, 1 pending; rows: 900 inserted, "
         "0 updated, 0 deleted; 37 s waiting on OpenRouter's rate limit",
         "warning: key 2 ('app', user 10): needs_management_key: register it",
+    ]
+
+
+def test_the_summary_counts_with_thousands_separators() -> None:
+    summary = RunSummary(
+        run_id=1, trigger="sync", status="ok", days=[YESTERDAY - dt.timedelta(days=1), YESTERDAY]
+    )
+    summary.keys.append(
+        KeyOutcome(
+            1, 10, "prod", "ok", counts=WriteCounts(12_345, 1_000, 999_999, 0), http_requests=1_500
+        )
+    )
+    summary.catalogue.listed = 1_200
+    summary.catalogue.counts = WriteCounts(inserted=54_321)
+    summary.history.keys = 1_200
+    summary.history.requests = 2_000
+    summary.history.rate_limit_seconds = 1_234.4
+    summary.history.counts = WriteCounts(inserted=1_000_000)
+    assert format_summary(summary)[1:] == [
+        "keys: 1 ok, 0 failed",
+        "rows: 12,345 inserted, 1,000 updated, 999,999 unchanged, 0 deleted",
+        "requests: 3,500",
+        "account keys: 1,200 listed, 0 fetched, 0 unchanged, 0 failed; "
+        "rows: 54,321 inserted, 0 updated, 0 deleted",
+        "history: 0 account(s) and 1,200 key(s) imported, 0 pending; rows: 1,000,000 inserted, "
+        "0 updated, 0 deleted; 1,234 s waiting on OpenRouter's rate limit",
     ]

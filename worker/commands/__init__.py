@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "daemon",
     "live",
     "alerts",
+    "completion",
 )
 
 

@@ -12,13 +12,14 @@ import getpass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from worker import accounts, render
-from worker.commands.args import key_id
+from worker import render
+from worker.commands.args import example, key_id
 from worker.crypto import Keyring, generate_master_key
 from worker.errors import OpenRouterError, UsageError
 from worker.logs import get_logger, mask_text
-from worker.models import KIND_MANAGEMENT, KIND_ORDINARY
 
+# worker.accounts (SQLAlchemy, the models) is imported by each handler, not here: building
+# the parser for --help, or for another command, must not load the database layer.
 if TYPE_CHECKING:
     from worker.cli import Context
     from worker.openrouter import KeyInfo
@@ -59,6 +60,8 @@ def cmd_generate_key(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_users_add(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+
     password: str | None = None
     if args.password_stdin:
         # One line, like `docker login --password-stdin`: the trailing newline is not part of it.
@@ -74,6 +77,8 @@ def cmd_users_add(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_users_list(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+
     users = accounts.list_users(ctx.sessions())
     if args.json:
         ctx.print_json(users)
@@ -81,7 +86,16 @@ def cmd_users_list(ctx: Context, args: argparse.Namespace) -> int:
         ctx.print_table(
             ["ID", "EMAIL", "ACTIVE", "ADMIN", "PASSWORD", "KEYS", "TOKENS", "CREATED"],
             [
-                [u.id, u.email, u.active, u.admin, u.has_password, u.keys, u.tokens, u.created_at]
+                [
+                    u.id,
+                    u.email,
+                    u.active,
+                    u.admin,
+                    u.has_password,
+                    f"{u.keys:,}",
+                    f"{u.tokens:,}",
+                    u.created_at,
+                ]
                 for u in users
             ],
         )
@@ -90,6 +104,8 @@ def cmd_users_list(ctx: Context, args: argparse.Namespace) -> int:
 
 def _cmd_users_set(active: bool) -> Any:
     def handler(ctx: Context, args: argparse.Namespace) -> int:
+        from worker import accounts
+
         changed = accounts.set_user_active(ctx.sessions(), args.email, active)
         state = "enabled" if active else "disabled"
         email = accounts.normalize_email(args.email)
@@ -101,6 +117,8 @@ def _cmd_users_set(active: bool) -> Any:
 
 
 def cmd_users_admin(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+
     admin = not args.revoke
     changed = accounts.set_user_admin(ctx.sessions(), args.email, admin)
     email = accounts.normalize_email(args.email)
@@ -134,6 +152,9 @@ def _verify(ctx: Context, secret: str) -> KeyInfo:
 
 
 def cmd_keys_add(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+    from worker.models import KIND_MANAGEMENT, KIND_ORDINARY
+
     keyring = Keyring.from_settings(ctx.settings)  # before asking for the secret
     factory = ctx.sessions()
     email, name = accounts.check_new_key(factory, args.user, args.name)
@@ -169,6 +190,8 @@ def cmd_keys_add(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_list(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+
     keys = accounts.list_keys(ctx.sessions(), args.user)
     if args.json:
         ctx.print_json(keys)
@@ -194,6 +217,8 @@ def cmd_keys_list(ctx: Context, args: argparse.Namespace) -> int:
 
 def _cmd_keys_set(active: bool) -> Any:
     def handler(ctx: Context, args: argparse.Namespace) -> int:
+        from worker import accounts
+
         changed = accounts.set_key_active(ctx.sessions(), args.id, active)
         state = "enabled" if active else "disabled"
         log.info(f"key_{state}", api_key_id=args.id, changed=changed)
@@ -204,6 +229,8 @@ def _cmd_keys_set(active: bool) -> Any:
 
 
 def cmd_keys_remove(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+
     factory = ctx.sessions()
     key = accounts.get_key(factory, args.id)
     if not args.yes:
@@ -219,11 +246,13 @@ def cmd_keys_remove(ctx: Context, args: argparse.Namespace) -> int:
             return 0
     usage = accounts.remove_key(factory, args.id)
     log.info("key_removed", api_key_id=args.id, usage_rows=usage)
-    ctx.out(f"removed key {key.id} {key.name!r} of {key.user} and {usage} usage rows")
+    ctx.out(f"removed key {key.id} {key.name!r} of {key.user} and {usage:,} usage rows")
     return 0
 
 
 def cmd_keys_rotate_master(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+
     keyring = Keyring.from_settings(ctx.settings)
     result = accounts.rotate_master(ctx.sessions(), keyring)
     log.info(
@@ -233,8 +262,8 @@ def cmd_keys_rotate_master(ctx: Context, args: argparse.Namespace) -> int:
         master_key_id=result.master_key_id,
     )
     ctx.out(
-        f"re-encrypted {result.rotated} keys under master key {result.master_key_id} "
-        f"({result.unchanged} already were)"
+        f"re-encrypted {result.rotated:,} keys under master key {result.master_key_id} "
+        f"({result.unchanged:,} already were)"
     )
     if result.rotated:
         ctx.out("every key now uses the current master key: previous_keys can be removed")
@@ -245,6 +274,8 @@ def cmd_keys_rotate_master(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_tokens_create(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+
     view, token = accounts.create_token(ctx.sessions(), args.user, args.name)
     log.info("token_created", token_id=view.id, user_id=view.user_id)
     # The token alone on stdout (so `TOKEN=$(… tokens create …)` works), the note on stderr.
@@ -258,6 +289,8 @@ def cmd_tokens_create(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_tokens_list(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+
     toks = accounts.list_tokens(ctx.sessions(), args.user)
     if args.json:
         ctx.print_json(toks)
@@ -270,6 +303,8 @@ def cmd_tokens_list(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_tokens_revoke(ctx: Context, args: argparse.Namespace) -> int:
+    from worker import accounts
+
     was_active = accounts.revoke_token(ctx.sessions(), args.id)
     log.info("token_revoked", token_id=args.id, changed=was_active)
     ctx.out(f"token {args.id} revoked" if was_active else f"token {args.id} was already revoked")
@@ -279,8 +314,8 @@ def cmd_tokens_revoke(ctx: Context, args: argparse.Namespace) -> int:
 # --- registration ---------------------------------------------------------------------------
 
 
-def _group(sub: Any, name: str, help_text: str) -> Any:
-    parser = sub.add_parser(name, help=help_text, description=help_text)
+def _group(sub: Any, name: str, help_text: str, shown: str) -> Any:
+    parser = sub.add_parser(name, help=help_text, description=help_text, epilog=example(shown))
     inner = parser.add_subparsers(
         dest=f"{name}_command", metavar="COMMAND", parser_class=type(parser)
     )
@@ -290,11 +325,19 @@ def _group(sub: Any, name: str, help_text: str) -> Any:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add generate-key, users, keys and tokens to the command line."""
-    gen = subparsers.add_parser("generate-key", help="print a new random base64 master key")
+    gen = subparsers.add_parser(
+        "generate-key",
+        help="print a new random base64 master key",
+        epilog=example("generate-key > data/master.key"),
+    )
     gen.set_defaults(func=cmd_generate_key, logging=False)
 
-    users = _group(subparsers, "users", "manage users")
-    p = users.add_parser("add", help="add a user (no password: it cannot log in)")
+    users = _group(subparsers, "users", "manage users", "users list")
+    p = users.add_parser(
+        "add",
+        help="add a user (no password: it cannot log in)",
+        epilog=example("users add alice@example.com"),
+    )
     p.add_argument("email")
     p.add_argument(
         "--password-stdin",
@@ -307,22 +350,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="its API tokens see every user's keys and accounts, not only its own",
     )
     p.set_defaults(func=cmd_users_add)
-    p = users.add_parser("list", help="list users")
+    p = users.add_parser("list", help="list users", epilog=example("users list --json"))
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_users_list)
     for verb, active in (("enable", True), ("disable", False)):
-        p = users.add_parser(verb, help=f"{verb} a user")
+        p = users.add_parser(
+            verb, help=f"{verb} a user", epilog=example(f"users {verb} alice@example.com")
+        )
         p.add_argument("email")
         p.set_defaults(func=_cmd_users_set(active))
     p = users.add_parser(
-        "admin", help="make a user an admin: its API tokens see every user's keys and accounts"
+        "admin",
+        help="make a user an admin: its API tokens see every user's keys and accounts",
+        epilog=example("users admin alice@example.com"),
     )
     p.add_argument("email")
     p.add_argument("--revoke", action="store_true", help="make the user an ordinary one again")
     p.set_defaults(func=cmd_users_admin)
 
-    keys = _group(subparsers, "keys", "manage stored OpenRouter keys")
-    p = keys.add_parser("add", help="store an OpenRouter key, read from stdin or a hidden prompt")
+    keys = _group(subparsers, "keys", "manage stored OpenRouter keys", "keys list")
+    p = keys.add_parser(
+        "add",
+        help="store an OpenRouter key, read from stdin or a hidden prompt",
+        epilog=example("keys add --user alice@example.com --name production"),
+    )
     p.add_argument("--user", required=True, metavar="EMAIL")
     p.add_argument("--name", required=True)
     p.add_argument(
@@ -331,30 +382,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="do not call OpenRouter's GET /key to check the key first",
     )
     p.set_defaults(func=cmd_keys_add)
-    p = keys.add_parser("list", help="list keys (never the key itself)")
+    p = keys.add_parser(
+        "list",
+        help="list keys (never the key itself)",
+        epilog=example("keys list --user alice@example.com"),
+    )
     p.add_argument("--user", metavar="EMAIL")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_keys_list)
     for verb, active in (("enable", True), ("disable", False)):
-        p = keys.add_parser(verb, help=f"{verb} a key (disabled keys are not synced)")
+        p = keys.add_parser(
+            verb,
+            help=f"{verb} a key (disabled keys are not synced)",
+            epilog=example(f"keys {verb} 3"),
+        )
         p.add_argument("id", type=key_id)
         p.set_defaults(func=_cmd_keys_set(active))
-    p = keys.add_parser("remove", help="delete a key and its usage rows")
+    p = keys.add_parser(
+        "remove", help="delete a key and its usage rows", epilog=example("keys remove 3 --yes")
+    )
     p.add_argument("id", type=key_id)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=cmd_keys_remove)
-    p = keys.add_parser("rotate-master", help="re-encrypt every key under the current master key")
+    p = keys.add_parser(
+        "rotate-master",
+        help="re-encrypt every key under the current master key",
+        epilog=example("keys rotate-master"),
+    )
     p.set_defaults(func=cmd_keys_rotate_master)
 
-    toks = _group(subparsers, "tokens", "manage API tokens")
-    p = toks.add_parser("create", help="create a token (printed once, only its hash is stored)")
+    toks = _group(subparsers, "tokens", "manage API tokens", "tokens list")
+    p = toks.add_parser(
+        "create",
+        help="create a token (printed once, only its hash is stored)",
+        epilog=example("tokens create --user alice@example.com --name dashboard"),
+    )
     p.add_argument("--user", required=True, metavar="EMAIL")
     p.add_argument("--name", required=True)
     p.set_defaults(func=cmd_tokens_create)
-    p = toks.add_parser("list", help="list tokens")
+    p = toks.add_parser(
+        "list", help="list tokens", epilog=example("tokens list --user alice@example.com --json")
+    )
     p.add_argument("--user", metavar="EMAIL")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_tokens_list)
-    p = toks.add_parser("revoke", help="revoke a token")
+    p = toks.add_parser("revoke", help="revoke a token", epilog=example("tokens revoke 1"))
     p.add_argument("id", type=key_id)
     p.set_defaults(func=cmd_tokens_revoke)

@@ -7,7 +7,7 @@ import argparse
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from worker.commands.args import day_arg
+from worker.commands.args import day_arg, example
 from worker.errors import EXIT_RUNTIME, NotFoundError
 
 if TYPE_CHECKING:
@@ -132,18 +132,30 @@ def cmd_history(ctx: Context, args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``alerts list|test|history`` to the command line."""
-    alerts = subparsers.add_parser("alerts", help="alert rules, a test message, what fired")
+    alerts = subparsers.add_parser(
+        "alerts", help="alert rules, a test message, what fired", epilog=example("alerts list")
+    )
     sub = alerts.add_subparsers(dest="alerts_command", metavar="COMMAND")
     sub.required = True
     listing = sub.add_parser(
-        "list", help="every rule's subjects, current value and state (as of the last poll)"
+        "list",
+        help="every rule's subjects, current value and state (as of the last poll)",
+        epilog=example("alerts list --json"),
     )
     listing.add_argument("--json", action="store_true", help="stable JSON output")
     listing.set_defaults(func=cmd_list)
-    test = sub.add_parser("test", help="send a test message to a channel; exit 1 if it fails")
+    test = sub.add_parser(
+        "test",
+        help="send a test message to a channel; exit 1 if it fails",
+        epilog=example("alerts test ops"),
+    )
     test.add_argument("channel", metavar="CHANNEL", help="a [[channels]] name")
     test.set_defaults(func=cmd_test)
-    history = sub.add_parser("history", help="alerts that fired and their deliveries")
+    history = sub.add_parser(
+        "history",
+        help="alerts that fired and their deliveries",
+        epilog=example("alerts history --since 2026-11-01"),
+    )
     history.add_argument("--since", metavar="YYYY-MM-DD", type=day_arg, help="from this UTC day")
     history.add_argument("--json", action="store_true", help="stable JSON output")
     history.set_defaults(func=cmd_history)

@@ -33,3 +33,9 @@ def positive_int(what: str) -> argparse._ActionType:
 
 
 key_id = positive_int("an id (a positive number)")
+
+
+def example(command: str) -> str:
+    """The epilog of a command's ``--help``: the command at work, e.g. ``example("report --by
+    day")``. Every parser has one (a test walks the parser tree and parses each example)."""
+    return f"example: openrouter-watcher {command}"

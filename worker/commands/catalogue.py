@@ -7,10 +7,10 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from worker import render
-from worker.commands.args import key_id, positive_int
+from worker.commands.args import example, key_id, positive_int
 from worker.days import utc_today
 from worker.errors import EXIT_RUNTIME, NotFoundError
-from worker.report_formats import HASH_SHOWN
+from worker.report_choices import HASH_SHOWN
 
 if TYPE_CHECKING:
     from worker.cli import Context
@@ -114,8 +114,8 @@ def cmd_reconcile(ctx: Context, args: argparse.Namespace) -> int:
             )
         compared = sum(len(check.days) for check in checks)
         ctx.out(
-            f"{len(checks)} account(s), {first} … {last}: {compared} account-days compared, "
-            f"{exceeding} differ by more than ${TOLERANCE:f}"
+            f"{len(checks):,} account(s), {first} … {last}: {compared:,} account-days compared, "
+            f"{exceeding:,} differ by more than ${TOLERANCE:f}"
         )
     return EXIT_RUNTIME if exceeding else 0
 
@@ -127,6 +127,7 @@ def register(subparsers: Any) -> None:
         help="every OpenRouter key of the registered accounts, newest first",
         description="The keys each registered management key's account lists (GET /keys), "
         "as the last sync saw them: kept, marked gone, once no longer listed.",
+        epilog=example("account-keys --account 1"),
     )
     listed.add_argument("--account", metavar="ID", type=key_id, help="only this management key")
     listed.add_argument("--json", action="store_true", help="print a JSON array")
@@ -139,6 +140,7 @@ def register(subparsers: Any) -> None:
         "each account's cost per day from /analytics/query with the cost stored from "
         "/activity. Prints the days that differ; exit 1 if any differs by more than "
         "$0.000001. Writes nothing.",
+        epilog=example("reconcile --days 7"),
     )
     check.add_argument(
         "--days",

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker import render
+from worker.commands.args import example
 from worker.crypto import CREDENTIAL_NAME, Keyring, generate_master_key
-from worker.locking import lock_is_held
 from worker.logs import get_logger
-from worker.status import LiveFigures, Status, collect_status
 
 if TYPE_CHECKING:
     from worker.cli import Context
+    from worker.status import LiveFigures, Status
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run",
         help="run the scheduler daemon in the foreground (systemd: "
         "deploy/openrouter-watcher.service)",
+        epilog=example("run --local-key-file ./data/master.key"),
     )
     run.add_argument(
         "--local-key-file",
@@ -33,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.set_defaults(func=cmd_run, logging=False)
 
     status = sub.add_parser(
-        "status", help="per-key sync health; exit 1 if the last sync of an active key failed"
+        "status",
+        help="per-key sync health; exit 1 if the last sync of an active key failed",
+        epilog=example("status --json"),
     )
     status.add_argument("--json", action="store_true", help="stable JSON output")
     status.set_defaults(func=cmd_status)
@@ -129,7 +132,7 @@ def _format_status(status: Status) -> list[str]:
     if run:
         lines.append(
             f"last run: #{run.id} {run.trigger} {run.status}, started "
-            f"{render.cell(run.started_at)}, {run.keys_ok} ok / {run.keys_failed} failed"
+            f"{render.cell(run.started_at)}, {run.keys_ok:,} ok / {run.keys_failed:,} failed"
         )
     else:
         lines.append("last run: never")
@@ -146,6 +149,9 @@ def _live_cells(live: LiveFigures | None) -> tuple[object, ...]:
 
 
 def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
+    from worker.locking import lock_is_held
+    from worker.status import collect_status
+
     factory = ctx.sessions()
     with factory() as session:
         status = collect_status(

@@ -12,6 +12,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from worker import render
+from worker.commands.args import example
 from worker.crypto import Keyring
 from worker.errors import EXIT_RUNTIME, WatcherError
 
@@ -75,6 +76,7 @@ def register(subparsers: Any) -> None:
         "month, limits and balance (/credits and /keys per management key, /key per other "
         "key), store what changed, evaluate the [[alerts]] rules and deliver what fired. "
         "Exit 1 if a key's poll failed.",
+        epilog=example("poll --json"),
     )
     poll.add_argument("--json", action="store_true", help="print the summary as JSON")
     poll.set_defaults(func=cmd_poll)

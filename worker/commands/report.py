@@ -6,10 +6,9 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from worker.commands.args import day_arg, key_id, positive_int
+from worker.commands.args import day_arg, example, key_id, positive_int
 from worker.days import WINDOW_DAYS, resolve_range, utc_today
-from worker.report import DIMENSIONS, FORMATS, Filters, build_report
-from worker.report_formats import empty_message, format_report, write_atomically
+from worker.report_choices import DIMENSIONS, FORMATS
 
 if TYPE_CHECKING:
     from worker.cli import Context
@@ -31,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report",
         help="spend by day, model, account, key or user (table, CSV or JSON)",
         description=DESCRIPTION,
+        epilog=example("report --by day --last 7"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     start = parser.add_mutually_exclusive_group()
@@ -66,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_report(ctx: Context, args: argparse.Namespace) -> int:
     """Build the report in SQL and print it (or write it to --output)."""
+    from worker.report import Filters, build_report
+    from worker.report_formats import empty_message, format_report, write_atomically
+
     date_range = resolve_range(
         since=args.since, until=args.until, last=args.last, today=utc_today()
     )

@@ -2,8 +2,9 @@
 
 Both hold the database's sync lock (:mod:`worker.locking`) so they never overlap the daemon or
 each other, print a summary (or with ``--json`` a stable JSON object) and exit 1 when any key
-failed, 0 otherwise. Days OpenRouter cannot report (more than 365 days back, today, the
-future) are refused with exit code 2 before anything is fetched.
+failed, 0 otherwise. On a terminal, a live progress line on stderr shows how far the run has
+got (:mod:`worker.commands.progress`). Days OpenRouter cannot report (more than 365 days
+back, today, the future) are refused with exit code 2 before anything is fetched.
 """
 
 from __future__ import annotations
@@ -13,18 +14,16 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from worker import render
-from worker.commands.args import day_arg, key_id
+from worker.commands.args import day_arg, example, key_id
+from worker.commands.progress import ProgressLine, is_terminal
 from worker.crypto import Keyring
 from worker.days import backfill_days, utc_today
 from worker.errors import EXIT_RUNTIME, WatcherError
-from worker.logs import get_logger
 
 if TYPE_CHECKING:
     from worker.cli import Context
     from worker.outcomes import RunSummary
     from worker.usage import WriteCounts
-
-log = get_logger("worker.commands.sync")
 
 
 class SyncBusyError(WatcherError):
@@ -38,28 +37,28 @@ def format_summary(summary: RunSummary) -> list[str]:
     counts = summary.counts
     lines = [
         f"{summary.trigger} run {summary.run_id} ({span}): {summary.status}",
-        f"keys: {summary.keys_ok} ok, {summary.keys_failed} failed"
-        + (f", {summary.keys_skipped} not started" if summary.keys_skipped else ""),
-        f"rows: {counts.inserted} inserted, {counts.updated} updated, "
-        f"{counts.unchanged} unchanged, {counts.deleted} deleted"
-        + (f", {counts.kept} kept (no longer reported, see docs/sync.md)" if counts.kept else ""),
-        f"requests: {summary.requests}",
+        f"keys: {summary.keys_ok:,} ok, {summary.keys_failed:,} failed"
+        + (f", {summary.keys_skipped:,} not started" if summary.keys_skipped else ""),
+        f"rows: {counts.inserted:,} inserted, {counts.updated:,} updated, "
+        f"{counts.unchanged:,} unchanged, {counts.deleted:,} deleted"
+        + (f", {counts.kept:,} kept (no longer reported, see docs/sync.md)" if counts.kept else ""),
+        f"requests: {summary.requests:,}",
     ]
     catalogue = summary.catalogue
     if catalogue.listed or catalogue.linked:
         lines.append(
-            f"account keys: {catalogue.listed} listed, {catalogue.fetched} fetched, "
-            f"{catalogue.unchanged} unchanged, {catalogue.failed} failed"
-            + (f", {catalogue.linked} linked" if catalogue.linked else "")
+            f"account keys: {catalogue.listed:,} listed, {catalogue.fetched:,} fetched, "
+            f"{catalogue.unchanged:,} unchanged, {catalogue.failed:,} failed"
+            + (f", {catalogue.linked:,} linked" if catalogue.linked else "")
             + f"; rows: {_rows(catalogue.counts)}"
         )
     history = summary.history
     if history.requests or history.pending or history.unknown:
         lines.append(
-            f"history: {history.accounts} account(s) and {history.keys} key(s) imported, "
-            f"{history.pending} pending; rows: {_rows(history.counts)}"
+            f"history: {history.accounts:,} account(s) and {history.keys:,} key(s) imported, "
+            f"{history.pending:,} pending; rows: {_rows(history.counts)}"
             + (
-                f"; {history.rate_limit_seconds:.0f} s waiting on OpenRouter's rate limit"
+                f"; {history.rate_limit_seconds:,.0f} s waiting on OpenRouter's rate limit"
                 if history.rate_limit_seconds >= 1
                 else ""
             )
@@ -83,7 +82,7 @@ def format_summary(summary: RunSummary) -> list[str]:
 
 
 def _rows(counts: WriteCounts) -> str:
-    return f"{counts.inserted} inserted, {counts.updated} updated, {counts.deleted} deleted"
+    return f"{counts.inserted:,} inserted, {counts.updated:,} updated, {counts.deleted:,} deleted"
 
 
 def _run(
@@ -97,14 +96,24 @@ def _run(
 
     ctx.sessions()  # the schema check
     keyring = Keyring.from_settings(ctx.settings)
-    summary = locked_sync(
-        ctx.engine,
-        ctx.settings,
-        keyring,
-        trigger=trigger,
-        days=days,
-        key_ids=args.key,
-    )
+    progress = None
+    if is_terminal(ctx.stderr) and not args.json:
+        progress = ProgressLine(ctx.stderr, trigger)
+        # Logs go through it: a log line erases the progress line, which is then redrawn.
+        ctx.setup_logging(stream=progress.stream)
+    try:
+        summary = locked_sync(
+            ctx.engine,
+            ctx.settings,
+            keyring,
+            trigger=trigger,
+            days=days,
+            key_ids=args.key,
+            progress=progress,
+        )
+    finally:
+        if progress is not None:
+            progress.clear()  # before the summary or an error
     if summary is None:
         raise SyncBusyError()
     if args.json:
@@ -146,6 +155,7 @@ def register(subparsers: Any) -> None:
         description="Fetch the last 30 completed UTC days of every active key and of every "
         "key its account lists, and continue an account's year-of-history import. Exit 1 if "
         "any key failed.",
+        epilog=example("sync --key 1"),
     )
     _common(sync)
     sync.set_defaults(func=cmd_sync)
@@ -156,6 +166,7 @@ def register(subparsers: Any) -> None:
         description="Re-fetch chosen completed UTC days: the last 30 from /activity (one "
         "request per key and day), older ones from /analytics/query. Days more than 365 days "
         "back, today and future days are refused (exit 2). Exit 1 if any key failed.",
+        epilog=example("backfill --since 2026-11-01 --until 2026-11-07"),
     )
     which = backfill.add_mutually_exclusive_group(required=True)
     which.add_argument("--days", metavar="N", type=int, help="the last N completed days (1-365)")

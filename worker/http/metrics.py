@@ -48,7 +48,7 @@ from worker.http.context import HttpContext
 from worker.live.figures import EVERY_SCOPE, Figures, figures, own_figures
 from worker.logs import get_logger
 from worker.report import build_report
-from worker.report_formats import HASH_SHOWN
+from worker.report_choices import HASH_SHOWN
 from worker.status import collect_status
 from worker.store.snapshots import SELF
 
