@@ -276,7 +276,10 @@ class LiveSettings:
         hi=1440,
     )
     interval_seconds: int = _opt(
-        0, "Poll every N seconds instead (0: off; for tests and demos)", lo=0, hi=86_400
+        0,
+        "Poll every N seconds instead of interval_minutes (0: use interval_minutes; tests, demos)",
+        lo=0,
+        hi=86_400,
     )
     retention_days: int = _opt(90, "Keep live snapshots this many days", lo=1, hi=3660)
     burn_rate_hours: float = _opt(

@@ -4,6 +4,7 @@ figures it derives, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -263,3 +264,16 @@ def test_old_snapshots_are_pruned_but_every_figure_since_stays_computable(
     # The last 2 days' snapshots (since the 22nd 11:00), plus the newest one before them
     # (the 21st's: still true at the cutoff); the 20th's is gone.
     assert [t.date().day for t in kept] == [21, 22, 23, 24]
+
+
+@pytest.mark.parametrize(
+    ("minutes", "seconds", "every"), [(10, 0, 600), (10, 30, 30), (0, 5, 5), (0, 0, 0)]
+)
+def test_the_daemon_polls_every_interval_seconds_instead_of_the_minutes_when_set(
+    minutes: int, seconds: int, every: int, engine: Engine, keyring: Keyring
+) -> None:
+    from worker.live.jobs import LivePoller
+
+    settings = Settings().replace("live", interval_minutes=minutes, interval_seconds=seconds)
+    poller = LivePoller(settings, engine, keyring, threading.Event())
+    assert poller.interval_seconds == every

@@ -51,7 +51,7 @@ class LivePoller:
     @property
     def interval_seconds(self) -> int:
         live = self.settings.live
-        return live.interval_minutes * 60 + live.interval_seconds
+        return live.interval_seconds or live.interval_minutes * 60
 
     def job(self) -> None:
         """One poll; never raises (the next one runs as scheduled)."""
