@@ -21,7 +21,7 @@ $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/python -m pytest --cov=worker --cov-report=term --cov-fail-under=90
+	$(BIN)/python -m pytest -n 2 --cov=worker --cov-report=term --cov-fail-under=90
 
 # The property tests (tests/property) with many more examples than `make test` runs.
 fuzz: $(STAMP)
