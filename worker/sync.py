@@ -25,6 +25,7 @@ A subject that fails is rolled back whole, recorded and logged; the others go on
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 import time
@@ -222,7 +223,12 @@ class _Run:
                     run_id=self.summary.run_id,
                 )
 
-            self.summary.keys_skipped = self._pool("keys", registered, fetch_key, fetched.append)
+            def keep(done: Fetched) -> None:
+                # What the later steps read (listing, error, requests), not the rows: a run of
+                # thousands of keys would otherwise hold every key's answer until its end.
+                fetched.append(dataclasses.replace(done, write=None))
+
+            self.summary.keys_skipped = self._pool("keys", registered, fetch_key, keep)
             # A key that turned out ordinary (403) is linked below, not failed.
             ordinary += [f.subject for f in fetched if _refused(f)]  # type: ignore[misc]
         accounts = self._accounts(registered, fetched)
