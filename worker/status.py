@@ -48,6 +48,7 @@ class LiveFigures:
     balance: Decimal | None
     runway_days: Decimal | None
     month_end_projection: Decimal | None
+    burn_rate_per_hour: Decimal | None
     poll_error: str | None
 
     @classmethod
@@ -62,6 +63,7 @@ class LiveFigures:
             figures.balance,
             figures.runway_days,
             figures.month_end_projection,
+            figures.burn_rate_per_hour,
             figures.poll_error,
         )
 

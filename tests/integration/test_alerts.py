@@ -378,6 +378,7 @@ def test_cli_poll_alerts_list_history_and_status_without_leaking_the_channel_url
     code, status, _ = run("status", "--json")
     [key] = json.loads(status)["keys"]
     assert key["live"]["today"] == "21.500000000" and key["live"]["balance"] is not None
+    assert key["live"]["burn_rate_per_hour"] == "0.000000000"  # usage unchanged between polls
     code, table, _ = run("status")
     assert "TODAY" in table and "$21.50" in table and "RUNWAY" in table
 
