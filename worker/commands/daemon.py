@@ -144,7 +144,7 @@ def _live_cells(live: LiveFigures | None) -> tuple[object, ...]:
     """TODAY, MONTH, LIMIT LEFT, BALANCE, RUNWAY (from the last live poll)."""
     if live is None:
         return (None,) * 5
-    runway = None if live.runway_days is None else f"{live.runway_days:f} d"
+    runway = None if live.runway_days is None else f"{live.runway_days:,f} d"
     return (live.today, live.month, live.limit_remaining, live.balance, runway)
 
 
