@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import pytest
@@ -173,6 +173,31 @@ def test_a_failed_account_is_reported_and_keeps_its_last_figures(
         assert mine.as_of == first.started_at  # the last successful poll's figures stay
         assert mine.poll_error is not None and "401" in mine.poll_error
         assert mine.balance == Decimal("100")
+
+
+def test_status_says_when_a_keys_last_poll_failed(
+    db_url: str,
+    session_factory: sessionmaker[Session],
+    keyring: Keyring,
+    fake: FakeOpenRouter,
+    account: FakeAccount,
+    cli: Callable[..., tuple[int, str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.testing.fake_openrouter import Fault
+
+    [acct] = register(session_factory, keyring, ("production", MANAGEMENT, KIND_MANAGEMENT))
+    settings = settings_for(fake)
+    run_poll(session_factory, settings, keyring)
+    monkeypatch.setenv("OPENROUTER_WATCHER_DATABASE_URL", db_url)
+    assert "last poll failed" not in cli("status")[1]
+    fake.inject(MANAGEMENT, Fault(status=401))
+    run_poll(session_factory, settings, keyring)
+    code, out, _ = cli("status")
+    assert code == 0  # live figures never change the health check
+    [line] = [line for line in out.splitlines() if "last poll failed" in line]
+    assert line.startswith(f"key {acct} last poll failed: ") and "401" in line
+    assert line.endswith("(figures as of 2026-11-20 12:00 UTC)")
 
 
 def test_two_polls_never_run_at_once(

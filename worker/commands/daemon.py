@@ -125,6 +125,13 @@ def _format_status(status: Status) -> list[str]:
     for k in status.keys:
         if k.last_status == "failed" and k.last_error:
             lines.append(f"key {k.api_key_id} last error: {render.safe(k.last_error)}")
+        if k.live is not None and k.live.poll_error:
+            # The row keeps the last good poll's figures: say they are not current, and why.
+            as_of = f"{render.cell(k.live.as_of)} UTC" if k.live.as_of else "no poll ever succeeded"
+            lines.append(
+                f"key {k.api_key_id} last poll failed: {render.safe(k.live.poll_error)} "
+                f"(figures as of {as_of})"
+            )
     lines += [f"warning: {render.safe(line)}" for line in status.warnings]
     if status.cut_short is not None:
         lines.append(status.problems[-1])
