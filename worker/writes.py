@@ -148,6 +148,8 @@ def _record(
             return _failed(fetched, "suspicious_answer", HELD_BACK.format(**_held(result)))
         if not fetched.unchanged:
             key_store.remember_answer(session, subject.id, fetched.digest, rows)
+        elif subject.suspicious_digest is not None:
+            key_store.forget_held_back(session, subject.id)
         return _outcome(fetched, subject, "ok", result)
     entry, listed = subject.entry, subject.listed
     if isinstance(result, Withheld):

@@ -724,6 +724,30 @@ def test_an_empty_answer_after_a_good_sync_is_held_back_until_seen_again_much_la
     assert stored_usage_of(session_factory, key) == {}
 
 
+def test_a_good_answer_between_two_empty_ones_restarts_the_wait(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    fake: FakeOpenRouter,
+    add_key: Any,
+) -> None:
+    good = [item(D0, "a/x"), item(D1, "a/x"), item(D2, "a/x")]
+    key = add_key(SECRET_A, good)
+    _run(session_factory, settings, keyring)
+    fake.set_rows(SECRET_A, [])
+    assert _run(session_factory, settings, keyring).keys[0].reason == "suspicious_answer"
+    # OpenRouter flaps: the good answer again (identical to what is stored)...
+    days.pin_clock(dt.datetime(2026, 11, 26, 19, tzinfo=dt.UTC))
+    fake.set_rows(SECRET_A, good)
+    assert _run(session_factory, settings, keyring).status == "ok"
+    # ...then the empty one, past the first sighting's 20 hours: a new sighting, held back.
+    days.pin_clock(dt.datetime(2026, 11, 27, 8, 30, tzinfo=dt.UTC))
+    fake.today = TODAY + dt.timedelta(days=1)
+    fake.set_rows(SECRET_A, [])
+    assert _run(session_factory, settings, keyring).keys[0].reason == "suspicious_answer"
+    assert len(stored_usage_of(session_factory, key)) == 3
+
+
 def test_a_partial_answer_is_held_back_past_the_configured_fraction_only(
     session_factory: sessionmaker[Session],
     settings: Settings,

@@ -365,7 +365,9 @@ class Model:
         digest = hashlib.sha256(f"{first}..{last} window {body}".encode()).hexdigest()
         if digest == self.applied[key]:
             event("answer applied last, again")
-            return "ok", None  # the answer applied last, again: nothing to do
+            # Nothing to write; an answer held back before must now wait its time afresh.
+            self.held[key] = None
+            return "ok", None
         held = self.held[key]
         confirmed = (
             held is not None

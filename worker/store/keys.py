@@ -91,6 +91,12 @@ def remember_answer(session: Session, key_id: int, digest: str | None, rows: int
     )
 
 
+def forget_held_back(session: Session, key_id: int) -> None:
+    """A good answer came after one held back: a later sighting of that answer starts its
+    wait again (an upstream that flaps must not delete history)."""
+    session.execute(_MARK, {"key_id": key_id, "suspicious_digest": None, "suspicious_since": None})
+
+
 def hold_back(session: Session, key_id: int, body_digest: str, since: dt.datetime) -> None:
     """An answer was held back (it would delete too much): remember it and since when."""
     session.execute(
