@@ -300,10 +300,8 @@ def run_step(
     asked fails in the ledger. ``report(subjects done, subjects in all, rows written)`` follows
     the backfill or the import (not a gap fill, which is rare and short)."""
     plans = [
-        (account, secret, [account_subject(account)]
-         + [key_subject(entry) for entry in entries if entry.account_id == account.id])
-        for account, secret in accounts.values()
-    ]  # fmt: skip
+        (account, secret, subjects_of(account, entries)) for account, secret in accounts.values()
+    ]
     total = sum(len(subjects) for *_, subjects in plans)  # accounts and keys alike
     before = 0  # the subjects of the accounts done already (a backfill counts from each start)
 
