@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -145,17 +146,7 @@ def run_sync(
             # Also on KeyboardInterrupt or a database outage: never leave the run "running".
             summary.status = status
             summary.keys.sort(key=lambda outcome: outcome.api_key_id)
-            try:
-                with transaction(session_factory) as session:
-                    ledger.finish_run(
-                        session,
-                        run_id,
-                        status=status,
-                        keys_ok=summary.keys_ok,
-                        keys_failed=summary.keys_failed,
-                    )
-            except Exception:
-                log.exception("sync_run_not_closed")
+            _close_run(session_factory, summary)
             log.info(
                 "sync_finished",
                 trigger=trigger,
@@ -210,18 +201,10 @@ class _Run:
         registered = [key for key in keys if not is_ordinary(key)]
         fetched: list[Fetched] = []
         if in_window:
-            run_days = in_window
-
-            def fetch_key(key: ActiveKey) -> Fetched:
-                return fetch_registered(
-                    key,
-                    client=self.client,
-                    keyring=self.keyring,
-                    settings=sync,
-                    run_days=run_days,
-                    whole_window=self.whole_window,
-                    run_id=self.summary.run_id,
-                )
+            fetch_key = functools.partial(
+                fetch_registered, client=self.client, keyring=self.keyring, settings=sync,
+                run_days=in_window, whole_window=self.whole_window, run_id=self.summary.run_id,
+            )  # fmt: skip
 
             def keep(done: Fetched) -> None:
                 # What the later steps read (listing, error, requests), not the rows: a run of
@@ -229,10 +212,11 @@ class _Run:
                 fetched.append(dataclasses.replace(done, write=None))
 
             self.summary.keys_skipped = self._pool("keys", registered, fetch_key, keep)
-            # A key that turned out ordinary (403) is linked below, not failed.
-            ordinary += [f.subject for f in fetched if _refused(f)]  # type: ignore[misc]
+        # A key that turned out ordinary (403) is linked below, not failed.
+        refused = [f for f in fetched if _refused(f)]
+        ordinary += [f.subject for f in refused]  # type: ignore[misc]
         accounts = self._accounts(registered, fetched)
-        self._link(ordinary, {f.subject.id: f.requests for f in fetched if _refused(f)})  # type: ignore[union-attr]
+        self._link(ordinary, {f.subject.id: f.requests for f in refused})  # type: ignore[union-attr]
         if self.stop.is_set() or self.summary.keys_skipped:
             return
         with self.factory() as session:
@@ -252,17 +236,10 @@ class _Run:
                 force=not self.whole_window,
             )
             self.summary.catalogue.unchanged = unchanged
-
-            def fetch_job(job: catalogue.KeyJob) -> Fetched:
-                return fetch_catalogued(
-                    job,
-                    client=self.client,
-                    settings=sync,
-                    run_days=in_window,
-                    whole_window=self.whole_window,
-                    run_id=self.summary.run_id,
-                )
-
+            fetch_job = functools.partial(
+                fetch_catalogued, client=self.client, settings=sync, run_days=in_window,
+                whole_window=self.whole_window, run_id=self.summary.run_id,
+            )  # fmt: skip
             left = self._pool("account keys", jobs, fetch_job, lambda _fetched: None)
 
         def report_history(done: int, total: int, rows: WriteCounts) -> None:
@@ -360,8 +337,8 @@ class _Run:
         with transaction(self.factory) as session:
             for key in ordinary:
                 key_store.mark_ordinary(session, key.id)
-            known = catalogue_store.linked(session)
             entries = catalogue_store.entries(session)
+        known = {entry.registered_key_id for entry in entries if entry.registered_key_id}
         for key in ordinary:
             requests = refused_requests.get(key.id, 0)
             if key.id in known:
@@ -447,15 +424,21 @@ def locked_sync(
     if summary.stopped:
         # The lock's connection is gone, so its sessions cannot close the run: a new one can
         # (our own run's row only; another sync may hold the lock by now).
-        try:
-            with transaction(make_session_factory(engine)) as session:
-                ledger.finish_run(
-                    session,
-                    summary.run_id,
-                    status=summary.status,
-                    keys_ok=summary.keys_ok,
-                    keys_failed=summary.keys_failed,
-                )
-        except Exception:
-            log.exception("sync_run_not_closed")
+        _close_run(make_session_factory(engine), summary)
     return summary
+
+
+def _close_run(factory: sessionmaker[Session], summary: RunSummary) -> None:
+    """Record the run's end in the ledger; a failure here is logged, never raised over the
+    error that may have ended the run."""
+    try:
+        with transaction(factory) as session:
+            ledger.finish_run(
+                session,
+                summary.run_id,
+                status=summary.status,
+                keys_ok=summary.keys_ok,
+                keys_failed=summary.keys_failed,
+            )
+    except Exception:
+        log.exception("sync_run_not_closed")

@@ -112,12 +112,6 @@ def entries(session: Session, account_ids: Iterable[int] | None = None) -> list[
     return [_entry(row) for row in session.scalars(query)]
 
 
-def linked(session: Session) -> dict[int, Entry]:
-    """Entries linked to a registered key, by that key's ``api_keys.id``."""
-    rows = session.scalars(select(AccountKey).where(AccountKey.registered_key_id.is_not(None)))
-    return {row.registered_key_id: _entry(row) for row in rows if row.registered_key_id}
-
-
 def link(session: Session, entry_id: int, registered_key_id: int) -> None:
     """The catalogued key is the registered ordinary key ``registered_key_id``."""
     session.execute(
