@@ -89,7 +89,7 @@ def _typed_database_errors(context: ExceptionContext) -> None:
     engine = context.engine
     url = engine.url.render_as_string(hide_password=True) if engine is not None else "(unknown)"
     sqlite = engine is not None and engine.dialect.name == "sqlite"
-    if sqlite and "database is locked" in str(context.original_exception):
+    if sqlite and is_locked(context.original_exception):
         raise busy_error(url)
     connecting = context.connection is None
     if not (connecting or context.is_disconnect):
@@ -101,6 +101,11 @@ def _typed_database_errors(context: ExceptionContext) -> None:
     raise DatabaseUnavailableError(
         f"{what} {url}: {_first_line(context.original_exception)}; check [database] url and {check}"
     )
+
+
+def is_locked(exc: BaseException) -> bool:
+    """SQLite's own words for another process holding the write lock past busy_timeout."""
+    return "database is locked" in str(exc)
 
 
 def busy_error(url: str) -> DatabaseBusyError:

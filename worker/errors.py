@@ -60,6 +60,10 @@ class HttpListenError(ConfigError):
     """The HTTP server cannot listen on [http] listen: choose another address or port."""
 
 
+class TooManyRowsError(WatcherError):
+    """One day alone has more rows than an analytics answer may hold."""
+
+
 class NotFoundError(WatcherError):
     """No such object."""
 

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.days import completed_window, span, utc_now
 from worker.db import transaction
-from worker.errors import OpenRouterError
+from worker.errors import OpenRouterError, TooManyRowsError
 from worker.locking import LockLostError
 from worker.logs import get_logger
 from worker.models import SOURCE_ACTIVITY, SOURCE_ANALYTICS
@@ -51,10 +51,6 @@ log = get_logger("worker.history")
 # (subjects finished, rows written) so far: see the module docstring.
 OnProgress = Callable[[int, WriteCounts], None]
 StepProgress = Callable[[int, int, WriteCounts], None]  # done, total, rows written
-
-
-class TooManyRows(Exception):
-    """One day alone has more rows than an analytics answer may hold."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +143,8 @@ class Importer:
             complete = self._range(secret, subject, self.first, newest)
         except LockLostError:
             raise
-        except (OpenRouterError, TooManyRows) as exc:
-            reason, message = describe_failure(exc) if isinstance(exc, OpenRouterError) else (
-                "too_many_rows", str(exc))  # fmt: skip
+        except (OpenRouterError, TooManyRowsError) as exc:
+            reason, message = describe_failure(exc)
             log.warning(
                 "history_import_paused", subject=subject.label, reason=reason, error=message
             )
@@ -176,7 +171,9 @@ class Importer:
             return True
         if answer.truncated:
             if first == last:
-                raise TooManyRows(f"{first} alone has more rows than an analytics answer holds")
+                raise TooManyRowsError(
+                    f"{first} alone has more rows than an analytics answer holds"
+                )
             middle = first + (last - first) // 2
             return self._range(secret, subject, middle + dt.timedelta(days=1), last) and (
                 self._range(secret, subject, first, middle)
@@ -260,7 +257,7 @@ def answers(
     if not answer.truncated:
         return [(answer.rows, first, last)]
     if first == last:
-        raise TooManyRows(f"{first} alone has more rows than an analytics answer holds")
+        raise TooManyRowsError(f"{first} alone has more rows than an analytics answer holds")
     middle = first + (last - first) // 2
     return [*answers(client, secret, subject, first, middle),
             *answers(client, secret, subject, middle + dt.timedelta(days=1), last)]  # fmt: skip
@@ -349,9 +346,8 @@ def _backfill(
     try:
         counts = backfill_days(factory, client, secret, subjects, days, on_progress)
         tally.counts = tally.counts + counts
-    except (OpenRouterError, TooManyRows) as exc:
-        reason, message = describe_failure(exc) if isinstance(exc, OpenRouterError) else (
-            "too_many_rows", str(exc))  # fmt: skip
+    except (OpenRouterError, TooManyRowsError) as exc:
+        reason, message = describe_failure(exc)
         outcome = KeyOutcome(
             account.id, account.user_id, account.name, "failed", reason=reason, error=message
         )

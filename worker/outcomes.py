@@ -23,6 +23,7 @@ from worker.errors import (
     NotManagementKeyError,
     OpenRouterError,
     RateLimitedError,
+    TooManyRowsError,
     UnauthorizedError,
     UpstreamUnavailableError,
     WatcherError,
@@ -256,6 +257,7 @@ _REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (InvalidResponseError, "invalid_response"),
     (DatabaseBusyError, "database_busy"),
     (DatabaseUnavailableError, "database_unavailable"),
+    (TooManyRowsError, "too_many_rows"),
     (OpenRouterError, "openrouter_error"),
     (WatcherError, "error"),
 )

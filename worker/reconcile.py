@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker import history
 from worker.crypto import Keyring
-from worker.days import completed_window
+from worker.days import completed_window, span
 from worker.errors import NotFoundError, UsageError
 from worker.models import KIND_MANAGEMENT, SOURCE_ACTIVITY, SOURCE_ANALYTICS, ApiKey, UsageStats
 from worker.openrouter import OpenRouterClient
@@ -110,14 +110,12 @@ def reconcile(
         with factory() as session:
             stored = _stored(session, account.id, first, last)
         check = AccountCheck(account.id, account.name)
-        day = first
-        while day <= last:
-            if stored.get(day, (ZERO, SOURCE_ACTIVITY))[1] == SOURCE_ANALYTICS:
+        for day in span(first, last):
+            cost, source = stored.get(day, (ZERO, SOURCE_ACTIVITY))
+            if source == SOURCE_ANALYTICS:
                 check.skipped += 1
             else:
-                cost = stored.get(day, (ZERO, SOURCE_ACTIVITY))[0]
                 check.days.append(DayCheck(day, cost, answered.get(day, ZERO)))
-            day += dt.timedelta(days=1)
         checks.append(check)
     return checks
 

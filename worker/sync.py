@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker import catalogue, history
 from worker.config import Settings
 from worker.crypto import Keyring
-from worker.days import check_days, split_days, utc_now, window_days
+from worker.days import check_days, split_days, utc_today, window_days
 from worker.db import make_session_factory, transaction
 from worker.errors import DatabaseBusyError, NotFoundError, NotManagementKeyError, OpenRouterError
 from worker.fetch import Fetched, fetch_catalogued, fetch_registered, is_ordinary
@@ -92,7 +92,7 @@ def run_sync(
     fetched or recorded. ``client`` defaults to one built from the settings, closed at the end.
     ``progress`` is handed a :class:`~worker.outcomes.Progress` whenever the work advances.
     """
-    today = utc_now().date()
+    today = utc_today()
     run_days = window_days(today) if days is None else check_days(days, today)
     in_window, older = (run_days, []) if days is None else split_days(run_days, today)
     wanted = None if key_ids is None else sorted(set(key_ids))

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from worker.db import busy_error
+from worker.db import busy_error, is_locked
 from worker.models import SOURCE_ACTIVITY, to_money, utcnow
 from worker.usage import VALUE_COLUMNS, UsageRow, WriteCounts
 
@@ -223,7 +223,7 @@ def write_usage(
     except sqlite3.OperationalError as exc:
         # The raw driver calls bypass the engine's error hook (worker.db): name the condition
         # the same way, so the key fails as database_busy, not as something unexpected.
-        if "database is locked" in str(exc):
+        if is_locked(exc):
             url = session.get_bind().engine.url.render_as_string(hide_password=True)
             raise busy_error(url) from exc
         raise
