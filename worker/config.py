@@ -17,6 +17,7 @@ that names each key and where its value came from.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 import os
 import tomllib
@@ -308,6 +309,12 @@ class DigestSettings:
         "keys and models, against the 7-day mean (empty: no digest)",
     )
     at: str = _opt("08:00", "When the digest goes out (HH:MM, UTC)", check=_check_hhmm)
+
+    @property
+    def time(self) -> dt.time:
+        """``at`` as a time of day (UTC)."""
+        hour, minute = (int(part) for part in self.at.split(":"))
+        return dt.time(hour, minute)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -49,6 +49,7 @@ READ_ONLY = {
     "report": (["report"], NEVER),
     "keys list": (["keys", "list"], NEVER),
     "users list": (["users", "list"], NEVER),
+    "account-keys": (["account-keys"], NEVER),
     # The next scheduled run comes from APScheduler's cron trigger, the daemon's own, so the
     # two never disagree: its trigger module only, never the scheduler.
     "status": (

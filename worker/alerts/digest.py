@@ -31,8 +31,7 @@ TOP = 3
 
 
 def _due(settings: Settings, now: dt.datetime) -> bool:
-    hour, minute = (int(part) for part in settings.digest.at.split(":"))
-    return bool(settings.digest.channels) and now.time() >= dt.time(hour, minute)
+    return bool(settings.digest.channels) and now.time() >= settings.digest.time
 
 
 def compose(session: Session, today: dt.date) -> tuple[str, str]:

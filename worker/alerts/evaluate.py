@@ -105,7 +105,8 @@ def candidates(
             yield Candidate(subject_of(fig), getattr(fig, _VALUE[rule.metric]), fig)
 
 
-def _period(rule: AlertRule, now: dt.datetime) -> str:
+def period_of(rule: AlertRule, now: dt.datetime) -> str:
+    """The period a rule fires once in: the UTC day, the month, or the crossing itself."""
     if rule.period == "day":
         return now.date().isoformat()
     if rule.period == "month":
@@ -165,7 +166,7 @@ def _evaluate(
 ) -> list[Fired]:
     value = to_money(candidate.value)
     assert value is not None
-    period = _period(rule, now)
+    period = period_of(rule, now)
     fired = []
     for threshold in rule.thresholds:
         key = (rule.name, candidate.subject.id, f"{threshold:f}")

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from worker.alerts.evaluate import candidates
+from worker.alerts.evaluate import candidates, period_of
 from worker.alerts.messages import show
 from worker.config import Settings
 from worker.days import utc_now
@@ -58,7 +58,7 @@ def rule_status(
     states = store.states(session, [r.name for r in settings.alerts])
     rows = []
     for rule in settings.alerts:
-        current = now.date().isoformat() if rule.period == "day" else f"{now:%Y-%m}"
+        current = period_of(rule, now)
         for candidate in candidates(rule, found, failing):
             firing, last = [], None
             for threshold in rule.thresholds:

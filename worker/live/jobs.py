@@ -84,10 +84,9 @@ class LivePoller:
         )
         digest = self.settings.digest
         if digest.channels:
-            hour, minute = digest.at.split(":")
             scheduler.add_job(
                 self.job,
-                CronTrigger(hour=int(hour), minute=int(minute), timezone=dt.UTC),
+                CronTrigger(hour=digest.time.hour, minute=digest.time.minute, timezone=dt.UTC),
                 id=JOB_DIGEST,
                 name="live poll (digest)",
                 replace_existing=True,

@@ -7,12 +7,17 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from worker.models import AccountKey, ApiKey
-from worker.openrouter.keys import CatalogKey
+
+if TYPE_CHECKING:
+    # Only a type here: importing worker.openrouter would load the HTTP client, which the
+    # read-only `account-keys` command never uses.
+    from worker.openrouter.keys import CatalogKey
 
 
 @dataclass(frozen=True, slots=True)
