@@ -56,6 +56,14 @@ def generate_master_key() -> str:
     return base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode("ascii")
 
 
+def create_key_file(path: Path) -> None:
+    """A new master key in a new file that only its owner can read (never over an existing
+    one: losing a key loses every key it encrypted)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(generate_master_key() + "\n")
+
+
 def key_fingerprint(key: bytes) -> str:
     """The short id of a master key: 8 hex digits of its SHA-256 (not enough to guess it)."""
     return hashlib.sha256(key).hexdigest()[:8]

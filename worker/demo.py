@@ -27,7 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from worker.cli import main as cli_main
-from worker.crypto import generate_master_key
+from worker.crypto import create_key_file
 from worker.days import utc_today
 from worker.testing.activity_data import generate_activity
 from worker.testing.fake_account import generate_account
@@ -153,9 +153,7 @@ def main() -> int:
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     DEMO_DIR.mkdir(parents=True)
     # Kept beside the database, so `make dashboard` can run the daemon on it later.
-    fd = os.open(MASTER_KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(generate_master_key() + "\n")
+    create_key_file(MASTER_KEY)
     with demo_openrouter() as (fake, hook):
         print(f"fake OpenRouter listening on {fake.base_url}; database {DATABASE}")
         steps: list[tuple[tuple[str, ...], str | None]] = [(("migrate",), None)]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from worker import render
 from worker.commands.args import example, key_id
+from worker.commands.progress import is_terminal
 from worker.crypto import Keyring, generate_master_key
 from worker.errors import OpenRouterError, UsageError
 from worker.logs import get_logger, mask_text
@@ -30,14 +31,9 @@ log = get_logger("worker.commands.accounts")
 # --- secrets from stdin or a hidden prompt ----------------------------------------------------
 
 
-def _is_tty(stream: Any) -> bool:
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
-
-
 def read_secret(ctx: Context, prompt: str) -> str:
     """A secret from piped stdin (all of it) or, on a terminal, a hidden prompt."""
-    if _is_tty(ctx.stdin):
+    if is_terminal(ctx.stdin):
         return getpass.getpass(prompt, stream=ctx.stderr)
     return ctx.stdin.read()
 
@@ -234,7 +230,7 @@ def cmd_keys_remove(ctx: Context, args: argparse.Namespace) -> int:
     factory = ctx.sessions()
     key = accounts.get_key(factory, args.id)
     if not args.yes:
-        if not _is_tty(ctx.stdin):
+        if not is_terminal(ctx.stdin):
             raise UsageError(
                 f"keys remove {args.id} deletes the key and its usage history: "
                 "add --yes to confirm when not on a terminal"

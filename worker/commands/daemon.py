@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from worker import render
 from worker.commands.args import example
-from worker.crypto import CREDENTIAL_NAME, Keyring, generate_master_key
+from worker.crypto import CREDENTIAL_NAME, Keyring, create_key_file
 from worker.logs import get_logger
 
 if TYPE_CHECKING:
@@ -57,9 +57,7 @@ def _local_keyring(ctx: Context, path: Path) -> Keyring:
     log = get_logger("worker.daemon")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(generate_master_key() + "\n")
+        create_key_file(path)
         log.warning(
             "master_key_created",
             path=str(path),
