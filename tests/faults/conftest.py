@@ -8,6 +8,7 @@ Every wait polls a real condition with a deadline (:func:`wait_until`); nothing 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import json
 import os
@@ -29,6 +30,7 @@ from worker.cli import main
 from worker.crypto import Keyring
 from worker.db import create_db_engine, make_session_factory
 from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats
+from worker.testing import waiting
 from worker.testing.activity_data import expected_totals, generate_activity
 from worker.testing.env import clean_env
 from worker.testing.fake_openrouter import FakeOpenRouter
@@ -41,13 +43,8 @@ NOON = "2026-11-26T12:00:00Z"  # the worker's clock, unless a test pins another 
 Rows = dict[tuple[dt.date, str], tuple[Any, ...]]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
-    """Poll a real condition until it holds; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what or condition}")
-        time.sleep(0.02)
+# The fault suite's processes are quick: a hang shows sooner than the 30 s elsewhere.
+wait_until = functools.partial(waiting.wait_until, timeout=20.0)
 
 
 def secret(n: int) -> str:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -32,6 +32,7 @@ from worker.testing.activity_data import generate_activity
 from worker.testing.env import clean_env
 from worker.testing.fake_openrouter import FakeOpenRouter, fingerprint
 from worker.testing.postgres import PostgresServer, find_bindir, free_port
+from worker.testing.waiting import wait_until
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")
 CLOCK = "2026-11-20T12:00:00Z"
@@ -41,16 +42,6 @@ KEYS = {
     "slow": "sk-or-v1-daemon-slow-0000000000000000000000000000000000000000000002",
     "third": "sk-or-v1-daemon-third-000000000000000000000000000000000000000000003",
 }
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Poll a real condition until it holds, failing the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -31,6 +31,7 @@ from worker.testing.activity_data import generate_activity
 from worker.testing.env import clean_env
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.postgres import free_port
+from worker.testing.waiting import wait_until
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")
 DEAD_SECRET = "dead-Secret-Token-0123456789abcdef"
@@ -42,16 +43,6 @@ KEYS = {  # name: (owner, OpenRouter key)
     "staging": (ALICE, "sk-or-v1-http-staging-" + "2" * 43),
     "research": (BOB, "sk-or-v1-http-research-" + "3" * 42),
 }
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 30.0) -> None:
-    """Poll a real condition until it holds, failing the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def events(log: Path) -> list[dict[str, object]]:

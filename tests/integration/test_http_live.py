@@ -37,7 +37,8 @@ from worker.models import KIND_MANAGEMENT, KIND_ORDINARY
 from worker.sync import run_sync
 from worker.testing.fake_account import FakeAccount, FakeAccountKey, generate_account, listing
 from worker.testing.fake_openrouter import FakeOpenRouter
-from worker.testing.receivers import WebhookReceiver, free_port
+from worker.testing.postgres import free_port
+from worker.testing.receivers import WebhookReceiver
 from worker.testing.served import serving
 
 NOON = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)

@@ -9,8 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,19 +23,11 @@ from worker.testing.env import clean_env
 from worker.testing.fake_account import generate_account, replace_key
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.receivers import WebhookReceiver
+from worker.testing.waiting import wait_until
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")
 CLOCK = "2026-11-20T12:00:00Z"
 MANAGEMENT = "sk-or-v1-daemon-live-" + "5" * 44
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def events(log: Path, name: str) -> list[dict[str, object]]:

@@ -31,13 +31,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TABLES = {"users", "api_keys", "usage_stats", "api_tokens", "sync_runs", "sync_key_results"}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'empty.db'}"
-    return str(request.getfixturevalue("empty_postgres_url"))
-
-
 def _diff(engine: object) -> list[object]:
     with engine.connect() as conn:  # type: ignore[attr-defined]
         context = MigrationContext.configure(conn, opts={"compare_type": True})

@@ -16,7 +16,7 @@ from worker.outcomes import KeyOutcome
 from worker.store import keys as key_store
 from worker.store import ledger
 from worker.store.usage_write import KeyRows, write_usage
-from worker.testing.usage import stored_usage
+from worker.testing.usage import stored_usage_of
 from worker.usage import UsageRow, WriteCounts
 
 D1 = dt.date(2026, 11, 1)
@@ -29,11 +29,6 @@ def _write(
     with transaction(factory) as session:
         (counts,) = write_usage(session, [KeyRows(key_id, rows, frozenset(days))])
         return counts
-
-
-def _stored(factory: sessionmaker[Session], key_id: int) -> dict[tuple[dt.date, str], tuple]:
-    with factory() as session:
-        return stored_usage(session, key_id)
 
 
 def test_write_inserts_exactly_then_an_identical_write_sends_nothing(
@@ -49,7 +44,7 @@ def test_write_inserts_exactly_then_an_identical_write_sends_nothing(
     same = [rows[0]._replace(cost=Decimal("0.300000000")), rows[1]]
     assert _write(session_factory, sample_key.id, [D1, D2], same) == WriteCounts(unchanged=2)
     assert usage_triggers.writes() == ["insert", "insert"]
-    assert _stored(session_factory, sample_key.id) == {
+    assert stored_usage_of(session_factory, sample_key.id) == {
         (D1, "openai/gpt-4.1"): (3, 100, 50, 70, Decimal("0.3"), Decimal("0.000000001")),
         (D2, "openai/gpt-4.1"): (2**40, 2**40, 5, 0, Decimal("454.542594979"), Decimal(0)),
     }
@@ -79,7 +74,7 @@ def test_a_restated_day_replaces_values_and_deletes_vanished_models_only_that_da
     )
     assert counts == WriteCounts(inserted=1, updated=1, deleted=1)
     assert usage_triggers.writes()[3:] == ["insert", "update", "delete"]
-    assert _stored(session_factory, sample_key.id) == {
+    assert stored_usage_of(session_factory, sample_key.id) == {
         (D1, "a/x"): (9, 9, 9, 1, Decimal("9.000000009"), Decimal("0.1")),
         (D1, "a/z"): (1, 1, 1, 0, Decimal("0.1"), Decimal(0)),
         (D2, "a/y"): (3, 3, 3, 0, Decimal("3.5"), Decimal(0)),
@@ -93,7 +88,7 @@ def test_a_written_day_without_rows_deletes_that_days_rows(
         session_factory, sample_key.id, [D1, D2], [UsageRow(D1, "a/x", 1), UsageRow(D2, "a/x", 1)]
     )
     assert _write(session_factory, sample_key.id, [D1], []) == WriteCounts(deleted=1)
-    assert set(_stored(session_factory, sample_key.id)) == {(D2, "a/x")}
+    assert set(stored_usage_of(session_factory, sample_key.id)) == {(D2, "a/x")}
 
 
 def test_many_rows_and_keys_share_statements_each_with_its_own_counts(
@@ -118,8 +113,8 @@ def test_many_rows_and_keys_share_statements_each_with_its_own_counts(
     assert _write(session_factory, sample_key.id, days, changed) == WriteCounts(
         updated=199, unchanged=5771, deleted=30
     )
-    assert len(_stored(session_factory, sample_key.id)) == 5970
-    assert len(_stored(session_factory, other.id)) == 10
+    assert len(stored_usage_of(session_factory, sample_key.id)) == 5970
+    assert len(stored_usage_of(session_factory, other.id)) == 10
 
 
 def test_rows_of_other_keys_and_other_days_are_never_touched(
@@ -134,8 +129,10 @@ def test_rows_of_other_keys_and_other_days_are_never_touched(
     assert _write(session_factory, sample_key.id, [D1], [UsageRow(D1, "a/x", 1)]) == WriteCounts(
         inserted=1
     )
-    assert _stored(session_factory, other.id) == {(D1, "a/x"): (5, 0, 0, 0, Decimal(0), Decimal(0))}
-    assert set(_stored(session_factory, sample_key.id)) == {(D1, "a/x"), (D2, "a/x")}
+    assert stored_usage_of(session_factory, other.id) == {
+        (D1, "a/x"): (5, 0, 0, 0, Decimal(0), Decimal(0))
+    }
+    assert set(stored_usage_of(session_factory, sample_key.id)) == {(D1, "a/x"), (D2, "a/x")}
 
 
 def test_write_refuses_rows_outside_the_days_duplicates_and_a_key_twice(
@@ -148,7 +145,7 @@ def test_write_refuses_rows_outside_the_days_duplicates_and_a_key_twice(
     with pytest.raises(ValueError, match="twice"), transaction(session_factory) as session:
         item = KeyRows(sample_key.id, [], frozenset([D1]))
         write_usage(session, [item, item])
-    assert _stored(session_factory, sample_key.id) == {}
+    assert stored_usage_of(session_factory, sample_key.id) == {}
 
 
 def test_a_row_that_appeared_after_the_read_fails_the_write_instead_of_doubling(
@@ -181,7 +178,7 @@ def test_a_row_that_appeared_after_the_read_fails_the_write_instead_of_doubling(
             with pytest.raises(Exception, match="uniq_key_date_model"):
                 write_usage(session, [KeyRows(key_id, rows, frozenset([D1]))])
         assert _write(factory, key_id, [D1], [UsageRow(D1, "a/x", 2)]) == WriteCounts(updated=1)
-        assert _stored(factory, key_id)[(D1, "a/x")][0] == 2
+        assert stored_usage_of(factory, key_id)[(D1, "a/x")][0] == 2
     finally:
         engine.dispose()
 

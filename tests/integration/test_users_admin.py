@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -61,13 +60,6 @@ def test_users_add_admin_and_users_admin_set_revoke_and_show_the_flag(configured
     code, out, err = run_cli("users", "admin", "carol@example.com")
     assert (code, out) == (2, "")
     assert err.startswith("error: no user carol@example.com")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'empty.db'}"
-    return str(request.getfixturevalue("empty_postgres_url"))
 
 
 def test_0006_adds_is_admin_false_and_its_downgrade_keeps_users_and_their_keys(

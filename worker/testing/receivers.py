@@ -11,10 +11,11 @@ deliver to them; a receiver can be told to fail its next answers (a receiver tha
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from worker.testing.postgres import free_port
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -102,12 +103,6 @@ class WebhookReceiver:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class MailReceiver:
