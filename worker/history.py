@@ -182,12 +182,8 @@ class Importer:
         return True
 
     def _store(self, subject: Subject, rows: list[UsageRow], first: dt.date, last: dt.date) -> None:
-        write = KeyRows(
-            subject.owner_id, rows, frozenset(span(first, last)), keep_source=SOURCE_ACTIVITY
-        )
         with transaction(self.factory) as session:
-            (counts,) = write_usage(session, [write], table=subject.table, source=SOURCE_ANALYTICS)
-            assert isinstance(counts, WriteCounts)  # no delete limit was asked for
+            counts = _write(session, subject, rows, first, last)
             done = utc_now() if first <= self.first else None
             subject.record(session, first, done)
         self.tally.counts = self.tally.counts + counts
@@ -214,6 +210,19 @@ def gap_days(
     return span(first, completed_window(today)[0] - dt.timedelta(days=1))
 
 
+def _write(
+    session: Session, subject: Subject, rows: list[UsageRow], first: dt.date, last: dt.date
+) -> WriteCounts:
+    """An analytics answer for ``first`` … ``last`` replaces the subject's rows of those days,
+    except on days that hold ``/activity`` rows (finer; never overwritten by analytics)."""
+    write = KeyRows(
+        subject.owner_id, rows, frozenset(span(first, last)), keep_source=SOURCE_ACTIVITY
+    )
+    (counts,) = write_usage(session, [write], table=subject.table, source=SOURCE_ANALYTICS)
+    assert isinstance(counts, WriteCounts)  # no delete limit was asked for
+    return counts
+
+
 def backfill_days(
     factory: sessionmaker[Session],
     client: OpenRouterClient,
@@ -230,15 +239,8 @@ def backfill_days(
     for index, (first, last) in enumerate(ranges, 1):
         for finished, subject in enumerate(subjects, 1):
             for rows, lo, hi in answers(client, secret, subject, first, last):
-                write = KeyRows(
-                    subject.owner_id, rows, frozenset(span(lo, hi)), keep_source=SOURCE_ACTIVITY
-                )
                 with transaction(factory) as session:
-                    (counts,) = write_usage(
-                        session, [write], table=subject.table, source=SOURCE_ANALYTICS
-                    )
-                assert isinstance(counts, WriteCounts)
-                total = total + counts
+                    total = total + _write(session, subject, rows, lo, hi)
             if on_progress is not None:
                 # A subject is finished with its last range (a backfill's days are one range).
                 on_progress(finished if index == len(ranges) else 0, total)

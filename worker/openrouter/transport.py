@@ -123,7 +123,6 @@ class Transport:
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
         self.requests_made = 0
-        self.retries = 0
         self.rate_limit_seconds = 0.0
 
     @property
@@ -274,9 +273,8 @@ class Transport:
 
     def _log_retry(self, rs: tenacity.RetryCallState, request: _Request) -> None:
         outcome = rs.outcome
-        with self._lock:
-            self.retries += 1
-            if outcome is not None and not outcome.failed and outcome.result().status == 429:
+        if outcome is not None and not outcome.failed and outcome.result().status == 429:
+            with self._lock:
                 self.rate_limit_seconds += rs.upcoming_sleep
         fields: dict[str, Any] = {
             "path": request.path,
