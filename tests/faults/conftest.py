@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from worker.crypto import Keyring
 from worker.db import create_db_engine, make_session_factory
 from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats
 from worker.testing import waiting
-from worker.testing.activity_data import expected_totals, generate_activity
+from worker.testing.activity_data import as_stored, expected_totals, generate_activity
 from worker.testing.env import clean_env
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.usage import stored_usage_of
@@ -49,21 +48,6 @@ wait_until = functools.partial(waiting.wait_until, timeout=20.0)
 
 def secret(n: int) -> str:
     return f"sk-or-v1-fault-{n:060d}"
-
-
-def as_stored(totals: dict[tuple[dt.date, str], dict[str, Any]]) -> Rows:
-    """:func:`expected_totals` as :func:`stored_usage_of` returns rows."""
-    return {
-        pair: (
-            t["requests"],
-            t["prompt_tokens"],
-            t["completion_tokens"],
-            t["reasoning_tokens"],
-            Decimal(t["usage"]),
-            Decimal(t["byok_usage_inference"]),
-        )
-        for pair, t in totals.items()
-    }
 
 
 @dataclass

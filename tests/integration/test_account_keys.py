@@ -25,7 +25,7 @@ from worker.models import AccountKey, ApiKey, KeyUsageStats, SyncKeyResult, Sync
 from worker.outcomes import RunSummary
 from worker.report import DIMENSIONS, UNATTRIBUTED, Totals, build_report
 from worker.sync import run_sync
-from worker.testing.activity_data import expected_totals, generate_activity
+from worker.testing.activity_data import as_stored, expected_totals, generate_activity
 from worker.testing.fake_account import (
     DEFAULT_WORKSPACE,
     FakeAccount,
@@ -111,18 +111,7 @@ def _sync(factory: sessionmaker[Session], settings: Settings, keyring: Keyring) 
 def _sums(rows: Iterable[dict[str, Any]]) -> Sums:
     """What a correct sync stores for raw ActivityItems inside the window: per (day, model)."""
     first, last = WINDOW
-    return {
-        pair: (
-            t["requests"],
-            t["prompt_tokens"],
-            t["completion_tokens"],
-            t["reasoning_tokens"],
-            t["usage"],
-            t["byok_usage_inference"],
-        )
-        for pair, t in expected_totals(rows).items()
-        if first <= pair[0] <= last
-    }
+    return {p: v for p, v in as_stored(expected_totals(rows)).items() if first <= p[0] <= last}
 
 
 def _add(*parts: Sums) -> Sums:

@@ -27,7 +27,7 @@ from worker.openrouter import OpenRouterClient
 from worker.openrouter.pacing import RateLimiter
 from worker.outcomes import RunSummary
 from worker.sync import run_sync
-from worker.testing.activity_data import expected_totals
+from worker.testing.activity_data import as_stored, expected_totals
 from worker.testing.fake_account import FakeAccount, generate_account, replace_key
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault
 
@@ -119,18 +119,7 @@ def _sync(
 def _sums(rows: Iterable[dict[str, Any]], first: dt.date, last: dt.date) -> Sums:
     """Raw ActivityItems summed per (day, model) for ``first`` … ``last``: what both /activity
     and analytics (cost = total_usage - byok_usage) must come to."""
-    return {
-        pair: (
-            t["requests"],
-            t["prompt_tokens"],
-            t["completion_tokens"],
-            t["reasoning_tokens"],
-            t["usage"],
-            t["byok_usage_inference"],
-        )
-        for pair, t in expected_totals(rows).items()
-        if first <= pair[0] <= last
-    }
+    return {p: v for p, v in as_stored(expected_totals(rows)).items() if first <= p[0] <= last}
 
 
 def _account_sums(account: FakeAccount, first: dt.date, last: dt.date) -> Sums:

@@ -17,7 +17,7 @@ from worker.crypto import Keyring
 from worker.models import ApiKey
 from worker.outcomes import RunSummary
 from worker.sync import run_sync
-from worker.testing.activity_data import expected_totals, generate_activity
+from worker.testing.activity_data import as_stored, expected_totals, generate_activity
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.usage import stored_usage_of
 from worker.usage import WriteCounts
@@ -61,17 +61,7 @@ def _sync(
 
 
 def _expected(seed: int = 1) -> dict[Any, tuple[Any, ...]]:
-    return {
-        pair: (
-            v["requests"],
-            v["prompt_tokens"],
-            v["completion_tokens"],
-            v["reasoning_tokens"],
-            v["usage"],
-            v["byok_usage_inference"],
-        )
-        for pair, v in expected_totals(_raw(seed)).items()
-    }
+    return as_stored(expected_totals(_raw(seed)))
 
 
 def _remembered(session_factory: sessionmaker[Session], key_id: int) -> tuple[Any, Any]:

@@ -13,7 +13,7 @@ import pytest
 from worker.config import OpenRouterSettings
 from worker.errors import InvalidResponseError
 from worker.openrouter import MAX_MODEL_LENGTH, OpenRouterClient, daily_totals, parse_activity
-from worker.testing.activity_data import dumps, expected_totals, generate_activity
+from worker.testing.activity_data import as_stored, dumps, expected_totals, generate_activity
 
 WINDOW = (dt.date(2026, 4, 1), dt.date(2026, 4, 30))
 
@@ -270,17 +270,7 @@ def test_realistic_answers_parse_to_the_expected_daily_totals() -> None:
         )
         for t in daily_totals(rows)
     }
-    assert totals == {
-        pair: (
-            v["requests"],
-            v["prompt_tokens"],
-            v["completion_tokens"],
-            v["reasoning_tokens"],
-            v["usage"],
-            v["byok_usage_inference"],
-        )
-        for pair, v in expected_totals(raw).items()
-    }
+    assert totals == as_stored(expected_totals(raw))
 
 
 def test_a_count_beyond_a_bigint_is_an_invalid_answer_not_a_crash() -> None:

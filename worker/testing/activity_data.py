@@ -170,3 +170,21 @@ def dumps(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ",".join(dumps(v) for v in value) + "]"
     return json.dumps(value)
+
+
+def as_stored(
+    totals: dict[tuple[dt.date, str], dict[str, Any]],
+) -> dict[tuple[dt.date, str], tuple[Any, ...]]:
+    """:func:`expected_totals` in the shape :func:`worker.testing.usage.stored_usage` returns
+    rows: (requests, tokens in, out, reasoning, cost, BYOK cost)."""
+    return {
+        pair: (
+            t["requests"],
+            t["prompt_tokens"],
+            t["completion_tokens"],
+            t["reasoning_tokens"],
+            t["usage"],
+            t["byok_usage_inference"],
+        )
+        for pair, t in totals.items()
+    }
