@@ -21,7 +21,7 @@ from worker import days
 from worker.config import Settings
 from worker.crypto import Keyring
 from worker.days import DateRange, completed_window
-from worker.models import AccountKey, ApiKey, KeyUsageStats, SyncKeyResult, SyncRun, User
+from worker.models import ApiKey, KeyUsageStats, SyncKeyResult, SyncRun, User
 from worker.outcomes import RunSummary
 from worker.report import DIMENSIONS, UNATTRIBUTED, Totals, build_report
 from worker.sync import run_sync
@@ -34,7 +34,7 @@ from worker.testing.fake_account import (
     replace_key,
 )
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault
-from worker.testing.usage import stored_usage_of
+from worker.testing.usage import catalogue_of, stored_key_usage_of, stored_usage_of
 from worker.usage import WriteCounts
 
 TODAY = dt.date(2026, 11, 26)
@@ -134,28 +134,6 @@ def _total(sums: Sums) -> Totals:
     return sum((Totals(*values) for values in sums.values()), Totals())
 
 
-def _catalogue(factory: sessionmaker[Session], account_id: int) -> dict[str, AccountKey]:
-    with factory() as s:
-        rows = s.scalars(select(AccountKey).where(AccountKey.account_id == account_id))
-        return {row.hash: row for row in rows}
-
-
-def _key_rows(factory: sessionmaker[Session], entry_id: int) -> Sums:
-    with factory() as s:
-        rows = s.scalars(select(KeyUsageStats).where(KeyUsageStats.account_key_id == entry_id))
-        return {
-            (r.date, r.model): (
-                r.requests_count,
-                r.tokens_input,
-                r.tokens_output,
-                r.tokens_reasoning,
-                r.cost,
-                r.byok_cost,
-            )
-            for r in rows
-        }
-
-
 def _calls(fake: FakeOpenRouter, start: int = 0) -> list[tuple[str, dict[str, str]]]:
     return [(r.path.removeprefix("/api/v1"), r.query) for r in fake.requests[start:]]
 
@@ -231,7 +209,7 @@ def test_first_sync_lists_the_account_and_stores_each_key_and_the_account_exactl
 
     # The management key's rows are the whole account's (unattributed spend included).
     assert stored_usage_of(session_factory, mgmt) == whole
-    catalogue = _catalogue(session_factory, mgmt)
+    catalogue = catalogue_of(session_factory, mgmt)
     assert set(catalogue) == {k.hash for k in account.keys}
     for key in account.keys:
         entry = catalogue[key.hash]
@@ -247,7 +225,7 @@ def test_first_sync_lists_the_account_and_stores_each_key_and_the_account_exactl
         assert entry.first_seen_at.date() == TODAY
         assert entry.fetched_usage == sum((Decimal(str(r["usage"])) for r in key.rows), Decimal(0))
         assert entry.fetch_error is None
-        assert _key_rows(session_factory, entry.id) == per_key[key.hash]
+        assert stored_key_usage_of(session_factory, entry.id) == per_key[key.hash]
     assert (catalogue[k1.hash].disabled, catalogue[k1.hash].limit) == (True, Decimal("25.5"))
     assert catalogue[k2.hash].limit is None
     with session_factory() as s:
@@ -276,7 +254,7 @@ def test_a_resync_costs_only_the_listing_until_a_key_spends_and_then_fetches_tha
 ) -> None:
     account, mgmt = small_account
     _sync(session_factory, settings, keyring)
-    before = _catalogue(session_factory, mgmt)
+    before = catalogue_of(session_factory, mgmt)
     start = len(fake.requests)
 
     # Nothing moved: the account's /activity and its listing, nothing per key.
@@ -294,7 +272,7 @@ def test_a_resync_costs_only_the_listing_until_a_key_spends_and_then_fetches_tha
         "rows": WriteCounts().as_dict(),
     }
     assert summary.counts == WriteCounts(unchanged=len(_account_sums(account)))
-    after = _catalogue(session_factory, mgmt)
+    after = catalogue_of(session_factory, mgmt)
     for key in account.keys:
         # Seen again (last_seen_at moves), first seen and last fetched as before.
         old, new = before[key.hash], after[key.hash]
@@ -316,9 +294,9 @@ def test_a_resync_costs_only_the_listing_until_a_key_spends_and_then_fetches_tha
     # The account's own answer has the new model's two days too.
     assert summary.counts == WriteCounts(inserted=2, unchanged=len(_account_sums(account)) - 2)
     assert stored_usage_of(session_factory, mgmt) == _account_sums(account)
-    catalogue = _catalogue(session_factory, mgmt)
+    catalogue = catalogue_of(session_factory, mgmt)
     for key in account.keys:
-        assert _key_rows(session_factory, catalogue[key.hash].id) == _sums(key.rows)
+        assert stored_key_usage_of(session_factory, catalogue[key.hash].id) == _sums(key.rows)
 
 
 def test_keys_are_fetched_again_once_a_day_they_spent_completes_and_all_after_refresh_days(
@@ -395,7 +373,7 @@ def test_keys_listed_over_several_pages_are_each_catalogued_once(
     offsets = [q["offset"] for path, q in _calls(fake) if path == "/keys"]
     assert offsets[:3] == ["0", "2", "4"]
     assert summary.catalogue.listed == 5
-    assert sorted(_catalogue(session_factory, mgmt)) == sorted(k.hash for k in account.keys)
+    assert sorted(catalogue_of(session_factory, mgmt)) == sorted(k.hash for k in account.keys)
     assert _per_key_fetches(fake) == sorted(k.hash for k in account.keys)
 
 
@@ -424,7 +402,7 @@ def test_keys_of_every_workspace_are_each_catalogued_once(
         ("/keys", {"include_disabled": "true", "offset": "2", "workspace_id": OTHER_WORKSPACE}),
     ]
     assert (summary.catalogue.listed, summary.catalogue.fetched) == (4, 4)
-    catalogue = _catalogue(session_factory, mgmt)
+    catalogue = catalogue_of(session_factory, mgmt)
     assert {h: e.workspace_id for h, e in catalogue.items()} == {
         k.hash: k.workspace_id or DEFAULT_WORKSPACE for k in account.keys
     }
@@ -460,7 +438,7 @@ def test_a_listing_outage_keeps_the_accounts_window_and_lists_its_keys_next_time
     # /activity, (/workspaces,) the failing listing twice (500)
     assert summary.keys[0].http_requests == requests
     assert stored_usage_of(session_factory, mgmt) == _account_sums(account)
-    assert _catalogue(session_factory, mgmt) == {}
+    assert catalogue_of(session_factory, mgmt) == {}
     assert _per_key_fetches(fake) == []
     assert [e["reason"] for e in logs if e["event"] == "account_keys_not_listed"] == [
         "upstream_unavailable"
@@ -469,12 +447,12 @@ def test_a_listing_outage_keeps_the_accounts_window_and_lists_its_keys_next_time
     fake.on_request = None
     summary = _sync(session_factory, settings, keyring)
     assert (summary.status, summary.catalogue.listed, summary.catalogue.fetched) == ("ok", 3, 3)
-    assert sorted(_catalogue(session_factory, mgmt)) == sorted(k.hash for k in account.keys)
+    assert sorted(catalogue_of(session_factory, mgmt)) == sorted(k.hash for k in account.keys)
 
     # Down again, once the keys are catalogued: none of them is taken for deleted.
     fake.on_request = failing
     assert _sync(session_factory, settings, keyring).status == "ok"
-    assert [e.gone_at for e in _catalogue(session_factory, mgmt).values()] == [None] * 3
+    assert [e.gone_at for e in catalogue_of(session_factory, mgmt).values()] == [None] * 3
 
 
 # --- 4. keys that are no longer listed --------------------------------------------------------
@@ -490,7 +468,7 @@ def test_a_key_no_longer_listed_is_kept_with_its_rows_and_comes_back_when_listed
     account, mgmt = small_account
     _sync(session_factory, settings, keyring)
     gone = account.keys[0]
-    entry_id = _catalogue(session_factory, mgmt)[gone.hash].id
+    entry_id = catalogue_of(session_factory, mgmt)[gone.hash].id
     replace_key(account, gone.hash, deleted=True)
     start = len(fake.requests)
 
@@ -499,10 +477,10 @@ def test_a_key_no_longer_listed_is_kept_with_its_rows_and_comes_back_when_listed
     assert summary.status == "ok"
     assert summary.catalogue.listed == 2
     assert gone.hash not in _per_key_fetches(fake, start)
-    entry = _catalogue(session_factory, mgmt)[gone.hash]
+    entry = catalogue_of(session_factory, mgmt)[gone.hash]
     assert entry.id == entry_id
     assert entry.gone_at is not None and entry.gone_at.date() == TODAY
-    assert _key_rows(session_factory, entry_id) == _sums(gone.rows)  # its history stays
+    assert stored_key_usage_of(session_factory, entry_id) == _sums(gone.rows)  # its history stays
     # OpenRouter still counts a deleted key's spend in the account's.
     assert stored_usage_of(session_factory, mgmt) == _account_sums(account)
 
@@ -510,10 +488,10 @@ def test_a_key_no_longer_listed_is_kept_with_its_rows_and_comes_back_when_listed
     summary = _sync(session_factory, settings, keyring)
 
     assert summary.catalogue.listed == 3
-    back = _catalogue(session_factory, mgmt)[gone.hash]
+    back = catalogue_of(session_factory, mgmt)[gone.hash]
     assert (back.id, back.gone_at, back.first_seen_at) == (entry_id, None, entry.first_seen_at)
     assert back.last_seen_at > entry.last_seen_at
-    assert _key_rows(session_factory, entry_id) == _sums(gone.rows)
+    assert stored_key_usage_of(session_factory, entry_id) == _sums(gone.rows)
 
 
 # --- 5. registered ordinary keys --------------------------------------------------------------
@@ -546,14 +524,14 @@ def test_registered_ordinary_keys_are_linked_by_hash_or_else_by_label_and_keep_t
         assert by_id[key_id].counts == WriteCounts(inserted=10)
     # GET /key once, for the label of the key whose listed hash is not its SHA-256.
     assert [path for path, _q in _calls(fake) if path == "/key"] == ["/key"]
-    catalogue = _catalogue(session_factory, mgmt)
+    catalogue = catalogue_of(session_factory, mgmt)
     for listed_hash, key in ((by_hash.hash, by_hash), ("ab" * 32, by_label)):
         entry = catalogue[listed_hash]
         assert entry.registered_key_id == ordinary[listed_hash]
         # Its rows are the registered key's own (usage_stats), not a catalogued key's.
         assert stored_usage_of(session_factory, ordinary[listed_hash]) == _sums(key.rows)
-        assert _key_rows(session_factory, entry.id) == {}
-    assert _key_rows(session_factory, catalogue[account.keys[2].hash].id) == _sums(
+        assert stored_key_usage_of(session_factory, entry.id) == {}
+    assert stored_key_usage_of(session_factory, catalogue[account.keys[2].hash].id) == _sums(
         account.keys[2].rows
     )
     assert stored_usage_of(session_factory, mgmt) == _account_sums(account)
@@ -568,7 +546,7 @@ def test_registered_ordinary_keys_are_linked_by_hash_or_else_by_label_and_keep_t
     assert _calls(fake, start) == LISTING_CALLS
     assert {
         h: e.registered_key_id
-        for h, e in _catalogue(session_factory, mgmt).items()
+        for h, e in catalogue_of(session_factory, mgmt).items()
         if e.registered_key_id
     } == ordinary
 
@@ -599,7 +577,7 @@ def test_an_ordinary_key_without_its_management_key_is_a_warning_and_the_run_is_
     assert by_id[orphan].http_requests == 2  # its refused /activity, then /key for its label
     assert summary.catalogue.linked == 0
     assert stored_usage_of(session_factory, orphan) == {}
-    assert all(e.registered_key_id is None for e in _catalogue(session_factory, mgmt).values())
+    assert all(e.registered_key_id is None for e in catalogue_of(session_factory, mgmt).values())
     with session_factory() as s:
         run = s.get(SyncRun, summary.run_id)
         assert run is not None and (run.status, run.keys_ok, run.keys_failed) == ("ok", 1, 0)
@@ -639,8 +617,8 @@ def test_every_report_grouping_has_the_accounts_total_and_by_key_attributes_the_
     replace_key(second, second.keys[1].hash, deleted=True)
     summary = _sync(session_factory, settings, keyring)
     assert (summary.status, summary.catalogue.linked) == ("ok", 0)
-    assert _catalogue(session_factory, bob)[second.keys[1].hash].gone_at is not None
-    assert _catalogue(session_factory, alice)[first.keys[0].hash].registered_key_id == linked
+    assert catalogue_of(session_factory, bob)[second.keys[1].hash].gone_at is not None
+    assert catalogue_of(session_factory, alice)[first.keys[0].hash].registered_key_id == linked
 
     totals = {alice: _total(_account_sums(first)), bob: _total(_account_sums(second))}
     grand = totals[alice] + totals[bob]

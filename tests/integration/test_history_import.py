@@ -22,7 +22,7 @@ from worker import days
 from worker.config import Settings
 from worker.crypto import Keyring
 from worker.days import completed_window
-from worker.models import AccountKey, ApiKey, KeyUsageStats, UsageStats, User
+from worker.models import ApiKey, KeyUsageStats, UsageStats, User
 from worker.openrouter import OpenRouterClient
 from worker.openrouter.pacing import RateLimiter
 from worker.outcomes import RunSummary
@@ -30,6 +30,7 @@ from worker.sync import run_sync
 from worker.testing.activity_data import as_stored, expected_totals
 from worker.testing.fake_account import FakeAccount, generate_account, replace_key
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault
+from worker.testing.usage import catalogue_of
 
 TODAY = dt.date(2026, 11, 26)
 HISTORY_DAYS = 60
@@ -159,12 +160,6 @@ def _values(rows: dict[tuple[dt.date, str], tuple[tuple[Any, ...], str]]) -> Sum
     return {pair: values for pair, (values, _source) in rows.items()}
 
 
-def _entries(factory: sessionmaker[Session], account_id: int) -> dict[str, AccountKey]:
-    with factory() as s:
-        rows = s.scalars(select(AccountKey).where(AccountKey.account_id == account_id))
-        return {row.hash: row for row in rows}
-
-
 def _analytics_requests(fake: FakeOpenRouter, start: int = 0) -> list[int]:
     """The statuses of the analytics requests since ``start``."""
     return [r.status for r in fake.requests[start:] if r.path == ANALYTICS]
@@ -198,7 +193,7 @@ def _assert_complete(factory: sessionmaker[Session], account: FakeAccount, mgmt:
     assert _values(stored) == _account_sums(account, FIRST, YESTERDAY)
     for (day, _model), (_stored, source) in stored.items():
         assert source == ("analytics" if day < window_first else "activity")
-    entries = _entries(factory, mgmt)
+    entries = catalogue_of(factory, mgmt)
     for key in account.keys:
         rows = _rows(factory, KeyUsageStats, entries[key.hash].id)
         assert _values(rows) == _sums(key.rows, FIRST, YESTERDAY)
@@ -410,7 +405,7 @@ def test_an_activity_answer_replaces_the_analytics_rows_of_its_days(
         pair: (values, "activity") for pair, values in window.items()
     }
     # The restated key was fetched again: its own rows of those days are /activity's too.
-    entry = _entries(session_factory, mgmt)[account.keys[0].hash]
+    entry = catalogue_of(session_factory, mgmt)[account.keys[0].hash]
     key_rows = _rows(session_factory, KeyUsageStats, entry.id)
     expected = _sums(account.keys[0].rows, overlap[0], YESTERDAY)
     assert {pair: key_rows[pair] for pair in expected} == {
@@ -530,12 +525,12 @@ def test_a_key_analytics_cannot_resolve_is_logged_and_never_asked_again(
     assert summary.history.unknown == [f"account {mgmt} key {gone.hash[:8]}"]  # reported
     assert unknown[0]["log_level"] == "warning"
     assert any(gone.hash in warning for warning in unknown[0]["warnings"])
-    entry = _entries(session_factory, mgmt)[gone.hash]
+    entry = catalogue_of(session_factory, mgmt)[gone.hash]
     assert (entry.history_reached, entry.history_done_at is not None) == (FIRST, True)
     # Its window rows stay; nothing older was made up for it.
     rows = _values(_rows(session_factory, KeyUsageStats, entry.id))
     assert rows == _sums(gone.rows, completed_window(TODAY)[0], YESTERDAY)
-    kept = _entries(session_factory, mgmt)[account.keys[0].hash]
+    kept = catalogue_of(session_factory, mgmt)[account.keys[0].hash]
     assert _values(_rows(session_factory, KeyUsageStats, kept.id)) == _sums(
         account.keys[0].rows, FIRST, YESTERDAY
     )
