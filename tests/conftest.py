@@ -82,15 +82,39 @@ def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
     return f"sqlite:///{path}"
 
 
+class _ReusedDatabase:
+    """The PostgreSQL tests' database, cloned from the template once and emptied after each
+    test (TRUNCATE, 20 ms) instead of cloned for each (0.3 s). A test that changed its schema
+    or settings (a trigger, ``ALTER DATABASE``) gets it dropped: the next one clones anew."""
+
+    def __init__(self, server: PostgresServer, template: str) -> None:
+        self.server, self.template = server, template
+        self.schema = ""  # the fingerprint of a fresh clone, read from the first one
+        self.name: str | None = None
+
+    def take(self) -> str:
+        if self.name is None:
+            self.name = f"t{next(_counter)}"
+            self.server.create_database(self.name, template=self.template)
+            self.schema = self.schema or self.server.fingerprint(self.name)
+        return self.name
+
+    def give_back(self) -> None:
+        if self.name is not None and not self.server.empty_for_reuse(self.name, self.schema):
+            self.name = None
+
+
+@pytest.fixture(scope="session")
+def _pg_database(pg_server: PostgresServer, pg_template: str) -> _ReusedDatabase:
+    return _ReusedDatabase(pg_server, pg_template)
+
+
 @pytest.fixture
-def postgres_url(
-    request: pytest.FixtureRequest, pg_server: PostgresServer, pg_template: str
-) -> Iterator[str]:
-    """A fresh PostgreSQL database at the head revision."""
-    name = f"t{next(_counter)}"
-    url = pg_server.create_database(name, template=pg_template)
-    yield url
-    pg_server.drop_database(name)
+def postgres_url(pg_server: PostgresServer, _pg_database: _ReusedDatabase) -> Iterator[str]:
+    """A PostgreSQL database at the head revision, with no rows (see :class:`_ReusedDatabase`)."""
+    name = _pg_database.take()
+    yield pg_server.url(name)
+    _pg_database.give_back()
 
 
 @pytest.fixture
