@@ -228,6 +228,10 @@ def test_metrics_give_each_account_and_each_key_its_live_figures_never_mixed(
     # the two levels never share a family; each family holds one level's kinds
     for name, series in got.items():
         kinds = {dict(labels).get("kind") for labels in series}
+        if kinds == {None}:
+            # The daemon's own counters (key_syncs_total by result, …) carry no level; they
+            # have series only once some test in this process ran a sync through them.
+            continue
         if name.startswith(P + "key_"):
             assert kinds == {"key"}, name
         elif name.startswith(P + "account_"):
