@@ -6,6 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install browser test lint migrate run demo dashboard bench clean fuzz
 
+# The tests start about a hundred Python processes (xdist workers, the CLI, daemons): with
+# PYTHONDONTWRITEBYTECODE set (as on our CI machines) each one compiles the worker and pytest
+# rewrites every test module again. Cached bytecode (git-ignored) saves that.
+unexport PYTHONDONTWRITEBYTECODE
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -20,8 +25,10 @@ browser: $(CHROMIUM)
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
+# Three workers on two cores: a third of the tests wait (on a daemon, a deadline, a browser)
+# rather than compute; worksteal evens out the slow ones at the end.
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/python -m pytest -n 2 --cov=worker --cov-report=term --cov-fail-under=90
+	$(BIN)/python -m pytest -n 3 --dist worksteal --cov=worker --cov-report=term --cov-fail-under=90
 
 # The property tests (tests/property) with many more examples than `make test` runs.
 fuzz: $(STAMP)
