@@ -28,6 +28,7 @@ from worker.errors import (
     UpstreamUnavailableError,
 )
 from worker.openrouter import OpenRouterClient
+from worker.testing import loopback
 from worker.testing.activity_data import dumps, expected_totals, generate_activity
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault, fingerprint, load_keys_file
 
@@ -132,7 +133,7 @@ def test_day_outside_the_window_is_a_400_not_retried(
 
 
 def test_malformed_date_is_a_400(fake: FakeOpenRouter) -> None:
-    response = httpx.get(
+    response = loopback.get(
         f"{fake.base_url}/activity",
         params={"date": "2026-4-1"},
         headers={"Authorization": f"Bearer {MGMT}"},
@@ -158,12 +159,14 @@ def test_unknown_or_missing_key_gets_401(fake: FakeOpenRouter, sleeps: Sleeps) -
             client.get_activity("sk-or-v1-unknown")
         with pytest.raises(UnauthorizedError):
             client.get_key("sk-or-v1-unknown")
-    assert httpx.get(f"{fake.base_url}/key").status_code == 401
+    assert loopback.get(f"{fake.base_url}/key").status_code == 401
     assert fake.requests[-1].key_fingerprint is None
 
 
 def test_unknown_path_is_404(fake: FakeOpenRouter) -> None:
-    response = httpx.get(f"{fake.base_url}/generation", headers={"Authorization": f"Bearer {MGMT}"})
+    response = loopback.get(
+        f"{fake.base_url}/generation", headers={"Authorization": f"Bearer {MGMT}"}
+    )
     assert response.status_code == 404
     assert response.json() == {"error": {"code": 404, "message": "Resource not found"}}
 

@@ -26,6 +26,7 @@ from worker.db import create_db_engine, make_session_factory
 from worker.http.context import HttpContext
 from worker.models import ApiKey, ApiToken, UsageStats
 from worker.report import Filters, build_report, report_dict
+from worker.testing import loopback
 from worker.testing.postgres import free_port
 from worker.testing.served import serving
 
@@ -47,7 +48,7 @@ class Served:
     def get(self, path: str, token: str | None = None, **headers: str) -> httpx.Response:
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        return httpx.get(self.url + path, headers=headers, timeout=10)
+        return loopback.get(self.url + path, headers=headers, timeout=10)
 
 
 def context(factory: sessionmaker[Session], **http: Any) -> HttpContext:
@@ -244,7 +245,7 @@ def test_failed_tokens_are_rate_limited_per_client_address(
 
         def get(token: str, client: str) -> httpx.Response:
             headers = {"Authorization": f"Bearer {token}", "X-Forwarded-For": client}
-            return httpx.get(f"{url}/api/v1/status", headers=headers, timeout=10)
+            return loopback.get(f"{url}/api/v1/status", headers=headers, timeout=10)
 
         assert [get("orw_wrong", "192.0.2.1").status_code for _ in range(2)] == [401, 401]
         limited = get(good, "192.0.2.1")  # even a good token: the address is locked out
@@ -257,7 +258,7 @@ def test_failed_tokens_are_rate_limited_per_client_address(
 def test_unknown_paths_and_methods_answer_in_the_error_shape(served_sqlite: Served) -> None:
     error(served_sqlite.get("/api/v1/nothing"), 404, "not_found")
     error(served_sqlite.get("/static/../worker/db.py"), 404, "not_found")
-    posted = httpx.post(served_sqlite.url + "/api/v1/usage", timeout=10)
+    posted = loopback.post(served_sqlite.url + "/api/v1/usage", timeout=10)
     error(posted, 405, "method_not_allowed")
     page = served_sqlite.get("/")
     assert page.headers["content-security-policy"].startswith("default-src 'none'")
@@ -272,7 +273,9 @@ def test_an_unexpected_error_is_a_500_with_a_request_id_and_no_trace(sqlite_url:
 
     ctx = context(broken_factory)  # type: ignore[arg-type]
     with serving(ctx) as url:
-        response = httpx.get(f"{url}/api/v1/status", headers={"Authorization": f"Bearer {secret}"})
+        response = loopback.get(
+            f"{url}/api/v1/status", headers={"Authorization": f"Bearer {secret}"}
+        )
     message = error(response, 500, "internal_error")
     assert "request id" in message
     assert secret not in response.text and "Traceback" not in response.text
@@ -284,9 +287,9 @@ def test_a_database_that_is_down_is_503_for_the_api_health_and_metrics() -> None
     engine = create_db_engine(url, connect_args={"connect_timeout": 2})
     ctx = context(make_session_factory(engine))
     with serving(ctx) as base:
-        api = httpx.get(f"{base}/api/v1/status", headers={"Authorization": "Bearer orw_x"})
-        health = httpx.get(f"{base}/healthz")
-        scraped = httpx.get(f"{base}/metrics")
+        api = loopback.get(f"{base}/api/v1/status", headers={"Authorization": "Bearer orw_x"})
+        health = loopback.get(f"{base}/healthz")
+        scraped = loopback.get(f"{base}/metrics")
     engine.dispose()
     assert "try again later" in error(api, 503, "database_unavailable")
     assert "127.0.0.1" not in api.text

@@ -27,6 +27,7 @@ from worker import accounts
 from worker.crypto import Keyring
 from worker.db import create_db_engine, make_session_factory
 from worker.models import ApiToken
+from worker.testing import loopback
 from worker.testing.activity_data import generate_activity
 from worker.testing.env import clean_env
 from worker.testing.fake_openrouter import FakeOpenRouter
@@ -111,7 +112,7 @@ def test_daemon_serves_health_metrics_and_an_isolated_api(
 
         def get(path: str, email: str | None = None) -> httpx.Response:
             headers = {"Authorization": f"Bearer {tokens[email]}"} if email else {}
-            return httpx.get(url + path, headers=headers, timeout=10)
+            return loopback.get(url + path, headers=headers, timeout=10)
 
         health = get("/healthz")
         assert health.status_code == 200, health.text
@@ -178,7 +179,7 @@ def test_daemon_serves_health_metrics_and_an_isolated_api(
     names = [e["event"] for e in events(log)]
     assert names.index("http_stopped") < names.index("daemon_stopped")
     with pytest.raises(httpx.ConnectError):
-        httpx.get(url + "/healthz", timeout=2)
+        loopback.get(url + "/healthz", timeout=2)
     everything = log.read_text() + scraped + json.dumps([mine, status]) + refused.text
     for secret in [master_key, *tokens.values(), *hashes, *(s for _, s in KEYS.values())]:
         assert secret not in everything

@@ -35,6 +35,7 @@ from worker.live.figures import registered
 from worker.live.poll import run_poll
 from worker.models import KIND_MANAGEMENT, KIND_ORDINARY
 from worker.sync import run_sync
+from worker.testing import loopback
 from worker.testing.fake_account import FakeAccount, FakeAccountKey, generate_account, listing
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.postgres import free_port
@@ -63,7 +64,7 @@ class World:
 
     def get(self, path: str, email: str | None = None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.tokens[email]}"} if email else {}
-        return httpx.get(self.url + path, headers=headers, timeout=10)
+        return loopback.get(self.url + path, headers=headers, timeout=10)
 
 
 def account_world(names: list[str], seed: int) -> FakeAccount:

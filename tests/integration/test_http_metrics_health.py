@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
@@ -29,6 +28,7 @@ from worker.live.poll import PollSummary, SourceOutcome
 from worker.models import ApiKey, SyncKeyResult, SyncRun
 from worker.outcomes import KeyOutcome, RunSummary
 from worker.status import KeyStatus
+from worker.testing import loopback
 from worker.testing.served import serving
 from worker.usage import WriteCounts
 
@@ -118,7 +118,7 @@ def test_metrics_read_spend_and_sync_times_per_account_from_the_database(
     engine: Engine, seeded: dict[str, int]
 ) -> None:
     with serve(engine) as url:
-        response = httpx.get(f"{url}/metrics")
+        response = loopback.get(f"{url}/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     got = samples(response.text)
@@ -239,7 +239,7 @@ def test_healthz_is_503_with_reasons_naming_keys_by_id_only(
 ) -> None:
     engine, seeded = sqlite_engine, seeded_sqlite
     with serve(engine, alive=False) as url:
-        response = httpx.get(f"{url}/healthz")
+        response = loopback.get(f"{url}/healthz")
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "unhealthy" and body["scheduler"] == "stopped"
@@ -260,7 +260,7 @@ def test_healthz_is_200_when_every_active_key_synced_recently(
     engine, seeded = sqlite_engine, seeded_sqlite
     add_run(engine, NOW - HOUR, dict.fromkeys(seeded.values(), "ok"))
     with serve(engine) as url:
-        response = httpx.get(f"{url}/healthz")
+        response = loopback.get(f"{url}/healthz")
     assert response.status_code == 200
     assert response.json() == {
         "status": "ok",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from worker.testing import loopback
 from worker.testing.env import clean_env
 from worker.testing.postgres import free_port
 
@@ -41,7 +42,7 @@ def test_make_dashboard_prints_a_url_and_a_token_and_serves_until_ctrl_c(
         if proc.poll() is not None:
             raise AssertionError("make dashboard exited:\n" + "".join(lines))
         try:
-            return httpx.get(url + "healthz", timeout=2).status_code == 200
+            return loopback.get(url + "healthz", timeout=2).status_code == 200
         except httpx.TransportError:
             return False
 
@@ -55,7 +56,7 @@ def test_make_dashboard_prints_a_url_and_a_token_and_serves_until_ctrl_c(
         token = next(line.split()[1] for line in lines if line.startswith("token "))
         assert token.startswith("orw_")
         auth = {"Authorization": f"Bearer {token}"}
-        usage = httpx.get(url + "api/v1/usage?by=account", headers=auth, timeout=10)
+        usage = loopback.get(url + "api/v1/usage?by=account", headers=auth, timeout=10)
         assert usage.status_code == 200
         assert {r["account_name"] for r in usage.json()["rows"]} == {
             "production",
@@ -63,9 +64,9 @@ def test_make_dashboard_prints_a_url_and_a_token_and_serves_until_ctrl_c(
             "research",
             "team",
         }  # the demo user is an admin
-        fired = httpx.get(url + "api/v1/alerts", headers=auth, timeout=10).json()
+        fired = loopback.get(url + "api/v1/alerts", headers=auth, timeout=10).json()
         assert "daily-spend" in {a["rule"] for a in fired}  # the demo's alert
-        scraped = httpx.get(url + "metrics").text
+        scraped = loopback.get(url + "metrics").text
         assert "openrouter_watcher_account_spend_month_to_date_usd" in scraped
         assert 'openrouter_watcher_key_live_spend_today_usd{account="team"' in scraped
         proc.send_signal(signal.SIGINT)  # Ctrl-C
