@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
-import json
 import os
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from worker.testing import waiting
 from worker.testing.activity_data import as_stored, expected_totals, generate_activity
 from worker.testing.env import clean_env
 from worker.testing.fake_openrouter import FakeOpenRouter
+from worker.testing.logs import json_events
 from worker.testing.usage import stored_usage_of
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")
@@ -61,8 +61,7 @@ class Done:
 
     def events(self, name: str) -> list[dict[str, Any]]:
         """The JSON log lines (stdout or stderr) with this event name."""
-        lines = (self.out + self.err).splitlines()
-        found = [json.loads(line) for line in lines if line.startswith("{")]
+        found = json_events(self.out) + json_events(self.err)
         return [e for e in found if e.get("event") == name]
 
 

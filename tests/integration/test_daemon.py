@@ -7,7 +7,6 @@ OpenRouter serves the window of that same day, so nothing depends on the real da
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import pty
 import select as io_select
@@ -31,6 +30,7 @@ from worker.models import ApiKey, SyncRun, UsageStats
 from worker.testing.activity_data import generate_activity
 from worker.testing.env import clean_env
 from worker.testing.fake_openrouter import FakeOpenRouter, fingerprint
+from worker.testing.logs import json_events
 from worker.testing.postgres import PostgresServer, find_bindir, free_port
 from worker.testing.waiting import wait_until
 
@@ -105,11 +105,7 @@ def start(env: dict[str, str], tmp_path: Path, name: str) -> tuple[subprocess.Po
 
 
 def events(log: Path) -> list[dict[str, object]]:
-    out = []
-    for line in log.read_text().splitlines():
-        if line.startswith("{"):
-            out.append(json.loads(line))
-    return out
+    return json_events(log)
 
 
 def usage_rows(url: str) -> dict[str, int]:

@@ -31,6 +31,7 @@ from worker.testing import loopback
 from worker.testing.activity_data import generate_activity
 from worker.testing.env import clean_env
 from worker.testing.fake_openrouter import FakeOpenRouter
+from worker.testing.logs import json_events
 from worker.testing.postgres import free_port
 from worker.testing.waiting import wait_until
 
@@ -47,7 +48,7 @@ KEYS = {  # name: (owner, OpenRouter key)
 
 
 def events(log: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return json_events(log)
 
 
 def env_for(database: str, master_key: str, **extra: str) -> dict[str, str]:

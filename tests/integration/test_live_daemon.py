@@ -4,7 +4,6 @@ never waits for a sync, an alert is delivered once, and a restart delivers nothi
 from __future__ import annotations
 
 import datetime as dt
-import json
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from worker.models import KIND_MANAGEMENT
 from worker.testing.env import clean_env
 from worker.testing.fake_account import generate_account, replace_key
 from worker.testing.fake_openrouter import FakeOpenRouter
+from worker.testing.logs import json_events
 from worker.testing.receivers import WebhookReceiver
 from worker.testing.waiting import wait_until
 
@@ -31,13 +31,7 @@ MANAGEMENT = "sk-or-v1-daemon-live-" + "5" * 44
 
 
 def events(log: Path, name: str) -> list[dict[str, object]]:
-    found = []
-    for line in log.read_text().splitlines():
-        if line.startswith("{"):
-            event = json.loads(line)
-            if event.get("event") == name:
-                found.append(event)
-    return found
+    return [event for event in json_events(log) if event.get("event") == name]
 
 
 @pytest.fixture
