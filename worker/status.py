@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from worker.config import ScheduleSettings
 from worker.live.figures import Figures, registered
 from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats, User, UTCDateTime, utcnow
+from worker.store.catalogue import SharedAccount, shared_accounts
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ class Status:
     # A run still marked running while no process holds the sync lock: it was cut short
     # (killed, the disk full, the database lost) before it could record its end.
     cut_short: RunStatus | None = None
+    # Registered management keys of one OpenRouter account (see store.catalogue).
+    shared: tuple[SharedAccount, ...] = ()
 
     @property
     def healthy(self) -> bool:
@@ -114,11 +117,23 @@ class Status:
     def warnings(self) -> list[str]:
         """What the operator should do that does not make the worker unhealthy (e.g. an
         ordinary key whose account has no registered management key), one line each."""
-        return [
+        found = [
             f"key {k.api_key_id} ({k.name}): {k.last_error or k.last_status}"
             for k in self.keys
             if k.active and k.last_status == "warning"
         ]
+        active = {k.api_key_id: k.name for k in self.keys if k.active}
+        for pair in self.shared:
+            if pair.first_key_id in active and pair.second_key_id in active:
+                found.append(
+                    f"keys {pair.first_key_id} ({active[pair.first_key_id]}) and "
+                    f"{pair.second_key_id} ({active[pair.second_key_id]}) are management keys "
+                    f"of the same OpenRouter account (their key lists share {pair.shared_keys} "
+                    "keys): both store its activity, so totals over both count it twice; keep "
+                    "one (`openrouter-watcher keys disable ID` stops the doubling from the next "
+                    "sync)"
+                )
+        return found
 
     def to_json(self) -> dict[str, Any]:
         """The ``status --json`` document (rendered by :func:`worker.render.to_json`)."""
@@ -244,6 +259,7 @@ def collect_status(
         last_run=last_run,
         next_run_at=next_run_time(schedule, now),
         cut_short=None if sync_running else _run_status(running),
+        shared=tuple(shared_accounts(session)),
     )
 
 

@@ -24,6 +24,7 @@ from worker.db import create_db_engine, make_session_factory
 from worker.models import UsageStats
 from worker.testing.fake_account import FakeAccount, generate_account, replace_key
 from worker.testing.fake_openrouter import FakeOpenRouter
+from worker.testing.logs import json_events
 
 Cli = Callable[..., tuple[int, str, str]]
 MANAGEMENT = "sk-or-v1-" + "m" * 64
@@ -140,6 +141,40 @@ def test_an_ordinary_key_without_its_account_warns_in_the_summary_and_status_and
     document = json.loads(out)
     assert (code, document["healthy"], document["problems"]) == (0, True, [])
     assert [w.split(":")[0] for w in document["warnings"]] == [f"key {ordinary} (app)"]
+
+
+def test_two_management_keys_of_one_account_are_flagged_in_status_and_the_sync_log(
+    cli: Cli, fake: FakeOpenRouter, account: FakeAccount, register: Callable[..., int]
+) -> None:
+    """Both store the whole account's activity, so totals over both count it twice: never
+    deleted on a guess, but said once per sync and in `status` until one of them goes."""
+    twin = "sk-or-v1-" + "n" * 64
+    fake.add_account(twin, account)
+    elsewhere = "sk-or-v1-" + "e" * 64
+    fake.add_account(elsewhere, generate_account(today=fake.today, keys=2, days=5, seed=8))
+    first, second = register(MANAGEMENT, "acme"), register(twin, "acme-twin")
+    register(elsewhere, "other")
+    code, out, err = cli("sync")
+    assert code == 0, out + err
+    shared = [e for e in json_events(err) if e["event"] == "management_keys_share_an_account"]
+    assert [(e["api_key_ids"], e["shared_keys"]) for e in shared] == [([first, second], 2)]
+
+    expected = (
+        f"keys {first} (acme) and {second} (acme-twin) are management keys of the same "
+        "OpenRouter account (their key lists share 2 keys): both store its activity, so totals "
+        "over both count it twice; keep one (`openrouter-watcher keys disable ID` stops the "
+        "doubling from the next sync)"
+    )
+    code, out, _ = cli("status")
+    assert code == 0  # a warning does not make the worker unhealthy
+    assert f"warning: {expected}" in out.splitlines()
+    code, out, _ = cli("status", "--json")
+    document = json.loads(out)
+    assert (document["healthy"], document["warnings"]) == (True, [expected])
+
+    assert cli("keys", "disable", str(second))[0] == 0
+    code, out, _ = cli("status", "--json")
+    assert json.loads(out)["warnings"] == []
 
 
 def test_reconcile_agrees_after_a_sync_and_reports_a_restated_day(

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.orm import Session, aliased
 
 from worker.models import AccountKey, ApiKey
 
@@ -115,6 +115,29 @@ def entries(session: Session, account_ids: Iterable[int] | None = None) -> list[
     if account_ids is not None:
         query = query.where(AccountKey.account_id.in_(list(account_ids)))
     return [_entry(row) for row in session.scalars(query)]
+
+
+@dataclass(frozen=True, slots=True)
+class SharedAccount:
+    """Two registered management keys whose listings share keys: a key belongs to one
+    OpenRouter account, so both are management keys of that account."""
+
+    first_key_id: int
+    second_key_id: int
+    shared_keys: int
+
+
+def shared_accounts(session: Session) -> list[SharedAccount]:
+    """Every pair of management keys (lower id first) whose current listings share keys."""
+    first, second = aliased(AccountKey), aliased(AccountKey)
+    pairs = (
+        select(first.account_id, second.account_id, func.count())
+        .join(second, and_(first.hash == second.hash, first.account_id < second.account_id))
+        .where(first.gone_at.is_(None), second.gone_at.is_(None))
+        .group_by(first.account_id, second.account_id)
+        .order_by(first.account_id, second.account_id)
+    )
+    return [SharedAccount(a, b, n) for a, b, n in session.execute(pairs)]
 
 
 def link(session: Session, entry_id: int, registered_key_id: int) -> None:
