@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -429,3 +431,17 @@ def test_requests_go_through_the_proxy_the_environment_names(
         result = client.get_activity(MGMT)
     assert result.rows
     assert fake.request_count() == 1
+
+
+def test_a_client_that_resets_its_connection_leaves_no_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with FakeOpenRouter() as fake:
+        address = httpx.URL(fake.base_url)
+        client = socket.create_connection((address.host, address.port or 80))
+        client.sendall(b"GET /activity HTTP/1.1\r\n")  # half a request, then a reset
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        # The server is still up and answers the next client.
+        assert loopback.get(f"{fake.base_url}/key").status_code == 401
+    assert "Traceback" not in capsys.readouterr().err
