@@ -88,7 +88,7 @@ class Status:
     # A run still marked running while no process holds the sync lock: it was cut short
     # (killed, the disk full, the database lost) before it could record its end.
     cut_short: RunStatus | None = None
-    # Registered management keys of one OpenRouter account (see store.catalogue).
+    # Active management keys of one OpenRouter account (see store.catalogue).
     shared: tuple[SharedAccount, ...] = ()
 
     @property
@@ -122,18 +122,15 @@ class Status:
             for k in self.keys
             if k.active and k.last_status == "warning"
         ]
-        active = {k.api_key_id: k.name for k in self.keys if k.active}
-        for pair in self.shared:
-            if pair.first_key_id in active and pair.second_key_id in active:
-                found.append(
-                    f"keys {pair.first_key_id} ({active[pair.first_key_id]}) and "
-                    f"{pair.second_key_id} ({active[pair.second_key_id]}) are management keys "
-                    f"of the same OpenRouter account (their key lists share {pair.shared_keys} "
-                    "keys): both store its activity, so totals over both count it twice; keep "
-                    "one (`openrouter-watcher keys disable ID` stops the doubling from the next "
-                    "sync)"
-                )
-        return found
+        names = {k.api_key_id: k.name for k in self.keys}
+        return found + [
+            f"keys {pair.first_key_id} ({names[pair.first_key_id]}) and {pair.second_key_id} "
+            f"({names[pair.second_key_id]}) are management keys of the same OpenRouter account "
+            f"(their key lists share {pair.shared_keys} keys): both store its activity, so "
+            "totals over both count it twice; keep one (`openrouter-watcher keys disable ID` "
+            "stops the doubling from the next sync)"
+            for pair in self.shared
+        ]
 
     def to_json(self) -> dict[str, Any]:
         """The ``status --json`` document (rendered by :func:`worker.render.to_json`)."""
@@ -259,7 +256,7 @@ def collect_status(
         last_run=last_run,
         next_run_at=next_run_time(schedule, now),
         cut_short=None if sync_running else _run_status(running),
-        shared=tuple(shared_accounts(session)),
+        shared=tuple(shared_accounts(session, among={k.api_key_id for k in keys if k.active})),
     )
 
 

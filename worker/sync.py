@@ -221,16 +221,13 @@ class _Run:
             return
         with self.factory() as session:
             entries = catalogue_store.entries(session, accounts)
-            shared = catalogue_store.shared_accounts(session)
+            shared = catalogue_store.shared_accounts(session, among=accounts)
             linked = {key.id: key for key in ordinary}
-        for pair in shared:
-            if pair.first_key_id in accounts and pair.second_key_id in accounts:
-                # Kept, never merged on a guess: the operator decides which one goes.
-                log.warning(
-                    "management_keys_share_an_account",
-                    api_key_ids=[pair.first_key_id, pair.second_key_id],
-                    shared_keys=pair.shared_keys,
-                )
+        for pair in shared:  # kept, never merged on a guess: the operator decides which goes
+            ids = [pair.first_key_id, pair.second_key_id]
+            log.warning(
+                "management_keys_share_an_account", api_key_ids=ids, shared_keys=pair.shared_keys
+            )
         listings = {f.subject.id: f.listing for f in fetched if f.listing is not None}  # type: ignore[union-attr]
         self.summary.catalogue.listed = sum(len(listing) for listing in listings.values())
         left = 0  # account keys whose fetch a stop left for the next run

@@ -4,7 +4,7 @@ management key lists it, with what the sync has fetched of each."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -127,8 +127,9 @@ class SharedAccount:
     shared_keys: int
 
 
-def shared_accounts(session: Session) -> list[SharedAccount]:
-    """Every pair of management keys (lower id first) whose current listings share keys."""
+def shared_accounts(session: Session, among: Collection[int]) -> list[SharedAccount]:
+    """Every pair of management keys ``among`` these (lower id first) whose current listings
+    share keys."""
     first, second = aliased(AccountKey), aliased(AccountKey)
     pairs = (
         select(first.account_id, second.account_id, func.count())
@@ -137,7 +138,8 @@ def shared_accounts(session: Session) -> list[SharedAccount]:
         .group_by(first.account_id, second.account_id)
         .order_by(first.account_id, second.account_id)
     )
-    return [SharedAccount(a, b, n) for a, b, n in session.execute(pairs)]
+    wanted = set(among)
+    return [SharedAccount(a, b, n) for a, b, n in session.execute(pairs) if {a, b} <= wanted]
 
 
 def link(session: Session, entry_id: int, registered_key_id: int) -> None:
