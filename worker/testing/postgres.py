@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from worker.testing.waiting import wait_until
+
 _END_OTHER_SESSIONS = (
     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
     "WHERE datname = %s AND pid <> pg_backend_pid()"
@@ -216,13 +218,12 @@ class PostgresServer:
 
         try:
             with psycopg.connect(self.dsn(), autocommit=True) as conn:
-                ended = conn.execute(_END_OTHER_SESSIONS, (name,)).fetchall()
-                if ended:
-                    deadline = time.monotonic() + 10
-                    while conn.execute(_SESSIONS, (name,)).fetchone() != (0,):
-                        if time.monotonic() > deadline:
-                            raise TimeoutError(f"sessions on {name} did not end")
-                        time.sleep(0.01)
+                if conn.execute(_END_OTHER_SESSIONS, (name,)).fetchall():
+                    wait_until(
+                        lambda: conn.execute(_SESSIONS, (name,)).fetchone() == (0,),
+                        timeout=10,
+                        what=f"the sessions on {name} ended",
+                    )
             with psycopg.connect(self.dsn(name), autocommit=True) as conn:
                 if self._fingerprint(conn) != schema:
                     raise ValueError("schema or settings changed")
@@ -232,7 +233,7 @@ class PostgresServer:
                     "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
                 )
             return True
-        except (psycopg.Error, TimeoutError, ValueError):
+        except (psycopg.Error, AssertionError, ValueError):
             self.drop_database(name)
             return False
 
