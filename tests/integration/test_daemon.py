@@ -104,10 +104,6 @@ def start(env: dict[str, str], tmp_path: Path, name: str) -> tuple[subprocess.Po
     return proc, log
 
 
-def events(log: Path) -> list[dict[str, object]]:
-    return json_events(log)
-
-
 def usage_rows(url: str) -> dict[str, int]:
     engine = create_db_engine(url)
     with Session(engine) as session:
@@ -144,7 +140,7 @@ def test_daemon_syncs_on_schedule_and_stops_cleanly(
     try:
         # the start-up run and at least one interval run
         wait_until(
-            lambda: sum(1 for e in events(log) if e.get("event") == "sync_heartbeat") >= 2,
+            lambda: sum(1 for e in json_events(log) if e.get("event") == "sync_heartbeat") >= 2,
             timeout=60,
         )
         proc.send_signal(signal.SIGTERM)
@@ -156,7 +152,7 @@ def test_daemon_syncs_on_schedule_and_stops_cleanly(
     rows = usage_rows(database)
     assert all(rows[name] > 0 for name in KEYS)
     assert all(trigger == "schedule" for trigger, _ in runs(database))
-    heartbeat = next(e for e in events(log) if e.get("event") == "sync_heartbeat")
+    heartbeat = next(e for e in json_events(log) if e.get("event") == "sync_heartbeat")
     assert heartbeat["next_run_at"] and heartbeat["keys_ok"] == len(KEYS)
     assert master_key not in log.read_text()
     assert KEYS["fast"] not in log.read_text()
@@ -190,7 +186,7 @@ def test_sigterm_during_slow_sync_exits_zero_and_leaves_no_partial_key(
     # the third key was never asked for
     assert fingerprint(KEYS["third"]) not in {r.key_fingerprint for r in fake.requests}
     assert runs(database) == [("schedule", "interrupted")]
-    assert any(e.get("event") == "shutdown_requested" for e in events(log))
+    assert any(e.get("event") == "shutdown_requested" for e in json_events(log))
 
 
 def test_second_daemon_skips_while_first_syncs(
@@ -211,12 +207,12 @@ def test_second_daemon_skips_while_first_syncs(
     try:
         wait_until(asked.is_set)
         second, second_log = start(env, tmp_path, "second")
-        wait_until(lambda: any(e.get("event") == "sync_skipped" for e in events(second_log)))
+        wait_until(lambda: any(e.get("event") == "sync_skipped" for e in json_events(second_log)))
         release.set()
         # all requests so far came from the first daemon: still one key at a time
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=20) == 0
-        wait_until(lambda: any(e.get("event") == "sync_heartbeat" for e in events(first_log)))
+        wait_until(lambda: any(e.get("event") == "sync_heartbeat" for e in json_events(first_log)))
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=20) == 0
     finally:
@@ -282,7 +278,7 @@ def test_local_key_file_is_created_once_with_mode_0600(
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_until(lambda: any(e.get("event") == "daemon_started" for e in events(log)))
+        wait_until(lambda: any(e.get("event") == "daemon_started" for e in json_events(log)))
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
     finally:
@@ -306,7 +302,7 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
 
 
 def unavailable(log: Path) -> list[dict[str, object]]:
-    return [e for e in events(log) if e.get("event") == "database_unavailable"]
+    return [e for e in json_events(log) if e.get("event") == "database_unavailable"]
 
 
 def alive(proc: subprocess.Popen[bytes], log: Path) -> bool:
@@ -340,7 +336,8 @@ def test_daemon_waits_for_a_database_that_starts_later_then_syncs(
             conn.execute("ALTER DATABASE staging RENAME TO watcher")
         wait_until(
             lambda: (
-                alive(proc, log) and any(e.get("event") == "sync_heartbeat" for e in events(log))
+                alive(proc, log)
+                and any(e.get("event") == "sync_heartbeat" for e in json_events(log))
             ),
             timeout=60,
         )
@@ -359,7 +356,7 @@ def test_daemon_waits_for_a_database_that_starts_later_then_syncs(
         assert e["url"] == f"postgresql+psycopg://postgres:***@127.0.0.1:{server.port}/watcher"
         assert 0 < float(str(e["retry_in_seconds"])) <= 60
         assert e["error"]
-    assert [e["event"] for e in events(log)].index("database_available") > 0
+    assert [e["event"] for e in json_events(log)].index("database_available") > 0
     assert DB_PASSWORD not in log.read_text()
     assert "Traceback" not in log.read_text()
 
@@ -378,7 +375,7 @@ def test_signal_while_waiting_for_the_database_exits_0(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    names = [e["event"] for e in events(log)]
+    names = [e["event"] for e in json_events(log)]
     assert len(unavailable(log)) == attempts  # no attempt after the signal
     assert names[-2:] == ["shutdown_requested", "daemon_stopped"]
     assert "daemon_started" not in names and fake.request_count() == 0
@@ -410,7 +407,8 @@ def test_daemon_without_keys_says_how_to_add_one_and_keeps_running(
         # it keeps running and syncing (nothing, for now)
         wait_until(
             lambda: (
-                alive(proc, log) and any(e.get("event") == "sync_heartbeat" for e in events(log))
+                alive(proc, log)
+                and any(e.get("event") == "sync_heartbeat" for e in json_events(log))
             )
         )
         assert stop(proc) == 0
@@ -420,7 +418,7 @@ def test_daemon_without_keys_says_how_to_add_one_and_keeps_running(
             proc.wait()
         terminal_text = read_terminal()
         os.close(controller)
-    (advice,) = [e for e in events(log) if e.get("event") == "no_keys_registered"]
+    (advice,) = [e for e in json_events(log) if e.get("event") == "no_keys_registered"]
     command = (
         "printf '%s' \"$KEY\" | openrouter-watcher keys add --user EMAIL --name NAME  "
         "(users add EMAIL first)"

@@ -47,10 +47,6 @@ KEYS = {  # name: (owner, OpenRouter key)
 }
 
 
-def events(log: Path) -> list[dict[str, object]]:
-    return json_events(log)
-
-
 def env_for(database: str, master_key: str, **extra: str) -> dict[str, str]:
     settings = {
         "OPENROUTER_WATCHER_CONFIG": os.devnull,
@@ -105,10 +101,10 @@ def test_daemon_serves_health_metrics_and_an_isolated_api(
         wait_until(
             lambda: (
                 proc.poll() is None
-                and {"sync_heartbeat", "poll_finished"} <= {e["event"] for e in events(log)}
+                and {"sync_heartbeat", "poll_finished"} <= {e["event"] for e in json_events(log)}
             )
         )
-        (started,) = [e for e in events(log) if e["event"] == "http_started"]
+        (started,) = [e for e in json_events(log) if e["event"] == "http_started"]
         url = str(started["url"])
 
         def get(path: str, email: str | None = None) -> httpx.Response:
@@ -177,7 +173,7 @@ def test_daemon_serves_health_metrics_and_an_isolated_api(
         used = list(session.scalars(select(ApiToken.last_used_at)))
     engine.dispose()
     assert all(used)  # both tokens' use recorded
-    names = [e["event"] for e in events(log)]
+    names = [e["event"] for e in json_events(log)]
     assert names.index("http_stopped") < names.index("daemon_stopped")
     with pytest.raises(httpx.ConnectError):
         loopback.get(url + "/healthz", timeout=2)
