@@ -15,13 +15,18 @@
 - SIGTERM / SIGINT: start no further key, let the key in flight commit or roll back, let the
   HTTP requests in flight finish, exit 0 within ``shutdown_grace_seconds``. A second signal
   exits at once; the database cannot hold a half-written key because every key is written in
-  one transaction.
+  one transaction. The signal handler itself only queues the signal: Python runs it in the
+  main thread between any two bytecodes, possibly while that thread holds a lock the stop
+  needs (the thread pool's, while APScheduler starts a job), so the stop happens in a thread
+  of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import queue
 import random
 import signal
 import threading
@@ -38,6 +43,7 @@ from apscheduler.events import (
     JobExecutionEvent,
     SchedulerEvent,
 )
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -61,7 +67,6 @@ log = get_logger("worker.scheduler")
 
 JOB_CRON = "sync-cron"
 JOB_INTERVAL = "sync-interval"
-JOB_STARTUP = "sync-startup"
 NO_KEYS_HINT = (
     "no OpenRouter keys registered: add one with  "
     "printf '%s' \"$KEY\" | openrouter-watcher keys add --user EMAIL --name NAME  "
@@ -109,6 +114,10 @@ class SyncDaemon:
         self.session_factory = session_factory
         self.keyring = keyring
         self.stop = threading.Event()
+        # Signal numbers from the handler to the thread that acts on them; None ends it.
+        # SimpleQueue.put is reentrant, the one thing a signal handler may safely call here.
+        self._signals: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._stopping = threading.Lock()  # one stop decision at a time (see _request_stop)
         self._idle = threading.Event()
         self._idle.set()
         self._exit_now = exit_now
@@ -167,12 +176,17 @@ class SyncDaemon:
 
     def _add_jobs(self) -> None:
         schedule = self.settings.schedule
+        # The start-up run is the cron job's first run, not a one-shot job: APScheduler 3
+        # removes a one-shot job after submitting it, and that removal raises JobLookupError
+        # out of the scheduler's loop when a shutdown from the signal thread lands meanwhile.
+        startup = {"next_run_time": dt.datetime.now(dt.UTC)} if schedule.run_at_startup else {}
         self.scheduler.add_job(
             self.sync_job,
             CronTrigger.from_crontab(schedule.cron, timezone=dt.UTC),
             id=JOB_CRON,
             name="sync (cron)",
             replace_existing=True,
+            **startup,
         )
         seconds = schedule.interval_minutes * 60 + schedule.interval_seconds
         if seconds:
@@ -182,13 +196,6 @@ class SyncDaemon:
                 id=JOB_INTERVAL,
                 name="sync (interval)",
                 replace_existing=True,
-            )
-        if schedule.run_at_startup:
-            self.scheduler.add_job(
-                self.sync_job,
-                id=JOB_STARTUP,
-                name="sync (start-up)",
-                next_run_time=dt.datetime.now(dt.UTC),
             )
         self.poller.add_jobs(self.scheduler)
 
@@ -258,33 +265,52 @@ class SyncDaemon:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if self.stop.is_set():
-            # Second signal: leave now. The key in flight has not committed, so the database
-            # rolls it back; the run stays "running" and the next sync marks it interrupted.
-            log.warning("shutdown_forced", signal=name)
-            self._exit_now(0)
-            return
-        log.info(
-            "shutdown_requested",
-            signal=name,
-            grace_seconds=self.settings.schedule.shutdown_grace_seconds,
-        )
-        self.stop.set()
-        # Before the scheduler runs (waiting for the database), the stop event is enough;
-        # a signal between that wait and start() is caught by _on_scheduler_start.
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+        # No lock, no log line, no scheduler call here: the interrupted main thread may hold
+        # the very lock they would take (see the module's docstring). The bug this avoids: a
+        # SIGTERM during a job's start deadlocked the daemon until systemd killed it.
+        self._signals.put(signum)
+
+    def _watch_signals(self) -> None:
+        while (signum := self._signals.get()) is not None:
+            self._request_stop(signal.Signals(signum).name)
+
+    def _request_stop(self, name: str) -> None:
+        with self._stopping:
+            if self.stop.is_set():
+                # Second signal: leave now. The key in flight has not committed, so the
+                # database rolls it back; the run stays "running" and the next sync marks it
+                # interrupted.
+                log.warning("shutdown_forced", signal=name)
+                self._exit_now(0)
+                return
+            log.info(
+                "shutdown_requested",
+                signal=name,
+                grace_seconds=self.settings.schedule.shutdown_grace_seconds,
+            )
+            self.stop.set()
+            # Before the scheduler runs (waiting for the database), the stop event is enough;
+            # a stop between that wait and start() is caught by _on_scheduler_start.
+            self._shutdown_scheduler()
 
     def _on_scheduler_start(self, _event: SchedulerEvent) -> None:
-        if self.stop.is_set():
-            self.scheduler.shutdown(wait=False)
+        with self._stopping:
+            if self.stop.is_set():
+                self._shutdown_scheduler()
+
+    def _shutdown_scheduler(self) -> None:
+        # The signal thread and the scheduler's start may both get here: the second is a no-op.
+        if self.scheduler.running:
+            with contextlib.suppress(SchedulerNotRunningError):
+                self.scheduler.shutdown(wait=False)
 
     def run(self) -> int:
         """Await the database, start the scheduler and block until a signal stops it.
 
         Returns the exit code (0). A schema behind head raises SchemaError (exit code 2).
         """
+        watcher = threading.Thread(target=self._watch_signals, name="signals", daemon=True)
+        watcher.start()
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
@@ -326,6 +352,8 @@ class SyncDaemon:
                 self.http.stop(timeout=0)  # idempotent; releases the socket on every path
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self._signals.put(None)
+            watcher.join(timeout=1.0)
 
 
 def _first_line(exc: BaseException) -> str:

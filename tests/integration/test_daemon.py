@@ -226,6 +226,51 @@ def test_second_daemon_skips_while_first_syncs(
     assert [status for _, status in runs(database)] == ["ok"]
 
 
+# Run as `python -c`: the daemon, with SIGTERM sent from inside ThreadPoolExecutor.submit, where
+# the thread pool holds its (non-reentrant) shutdown lock while it starts a job's thread: the
+# moment a signal landed in CI, right after a daemon's start-up job began.
+SIGNAL_INSIDE_SUBMIT = """
+import os, signal, sys
+from concurrent.futures import thread
+from worker.cli import main
+
+start_thread = thread.ThreadPoolExecutor._adjust_thread_count
+sent = []
+
+def signalled_while_submitting(self):
+    if not sent:
+        sent.append(True)
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs at the next bytecode, here
+    start_thread(self)
+
+thread.ThreadPoolExecutor._adjust_thread_count = signalled_while_submitting
+sys.exit(main(["run"]))
+"""
+
+
+def test_signal_while_the_scheduler_starts_a_job_stops_the_daemon(
+    tmp_path: Path, database: str, fake: FakeOpenRouter, master_key: str
+) -> None:
+    env = daemon_env(database, fake, master_key, OPENROUTER_WATCHER_HTTP_LISTEN="")
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SIGNAL_INSIDE_SUBMIT], env=env, stdout=out, stderr=out
+        )
+    try:
+        # A handler that took the pool's lock deadlocked here until the grace time, or forever.
+        assert proc.wait(timeout=15) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    events = json_events(log)
+    names = [e.get("event") for e in events]
+    assert "shutdown_requested" in names and names[-1] == "daemon_stopped", names
+    # and no error from APScheduler's loop racing the stop (a one-shot job's removal did)
+    assert not [e for e in events if e.get("level") == "error"], events
+
+
 @pytest.mark.parametrize(
     ("case", "message"),
     [
