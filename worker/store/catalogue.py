@@ -127,19 +127,27 @@ class SharedAccount:
     shared_keys: int
 
 
+# Built once: constructing aliased entities costs more than running the query (a fifth of a
+# small sync's time when built per call).
+_FIRST, _SECOND = aliased(AccountKey), aliased(AccountKey)
+_SHARED_PAIRS = (
+    select(_FIRST.account_id, _SECOND.account_id, func.count())
+    .join(_SECOND, and_(_FIRST.hash == _SECOND.hash, _FIRST.account_id < _SECOND.account_id))
+    .where(_FIRST.gone_at.is_(None), _SECOND.gone_at.is_(None))
+    .group_by(_FIRST.account_id, _SECOND.account_id)
+    .order_by(_FIRST.account_id, _SECOND.account_id)
+)
+
+
 def shared_accounts(session: Session, among: Collection[int]) -> list[SharedAccount]:
     """Every pair of management keys ``among`` these (lower id first) whose current listings
     share keys."""
-    first, second = aliased(AccountKey), aliased(AccountKey)
-    pairs = (
-        select(first.account_id, second.account_id, func.count())
-        .join(second, and_(first.hash == second.hash, first.account_id < second.account_id))
-        .where(first.gone_at.is_(None), second.gone_at.is_(None))
-        .group_by(first.account_id, second.account_id)
-        .order_by(first.account_id, second.account_id)
-    )
     wanted = set(among)
-    return [SharedAccount(a, b, n) for a, b, n in session.execute(pairs) if {a, b} <= wanted]
+    if len(wanted) < 2:
+        return []
+    return [
+        SharedAccount(a, b, n) for a, b, n in session.execute(_SHARED_PAIRS) if {a, b} <= wanted
+    ]
 
 
 def link(session: Session, entry_id: int, registered_key_id: int) -> None:
