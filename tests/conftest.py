@@ -395,7 +395,7 @@ def pinned_clock() -> Iterator[dt.date]:
 
     Nothing a test asserts may depend on the real date, or it flakes at midnight UTC. The one
     hook is ``OPENROUTER_WATCHER_TESTING_CLOCK``, which :mod:`worker.days` reads once, at
-    import: a subprocess gets it in its environment (``clean_env(
+    its first reading of the clock: a subprocess gets it in its environment (``clean_env(
     OPENROUTER_WATCHER_TESTING_CLOCK="2026-11-20T12:00:00Z")``); in this process, where the
     module is long imported, this fixture calls :func:`worker.days.pin_clock` instead, and
     unpins (the real clock) after the test. ``utc_now()`` runs forward in real time from

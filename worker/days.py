@@ -6,10 +6,11 @@ OpenRouter's days are UTC days, and ``/activity`` reports the last 30 *completed
 database or the network is touched.
 
 Testing hook: when ``OPENROUTER_WATCHER_TESTING_CLOCK`` holds an ISO-8601 instant (e.g.
-``2026-11-27T23:59:58Z``), :func:`utc_now` starts there when the process starts and runs
-forward in real time. Subprocess tests use it so that nothing depends on the real date (no
-flake at midnight UTC) and so that a run can cross midnight on purpose. It is not a setting:
-production never sets it.
+``2026-11-27T23:59:58Z``), :func:`utc_now` starts there the first time the process reads the
+clock, and runs forward in real time. Subprocess tests use it so that nothing depends on the
+real date (no flake at midnight UTC) and so that a run can cross midnight on purpose. From the
+first reading, not from the start: a process slow to import on a loaded machine must not let
+the time run past what a test set. It is not a setting: production never sets it.
 """
 
 from __future__ import annotations
@@ -41,18 +42,24 @@ def _pinned_clock() -> tuple[dt.datetime, float] | None:
     return start.astimezone(dt.UTC), time.monotonic()
 
 
-_PINNED = _pinned_clock()
+_PINNED: tuple[dt.datetime, float] | None = None
+_ENV_READ = False  # the environment's pinned clock is read at the first utc_now()
 
 
 def pin_clock(instant: dt.datetime | None) -> None:
     """The testing hook, in process: :func:`utc_now` runs from ``instant`` from now on, as if
     the process had started with ``OPENROUTER_WATCHER_TESTING_CLOCK`` (None: the real clock)."""
-    global _PINNED
+    global _PINNED, _ENV_READ
+    _ENV_READ = True
     _PINNED = None if instant is None else (instant.astimezone(dt.UTC), time.monotonic())
 
 
 def utc_now() -> dt.datetime:
     """The current time, timezone-aware, in UTC (see the testing hook above)."""
+    global _PINNED, _ENV_READ
+    if not _ENV_READ:
+        _PINNED = _pinned_clock()
+        _ENV_READ = True
     if _PINNED is None:
         return dt.datetime.now(dt.UTC)
     start, at = _PINNED
