@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -132,17 +133,20 @@ def expected_rows(fake_rows: list[dict[str, object]]) -> int:
     return len({(str(r["date"])[:10], r["model"]) for r in fake_rows})
 
 
+def synced(log: Path) -> list[dict[str, Any]]:
+    """The heartbeats of the runs that synced (not those skipped for a run in progress)."""
+    return [e for e in json_events(log) if e.get("event") == "sync_heartbeat" and e.get("ran")]
+
+
 def test_daemon_syncs_on_schedule_and_stops_cleanly(
     tmp_path: Path, database: str, fake: FakeOpenRouter, master_key: str
 ) -> None:
     env = daemon_env(database, fake, master_key, OPENROUTER_WATCHER_SCHEDULE_INTERVAL_SECONDS="1")
     proc, log = start(env, tmp_path, "daemon")
     try:
-        # the start-up run and at least one interval run
-        wait_until(
-            lambda: sum(1 for e in json_events(log) if e.get("event") == "sync_heartbeat") >= 2,
-            timeout=60,
-        )
+        # the start-up run and at least one interval run (an interval run that came while the
+        # previous one still ran skipped it, and logged a heartbeat with ran=false)
+        wait_until(lambda: len(synced(log)) >= 2, timeout=60)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
@@ -152,7 +156,7 @@ def test_daemon_syncs_on_schedule_and_stops_cleanly(
     rows = usage_rows(database)
     assert all(rows[name] > 0 for name in KEYS)
     assert all(trigger == "schedule" for trigger, _ in runs(database))
-    heartbeat = next(e for e in json_events(log) if e.get("event") == "sync_heartbeat")
+    heartbeat = synced(log)[0]
     assert heartbeat["next_run_at"] and heartbeat["keys_ok"] == len(KEYS)
     assert master_key not in log.read_text()
     assert KEYS["fast"] not in log.read_text()
