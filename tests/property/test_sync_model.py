@@ -3,7 +3,7 @@
 Hypothesis draws what OpenRouter reports for three keys, then a sequence of steps: rows
 restated, models vanishing, exact and conflicting duplicate rows, an empty answer, the clock
 moving days out of the window, syncs (of some keys, with failing keys, stopped between keys,
-crossing midnight while the answer is on its way, or with OpenRouter's clock a second ahead)
+crossing midnight while the answer is on its way, or with OpenRouter's clock ahead)
 and backfills of chosen days. (A real kill -9 between keys is in tests/faults.) Each step
 goes through the real sync (:func:`worker.sync.locked_sync`, the real client, the fake
 OpenRouter on 127.0.0.1) into SQLite and PostgreSQL. After every sync the stored rows must be
@@ -58,9 +58,13 @@ MODELS = ("a/x", "a/y", "b/z")
 ENDPOINTS = ("e1", "e2")
 START = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
 FRACTION = 0.5
-# Not a whole number of hours: the clock moves in whole hours (and seconds around midnight),
+# Not a whole number of hours: the clock moves in whole hours (and a minute around midnight),
 # so no step lands on the boundary, where milliseconds of real time would decide.
 CONFIRM_HOURS = 19.5
+# A run "just before midnight" starts this long before it. The worker's clock runs in real
+# time from where the harness pins it; a second (as before) let a loaded machine carry it
+# past midnight before the run, or before the next sync, began.
+BEFORE_MIDNIGHT = dt.timedelta(minutes=1)
 TOLERANCE = Decimal("1e-9")
 # PostgreSQL runs this share of the profile's max_examples: its examples take about twice as long.
 POSTGRES_SHARE = 0.5
@@ -154,8 +158,8 @@ class Advance:
 class Sync:
     """A whole-window sync of ``keys`` (None: all), some failing; ``stop_after``: the run is
     stopped when that many requests have arrived (one key at a time); ``midnight``: the run
-    starts a second before 00:00 UTC and the answers arrive after it; ``skew``: the run starts
-    a second before 00:00 UTC and OpenRouter's clock has already turned."""
+    starts a minute before 00:00 UTC and the answers arrive after it; ``skew``: the run starts
+    a minute before 00:00 UTC and OpenRouter's clock has already turned."""
 
     keys: tuple[int, ...] | None = None
     failing: tuple[tuple[int, str], ...] = ()
@@ -498,8 +502,9 @@ class Harness:
     def sync(self, model: Model, step: Sync) -> None:
         arrival = model.clock
         if step.midnight or step.skew:
-            model.clock = dt.datetime.combine(model.today, dt.time(23, 59, 59), dt.UTC)
-            arrival = model.clock + dt.timedelta(seconds=2 * step.midnight)
+            midnight = dt.datetime.combine(model.today + dt.timedelta(days=1), dt.time(), dt.UTC)
+            model.clock = midnight - BEFORE_MIDNIGHT
+            arrival = midnight + dt.timedelta(seconds=1) if step.midnight else model.clock
             days.pin_clock(model.clock)
         if step.skew:
             self.fake.today = model.today + dt.timedelta(days=1)
