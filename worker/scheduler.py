@@ -272,7 +272,10 @@ class SyncDaemon:
 
     def _watch_signals(self) -> None:
         while (signum := self._signals.get()) is not None:
-            self._request_stop(signal.Signals(signum).name)
+            try:
+                self._request_stop(signal.Signals(signum).name)
+            except Exception:  # this thread must live on: a second signal still has to work
+                log.exception("shutdown_request_failed")
 
     def _request_stop(self, name: str) -> None:
         with self._stopping:

@@ -1,4 +1,4 @@
-"""The daemon's pieces that need no database: the retry delays and APScheduler's log lines."""
+"""The daemon's pieces that need no database: retry delays, APScheduler's log lines, signals."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import datetime as dt
 import io
 import logging
 import random
+import signal
 import threading
 from collections.abc import Iterator
 
@@ -14,8 +15,11 @@ import structlog
 from apscheduler.events import EVENT_JOB_EXECUTED
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from worker.config import Settings
+from worker.crypto import Keyring
+from worker.db import create_db_engine, make_session_factory
 from worker.logs import configure_logging, get_logger
-from worker.scheduler import Backoff
+from worker.scheduler import Backoff, SyncDaemon
 
 APSCHEDULER_INFO = (
     "Added job",
@@ -86,3 +90,30 @@ def test_apscheduler_job_lines_stay_out_of_info_logs(fmt: str) -> None:
 def test_apscheduler_job_lines_are_kept_for_debug() -> None:
     out = _run_one_job("DEBUG", "console")
     assert "Running job" in out and "executed successfully" in out and "Added job" in out
+
+
+def test_a_second_signal_exits_even_when_acting_on_the_first_failed(keyring: Keyring) -> None:
+    """The handler only queues the signal; the signal thread acts on it and survives an error,
+    so a second signal still exits at once."""
+    engine = create_db_engine("sqlite://")
+    exits: list[int] = []
+    daemon = SyncDaemon(
+        Settings(), engine, make_session_factory(engine), keyring, exit_now=exits.append
+    )
+
+    def broken_shutdown() -> None:
+        raise RuntimeError("the scheduler could not be stopped")
+
+    daemon._shutdown_scheduler = broken_shutdown  # type: ignore[method-assign]
+    watcher = threading.Thread(target=daemon._watch_signals)
+    watcher.start()
+    try:
+        daemon._on_signal(signal.SIGTERM, None)
+        daemon._on_signal(signal.SIGINT, None)
+    finally:
+        daemon._signals.put(None)
+        watcher.join(10)
+        engine.dispose()
+    assert not watcher.is_alive()
+    assert daemon.stop.is_set()
+    assert exits == [0]
