@@ -170,14 +170,8 @@ class Importer:
                 subject.record(session, self.first, utc_now())
             return True
         if answer.truncated:
-            if first == last:
-                raise TooManyRowsError(
-                    f"{first} alone has more rows than an analytics answer holds"
-                )
-            middle = first + (last - first) // 2
-            return self._range(secret, subject, middle + dt.timedelta(days=1), last) and (
-                self._range(secret, subject, first, middle)
-            )
+            older, newer = _halves(first, last)
+            return self._range(secret, subject, *newer) and self._range(secret, subject, *older)
         self._store(subject, answer.rows, first, last)
         return True
 
@@ -258,11 +252,19 @@ def answers(
         return []
     if not answer.truncated:
         return [(answer.rows, first, last)]
+    older, newer = _halves(first, last)
+    return [*answers(client, secret, subject, *older), *answers(client, secret, subject, *newer)]
+
+
+def _halves(
+    first: dt.date, last: dt.date
+) -> tuple[tuple[dt.date, dt.date], tuple[dt.date, dt.date]]:
+    """A truncated answer's days, split to be asked again: (older half, newer half). One day
+    alone cannot be split."""
     if first == last:
         raise TooManyRowsError(f"{first} alone has more rows than an analytics answer holds")
     middle = first + (last - first) // 2
-    return [*answers(client, secret, subject, first, middle),
-            *answers(client, secret, subject, middle + dt.timedelta(days=1), last)]  # fmt: skip
+    return (first, middle), (middle + dt.timedelta(days=1), last)
 
 
 def _ranges(days: Sequence[dt.date]) -> list[tuple[dt.date, dt.date]]:
