@@ -1,8 +1,9 @@
 """Alembic environment: metadata from the models, URL from the worker's configuration.
 
-``worker.db.init_db`` hands in an open connection through ``config.attributes``; the ``alembic``
-command line (``make migrate`` uses the worker's ``migrate`` command instead) builds a NullPool
-engine from the worker's settings. Batch mode is used on SQLite only, where ALTER TABLE is weak.
+``worker.store.db.init_db`` hands in an open connection through ``config.attributes``; the
+``alembic`` command line (``make migrate`` uses the worker's ``migrate`` command instead) builds
+a NullPool engine from the worker's settings. Batch mode is used on SQLite only, where ALTER
+TABLE is weak.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from sqlalchemy import Connection, pool
 
 from alembic import context
 from worker.config import load_settings
-from worker.db import create_db_engine
-from worker.models import Base
+from worker.store.db import create_db_engine
+from worker.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -67,7 +67,7 @@ def serve(spec: dict[str, Any]) -> int:
 def sync_figures(factory: Any, keyring: Any, base_url: str, history_days: int) -> dict[str, Any]:
     """One run_sync of the account, timed; its figures."""
     from worker.config import Settings
-    from worker.sync import run_sync
+    from worker.sync.run import run_sync
 
     settings = (
         Settings()
@@ -104,8 +104,8 @@ def scenario(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
     import sys
 
     from bench.run import ROOT, _open, _peak_rss_mb
-    from worker.crypto import generate_master_key
-    from worker.logs import configure_logging
+    from worker.core.logs import configure_logging
+    from worker.vault.crypto import generate_master_key
 
     configure_logging("INFO", "json", open(os.devnull, "w"))  # production logging, discarded
     db_path = workdir / f"{spec['name']}.db"

@@ -164,8 +164,8 @@ def _peak_rss_mb() -> float:
 
 def _open(db_url: str, master_key: str) -> tuple[Any, Any, Any]:
     """Engine, session factory and keyring for a prepared database."""
-    from worker.crypto import Keyring, decode_master_key
-    from worker.db import create_db_engine, make_session_factory
+    from worker.store.db import create_db_engine, make_session_factory
+    from worker.vault.crypto import Keyring, decode_master_key
 
     engine = create_db_engine(db_url)
     keyring = Keyring(decode_master_key(master_key, "bench"))
@@ -180,8 +180,8 @@ def prepare(spec: dict[str, Any]) -> None:
     leaves memory the interpreter keeps (about 10 MB more at 2,000 keys than at 100,
     measured), which would count in the scenario's peak RSS although the sync never used it.
     """
-    from worker.db import init_db, transaction
-    from worker.models import ApiKey, User
+    from worker.store.db import init_db, transaction
+    from worker.store.models import ApiKey, User
 
     keys = spec["keys"]
     engine, factory, keyring = _open(spec["db_url"], spec["master_key"])
@@ -210,7 +210,7 @@ def prepare(spec: dict[str, Any]) -> None:
 
 def _sync(factory: Any, keyring: Any, base_url: str, concurrency: int) -> dict[str, Any]:
     from worker.config import Settings
-    from worker.sync import run_sync
+    from worker.sync.run import run_sync
 
     # history_days=0: these scenarios measure /activity; the year of history has its own.
     settings = (
@@ -245,11 +245,11 @@ def _write_path(engine: Any, factory: Any) -> dict[str, float]:
     interpreter. Seconds of wall time and of this process's CPU time."""
     from sqlalchemy import text
 
-    from worker.db import transaction
-    from worker.models import to_money
+    from worker.core.usage import UsageRow
+    from worker.store.db import transaction
+    from worker.store.models import to_money
     from worker.store.usage_write import KeyRows, write_usage
-    from worker.usage import UsageRow
-    from worker.writes import GROUP_COMMIT_ROWS
+    from worker.sync.writes import GROUP_COMMIT_ROWS
 
     with engine.connect() as conn:
         stored = conn.execute(
@@ -380,7 +380,7 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
         return accounts.scenario(spec, Path(spec["workdir"]))
     from sqlalchemy import text
 
-    from worker.logs import configure_logging
+    from worker.core.logs import configure_logging
 
     # Production logging (INFO, JSON, one line per key) into the void.
     configure_logging("INFO", "json", open(os.devnull, "w"))
@@ -391,7 +391,7 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
         db_url = f"sqlite:///{db_path}"
     else:
         db_url = spec["db_url"]
-    from worker.crypto import generate_master_key
+    from worker.vault.crypto import generate_master_key
 
     master_key = generate_master_key()
     subprocess.run(
@@ -440,7 +440,7 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     """One scenario in a fresh interpreter (its peak RSS is its own)."""
-    # The worker's clock pinned to TODAY (the testing hook of worker.days): the data, and so
+    # The worker's clock pinned to TODAY (the testing hook of worker.core.days): the data, and so
     # every figure, is the same whatever the date.
     env = {**os.environ, "OPENROUTER_WATCHER_TESTING_CLOCK": f"{TODAY.isoformat()}T12:00:00Z"}
     proc = subprocess.run(

@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.db import create_db_engine, init_db, make_session_factory
-from worker.models import ApiKey, User
+from worker.store.db import create_db_engine, init_db, make_session_factory
+from worker.store.models import ApiKey, User
 from worker.testing.postgres import PostgresServer, find_bindir
 
 _counter = itertools.count()
@@ -168,7 +168,8 @@ def sample_user(session: Session) -> User:
 
 @pytest.fixture
 def sample_key(session: Session, sample_user: User) -> ApiKey:
-    # The ciphertext is not decryptable: tests that need a real one build it with worker.crypto.
+    # The ciphertext is not decryptable: tests that need a real one build it with
+    # worker.vault.crypto.
     key = ApiKey(user_id=sample_user.id, name="production", key_encrypted="v1:test:AAAA")
     session.add(key)
     session.commit()
@@ -240,7 +241,7 @@ def usage_triggers(engine: Engine) -> UsageTriggers:
 # Appended by issue 3 (keys at rest): a master key and its keyring for any test that encrypts.
 import base64  # noqa: E402
 
-from worker.crypto import Keyring, generate_master_key  # noqa: E402
+from worker.vault.crypto import Keyring, generate_master_key  # noqa: E402
 
 
 @pytest.fixture
@@ -291,7 +292,7 @@ class ReportData:
 
         from sqlalchemy import text
 
-        from worker.models import UsageStats
+        from worker.store.models import UsageStats
 
         with engine.begin() as conn:
             user_ids = []
@@ -383,7 +384,7 @@ import os  # noqa: E402
 from collections.abc import Callable, Mapping  # noqa: E402
 from typing import TextIO  # noqa: E402
 
-import worker.days  # noqa: E402
+import worker.core.days  # noqa: E402
 from worker.cli import main as cli_main  # noqa: E402
 
 PINNED_NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
@@ -394,20 +395,21 @@ def pinned_clock() -> Iterator[dt.date]:
     """Pin "now" at :data:`PINNED_NOW` (2026-11-20 12:00 UTC) and give that day, "today".
 
     Nothing a test asserts may depend on the real date, or it flakes at midnight UTC. The one
-    hook is ``OPENROUTER_WATCHER_TESTING_CLOCK``, which :mod:`worker.days` reads once, at
+    hook is ``OPENROUTER_WATCHER_TESTING_CLOCK``, which :mod:`worker.core.days` reads once, at
     its first reading of the clock: a subprocess gets it in its environment (``clean_env(
     OPENROUTER_WATCHER_TESTING_CLOCK="2026-11-20T12:00:00Z")``); in this process, where the
-    module is long imported, this fixture calls :func:`worker.days.pin_clock` instead, and
+    module is long imported, this fixture calls :func:`worker.core.days.pin_clock` instead, and
     unpins (the real clock) after the test. ``utc_now()`` runs forward in real time from
     midday, twelve hours from the next midnight, and every "today" in the worker (sync,
     backfill, report, status, the fake's default) is 2026-11-20. Take today from
-    ``worker.days.utc_today()`` (or this fixture's value), e.g. for ``FakeOpenRouter(today=…)``.
+    ``worker.core.days.utc_today()`` (or this fixture's value), e.g. for
+    ``FakeOpenRouter(today=…)``.
     """
-    worker.days.pin_clock(PINNED_NOW)
+    worker.core.days.pin_clock(PINNED_NOW)
     try:
         yield PINNED_NOW.date()
     finally:
-        worker.days.pin_clock(None)
+        worker.core.days.pin_clock(None)
 
 
 @pytest.fixture

@@ -27,12 +27,12 @@ from decimal import Decimal
 from pathlib import Path
 
 from worker.cli import main as cli_main
-from worker.crypto import create_key_file
-from worker.days import utc_today
+from worker.core.days import utc_today
 from worker.testing.activity_data import generate_activity
 from worker.testing.fake_account import generate_account
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.receivers import WebhookReceiver
+from worker.vault.crypto import create_key_file
 
 DEMO_DIR = Path("data/demo")
 DATABASE = DEMO_DIR / "demo.db"

@@ -23,17 +23,18 @@ import pytest
 from sqlalchemy import Engine, distinct, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import accounts, days
 from worker.cli import main
-from worker.crypto import Keyring
-from worker.db import create_db_engine, make_session_factory
-from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats
+from worker.core import days
+from worker.store.db import create_db_engine, make_session_factory
+from worker.store.models import ApiKey, SyncKeyResult, SyncRun, UsageStats
 from worker.testing import waiting
 from worker.testing.activity_data import as_stored, expected_totals, generate_activity
 from worker.testing.env import clean_env
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.logs import json_events
 from worker.testing.usage import stored_usage_of
+from worker.vault import accounts
+from worker.vault.crypto import Keyring
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")
 TODAY = dt.date(2026, 11, 26)

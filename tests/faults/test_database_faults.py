@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from tests.faults.conftest import World, wait_until
-from worker.db import create_db_engine, init_db
+from worker.store.db import create_db_engine, init_db
 from worker.testing.postgres import PostgresServer, find_bindir
 
 # Another process holding SQLite's write lock until its stdin closes.

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.faults.conftest import World, wait_until
-from worker.locking import lock_is_held
+from worker.store.locking import lock_is_held
 
 
 def hold_writes(engine: Engine) -> None:

@@ -17,14 +17,14 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import days
 from worker.config import Settings
-from worker.crypto import Keyring
-from worker.days import DateRange, completed_window
-from worker.models import ApiKey, KeyUsageStats, SyncKeyResult, SyncRun, User
-from worker.outcomes import RunSummary
-from worker.report import DIMENSIONS, UNATTRIBUTED, Totals, build_report
-from worker.sync import run_sync
+from worker.core import days
+from worker.core.days import DateRange, completed_window
+from worker.core.usage import WriteCounts
+from worker.reports.report import DIMENSIONS, UNATTRIBUTED, Totals, build_report
+from worker.store.models import ApiKey, KeyUsageStats, SyncKeyResult, SyncRun, User
+from worker.sync.run import run_sync
+from worker.sync.summary import RunSummary
 from worker.testing.activity_data import as_stored, expected_totals, generate_activity
 from worker.testing.fake_account import (
     DEFAULT_WORKSPACE,
@@ -35,7 +35,7 @@ from worker.testing.fake_account import (
 )
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault
 from worker.testing.usage import catalogue_of, stored_key_usage_of, stored_usage_of
-from worker.usage import WriteCounts
+from worker.vault.crypto import Keyring
 
 TODAY = dt.date(2026, 11, 26)
 WINDOW = completed_window(TODAY)

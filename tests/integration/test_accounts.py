@@ -1,4 +1,4 @@
-"""worker.accounts on SQLite and PostgreSQL: users, encrypted keys, rotation, tokens."""
+"""worker.vault.accounts on SQLite and PostgreSQL: users, encrypted keys, rotation, tokens."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import accounts, tokens
-from worker.crypto import Keyring, generate_master_key
-from worker.db import transaction
-from worker.errors import ConflictError, DecryptionError, NotFoundError, UsageError
-from worker.models import KIND_MANAGEMENT, ApiKey, ApiToken, UsageStats, User
+from worker.core.errors import ConflictError, DecryptionError, NotFoundError, UsageError
+from worker.store.db import transaction
+from worker.store.models import KIND_MANAGEMENT, ApiKey, ApiToken, UsageStats, User
+from worker.vault import accounts, tokens
+from worker.vault.crypto import Keyring, generate_master_key
 
 KEY_A = "sk-or-v1-" + "a1" * 32
 KEY_B = "sk-or-v1-" + "b2" * 32

@@ -15,17 +15,18 @@ import pytest
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import accounts, days
 from worker.alerts.deliver import Notifier
-from worker.alerts.rules import AlertRule, Channel
 from worker.cli import main
 from worker.config import Settings
-from worker.crypto import Keyring
+from worker.config.rules import AlertRule, Channel
+from worker.core import days
 from worker.live.poll import run_poll
-from worker.models import KIND_MANAGEMENT, AlertNotification, SyncKeyResult, SyncRun
+from worker.store.models import KIND_MANAGEMENT, AlertNotification, SyncKeyResult, SyncRun
 from worker.testing.fake_account import FakeAccount, generate_account, replace_key
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.receivers import MailReceiver, WebhookReceiver
+from worker.vault import accounts
+from worker.vault.crypto import Keyring
 
 NOON = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
 MANAGEMENT = "sk-or-v1-alerts-management-" + "0" * 40
@@ -162,7 +163,7 @@ def test_a_restart_fires_nothing_new(
     account: FakeAccount,
     hook: WebhookReceiver,
 ) -> None:
-    from worker.db import create_db_engine, make_session_factory
+    from worker.store.db import create_db_engine, make_session_factory
 
     factory = make_session_factory(engine)
     register_account(factory, keyring)
@@ -185,7 +186,7 @@ def test_a_failing_receiver_is_retried_with_backoff_and_delivered_at_the_next_po
     account: FakeAccount,
     hook: WebhookReceiver,
 ) -> None:
-    from worker.db import create_db_engine, make_session_factory
+    from worker.store.db import create_db_engine, make_session_factory
 
     engine = create_db_engine(sqlite_url)
     factory = make_session_factory(engine)
@@ -217,7 +218,7 @@ def test_sync_failing_and_limit_used_percent(
     account: FakeAccount,
     hook: WebhookReceiver,
 ) -> None:
-    from worker.db import create_db_engine, make_session_factory
+    from worker.store.db import create_db_engine, make_session_factory
 
     engine = create_db_engine(sqlite_url)
     factory = make_session_factory(engine)
@@ -252,8 +253,8 @@ def test_the_daily_digest_goes_out_once_after_its_time(
     account: FakeAccount,
     hook: WebhookReceiver,
 ) -> None:
-    from worker.db import create_db_engine, make_session_factory
-    from worker.models import UsageStats
+    from worker.store.db import create_db_engine, make_session_factory
+    from worker.store.models import UsageStats
 
     engine = create_db_engine(sqlite_url)
     factory = make_session_factory(engine)
@@ -343,7 +344,7 @@ def test_cli_poll_alerts_list_history_and_status_without_leaking_the_channel_url
 ) -> None:
     import base64
 
-    from worker.db import create_db_engine, make_session_factory
+    from worker.store.db import create_db_engine, make_session_factory
 
     engine = create_db_engine(sqlite_url)
     register_account(make_session_factory(engine), Keyring(base64.b64decode(master_key)))

@@ -21,9 +21,9 @@ import httpx
 import pytest
 import respx
 
-from worker import accounts
-from worker.crypto import Keyring, generate_master_key, key_fingerprint
-from worker.db import create_db_engine, make_session_factory
+from worker.store.db import create_db_engine, make_session_factory
+from worker.vault import accounts
+from worker.vault.crypto import Keyring, generate_master_key, key_fingerprint
 
 KEY = "sk-or-v1-" + "c3" * 32
 BASE_URL = "https://openrouter.test/api/v1"

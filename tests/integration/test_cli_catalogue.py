@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from worker import accounts
-from worker.crypto import Keyring
-from worker.days import utc_today
-from worker.db import create_db_engine, make_session_factory
-from worker.models import UsageStats
+from worker.core.days import utc_today
+from worker.store.db import create_db_engine, make_session_factory
+from worker.store.models import UsageStats
 from worker.testing.fake_account import FakeAccount, generate_account, replace_key
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.logs import json_events
+from worker.vault import accounts
+from worker.vault.crypto import Keyring
 
 Cli = Callable[..., tuple[int, str, str]]
 MANAGEMENT = "sk-or-v1-" + "m" * 64

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
-from worker.cli import build_parser, walk
 from worker.commands.completion import SHELLS
+from worker.commands.parser import build_parser, walk
 
 Cli = Callable[..., tuple[int, str, str]]  # the `cli` fixture of tests/conftest.py
 PARSERS = {parser.prog: parser for parser in walk(build_parser())}

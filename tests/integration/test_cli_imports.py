@@ -36,12 +36,12 @@ NEVER = (
     "tenacity",
     "cryptography",
     "concurrent.futures.thread",
-    "worker.sync",
+    "worker.sync.run",
     "worker.openrouter",
-    "worker.scheduler",
+    "worker.daemon.service",
 )
 # Building the parser alone (every command's --help) needs no database layer either.
-PARSER_ONLY = (*NEVER, "sqlalchemy", "worker.db", "worker.models")
+PARSER_ONLY = (*NEVER, "sqlalchemy", "worker.store.db", "worker.store.models")
 
 READ_ONLY = {
     "--help": (["--help"], PARSER_ONLY),

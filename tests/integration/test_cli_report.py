@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from worker.db import create_db_engine
+from worker.store.db import create_db_engine
 
 Cli = Callable[..., tuple[int, str, str]]  # the `cli` fixture of tests/conftest.py
 RANGE = ["--since", "2026-11-01", "--until", "2026-11-05"]

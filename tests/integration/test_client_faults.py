@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from worker.config import OpenRouterSettings
-from worker.errors import InvalidResponseError, UnauthorizedError, UpstreamUnavailableError
+from worker.core.errors import InvalidResponseError, UnauthorizedError, UpstreamUnavailableError
 from worker.openrouter import OpenRouterClient
 from worker.testing.activity_data import generate_activity
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault

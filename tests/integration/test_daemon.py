@@ -1,6 +1,6 @@
 """`openrouter-watcher run` as a real subprocess against the fake OpenRouter on 127.0.0.1.
 
-Every daemon here runs on a pinned clock (the testing hook in worker.days), and the fake
+Every daemon here runs on a pinned clock (the testing hook in worker.core.days), and the fake
 OpenRouter serves the window of that same day, so nothing depends on the real date.
 """
 
@@ -24,16 +24,16 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from worker import accounts
-from worker.crypto import Keyring
-from worker.db import create_db_engine, init_db, make_session_factory
-from worker.models import ApiKey, SyncRun, UsageStats
+from worker.store.db import create_db_engine, init_db, make_session_factory
+from worker.store.models import ApiKey, SyncRun, UsageStats
 from worker.testing.activity_data import generate_activity
 from worker.testing.env import clean_env
 from worker.testing.fake_openrouter import FakeOpenRouter, fingerprint
 from worker.testing.logs import json_events
 from worker.testing.postgres import PostgresServer, find_bindir, free_port
 from worker.testing.waiting import wait_until
+from worker.vault import accounts
+from worker.vault.crypto import Keyring
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")
 CLOCK = "2026-11-20T12:00:00Z"

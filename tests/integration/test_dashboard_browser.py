@@ -18,11 +18,12 @@ from pathlib import Path
 from playwright.sync_api import Page, sync_playwright
 from sqlalchemy.orm import Session
 
-from worker import accounts, render
 from worker.config import Settings
-from worker.db import create_db_engine, make_session_factory
-from worker.http.context import HttpContext
-from worker.models import (
+from worker.core import render
+from worker.daemon.http.context import HttpContext
+from worker.store import alerts, snapshots
+from worker.store.db import create_db_engine, make_session_factory
+from worker.store.models import (
     KIND_MANAGEMENT,
     AccountKey,
     AlertEvent,
@@ -33,10 +34,10 @@ from worker.models import (
     UsageStats,
     to_money,
 )
-from worker.store import alerts, snapshots
 from worker.store.snapshots import SELF, Observation, Source
 from worker.testing.activity_data import expected_totals, generate_activity
 from worker.testing.served import serving
+from worker.vault import accounts
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # As root Chromium needs --no-sandbox; the rest keeps it from calling home on a closed network.

@@ -13,7 +13,8 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.db import (
+from worker.core.errors import EXIT_RUNTIME, DatabaseUnavailableError
+from worker.store.db import (
     HEAD_REVISION,
     check_schema,
     create_db_engine,
@@ -21,8 +22,7 @@ from worker.db import (
     get_db,
     transaction,
 )
-from worker.errors import EXIT_RUNTIME, DatabaseUnavailableError
-from worker.models import User
+from worker.store.models import User
 from worker.testing.env import clean_env
 from worker.testing.postgres import free_port
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from worker.config import OpenRouterSettings
-from worker.errors import RateLimitedError
+from worker.core.errors import RateLimitedError
 from worker.openrouter import OpenRouterClient, daily_totals
 from worker.openrouter.pacing import RateLimiter
 from worker.testing.fake_account import FakeAccount, generate_account, key_hash, replace_key

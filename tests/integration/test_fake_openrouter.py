@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from worker.config import OpenRouterSettings
-from worker.days import completed_window
-from worker.errors import (
+from worker.core.days import completed_window
+from worker.core.errors import (
     BadRequestError,
     InvalidResponseError,
     NotManagementKeyError,

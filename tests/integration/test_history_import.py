@@ -18,19 +18,19 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import days
 from worker.config import Settings
-from worker.crypto import Keyring
-from worker.days import completed_window
-from worker.models import ApiKey, KeyUsageStats, UsageStats, User
+from worker.core import days
+from worker.core.days import completed_window
 from worker.openrouter import OpenRouterClient
 from worker.openrouter.pacing import RateLimiter
-from worker.outcomes import RunSummary
-from worker.sync import run_sync
+from worker.store.models import ApiKey, KeyUsageStats, UsageStats, User
+from worker.sync.run import run_sync
+from worker.sync.summary import RunSummary
 from worker.testing.activity_data import as_stored, expected_totals
 from worker.testing.fake_account import FakeAccount, generate_account, replace_key
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault
 from worker.testing.usage import catalogue_of
+from worker.vault.crypto import Keyring
 
 TODAY = dt.date(2026, 11, 26)
 HISTORY_DAYS = 60

@@ -19,16 +19,17 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import accounts, render, tokens
 from worker.config import Settings
-from worker.days import DateRange
-from worker.db import create_db_engine, make_session_factory
-from worker.http.context import HttpContext
-from worker.models import ApiKey, ApiToken, UsageStats
-from worker.report import Filters, build_report, report_dict
+from worker.core import render
+from worker.core.days import DateRange
+from worker.daemon.http.context import HttpContext
+from worker.reports.report import Filters, build_report, report_dict
+from worker.store.db import create_db_engine, make_session_factory
+from worker.store.models import ApiKey, ApiToken, UsageStats
 from worker.testing import loopback
 from worker.testing.postgres import free_port
 from worker.testing.served import serving
+from worker.vault import accounts, tokens
 
 if TYPE_CHECKING:
     from tests.conftest import ReportData

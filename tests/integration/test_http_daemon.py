@@ -23,10 +23,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from worker import accounts
-from worker.crypto import Keyring
-from worker.db import create_db_engine, make_session_factory
-from worker.models import ApiToken
+from worker.store.db import create_db_engine, make_session_factory
+from worker.store.models import ApiToken
 from worker.testing import loopback
 from worker.testing.activity_data import generate_activity
 from worker.testing.env import clean_env
@@ -34,6 +32,8 @@ from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.logs import json_events
 from worker.testing.postgres import free_port
 from worker.testing.waiting import wait_until
+from worker.vault import accounts
+from worker.vault.crypto import Keyring
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")
 DEAD_SECRET = "dead-Secret-Token-0123456789abcdef"

@@ -24,23 +24,24 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import accounts, days, render
 from worker.alerts.deliver import Notifier
-from worker.alerts.rules import AlertRule, Channel
 from worker.config import Settings
-from worker.crypto import Keyring
-from worker.db import make_session_factory
-from worker.http.context import HttpContext
-from worker.live.figures import registered
+from worker.config.rules import AlertRule, Channel
+from worker.core import days, render
+from worker.daemon.http.context import HttpContext
 from worker.live.poll import run_poll
-from worker.models import KIND_MANAGEMENT, KIND_ORDINARY
-from worker.sync import run_sync
+from worker.reports.live import registered
+from worker.store.db import make_session_factory
+from worker.store.models import KIND_MANAGEMENT, KIND_ORDINARY
+from worker.sync.run import run_sync
 from worker.testing import loopback
 from worker.testing.fake_account import FakeAccount, FakeAccountKey, generate_account, listing
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.postgres import free_port
 from worker.testing.receivers import WebhookReceiver
 from worker.testing.served import serving
+from worker.vault import accounts
+from worker.vault.crypto import Keyring
 
 NOON = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"

@@ -14,23 +14,24 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from worker import metrics
 from worker.alerts.deliver import DeliveryCounts
-from worker.alerts.evaluate import Fired
+from worker.alerts.fired import Fired
 from worker.config import Settings
-from worker.days import month_so_far
-from worker.db import create_db_engine, make_session_factory
-from worker.http.auth import FailedAuthLimiter
-from worker.http.context import HttpContext
-from worker.http.health import key_problems
-from worker.http.svg import nice_scale
+from worker.core.days import month_so_far
+from worker.core.outcomes import KeyOutcome
+from worker.core.usage import WriteCounts
+from worker.daemon import metrics
+from worker.daemon.http.context import HttpContext
+from worker.daemon.http.health import key_problems
+from worker.daemon.http.limiter import FailedAuthLimiter
+from worker.daemon.http.svg import nice_scale
 from worker.live.poll import PollSummary, SourceOutcome
-from worker.models import ApiKey, SyncKeyResult, SyncRun
-from worker.outcomes import KeyOutcome, RunSummary
-from worker.status import KeyStatus
+from worker.reports.status import KeyStatus
+from worker.store.db import create_db_engine, make_session_factory
+from worker.store.models import ApiKey, SyncKeyResult, SyncRun
+from worker.sync.summary import RunSummary
 from worker.testing import loopback
 from worker.testing.served import serving
-from worker.usage import WriteCounts
 
 if TYPE_CHECKING:
     from tests.conftest import ReportData

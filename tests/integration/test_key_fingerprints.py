@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import accounts
 from worker.cli import main
-from worker.crypto import Keyring, generate_master_key
-from worker.errors import ConflictError
-from worker.models import ApiKey
+from worker.core.errors import ConflictError
+from worker.store.models import ApiKey
+from worker.vault import accounts
+from worker.vault.crypto import Keyring, generate_master_key
 
 KEY = "sk-or-v1-" + "7" * 64
 OTHER = "sk-or-v1-" + "8" * 64

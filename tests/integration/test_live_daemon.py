@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from worker import accounts
-from worker.crypto import Keyring
-from worker.db import create_db_engine, make_session_factory
-from worker.models import KIND_MANAGEMENT
+from worker.store.db import create_db_engine, make_session_factory
+from worker.store.models import KIND_MANAGEMENT
 from worker.testing.env import clean_env
 from worker.testing.fake_account import generate_account, replace_key
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.logs import json_events
 from worker.testing.receivers import WebhookReceiver
 from worker.testing.waiting import wait_until
+from worker.vault import accounts
+from worker.vault.crypto import Keyring
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")
 CLOCK = "2026-11-20T12:00:00Z"

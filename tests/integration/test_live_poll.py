@@ -12,15 +12,22 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import accounts, days
 from worker.config import Settings
-from worker.crypto import Keyring
-from worker.live.figures import figures, registered
+from worker.core import days
 from worker.live.poll import locked_poll, run_poll
-from worker.locking import poll_lock
-from worker.models import KIND_MANAGEMENT, KIND_ORDINARY, LiveSnapshot, LiveSubject, UsageStats
+from worker.reports.live import figures, registered
+from worker.store.locking import poll_lock
+from worker.store.models import (
+    KIND_MANAGEMENT,
+    KIND_ORDINARY,
+    LiveSnapshot,
+    LiveSubject,
+    UsageStats,
+)
 from worker.testing.fake_account import FakeAccount, generate_account, replace_key
 from worker.testing.fake_openrouter import FakeOpenRouter
+from worker.vault import accounts
+from worker.vault.crypto import Keyring
 
 NOON = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
 MANAGEMENT = "sk-or-v1-live-management-" + "0" * 40
@@ -297,7 +304,7 @@ def test_old_snapshots_are_pruned_but_every_figure_since_stays_computable(
 def test_the_daemon_polls_every_interval_seconds_instead_of_the_minutes_when_set(
     minutes: int, seconds: int, every: int, engine: Engine, keyring: Keyring
 ) -> None:
-    from worker.live.jobs import LivePoller
+    from worker.daemon.jobs import LivePoller
 
     settings = Settings().replace("live", interval_minutes=minutes, interval_seconds=seconds)
     poller = LivePoller(settings, engine, keyring, threading.Event())

@@ -8,8 +8,8 @@ import textwrap
 
 from sqlalchemy import Engine
 
-from worker.db import create_db_engine
-from worker.locking import sync_lock
+from worker.store.db import create_db_engine
+from worker.store.locking import sync_lock
 from worker.testing.waiting import wait_until
 
 
@@ -27,8 +27,8 @@ def test_lock_of_a_killed_process_does_not_outlive_it(engine: Engine, db_url: st
     """A holder killed with SIGKILL (no cleanup at all) must not block the next sync."""
     script = textwrap.dedent(f"""
         import sys, time
-        from worker.db import create_db_engine
-        from worker.locking import sync_lock
+        from worker.store.db import create_db_engine
+        from worker.store.locking import sync_lock
         with sync_lock(create_db_engine({db_url!r})) as held:
             print("held" if held is not None else "refused", flush=True)
             sys.stdin.readline()

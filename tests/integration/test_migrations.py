@@ -13,7 +13,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from worker.db import (
+from worker.core.errors import SchemaError
+from worker.store.db import (
     HEAD_REVISION,
     alembic_config,
     check_schema,
@@ -23,8 +24,7 @@ from worker.db import (
     init_db,
     migrations_dir,
 )
-from worker.errors import SchemaError
-from worker.models import Base
+from worker.store.models import Base
 from worker.testing.env import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import respx
 
-from worker.crypto import generate_master_key
 from worker.testing.env import clean_env
+from worker.vault.crypto import generate_master_key
 
 Cli = Callable[..., tuple[int, str, str]]  # the `cli` fixture of tests/conftest.py
 SCRIPT = Path(sys.executable).parent / "openrouter-watcher"

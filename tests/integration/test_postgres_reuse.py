@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from worker.db import create_db_engine
-from worker.errors import DatabaseUnavailableError
+from worker.core.errors import DatabaseUnavailableError
+from worker.store.db import create_db_engine
 from worker.testing.postgres import PostgresServer
 
 pytestmark = pytest.mark.postgres

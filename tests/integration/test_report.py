@@ -1,4 +1,5 @@
-"""worker.report on SQLite and PostgreSQL: grouped sums, filters, order, ranges, rendering."""
+"""worker.reports.report on SQLite and PostgreSQL: grouped sums, filters, order, ranges,
+rendering."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.days import DateRange, resolve_range
-from worker.db import make_session_factory
-from worker.errors import NotFoundError, UsageError
-from worker.models import ApiKey, UsageStats
-from worker.render import dollars
-from worker.report import Filters, Report, build_report, report_dict
-from worker.report_formats import bar, format_report, write_atomically
+from worker.core.days import DateRange, resolve_range
+from worker.core.errors import NotFoundError, UsageError
+from worker.core.render import dollars
+from worker.reports.formats import bar, format_report, write_atomically
+from worker.reports.report import Filters, Report, build_report, report_dict
+from worker.store.db import make_session_factory
+from worker.store.models import ApiKey, UsageStats
 
 D = dt.date.fromisoformat
 RANGE = DateRange(D("2026-11-01"), D("2026-11-05"))

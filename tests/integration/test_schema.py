@@ -10,7 +10,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from worker.models import ApiKey, ApiToken, UsageStats, User
+from worker.store.models import ApiKey, ApiToken, UsageStats, User
 
 
 def _add_user(session: Session, email: str) -> User:

@@ -14,15 +14,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from worker import accounts, demo
+from worker import demo
 from worker.config import ScheduleSettings, load_settings
-from worker.crypto import Keyring
-from worker.days import utc_today
-from worker.db import create_db_engine, make_session_factory
-from worker.status import collect_status, next_run_time
-from worker.sync import run_sync
+from worker.core.days import utc_today
+from worker.reports.status import collect_status, next_run_time
+from worker.store.db import create_db_engine, make_session_factory
+from worker.sync.run import run_sync
 from worker.testing.activity_data import generate_activity
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault
+from worker.vault import accounts
+from worker.vault.crypto import Keyring
 
 Cli = Callable[..., tuple[int, str, str]]  # the `cli` fixture of tests/conftest.py
 GOOD = "sk-or-v1-status-good-000000000000000000000000000000000000000000000001"

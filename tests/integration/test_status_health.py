@@ -11,9 +11,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.cli import main
-from worker.db import transaction
-from worker.locking import sync_lock
 from worker.store import ledger
+from worker.store.db import transaction
+from worker.store.locking import sync_lock
 
 
 def _status(db_url: str, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:

@@ -10,14 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import UsageTriggers
-from worker.db import create_db_engine, make_session_factory, transaction
-from worker.models import ApiKey, SyncKeyResult, SyncRun, User, utcnow
-from worker.outcomes import KeyOutcome
+from worker.core.outcomes import KeyOutcome
+from worker.core.usage import UsageRow, WriteCounts
 from worker.store import keys as key_store
 from worker.store import ledger
+from worker.store.db import create_db_engine, make_session_factory, transaction
+from worker.store.models import ApiKey, SyncKeyResult, SyncRun, User, utcnow
 from worker.store.usage_write import KeyRows, write_usage
 from worker.testing.usage import stored_usage_of
-from worker.usage import UsageRow, WriteCounts
 
 D1 = dt.date(2026, 11, 1)
 D2 = dt.date(2026, 11, 2)

@@ -15,17 +15,17 @@ from sqlalchemy import Engine, delete, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import UsageTriggers
-from worker import days
 from worker.config import Settings
-from worker.crypto import Keyring
-from worker.db import transaction
-from worker.errors import NotFoundError, UsageError
-from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats, User
-from worker.outcomes import RunSummary
-from worker.sync import run_sync
+from worker.core import days
+from worker.core.errors import NotFoundError, UsageError
+from worker.core.usage import WriteCounts
+from worker.store.db import transaction
+from worker.store.models import ApiKey, SyncKeyResult, SyncRun, UsageStats, User
+from worker.sync.run import run_sync
+from worker.sync.summary import RunSummary
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault
 from worker.testing.usage import stored_usage_of
-from worker.usage import WriteCounts
+from worker.vault.crypto import Keyring
 
 TODAY = dt.date(2026, 11, 26)
 D0 = dt.date(2026, 11, 20)

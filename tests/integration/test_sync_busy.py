@@ -10,13 +10,14 @@ from pathlib import Path
 
 import structlog
 
-from worker import accounts, days
 from worker.config import Settings
-from worker.crypto import Keyring
-from worker.db import create_db_engine, make_session_factory
-from worker.sync import run_sync
+from worker.core import days
+from worker.store.db import create_db_engine, make_session_factory
+from worker.sync.run import run_sync
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.usage import stored_usage_of
+from worker.vault import accounts
+from worker.vault.crypto import Keyring
 
 TODAY = dt.date(2026, 11, 26)
 SECRET = "sk-or-v1-" + "b" * 64

@@ -11,16 +11,17 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import UsageTriggers
-from worker import accounts, days
 from worker.config import Settings
-from worker.crypto import Keyring
-from worker.models import ApiKey
-from worker.outcomes import RunSummary
-from worker.sync import run_sync
+from worker.core import days
+from worker.core.usage import WriteCounts
+from worker.store.models import ApiKey
+from worker.sync.run import run_sync
+from worker.sync.summary import RunSummary
 from worker.testing.activity_data import as_stored, expected_totals, generate_activity
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.usage import stored_usage_of
-from worker.usage import WriteCounts
+from worker.vault import accounts
+from worker.vault.crypto import Keyring
 
 TODAY = dt.date(2026, 5, 1)
 SECRET = "sk-or-v1-" + "d" * 64

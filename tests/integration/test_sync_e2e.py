@@ -17,14 +17,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from worker import accounts
-from worker.crypto import Keyring
-from worker.days import utc_today
-from worker.db import create_db_engine, make_session_factory
-from worker.locking import sync_lock
-from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats
+from worker.core.days import utc_today
+from worker.store.db import create_db_engine, make_session_factory
+from worker.store.locking import sync_lock
+from worker.store.models import ApiKey, SyncKeyResult, SyncRun, UsageStats
 from worker.testing.activity_data import expected_totals, generate_activity
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault
+from worker.vault import accounts
+from worker.vault.crypto import Keyring
 
 Cli = Callable[..., tuple[int, str, str]]  # the `cli` fixture of tests/conftest.py
 GOOD_A = "sk-or-v1-" + "1" * 64

@@ -13,15 +13,16 @@ import pytest
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import accounts, days
 from worker.config import Settings
-from worker.crypto import Keyring
-from worker.db import create_db_engine, make_session_factory
-from worker.locking import lock_is_held
-from worker.models import SyncRun
-from worker.sync import locked_sync
+from worker.core import days
+from worker.store.db import create_db_engine, make_session_factory
+from worker.store.locking import lock_is_held
+from worker.store.models import SyncRun
+from worker.sync.run import locked_sync
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.usage import stored_usage_of
+from worker.vault import accounts
+from worker.vault.crypto import Keyring
 
 TODAY = dt.date(2026, 11, 26)
 D1 = dt.date(2026, 11, 24)

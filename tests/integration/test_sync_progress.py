@@ -24,13 +24,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from worker import accounts
 from worker.commands.progress import CLEAR
-from worker.crypto import Keyring
-from worker.db import create_db_engine, make_session_factory
+from worker.store.db import create_db_engine, make_session_factory
 from worker.testing.env import clean_env
 from worker.testing.fake_account import generate_account
 from worker.testing.fake_openrouter import FakeOpenRouter
+from worker.vault import accounts
+from worker.vault.crypto import Keyring
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")
 TODAY = dt.date(2026, 11, 20)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.errors import (
+from worker.core.errors import (
     EXIT_RUNTIME,
     EXIT_USAGE,
     ConfigError,

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from worker import cli
-from worker.db import create_db_engine, downgrade_db, init_db
+from worker.store.db import create_db_engine, downgrade_db, init_db
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:

@@ -11,8 +11,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 
-from worker.db import downgrade_db, init_db
-from worker.models import Base, to_money
+from worker.store.db import downgrade_db, init_db
+from worker.store.models import Base, to_money
 
 LEVEL_COLUMNS = [
     "level",

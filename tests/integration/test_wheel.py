@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
-from worker.db import create_db_engine, current_revision
+from worker.store.db import create_db_engine, current_revision
 from worker.testing.env import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +127,8 @@ def test_wheel_ships_the_dashboards_script_and_stylesheet(wheel: Path) -> None:
     import zipfile
 
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"worker/http/static/dashboard.js", "worker/http/static/dashboard.css"} <= names
+    static = "worker/daemon/http/static"
+    assert {f"{static}/dashboard.js", f"{static}/dashboard.css"} <= names
 
 
 def test_installed_wheel_migrates_a_fresh_database(installed: Path, tmp_path: Path) -> None:
@@ -141,7 +142,8 @@ def test_installed_wheel_migrates_a_fresh_database(installed: Path, tmp_path: Pa
         [
             str(installed / "python"),
             "-c",
-            "import worker, worker.db; print(worker.__file__); print(worker.db.migrations_dir())",
+            "import worker, worker.store.db; print(worker.__file__); "
+            "print(worker.store.db.migrations_dir())",
         ],
         env=env,
         cwd=elsewhere,

@@ -38,15 +38,16 @@ from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, select, update
 
-from worker import accounts, days
 from worker.config import Settings
-from worker.crypto import Keyring
-from worker.db import make_session_factory
-from worker.models import ApiKey, SyncKeyResult, SyncRun, UsageStats
+from worker.core import days
 from worker.openrouter import OpenRouterClient
-from worker.sync import locked_sync
+from worker.store.db import make_session_factory
+from worker.store.models import ApiKey, SyncKeyResult, SyncRun, UsageStats
+from worker.sync.run import locked_sync
 from worker.testing.activity_data import dumps
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault
+from worker.vault import accounts
+from worker.vault.crypto import Keyring
 
 # Coverage off: tracing every line tripled the time of each example, and the code they run is
 # measured by the other tests anyway. The time goes to examples instead.

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from worker.config import OpenRouterSettings
-from worker.errors import InvalidResponseError
+from worker.core.errors import InvalidResponseError
 from worker.openrouter import MAX_MODEL_LENGTH, OpenRouterClient, daily_totals, parse_activity
 from worker.testing.activity_data import as_stored, dumps, expected_totals, generate_activity
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from worker.config import load_settings
-from worker.errors import ConfigError
-from worker.logs import mask_text
+from worker.core.errors import ConfigError
+from worker.core.logs import mask_text
 from worker.store.alerts import subject_key_id
 
 # The shape the issue and the docs give, verbatim.

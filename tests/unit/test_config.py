@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from worker.config import DEFAULT_DATABASE_URL, describe_options, env_name, load_settings
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
 
 
 def _write(path: Path, text: str) -> Path:

@@ -1,4 +1,4 @@
-"""worker.crypto: round trip, tamper, moved ciphertext, wrong key, key sources."""
+"""worker.vault.crypto: round trip, tamper, moved ciphertext, wrong key, key sources."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from worker.config import Settings
-from worker.crypto import Keyring, generate_master_key, key_fingerprint, master_key_id_of
-from worker.errors import DecryptionError, MasterKeyError
-from worker.logs import mask_text
+from worker.core.errors import DecryptionError, MasterKeyError
+from worker.core.logs import mask_text
+from worker.vault.crypto import Keyring, generate_master_key, key_fingerprint, master_key_id_of
 
 PLAIN = "sk-or-v1-" + "ab" * 32
 

@@ -1,4 +1,4 @@
-"""worker.days: OpenRouter's window, the days a backfill asks for, the one date parser and
+"""worker.core.days: OpenRouter's window, the days a backfill asks for, the one date parser and
 the report range."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from worker.days import (
+from worker.core.days import (
     MAX_RANGE_DAYS,
     DateRange,
     backfill_days,
@@ -17,7 +17,7 @@ from worker.days import (
     split_days,
     window_days,
 )
-from worker.errors import UsageError
+from worker.core.errors import UsageError
 
 TODAY = dt.date(2026, 3, 1)
 YESTERDAY = dt.date(2026, 2, 28)

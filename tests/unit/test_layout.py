@@ -1,76 +1,108 @@
-"""The layout README promises: every module in its module map, and data flowing one way."""
+"""The layout README promises: its module map true to the packages and their imports, no
+import circle anywhere, small modules, and data flowing one way."""
 
 from __future__ import annotations
 
-import ast
-import re
-from pathlib import Path
+import functools
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-WORKER = ROOT / "worker"
+from worker.testing import layout
+
+BENCH = layout.ROOT / "bench"
+MAX_LINES = 450
+
+# Read once for the whole module: the parametrised tests below ask again and again.
+_graph = functools.cache(layout.worker_graph)
+_packages = functools.cache(layout.packages)
 
 
-def _map_entries() -> set[str]:
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("## How the code is laid out", 1)[1].split("\n## ", 1)[0]
-    first_cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
-    return {m.group(1) for cell in first_cells for m in re.finditer(r"`([a-z_]+(?:\.py|/))`", cell)}
+def test_the_readme_module_map_is_the_one_generated_from_the_packages() -> None:
+    assert layout.readme_map(layout.README.read_text()) == layout.module_map()
 
 
-def _top_level() -> set[str]:
-    names = set()
-    for path in WORKER.iterdir():
-        if path.name.startswith("_") or path.name == "migrations":
-            continue  # __init__/__main__; migrations is the alembic/ directory, shipped
-        if path.suffix == ".py":
-            names.add(path.name)
-        elif path.is_dir() and (path / "__init__.py").exists():
-            names.add(path.name + "/")
-    return names
+def test_the_top_level_holds_packages_and_the_entry_modules_only() -> None:
+    loose = {
+        path.name
+        for path in layout.WORKER.iterdir()
+        if path.suffix == ".py" and path.name not in layout.ENTRY_MODULES
+    }
+    assert loose == set()
 
 
-def test_the_readme_module_map_names_every_module_and_only_real_ones() -> None:
-    assert _map_entries() == _top_level()
+@pytest.mark.parametrize("package", [p.name for p in layout.packages()])
+def test_every_package_says_in_two_lines_what_it_is_for(package: str) -> None:
+    found = next(p for p in _packages() if p.name == package)
+    assert found.summary and found.summary_lines <= 2
+
+
+def test_no_import_circle_among_the_workers_modules() -> None:
+    assert layout.cycles(_graph()) == []
+
+
+def test_no_import_circle_among_the_top_level_packages() -> None:
+    assert layout.cycles(layout.package_graph(_graph())) == []
+
+
+def test_no_import_circle_in_the_benchmark() -> None:
+    modules = layout.module_files(BENCH, "bench")
+    local = {name.rpartition(".")[2]: name for name in modules}  # run as scripts: `import run`
+    assert layout.cycles(layout.import_graph(modules, local)) == []
+
+
+def test_the_circle_finder_finds_a_circle() -> None:
+    assert layout.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_module_is_longer_than_the_limit() -> None:
+    files = [*layout.WORKER.rglob("*.py"), *BENCH.rglob("*.py")]
+    long = {
+        str(path.relative_to(layout.ROOT)): lines
+        for path in files
+        if "migrations" not in path.parts
+        and (lines := len(path.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}
 
 
 def _imports(package: str) -> set[str]:
-    """Every worker.* module imported by the modules of ``package`` (a module or a package)."""
-    path = WORKER / package
-    files = sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
-    found = set()
-    for file in files:
-        for node in ast.walk(ast.parse(file.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                found.add(node.module)
-            elif isinstance(node, ast.Import):
-                found.update(alias.name for alias in node.names)
-    return {name for name in found if name.startswith("worker.")}
+    """Every worker module imported by the modules of ``package`` (``worker.…``)."""
+    return {
+        target
+        for name, targets in _graph().items()
+        if name == package or name.startswith(package + ".")
+        for target in targets
+    }
 
 
 @pytest.mark.parametrize(
     ("package", "never"),
     [
+        # The shared basics depend on nothing of the worker.
+        ("worker.core", ("worker.config", "worker.store", "worker.openrouter", "worker.sync")),
+        # Configuration knows nothing of what it configures.
+        ("worker.config", ("worker.store", "worker.openrouter", "worker.sync", "worker.alerts")),
         # The client knows nothing of storage or orchestration.
-        ("openrouter", ("worker.sync", "worker.store", "worker.db", "worker.models")),
-        # The store runs SQL for the sync; it never calls OpenRouter (it may keep what an
+        ("worker.openrouter", ("worker.sync", "worker.store", "worker.live", "worker.daemon")),
+        # The store runs SQL for the others; it never calls OpenRouter (it may keep what an
         # answer said: the parsed types) or the sync.
         (
-            "store",
+            "worker.store",
             (
                 "worker.sync",
                 "worker.openrouter.client",
                 "worker.openrouter.transport",
-                "worker.openrouter",  # the package itself hands out the client
                 "worker.commands",
                 "worker.cli",
+                "worker.daemon",
             ),
         ),
-        ("days", ("worker.sync", "worker.store", "worker.openrouter", "worker.db")),
-        # Library code never reaches back into the command line.
-        ("sync", ("worker.cli", "worker.commands")),
-        ("report", ("worker.cli", "worker.commands", "worker.sync")),
+        # Library code never reaches back into the command line or the daemon.
+        ("worker.sync", ("worker.cli", "worker.commands", "worker.daemon")),
+        ("worker.live", ("worker.cli", "worker.commands", "worker.daemon", "worker.sync")),
+        ("worker.reports", ("worker.cli", "worker.commands", "worker.sync", "worker.daemon")),
+        ("worker.alerts", ("worker.cli", "worker.commands", "worker.sync", "worker.live")),
+        ("worker.commands", ("worker.cli",)),
     ],
 )
 def test_data_flows_one_way(package: str, never: tuple[str, ...]) -> None:
@@ -78,6 +110,6 @@ def test_data_flows_one_way(package: str, never: tuple[str, ...]) -> None:
         name
         for name in _imports(package)
         for banned in never
-        if name == banned or (name.startswith(banned + ".") and banned != "worker.openrouter")
+        if name == banned or name.startswith(banned + ".")
     }
     assert wrong == set()

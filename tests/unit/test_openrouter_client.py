@@ -16,7 +16,7 @@ import respx
 from structlog.testing import capture_logs
 
 from worker.config import OpenRouterSettings
-from worker.errors import (
+from worker.core.errors import (
     BadRequestError,
     InvalidResponseError,
     NotManagementKeyError,

@@ -1,4 +1,5 @@
-"""worker.passwords (scrypt) and worker.tokens (create / verify / revoke) on a SQLite file."""
+"""worker.vault.passwords (scrypt) and worker.vault.tokens (create / verify / revoke) on a SQLite
+file."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from worker import passwords, tokens
-from worker.db import create_db_engine, init_db, make_session_factory
-from worker.errors import NotFoundError
-from worker.models import ApiToken, User
+from worker.core.errors import NotFoundError
+from worker.store.db import create_db_engine, init_db, make_session_factory
+from worker.store.models import ApiToken, User
+from worker.vault import passwords, tokens
 
 FAST = {"n": 2**10, "r": 8, "p": 1}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from worker.commands.progress import CLEAR, ProgressLine, describe, duration
-from worker.outcomes import Progress
+from worker.sync.summary import Progress
 
 
 def snapshot(step: str = "keys", done: int = 1, total: int = 4, **figures: float) -> Progress:

@@ -16,10 +16,10 @@ from apscheduler.events import EVENT_JOB_EXECUTED
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from worker.config import Settings
-from worker.crypto import Keyring
-from worker.db import create_db_engine, make_session_factory
-from worker.logs import configure_logging, get_logger
-from worker.scheduler import Backoff, SyncDaemon
+from worker.core.logs import configure_logging, get_logger
+from worker.daemon.service import Backoff, SyncDaemon
+from worker.store.db import create_db_engine, make_session_factory
+from worker.vault.crypto import Keyring
 
 APSCHEDULER_INFO = (
     "Added job",
@@ -71,7 +71,7 @@ def _run_one_job(level: str, fmt: str) -> str:
     finally:
         scheduler.shutdown(wait=True)
     logging.getLogger("apscheduler.scheduler").warning("an APScheduler warning")
-    get_logger("worker.scheduler").info("sync_heartbeat")
+    get_logger("worker.daemon.service").info("sync_heartbeat")
     return stream.getvalue()
 
 

@@ -1,4 +1,4 @@
-"""worker.sync's pure parts and the sums of /activity rows: daily totals, failure reasons,
+"""worker.sync.run's pure parts and the sums of /activity rows: daily totals, failure reasons,
 the run summary."""
 
 from __future__ import annotations
@@ -9,15 +9,16 @@ from decimal import Decimal
 import pytest
 
 from worker.commands.sync import format_summary
-from worker.errors import (
+from worker.core.errors import (
     DecryptionError,
     InvalidResponseError,
     NotManagementKeyError,
     RateLimitedError,
 )
+from worker.core.outcomes import KeyOutcome, describe_failure
+from worker.core.usage import UsageRow, WriteCounts
 from worker.openrouter import ActivityRow, daily_totals
-from worker.outcomes import KeyOutcome, RunSummary, describe_failure
-from worker.usage import UsageRow, WriteCounts
+from worker.sync.summary import RunSummary
 
 YESTERDAY = dt.date(2026, 2, 28)
 
@@ -178,7 +179,7 @@ def test_summary_json_and_text_are_stable() -> None:
 
 
 def test_summary_lists_the_account_keys_the_history_and_warnings() -> None:
-    from worker.outcomes import CatalogueTally, HistoryTally
+    from worker.sync.summary import CatalogueTally, HistoryTally
 
     summary = RunSummary(
         run_id=8,

@@ -1,8 +1,8 @@
-"""Alerts: rules and channels from the configuration, their evaluation after every live poll,
-the state that keeps each alert to one notification, and delivery through Apprise.
+"""Alerts: the rules evaluated after every live poll, each alert fired once per period,
+what the notification says, and its delivery through Apprise from an outbox.
 
-``rules`` (the ``[[channels]]`` and ``[[alerts]]`` tables, validated), ``evaluate`` (figures →
-fired alerts and their state), ``messages`` (what a notification says), ``deliver`` (Apprise
-with bounded retries; the outbox drained after every poll), ``digest`` (the daily summary).
-Kept free of imports here: the configuration loader imports ``rules`` on every command.
+``evaluate`` (figures → fired alerts and their state), ``fired`` (what fired), ``messages``
+(what a notification says), ``deliver`` (Apprise with bounded retries; the outbox drained
+after every poll), ``digest`` (the daily summary), ``status`` (what ``alerts list`` shows). The
+rules and channels themselves are configuration (:mod:`worker.config.rules`).
 """

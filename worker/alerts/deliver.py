@@ -32,13 +32,13 @@ from tenacity import (
     wait_exponential,
 )
 
-from worker.alerts.rules import Channel
 from worker.config import LiveSettings, Settings
-from worker.days import utc_now
-from worker.db import transaction
-from worker.errors import ConfigError, WatcherError
-from worker.logs import get_logger, mask_text, register_secret
+from worker.config.rules import Channel
+from worker.core.days import utc_now
+from worker.core.errors import ConfigError, WatcherError
+from worker.core.logs import get_logger, mask_text, register_secret
 from worker.store import alerts as store
+from worker.store.db import transaction
 
 log = get_logger(__name__)
 

@@ -15,15 +15,15 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from worker.alerts.evaluate import Fired
+from worker.alerts.fired import Fired
 from worker.alerts.messages import PREFIX
 from worker.config import Settings
-from worker.live.figures import spend_between
-from worker.logs import mask_text
-from worker.models import KIND_MANAGEMENT, AlertEvent, AlertState, ApiKey, UsageStats, User
-from worker.render import dollars, safe
-from worker.report import sum_money
+from worker.core.logs import mask_text
+from worker.core.render import dollars, safe
+from worker.reports.live import spend_between
+from worker.reports.report import sum_money
 from worker.store import alerts as store
+from worker.store.models import KIND_MANAGEMENT, AlertEvent, AlertState, ApiKey, UsageStats, User
 
 RULE = "(digest)"
 SUBJECT = "all"

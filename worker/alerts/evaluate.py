@@ -3,7 +3,7 @@
 A rule fires once per (rule, subject, threshold, period): the period is the UTC day for
 ``spend_today`` and ``spike``, the month for ``spend_month``, and the crossing itself for
 ``balance``, ``runway_days``, ``limit_used_percent`` and ``sync_failing``, which re-arm when
-the value goes back across the threshold by :data:`~worker.alerts.rules.HYSTERESIS` (5 %).
+the value goes back across the threshold by :data:`~worker.config.rules.HYSTERESIS` (5 %).
 "Above" is at or above, "below" at or below. The state of every (rule, subject, threshold) is
 stored with its last value (``alert_states``), so a restart fires nothing new; a fired alert
 is stored with one pending notification per channel in the same transaction (the outbox).
@@ -15,17 +15,18 @@ import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy.orm import Session
 
+from worker.alerts.digest import maybe_digest
+from worker.alerts.fired import Fired
 from worker.alerts.messages import Subject, compose, subject_of
-from worker.alerts.rules import HYSTERESIS, AlertRule
 from worker.config import Settings
-from worker.live.figures import Figures, figures
-from worker.logs import get_logger
-from worker.models import KIND_MANAGEMENT, AlertEvent, AlertState, to_money
+from worker.config.rules import HYSTERESIS, AlertRule
+from worker.core.logs import get_logger
+from worker.reports.live import Figures, figures
 from worker.store import alerts as store
+from worker.store.models import KIND_MANAGEMENT, AlertEvent, AlertState, to_money
 
 log = get_logger(__name__)
 
@@ -37,34 +38,6 @@ _VALUE = {
     "runway_days": "runway_days",
     "spike": "spike_percent",
 }
-
-
-@dataclass(frozen=True)
-class Fired:
-    """An alert that fired in this evaluation."""
-
-    event_id: int
-    rule: str
-    metric: str
-    subject: str
-    subject_name: str
-    threshold: Decimal
-    value: Decimal
-    period: str
-    title: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "event_id": self.event_id,
-            "rule": self.rule,
-            "metric": self.metric,
-            "subject": self.subject,
-            "subject_name": self.subject_name,
-            "threshold": self.threshold,
-            "value": self.value,
-            "period": self.period,
-            "title": self.title,
-        }
 
 
 @dataclass(frozen=True)
@@ -128,8 +101,6 @@ def _rearmed(rule: AlertRule, value: Decimal, threshold: Decimal) -> bool:
 
 def evaluate_all(session: Session, settings: Settings, now: dt.datetime) -> list[Fired]:
     """Evaluate every rule (and the daily digest) in the caller's transaction."""
-    from worker.alerts.digest import maybe_digest
-
     fired: list[Fired] = []
     if settings.alerts:
         found = figures(session, now=now, burn_rate_hours=settings.live.burn_rate_hours)

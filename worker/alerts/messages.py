@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from worker.alerts.rules import METRICS, AlertRule
-from worker.live.figures import Figures
-from worker.logs import mask_text
-from worker.render import dollars, safe
+from worker.config.rules import METRICS, AlertRule
+from worker.core.logs import mask_text
+from worker.core.render import dollars, safe
+from worker.reports.live import Figures
 
 PREFIX = "[openrouter-watcher]"
 

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from worker.alerts.evaluate import candidates, period_of
 from worker.alerts.messages import show
 from worker.config import Settings
-from worker.days import utc_now
-from worker.live.figures import figures
+from worker.core.days import utc_now
+from worker.reports.live import figures
 from worker.store import alerts as store
 
 

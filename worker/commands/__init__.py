@@ -1,7 +1,8 @@
-"""One module per group of commands; each exposes ``register(subparsers)``.
+"""The command line's commands, one module per group; each exposes ``register(subparsers)``
+and handlers that parse and print, while the work lives in the library packages.
 
-Handlers take ``(ctx: worker.cli.Context, args: argparse.Namespace)`` and return an exit code.
-They parse and print; the work itself lives in the library modules (store, sync, crypto, …).
+Handlers take ``(ctx: worker.commands.context.Context, args: argparse.Namespace)`` and
+return an exit code.
 """
 
 from __future__ import annotations

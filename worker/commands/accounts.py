@@ -1,6 +1,6 @@
 """``generate-key``, ``users …``, ``keys …``, ``tokens …``: the operator's account commands.
 
-Handlers parse, call :mod:`worker.accounts` and print. Secrets never come from argv: the
+Handlers parse, call :mod:`worker.vault.accounts` and print. Secrets never come from argv: the
 OpenRouter key and the password are read from stdin when it is piped, or from a hidden prompt
 on a terminal. Lists print a table, or with ``--json`` a stable JSON array (README documents it).
 """
@@ -12,17 +12,17 @@ import getpass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from worker import render
 from worker.commands.args import example, key_id
 from worker.commands.progress import is_terminal
-from worker.crypto import Keyring, generate_master_key
-from worker.errors import OpenRouterError, UsageError
-from worker.logs import get_logger, mask_text
+from worker.core import render
+from worker.core.errors import OpenRouterError, UsageError
+from worker.core.logs import get_logger, mask_text
+from worker.vault.crypto import Keyring, generate_master_key
 
-# worker.accounts (SQLAlchemy, the models) is imported by each handler, not here: building
+# worker.vault.accounts (SQLAlchemy, the models) is imported by each handler, not here: building
 # the parser for --help, or for another command, must not load the database layer.
 if TYPE_CHECKING:
-    from worker.cli import Context
+    from worker.commands.context import Context
     from worker.openrouter import KeyInfo
 
 log = get_logger("worker.commands.accounts")
@@ -56,7 +56,7 @@ def cmd_generate_key(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_users_add(ctx: Context, args: argparse.Namespace) -> int:
-    from worker import accounts
+    from worker.vault import accounts
 
     password: str | None = None
     if args.password_stdin:
@@ -73,7 +73,7 @@ def cmd_users_add(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_users_list(ctx: Context, args: argparse.Namespace) -> int:
-    from worker import accounts
+    from worker.vault import accounts
 
     users = accounts.list_users(ctx.sessions())
     if args.json:
@@ -100,7 +100,7 @@ def cmd_users_list(ctx: Context, args: argparse.Namespace) -> int:
 
 def _cmd_users_set(active: bool) -> Any:
     def handler(ctx: Context, args: argparse.Namespace) -> int:
-        from worker import accounts
+        from worker.vault import accounts
 
         changed = accounts.set_user_active(ctx.sessions(), args.email, active)
         state = "enabled" if active else "disabled"
@@ -113,7 +113,7 @@ def _cmd_users_set(active: bool) -> Any:
 
 
 def cmd_users_admin(ctx: Context, args: argparse.Namespace) -> int:
-    from worker import accounts
+    from worker.vault import accounts
 
     admin = not args.revoke
     changed = accounts.set_user_admin(ctx.sessions(), args.email, admin)
@@ -148,8 +148,8 @@ def _verify(ctx: Context, secret: str) -> KeyInfo:
 
 
 def cmd_keys_add(ctx: Context, args: argparse.Namespace) -> int:
-    from worker import accounts
-    from worker.models import KIND_MANAGEMENT, KIND_ORDINARY
+    from worker.store.models import KIND_MANAGEMENT, KIND_ORDINARY
+    from worker.vault import accounts
 
     keyring = Keyring.from_settings(ctx.settings)  # before asking for the secret
     factory = ctx.sessions()
@@ -186,7 +186,7 @@ def cmd_keys_add(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_list(ctx: Context, args: argparse.Namespace) -> int:
-    from worker import accounts
+    from worker.vault import accounts
 
     keys = accounts.list_keys(ctx.sessions(), args.user)
     if args.json:
@@ -213,7 +213,7 @@ def cmd_keys_list(ctx: Context, args: argparse.Namespace) -> int:
 
 def _cmd_keys_set(active: bool) -> Any:
     def handler(ctx: Context, args: argparse.Namespace) -> int:
-        from worker import accounts
+        from worker.vault import accounts
 
         changed = accounts.set_key_active(ctx.sessions(), args.id, active)
         state = "enabled" if active else "disabled"
@@ -225,7 +225,7 @@ def _cmd_keys_set(active: bool) -> Any:
 
 
 def cmd_keys_remove(ctx: Context, args: argparse.Namespace) -> int:
-    from worker import accounts
+    from worker.vault import accounts
 
     factory = ctx.sessions()
     key = accounts.get_key(factory, args.id)
@@ -247,7 +247,7 @@ def cmd_keys_remove(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate_master(ctx: Context, args: argparse.Namespace) -> int:
-    from worker import accounts
+    from worker.vault import accounts
 
     keyring = Keyring.from_settings(ctx.settings)
     result = accounts.rotate_master(ctx.sessions(), keyring)
@@ -270,7 +270,7 @@ def cmd_keys_rotate_master(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_tokens_create(ctx: Context, args: argparse.Namespace) -> int:
-    from worker import accounts
+    from worker.vault import accounts
 
     view, token = accounts.create_token(ctx.sessions(), args.user, args.name)
     log.info("token_created", token_id=view.id, user_id=view.user_id)
@@ -285,7 +285,7 @@ def cmd_tokens_create(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_tokens_list(ctx: Context, args: argparse.Namespace) -> int:
-    from worker import accounts
+    from worker.vault import accounts
 
     toks = accounts.list_tokens(ctx.sessions(), args.user)
     if args.json:
@@ -299,7 +299,7 @@ def cmd_tokens_list(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_tokens_revoke(ctx: Context, args: argparse.Namespace) -> int:
-    from worker import accounts
+    from worker.vault import accounts
 
     was_active = accounts.revoke_token(ctx.sessions(), args.id)
     log.info("token_revoked", token_id=args.id, changed=was_active)

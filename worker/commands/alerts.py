@@ -8,10 +8,10 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from worker.commands.args import day_arg, example
-from worker.errors import EXIT_RUNTIME, NotFoundError
+from worker.core.errors import EXIT_RUNTIME, NotFoundError
 
 if TYPE_CHECKING:
-    from worker.cli import Context
+    from worker.commands.context import Context
 
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> int:

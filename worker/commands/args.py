@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 
-from worker.days import parse_day
-from worker.errors import UsageError
+from worker.core.days import parse_day
+from worker.core.errors import UsageError
 
 
 def day_arg(text: str) -> dt.date:
-    """A ``YYYY-MM-DD`` day (:func:`worker.days.parse_day`, the one date parser)."""
+    """A ``YYYY-MM-DD`` day (:func:`worker.core.days.parse_day`, the one date parser)."""
     try:
         return parse_day(text)
     except UsageError as exc:

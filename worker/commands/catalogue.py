@@ -6,19 +6,19 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from worker import render
 from worker.commands.args import example, key_id, positive_int
-from worker.days import utc_today
-from worker.errors import EXIT_RUNTIME, NotFoundError
-from worker.report_choices import HASH_SHOWN
+from worker.core import render
+from worker.core.days import utc_today
+from worker.core.errors import EXIT_RUNTIME, NotFoundError
+from worker.reports.choices import HASH_SHOWN
 
 if TYPE_CHECKING:
-    from worker.cli import Context
+    from worker.commands.context import Context
 
 
 def cmd_account_keys(ctx: Context, args: argparse.Namespace) -> int:
-    from worker.models import ApiKey
     from worker.store.catalogue import listing
+    from worker.store.models import ApiKey
 
     with ctx.sessions()() as session:
         if args.account is not None and session.get(ApiKey, args.account) is None:
@@ -55,9 +55,9 @@ def cmd_account_keys(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(ctx: Context, args: argparse.Namespace) -> int:
-    from worker.crypto import Keyring
     from worker.openrouter import OpenRouterClient
-    from worker.reconcile import TOLERANCE, accounts_to_check, reconcile, reconcile_days
+    from worker.sync.reconcile import TOLERANCE, accounts_to_check, reconcile, reconcile_days
+    from worker.vault.crypto import Keyring
 
     first, last = reconcile_days(utc_today(), args.days)
     factory = ctx.sessions()

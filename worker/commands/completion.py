@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from worker.commands.args import example
 
 if TYPE_CHECKING:
-    from worker.cli import Context
+    from worker.commands.context import Context
 
 SHELLS = ("bash", "zsh", "fish")
 PATH_METAVARS = ("PATH", "FILE")
@@ -30,7 +30,7 @@ and options. Where to put it:
 def cmd_completion(ctx: Context, args: argparse.Namespace) -> int:
     import shtab
 
-    from worker.cli import build_parser, walk
+    from worker.commands.parser import build_parser, walk
 
     parser = build_parser()
     for sub in walk(parser):

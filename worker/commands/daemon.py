@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worker import render
 from worker.commands.args import example
-from worker.crypto import CREDENTIAL_NAME, Keyring, create_key_file
-from worker.logs import get_logger
+from worker.core import render
+from worker.core.logs import get_logger
+from worker.vault.crypto import CREDENTIAL_NAME, Keyring, create_key_file
 
 if TYPE_CHECKING:
-    from worker.cli import Context
-    from worker.status import LiveFigures, Status
+    from worker.commands.context import Context
+    from worker.reports.status import LiveFigures, Status
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +40,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     status.add_argument("--json", action="store_true", help="stable JSON output")
     status.set_defaults(func=cmd_status)
+
+
+def register_migrate(sub: argparse._SubParsersAction) -> None:
+    """``migrate``, registered before every other command (it is the first one to run)."""
+    migrate = sub.add_parser(
+        "migrate",
+        help="bring the database schema to the latest revision",
+        epilog=example("migrate"),
+    )
+    migrate.set_defaults(func=cmd_migrate, logging=True)
 
 
 def _master_key_configured(ctx: Context) -> bool:
@@ -76,8 +86,7 @@ def _local_keyring(ctx: Context, path: Path) -> Keyring:
 
 
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
-    from worker.http.server import serve_beside
-    from worker.scheduler import SyncDaemon
+    from worker.daemon.service import SyncDaemon
 
     # Start-up checks that no retry can fix come first, each a one-line error with exit code 2:
     # configuration (loading the settings), master key. The database is then awaited (it may
@@ -94,8 +103,19 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     notice = ctx.stderr if ctx.stderr.isatty() else None
     daemon = SyncDaemon(settings, ctx.engine, factory, keyring, notice=notice)
     # Claimed before the database wait, so a taken address fails now (exit 2), not later.
-    daemon.http = serve_beside(daemon)
+    daemon.serve_http()
     return daemon.run()
+
+
+def cmd_migrate(ctx: Context, args: argparse.Namespace) -> int:
+    from worker.store.db import check_schema, init_db
+
+    engine = ctx.engine
+    init_db(engine)
+    check_schema(engine)
+    url = engine.url.render_as_string(hide_password=True)
+    ctx.out(f"database {url} is at the latest schema revision")
+    return 0
 
 
 def _format_status(status: Status) -> list[str]:
@@ -154,8 +174,8 @@ def _live_cells(live: LiveFigures | None) -> tuple[object, ...]:
 
 
 def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
-    from worker.locking import lock_is_held
-    from worker.status import collect_status
+    from worker.reports.status import collect_status
+    from worker.store.locking import lock_is_held
 
     factory = ctx.sessions()
     with factory() as session:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from worker import render
 from worker.commands.args import example
-from worker.crypto import Keyring
-from worker.errors import EXIT_RUNTIME, WatcherError
+from worker.core import render
+from worker.core.errors import EXIT_RUNTIME, WatcherError
+from worker.vault.crypto import Keyring
 
 if TYPE_CHECKING:
-    from worker.cli import Context
+    from worker.commands.context import Context
     from worker.live.poll import PollSummary
 
 

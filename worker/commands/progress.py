@@ -1,6 +1,6 @@
 """The live progress line of ``sync`` and ``backfill`` on a terminal.
 
-The sync reports :class:`worker.outcomes.Progress` snapshots through a callback; this module
+The sync reports :class:`worker.core.outcomes.Progress` snapshots through a callback; this module
 draws them as one line on stderr, redrawn in place (carriage return, clear line) at most ten
 times a second, and erases it before anything else is written there (a log line, the
 summary, an error). Not drawn when stderr is not a terminal (a pipe, a file, the journal) or
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 if TYPE_CHECKING:
-    from worker.outcomes import Progress
+    from worker.sync.summary import Progress
 
 CLEAR = "\r\x1b[2K"  # back to the start of the line, then erase all of it
 MIN_INTERVAL = 0.1  # seconds between redraws: the counters move faster than anyone reads

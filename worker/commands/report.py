@@ -7,11 +7,11 @@ import argparse
 from typing import TYPE_CHECKING
 
 from worker.commands.args import day_arg, example, key_id, positive_int
-from worker.days import WINDOW_DAYS, resolve_range, utc_today
-from worker.report_choices import DIMENSIONS, FORMATS
+from worker.core.days import WINDOW_DAYS, resolve_range, utc_today
+from worker.reports.choices import DIMENSIONS, FORMATS
 
 if TYPE_CHECKING:
-    from worker.cli import Context
+    from worker.commands.context import Context
 
 DESCRIPTION = f"""\
 Spend from the database, grouped in SQL by one dimension, with a total.
@@ -66,8 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_report(ctx: Context, args: argparse.Namespace) -> int:
     """Build the report in SQL and print it (or write it to --output)."""
-    from worker.report import Filters, build_report
-    from worker.report_formats import empty_message, format_report, write_atomically
+    from worker.reports.formats import empty_message, format_report, write_atomically
+    from worker.reports.report import Filters, build_report
 
     date_range = resolve_range(
         since=args.since, until=args.until, last=args.last, today=utc_today()

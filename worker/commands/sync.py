@@ -1,6 +1,6 @@
 """``sync`` and ``backfill``: run one sync cycle now, or re-fetch chosen days.
 
-Both hold the database's sync lock (:mod:`worker.locking`) so they never overlap the daemon or
+Both hold the database's sync lock (:mod:`worker.store.locking`) so they never overlap the daemon or
 each other, print a summary (or with ``--json`` a stable JSON object) and exit 1 when any key
 failed, 0 otherwise. On a terminal, a live progress line on stderr shows how far the run has
 got (:mod:`worker.commands.progress`). Days OpenRouter cannot report (more than 365 days
@@ -13,17 +13,17 @@ import argparse
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from worker import render
 from worker.commands.args import day_arg, example, key_id
 from worker.commands.progress import ProgressLine, is_terminal
-from worker.crypto import Keyring
-from worker.days import backfill_days, utc_today
-from worker.errors import EXIT_RUNTIME, WatcherError
+from worker.core import render
+from worker.core.days import backfill_days, utc_today
+from worker.core.errors import EXIT_RUNTIME, WatcherError
+from worker.vault.crypto import Keyring
 
 if TYPE_CHECKING:
-    from worker.cli import Context
-    from worker.outcomes import RunSummary
-    from worker.usage import WriteCounts
+    from worker.commands.context import Context
+    from worker.core.usage import WriteCounts
+    from worker.sync.summary import RunSummary
 
 
 class SyncBusyError(WatcherError):
@@ -92,7 +92,7 @@ def _run(
     trigger: str,
     days: list[dt.date] | None,
 ) -> int:
-    from worker.sync import locked_sync
+    from worker.sync.run import locked_sync
 
     ctx.sessions()  # the schema check
     keyring = Keyring.from_settings(ctx.settings)

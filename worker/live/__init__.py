@@ -1,7 +1,7 @@
-"""Live spend: what every account and key has spent today and this month, its balance and
-limit, as OpenRouter's running totals say now; and what follows from them.
+"""The live poll: what every account and key has spent today and this month, its limit and
+balance, asked of OpenRouter every few minutes, stored when it changed, then the alerts.
 
-``poll`` (one poll: ask OpenRouter, store what changed, evaluate the alerts, deliver),
-``figures`` (today, month to date, burn rate, runway, month-end projection: the query
-functions ``status``, the alerts and a dashboard read), ``jobs`` (the daemon's poll job).
+``poll`` (one poll: ask OpenRouter, store what changed, evaluate the alerts, deliver). What
+follows from the snapshots (today, runway, projections) is read back by
+:mod:`worker.reports.live`; the daemon's poll job is :mod:`worker.daemon.jobs`.
 """

@@ -32,18 +32,19 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.alerts.deliver import DeliveryCounts, Notifier, drain
-from worker.alerts.evaluate import Fired, evaluate_all
+from worker.alerts.evaluate import evaluate_all
+from worker.alerts.fired import Fired
 from worker.config import Settings
-from worker.crypto import Keyring
-from worker.days import utc_now
-from worker.db import transaction
-from worker.locking import poll_lock
-from worker.logs import bound_contextvars, get_logger
-from worker.models import KIND_MANAGEMENT
+from worker.core.days import utc_now
+from worker.core.logs import bound_contextvars, get_logger
+from worker.core.outcomes import describe_failure
 from worker.openrouter import CatalogKey, KeyInfo, OpenRouterClient, Spend
-from worker.outcomes import describe_failure
 from worker.store import snapshots
+from worker.store.db import transaction
+from worker.store.locking import poll_lock
+from worker.store.models import KIND_MANAGEMENT
 from worker.store.snapshots import SELF, Observation, Source
+from worker.vault.crypto import Keyring
 
 log = get_logger(__name__)
 

@@ -1,4 +1,5 @@
-"""OpenRouter's API as the worker uses it: the client, its retry policy, the parsed answers.
+"""OpenRouter's API as the worker uses it: the typed client, its retry policy and rate
+limits, and the parsed, validated answers; nothing here knows of storage or the sync.
 
 ``client`` (the endpoints), ``transport`` (HTTP: retries, deadlines, error mapping), ``retry``
 (the policy object), ``pacing`` (rate limits), ``activity`` (``/activity`` rows, the one

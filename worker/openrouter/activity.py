@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from worker.errors import InvalidResponseError
+from worker.core.errors import InvalidResponseError
+from worker.core.usage import UsageRow
 from worker.openrouter.fields import COUNT_LIMIT, Invalid, count, money, parse_json, show, string
-from worker.usage import UsageRow
 
 MAX_MODEL_LENGTH = 100  # usage_stats.model column
 

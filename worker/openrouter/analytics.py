@@ -14,10 +14,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from worker.errors import InvalidResponseError
+from worker.core.errors import InvalidResponseError
+from worker.core.usage import UsageRow
 from worker.openrouter.activity import MAX_MODEL_LENGTH
 from worker.openrouter.fields import Invalid, count_text, figure, parse_json, show, string
-from worker.usage import UsageRow
 
 METRICS = (
     "request_count",

@@ -17,8 +17,8 @@ import httpx
 
 import worker
 from worker.config import OpenRouterSettings
-from worker.days import completed_window, utc_now
-from worker.errors import EndpointNotFoundError, NotManagementKeyError
+from worker.core.days import completed_window, utc_now
+from worker.core.errors import EndpointNotFoundError, NotManagementKeyError
 from worker.openrouter.activity import ActivityRow, parse_activity
 from worker.openrouter.analytics import AnalyticsAnswer, parse_analytics, query_body
 from worker.openrouter.keys import (
@@ -32,7 +32,7 @@ from worker.openrouter.keys import (
 )
 from worker.openrouter.pacing import ANALYTICS, RateLimiter
 from worker.openrouter.retry import RetryPolicy
-from worker.openrouter.transport import Transport, counting
+from worker.openrouter.transport import Observer, Transport, counting
 
 USER_AGENT = f"openrouter-watcher/{worker.__version__}"
 PAGE = 100  # /keys and /workspaces answer at most 100 items a page
@@ -64,7 +64,9 @@ class OpenRouterClient:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], dt.datetime] = utc_now,
         analytics_pace: RateLimiter = ANALYTICS,
+        observer: Observer | None = None,
     ) -> None:
+        """``observer`` is told of every request and retry (the daemon counts them)."""
         self.settings = settings
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if settings.http_referer:
@@ -79,6 +81,7 @@ class OpenRouterClient:
             sleep=sleep,
             clock=clock,
             wall_clock=wall_clock,
+            observer=observer,
         )
         self._wall_clock = wall_clock
         self._analytics_pace = analytics_pace

@@ -3,7 +3,7 @@
 Money is parsed as :class:`~decimal.Decimal` straight from the JSON text (never through a binary
 float); a value that breaks the contract raises :class:`Invalid` naming the field, and the
 caller adds where it was (row index, endpoint) and turns it into
-:class:`~worker.errors.InvalidResponseError`.
+:class:`~worker.core.errors.InvalidResponseError`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from worker.errors import InvalidResponseError
-from worker.logs import mask_text
+from worker.core.errors import InvalidResponseError
+from worker.core.logs import mask_text
 
 # usage_stats.cost is Numeric(18, 9): 9 decimals, 9 integer digits.
 MONEY_DECIMALS = 9

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from worker.errors import InvalidResponseError
-from worker.logs import mask_text
+from worker.core.errors import InvalidResponseError
+from worker.core.logs import mask_text
 from worker.openrouter.fields import (
     Invalid,
     boolean,

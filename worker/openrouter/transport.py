@@ -19,14 +19,13 @@ import json
 import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import tenacity
 
-from worker import metrics
 from worker.config import OpenRouterSettings
-from worker.errors import (
+from worker.core.errors import (
     BadRequestError,
     EndpointNotFoundError,
     InvalidResponseError,
@@ -36,7 +35,7 @@ from worker.errors import (
     UnauthorizedError,
     UpstreamUnavailableError,
 )
-from worker.logs import get_logger, mask_key_like, mask_text
+from worker.core.logs import get_logger, mask_key_like, mask_text
 from worker.openrouter.pacing import RateLimiter
 from worker.openrouter.retry import RETRY_STATUSES, RetryPolicy, is_transient, parse_retry_after
 
@@ -82,6 +81,18 @@ class _Request:
         self.sent = 0
 
 
+class Observer(Protocol):
+    """What the transport tells whoever counts its requests (the daemon's Prometheus counters):
+    handed to the client, so the client imports nothing of theirs."""
+
+    def request(self, endpoint: str, status: int | None) -> None:
+        """One HTTP exchange with ``endpoint`` (``/activity``, …) answered ``status``, or with
+        no answer at all (None)."""
+
+    def retry(self, endpoint: str, status: int | None) -> None:
+        """One retry, caused by an answer with ``status`` or by no answer (None)."""
+
+
 class Answer:
     """A final HTTP answer (200), its body read in full."""
 
@@ -111,8 +122,10 @@ class Transport:
         sleep: Callable[[float], None],
         clock: Callable[[], float],
         wall_clock: Callable[[], dt.datetime],
+        observer: Observer | None = None,
     ) -> None:
         self.settings = settings
+        self._observer = observer
         self.retry = retry
         self._headers = headers
         self._transport = transport
@@ -247,7 +260,8 @@ class Transport:
                 timeout=timeout,
             ) as response:
                 answered = True
-                metrics.record_openrouter_request(request.path, response.status_code)
+                if self._observer is not None:
+                    self._observer.request(request.path, response.status_code)
                 chunks: list[bytes] = []
                 size = 0
                 for chunk in response.iter_bytes():
@@ -258,8 +272,8 @@ class Transport:
                         raise _DeadlineExceeded
                     chunks.append(chunk)
         except httpx.TransportError:
-            if not answered:
-                metrics.record_openrouter_request(request.path, None)  # no answer at all
+            if not answered and self._observer is not None:
+                self._observer.request(request.path, None)  # no answer at all
             raise
         return Answer(response.status_code, response.headers, b"".join(chunks))
 
@@ -286,7 +300,8 @@ class Transport:
         elif outcome is not None:
             fields["status"] = outcome.result().status
         _log.warning("openrouter_retry", **fields)
-        metrics.record_openrouter_retry(request.path, fields.get("status"))
+        if self._observer is not None:
+            self._observer.retry(request.path, fields.get("status"))
 
     def _check(self, answer: Answer, request: _Request) -> Answer:
         """The final answer itself (200) or its typed error."""

@@ -11,7 +11,7 @@ from decimal import Decimal
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, aliased
 
-from worker.models import (
+from worker.store.models import (
     AlertEvent,
     AlertNotification,
     AlertState,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session, aliased
 
-from worker.models import AccountKey, ApiKey
+from worker.store.models import AccountKey, ApiKey
 
 if TYPE_CHECKING:
     # Only a type here: importing worker.openrouter would load the HTTP client, which the

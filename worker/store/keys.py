@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from worker.models import KIND_MANAGEMENT, KIND_ORDINARY, ApiKey, User
+from worker.store.models import KIND_MANAGEMENT, KIND_ORDINARY, ApiKey, User
 
 _KEYS: Table = ApiKey.__table__  # type: ignore[assignment]
 _MARK = update(_KEYS).where(_KEYS.c.id == bindparam("key_id"))
@@ -23,7 +23,7 @@ class ActiveKey:
     user_id: int
     name: str
     key_encrypted: str
-    # The last whole-window answer stored: its digest and (day, model) rows (worker.sync).
+    # The last whole-window answer stored: its digest and (day, model) rows (worker.sync.run).
     activity_digest: str | None = None
     activity_rows: int | None = None
     # An answer held back because it would delete too much: its body digest and since when.

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from worker.models import SyncKeyResult, SyncRun, UTCDateTime, utcnow
-from worker.outcomes import KeyOutcome
+from worker.core.outcomes import KeyOutcome
+from worker.store.models import SyncKeyResult, SyncRun, UTCDateTime, utcnow
 
 TRIGGERS = ("sync", "backfill", "schedule")
 RUN_STATUSES = ("ok", "failed", "interrupted")
@@ -69,7 +69,7 @@ def finish_run(
 def interrupt_stale_runs(session: Session) -> list[int]:
     """Mark every run still ``running`` as ``interrupted``; returns their ids.
 
-    Call it only while holding the sync lock (:mod:`worker.locking`): then no other process is
+    Call it only while holding the sync lock (:mod:`worker.store.locking`): then no other process is
     syncing, so a run still marked running was cut short (killed, machine lost).
     """
     stale = list(

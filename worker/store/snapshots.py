@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, delete, exists, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
-from worker.models import ApiKey, LiveSnapshot, LiveSubject, User, to_money
+from worker.store.models import ApiKey, LiveSnapshot, LiveSubject, User, to_money
 
 # The figures a snapshot holds, in the order of LiveSnapshot's columns.
 FIGURES = (

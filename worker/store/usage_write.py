@@ -29,9 +29,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from worker.db import busy_error, is_locked
-from worker.models import SOURCE_ACTIVITY, to_money, utcnow
-from worker.usage import VALUE_COLUMNS, UsageRow, WriteCounts
+from worker.core.usage import VALUE_COLUMNS, UsageRow, WriteCounts
+from worker.store.db import busy_error, is_locked
+from worker.store.models import SOURCE_ACTIVITY, to_money, utcnow
 
 # Owners per read statement, rows per write statement: round trips do not dominate, and one
 # statement's parameters stay a few megabytes whatever the account's size.
@@ -221,7 +221,7 @@ def write_usage(
     try:
         return _write_usage(_Driver(session, table), batch, owner_ids, source)
     except sqlite3.OperationalError as exc:
-        # The raw driver calls bypass the engine's error hook (worker.db): name the condition
+        # The raw driver calls bypass the engine's error hook (worker.store.db): name the condition
         # the same way, so the key fails as database_busy, not as something unexpected.
         if is_locked(exc):
             url = session.get_bind().engine.url.render_as_string(hide_password=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from worker.days import completed_window
+from worker.core.days import completed_window
 from worker.testing.activity_data import dumps, generate_activity
 
 DEFAULT_WORKSPACE = "00000000-0000-4000-8000-000000000000"

@@ -18,158 +18,34 @@ prints its base URL on the first line of stdout and serves until SIGTERM.
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import json
-import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from worker.days import completed_window, utc_today
-from worker.testing.activity_data import dumps, generate_activity
-from worker.testing.fake_account import FakeAccount, FakeAccountKey, listing
+from worker.core.days import utc_today
+from worker.testing.activity_data import generate_activity
+from worker.testing.fake_account import FakeAccount
+from worker.testing.fake_answers import FakeKey, answer
+from worker.testing.fake_http import (
+    API_PREFIX,
+    Fault,
+    Handler,
+    RecordedRequest,
+    Server,
+    error_body,
+    fingerprint,
+)
 
-API_PREFIX = "/api/v1"
-_ENDPOINTS = ("/activity", "/keys", "/workspaces", "/credits", "/analytics/query")
-MANAGEMENT_ONLY = "Only management keys can perform this operation"
-_STATUS_MESSAGES = {
-    400: "Invalid request parameters",
-    401: "Missing Authentication header",
-    403: MANAGEMENT_ONLY,
-    404: "Resource not found",
-    429: "Rate limit exceeded",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One scripted answer. ``status=200`` with no ``body`` means "answer normally, after
-    ``delay`` seconds" (a slow response); any other status answers with that error (its
-    contract body, or ``body`` verbatim, e.g. ``"not json"``), plus ``Retry-After`` if set.
-
-    ``trickle``: send the answer's body one byte every that many seconds (a server that keeps
-    the connection busy without ever finishing). ``location``: a redirect to that URL (with a
-    3xx ``status``)."""
-
-    status: int = 500
-    body: str | None = None
-    retry_after: str | None = None
-    delay: float = 0.0
-    trickle: float = 0.0
-    location: str | None = None
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request the fake answered. The key only as a fingerprint, never in plaintext."""
-
-    path: str
-    query: dict[str, str]
-    status: int
-    key_fingerprint: str | None
-
-
-def fingerprint(api_key: str) -> str:
-    """The short, non-reversible id the fake records instead of a key."""
-    return hashlib.sha256(api_key.encode()).hexdigest()[:12]
-
-
-@dataclass
-class _Key:
-    management: bool
-    label: str
-    limit: Decimal | None
-    rows: list[dict[str, Any]]
-    faults: collections.deque[Fault] = field(default_factory=collections.deque)
-    forever: Fault | None = None
-    account: FakeAccount | None = None  # a management key's account (keys, credits, history)
-    listed: FakeAccountKey | None = None  # an ordinary key's entry in its account's /keys
-
-
-# --- the server -----------------------------------------------------------------------------
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256  # listen backlog: bursts of ~100 concurrent connections
-    fake: FakeOpenRouter
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that went away (a worker killed mid-request, on purpose in the fault
-        # tests) is not the fake's error: no traceback on stderr for it.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, like the real API
-    # Headers and body go out in two writes; with Nagle's algorithm the body then waits ~40 ms
-    # for the client's delayed ACK, which would dwarf the latencies the tests and bench script.
-    disable_nagle_algorithm = True
-    server_version = "FakeOpenRouter/1.0"
-    timeout = 30  # an idle keep-alive connection releases its thread after this
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: tests read :attr:`FakeOpenRouter.requests` instead."""
-
-    def do_GET(self) -> None:
-        self.server.fake._handle(self)
-
-    def do_POST(self) -> None:
-        self.server.fake._handle(self)
-
-    def _answer(
-        self,
-        status: int,
-        body: str,
-        headers: dict[str, str] | None = None,
-        *,
-        trickle: float = 0.0,
-        stopping: threading.Event | None = None,
-    ) -> None:
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        if not trickle:
-            self.wfile.write(data)
-            return
-        for index in range(len(data)):
-            self.wfile.write(data[index : index + 1])
-            self.wfile.flush()
-            if stopping is not None and stopping.wait(trickle):
-                return
-
-
-def _row_day(row: dict[str, Any]) -> dt.date | None:
-    try:
-        return dt.date.fromisoformat(str(row.get("date"))[:10])
-    except ValueError:
-        return None
-
-
-def _error(status: int, message: str | None = None) -> str:
-    text = message or _STATUS_MESSAGES.get(status, "Error")
-    return json.dumps({"error": {"code": status, "message": text}})
+__all__ = ["FakeOpenRouter", "Fault", "RecordedRequest", "fingerprint", "load_keys_file", "main"]
 
 
 class FakeOpenRouter:
@@ -199,10 +75,10 @@ class FakeOpenRouter:
         self.on_request: Callable[[str, dict[str, str]], None] | None = None
         self.in_flight = 0
         self.max_in_flight = 0
-        self._keys: dict[str, _Key] = {}
+        self._keys: dict[str, FakeKey] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server: _Server | None = None
+        self._server: Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -225,7 +101,7 @@ class FakeOpenRouter:
 
     def start(self) -> FakeOpenRouter:
         """Bind and serve in a daemon thread; returns self."""
-        server = _Server((self.host, self.port), _Handler)
+        server = Server((self.host, self.port), Handler)
         server.fake = self
         self._server = server
         self._stopping.clear()
@@ -267,7 +143,7 @@ class FakeOpenRouter:
         """Register a key (a management key unless ``management=False``) and its raw rows."""
         shown = label or f"{api_key[:11]}...{api_key[-3:]}"
         with self._lock:
-            self._keys[api_key] = _Key(
+            self._keys[api_key] = FakeKey(
                 management=management, label=shown, limit=limit, rows=list(rows or [])
             )
 
@@ -275,7 +151,7 @@ class FakeOpenRouter:
         """Register a management key for ``account``, and each of its keys that has a
         ``secret`` as an ordinary key (``/key`` answers with its label and figures)."""
         with self._lock:
-            self._keys[management_key] = _Key(
+            self._keys[management_key] = FakeKey(
                 management=True,
                 label=f"{management_key[:11]}...{management_key[-3:]}",
                 limit=None,
@@ -284,7 +160,7 @@ class FakeOpenRouter:
             )
             for listed in account.keys:
                 if listed.secret is not None:
-                    self._keys[listed.secret] = _Key(
+                    self._keys[listed.secret] = FakeKey(
                         management=False, label=listed.label, limit=listed.limit, rows=[],
                         listed=listed,
                     )  # fmt: skip
@@ -327,7 +203,7 @@ class FakeOpenRouter:
 
     # -- serving -------------------------------------------------------------------------
 
-    def _handle(self, handler: _Handler) -> None:
+    def _handle(self, handler: Handler) -> None:
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -337,7 +213,7 @@ class FakeOpenRouter:
             with self._lock:
                 self.in_flight -= 1
 
-    def _serve(self, handler: _Handler) -> None:
+    def _serve(self, handler: Handler) -> None:
         url = urlsplit(handler.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         # Read the whole request first: an unread body would poison the kept-alive connection.
@@ -358,7 +234,7 @@ class FakeOpenRouter:
         headers: dict[str, str] = {}
         if fault is not None and not (fault.status == 200 and fault.body is None):
             status = fault.status
-            body = fault.body if fault.body is not None else _error(status)
+            body = fault.body if fault.body is not None else error_body(status)
             if fault.retry_after is not None:
                 headers["Retry-After"] = fault.retry_after
             if fault.location is not None:
@@ -380,117 +256,13 @@ class FakeOpenRouter:
             handler._answer(status, body, headers, trickle=trickle, stopping=self._stopping)
 
     def _route(
-        self, raw: bytes, path: str, query: dict[str, str], key: _Key | None
+        self, raw: bytes, path: str, query: dict[str, str], key: FakeKey | None
     ) -> tuple[int, str, dict[str, str]]:
-        endpoint = path.removeprefix(API_PREFIX)
-        if key is None:
-            status = 401 if endpoint in (*_ENDPOINTS, "/key") else 404
-            return status, _error(status), {}
-        if endpoint == "/key":
-            return 200, dumps({"data": self._key_info(key)}), {}
-        if endpoint not in _ENDPOINTS:
-            return 404, _error(404), {}
-        if not key.management:
-            return 403, _error(403), {}
-        account = key.account
-        if endpoint == "/activity":
-            return (*self._activity(key, query), {})
-        if endpoint == "/analytics/query":
-            body = json.loads(raw or b"{}")
-            if account is None:
-                account = FakeAccount(keys=[], unattributed=key.rows)
-            return account.analytics(body)
-        if account is None:  # a management key without an account: nothing more to list
-            account = FakeAccount(keys=[], unattributed=key.rows)
-        if endpoint == "/keys":
-            return 200, dumps({"data": account.list_keys(query)}), {}
-        if endpoint == "/credits":
-            return 200, dumps({"data": account.credits()}), {}
-        # /workspaces
-        if account.workspaces is None:
-            return 403, _error(403), {}
-        offset, limit = int(query.get("offset") or 0), int(query.get("limit") or 50)
-        page = [{"id": w, "name": f"workspace {w[:8]}"} for w in account.workspaces]
-        body_out = {"data": page[offset : offset + limit], "total_count": len(page)}
-        return 200, dumps(body_out), {}
-
-    def _activity(self, key: _Key, query: dict[str, str]) -> tuple[int, str]:
-        first, last = completed_window(self.today)
-        wanted: dt.date | None = None
-        if "date" in query:
-            text = query["date"]
-            try:
-                if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-                    raise ValueError(text)
-                wanted = dt.date.fromisoformat(text)
-            except ValueError:
-                return 400, _error(400, "Invalid date format: use YYYY-MM-DD")
-            if not first <= wanted <= last:
-                return 400, _error(400, "Date must be within the last 30 (completed) UTC days")
-        if key.account is not None:
-            hash_ = query.get("api_key_hash")
-            return 200, dumps({"data": key.account.activity(self.today, wanted, hash_)})
-        if query.get("api_key_hash"):
-            return 200, dumps({"data": []})  # no account: no key of it to narrow to
-        with self._lock:
-            rows = list(key.rows)
-        selected = []
-        for row in rows:
-            day = _row_day(row)
-            if day is None:  # a deliberately broken row: pass it on, the client must reject it
-                selected.append(row)
-            elif (day == wanted) if wanted is not None else (first <= day <= last):
-                selected.append(row)
-        return 200, dumps({"data": selected})
-
-    def _key_info(self, key: _Key) -> dict[str, Any]:
-        if key.listed is not None:
-            figures = listing(key.listed)
-            return {**figures, "is_management_key": False, "is_provisioning_key": False,
-                    "is_free_tier": False}  # fmt: skip
-        with self._lock:
-            rows = list(key.rows)
-        usage = sum(
-            (
-                Decimal(str(r.get("usage", 0)))
-                for r in rows
-                if isinstance(r.get("usage"), int | Decimal | str)
-            ),
-            Decimal(0),
-        )
-        byok = sum(
-            (
-                Decimal(str(r.get("byok_usage_inference", 0)))
-                for r in rows
-                if isinstance(r.get("byok_usage_inference"), int | Decimal | str)
-            ),
-            Decimal(0),
-        )
-        return {
-            "label": key.label,
-            "limit": key.limit,
-            "limit_remaining": None if key.limit is None else key.limit - usage,
-            "limit_reset": None if key.limit is None else "monthly",
-            "usage": usage,
-            "usage_daily": Decimal(0),
-            "usage_weekly": Decimal(0),
-            "usage_monthly": usage,
-            "byok_usage": byok,
-            "byok_usage_daily": Decimal(0),
-            "byok_usage_weekly": Decimal(0),
-            "byok_usage_monthly": byok,
-            "is_free_tier": False,
-            "is_management_key": key.management,
-            "is_provisioning_key": key.management,
-            "include_byok_in_limit": False,
-            "creator_user_id": "user_fake0000000000000000000",
-            "expires_at": None,
-            "rate_limit": {
-                "requests": -1,
-                "interval": "10s",
-                "note": "This field is deprecated and safe to ignore.",
-            },
-        }
+        rows: list[dict[str, Any]] = []
+        if key is not None:
+            with self._lock:
+                rows = list(key.rows)
+        return answer(raw, path, query, key, self.today, rows)
 
 
 # --- command line ---------------------------------------------------------------------------

@@ -6,9 +6,9 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator
 
-from worker.http.app import build_app
-from worker.http.context import HttpContext
-from worker.http.server import HttpServer
+from worker.daemon.http.app import build_app
+from worker.daemon.http.context import HttpContext
+from worker.daemon.http.server import HttpServer
 
 
 @contextlib.contextmanager

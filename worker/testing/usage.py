@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.models import AccountKey, KeyUsageStats, UsageStats
+from worker.store.models import AccountKey, KeyUsageStats, UsageStats
 
 Stored = dict[tuple[dt.date, str], tuple[Any, ...]]
 
