@@ -32,11 +32,12 @@ from worker.openrouter import (
     RetryPolicy,
     parse_retry_after,
 )
+from worker.testing.clock import noon
 
 BASE = "https://openrouter.test/api/v1"
 KEY = "sk-or-v1-0123456789abcdef"
 TODAY = dt.date(2026, 5, 1)
-NOW = dt.datetime(2026, 5, 1, 12, 0, 0, tzinfo=dt.UTC)
+NOW = noon(TODAY)
 
 
 def _row(**changes: Any) -> dict[str, Any]:
@@ -482,3 +483,66 @@ def test_malformed_json_is_invalid_and_not_retried(
     ):
         client.get_activity(KEY)
     assert route.call_count == 1
+
+
+class _Window:
+    """A pace that never waits, with analytics' one-minute window."""
+
+    period = 60.0
+
+    def acquire(self) -> float:
+        return 0.0
+
+
+_ANALYTICS_ANSWER = {
+    "data": {"data": [], "metadata": {"row_count": 0, "truncated": False}, "warnings": []}
+}
+
+
+def test_a_paced_429_waits_out_the_window_before_it_gives_up(
+    router: respx.MockRouter, fake_time: FakeTime
+) -> None:
+    # Someone else spent the minute: 429 with Retry-After 5 for the next 60 s, then answered.
+    limited = [httpx.Response(429, headers={"Retry-After": "5"})] * 12
+    route = router.post("/analytics/query").mock(
+        side_effect=[*limited, httpx.Response(200, json=_ANALYTICS_ANSWER)]
+    )
+    with _client(fake_time, max_attempts=2) as client:
+        answer = client.analytics(KEY, TODAY, TODAY, pace=_Window())
+    assert answer.rows == []
+    # Not 2 attempts: a 5 s wait at a time until a whole minute passed since the first 429.
+    assert route.call_count == 13
+    assert fake_time.sleeps == [5.0] * 12
+    assert client.http.rate_limit_seconds == 60.0
+
+
+def test_a_paced_429_gives_up_once_the_window_has_passed(
+    router: respx.MockRouter, fake_time: FakeTime
+) -> None:
+    route = router.post("/analytics/query").respond(429, headers={"Retry-After": "5"})
+    with (
+        _client(fake_time, max_attempts=2) as client,
+        pytest.raises(RateLimitedError, match="after 13 attempt"),
+    ):
+        client.analytics(KEY, TODAY, TODAY, pace=_Window())
+    assert route.call_count == 13  # the last at 60 s: a whole minute after the first 429
+    assert sum(fake_time.sleeps) == 60.0
+
+
+def test_an_unpaced_429_still_stops_at_the_attempts(
+    router: respx.MockRouter, fake_time: FakeTime
+) -> None:
+    route = router.get("/credits").respond(429, headers={"Retry-After": "5"})
+    with _client(fake_time, max_attempts=2) as client, pytest.raises(RateLimitedError):
+        client.get_credits(KEY)
+    assert route.call_count == 2
+
+
+def test_the_deadline_holds_for_a_paced_429(router: respx.MockRouter, fake_time: FakeTime) -> None:
+    route = router.post("/analytics/query").respond(429, headers={"Retry-After": "5"})
+    with (
+        _client(fake_time, max_attempts=2, request_deadline=20.0) as client,
+        pytest.raises(RateLimitedError),
+    ):
+        client.analytics(KEY, TODAY, TODAY, pace=_Window())
+    assert route.call_count == 4  # 0, 5, 10, 15 s: the next wait would reach the 20 s deadline

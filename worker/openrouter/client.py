@@ -30,7 +30,7 @@ from worker.openrouter.keys import (
     parse_keys,
     parse_workspaces,
 )
-from worker.openrouter.pacing import ANALYTICS, RateLimiter
+from worker.openrouter.pacing import ANALYTICS, Pace, Paces
 from worker.openrouter.retry import RetryPolicy
 from worker.openrouter.transport import Observer, Transport, counting
 
@@ -63,7 +63,7 @@ class OpenRouterClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], dt.datetime] = utc_now,
-        analytics_pace: RateLimiter = ANALYTICS,
+        analytics_pace: Pace = ANALYTICS,
         observer: Observer | None = None,
     ) -> None:
         """``observer`` is told of every request and retry (the daemon counts them)."""
@@ -187,16 +187,23 @@ class OpenRouterClient:
             return parse_credits(answer.text)
 
     def analytics(
-        self, api_key: str, first: dt.date, last: dt.date, *, key_hash: str | None = None
+        self,
+        api_key: str,
+        first: dt.date,
+        last: dt.date,
+        *,
+        key_hash: str | None = None,
+        pace: Pace | None = None,
     ) -> AnalyticsAnswer:
         """``POST /analytics/query`` for ``first`` … ``last``, per day and model: the account's
-        history, or one key's (by its hash). Paced by the process's shared limiter."""
+        history, or one key's (by its hash). Paced by the client's analytics pace (the
+        process's shared limiter), then by ``pace`` (the account's budget) when given."""
         answer, sent = self.http.request(
             "POST",
             "analytics/query",
             api_key,
             body=query_body(first, last, key_hash),
-            pace=self._analytics_pace,
+            pace=self._analytics_pace if pace is None else Paces(self._analytics_pace, pace),
         )
         with counting(sent):
             parsed = parse_analytics(answer.text, first, last)

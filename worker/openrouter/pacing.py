@@ -1,8 +1,11 @@
 """Staying under OpenRouter's published request rates, by construction.
 
-``/analytics/query`` allows 64 requests a minute per account: :data:`ANALYTICS` is one limiter
-shared by every client of the process, and each attempt (a retry included) waits for its turn
-instead of collecting 429s.
+``/analytics/query`` allows 64 requests a minute per account. Each attempt (a retry included)
+waits for its turn at a :class:`Pace` instead of collecting 429s. The sync and ``reconcile``
+hand the client the account's budget kept in the database
+(:class:`worker.store.budget.AnalyticsBudget`), which every process counts: a backfill started
+a minute after a sync sees the sync's requests. :data:`ANALYTICS`, one in-memory limiter shared
+by the clients of the process, paces a caller that has no account to name.
 """
 
 from __future__ import annotations
@@ -11,8 +14,20 @@ import collections
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 ANALYTICS_PER_MINUTE = 64
+ANALYTICS_WINDOW = 60.0  # seconds
+
+
+class Pace(Protocol):
+    """Spaces requests out: at most a number of them in any ``period`` seconds."""
+
+    period: float
+
+    def acquire(self) -> float:
+        """Wait for a turn; return the seconds waited."""
+        ...
 
 
 class RateLimiter:
@@ -49,4 +64,16 @@ class RateLimiter:
                 waited += pause
 
 
-ANALYTICS = RateLimiter(ANALYTICS_PER_MINUTE, 60.0)
+class Paces:
+    """Several paces at once, in order (the process's limiter, then the account's budget, whose
+    turn is then taken just before the request goes out)."""
+
+    def __init__(self, *paces: Pace) -> None:
+        self.paces = paces
+        self.period = max(pace.period for pace in paces)
+
+    def acquire(self) -> float:
+        return sum(pace.acquire() for pace in self.paces)
+
+
+ANALYTICS = RateLimiter(ANALYTICS_PER_MINUTE, ANALYTICS_WINDOW)

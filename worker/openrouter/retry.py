@@ -3,7 +3,9 @@
 Transient failures are retried: connection errors, timeouts, a connection dropped mid-answer,
 429 (rate limited), 408 (a query that ran too long) and every 5xx. The wait is the server's
 ``Retry-After`` when it sent one (capped), else an exponential backoff with jitter. A request
-stops at ``max_attempts`` attempts, or earlier when the next wait would pass its deadline.
+stops at ``max_attempts`` attempts, or earlier when the next wait would pass its deadline; a
+rate-limited request with a published budget (analytics' 64 a minute) waits out the budget's
+window before it counts its attempts.
 """
 
 from __future__ import annotations
@@ -70,6 +72,23 @@ class RetryPolicy:
         # "Equal jitter": at least half the backoff, so waits still grow, never in lockstep.
         return min(self.backoff_max, base / 2 + self.rng.uniform(0, base / 2))
 
-    def gives_up(self, attempt: int, elapsed: float, next_wait: float) -> bool:
-        """Stop after ``attempt`` attempts, or rather than sleep past the deadline."""
-        return attempt >= self.max_attempts or elapsed + next_wait >= self.deadline
+    def gives_up(
+        self,
+        attempt: int,
+        elapsed: float,
+        next_wait: float,
+        *,
+        limited_for: float | None = None,
+        window: float | None = None,
+    ) -> bool:
+        """Stop after ``attempt`` attempts, or rather than sleep past the deadline.
+
+        A paced request that OpenRouter still rate limits (429: someone else spent the window,
+        another tool on the account or another host's clock) first waits out its pace's
+        ``window``: it gives up on the attempts only once ``limited_for`` seconds have passed
+        since its first 429 that are at least the window. The deadline still holds."""
+        if elapsed + next_wait >= self.deadline:
+            return True
+        if limited_for is not None and window is not None and limited_for < window:
+            return False
+        return attempt >= self.max_attempts

@@ -36,7 +36,7 @@ from worker.core.errors import (
     UpstreamUnavailableError,
 )
 from worker.core.logs import get_logger, mask_key_like, mask_text
-from worker.openrouter.pacing import RateLimiter
+from worker.openrouter.pacing import Pace
 from worker.openrouter.retry import RETRY_STATUSES, RetryPolicy, is_transient, parse_retry_after
 
 MANAGEMENT_KEY_HELP = (
@@ -59,7 +59,17 @@ class _TooLarge(Exception):
 class _Request:
     """One logical request: its attempts share a start time, a counter and the key."""
 
-    __slots__ = ("api_key", "body", "method", "pace", "params", "path", "sent", "start")
+    __slots__ = (
+        "api_key",
+        "body",
+        "limited_since",
+        "method",
+        "pace",
+        "params",
+        "path",
+        "sent",
+        "start",
+    )
 
     def __init__(
         self,
@@ -69,7 +79,7 @@ class _Request:
         start: float,
         params: Mapping[str, str] | None,
         body: Any,
-        pace: RateLimiter | None,
+        pace: Pace | None,
     ) -> None:
         self.method = method
         self.path = path
@@ -79,6 +89,7 @@ class _Request:
         self.body = body
         self.pace = pace
         self.sent = 0
+        self.limited_since: float | None = None  # when a paced request was first answered 429
 
 
 class Observer(Protocol):
@@ -175,7 +186,7 @@ class Transport:
         *,
         params: Mapping[str, str] | None = None,
         body: Any = None,
-        pace: RateLimiter | None = None,
+        pace: Pace | None = None,
     ) -> tuple[Answer, int]:
         """One request with its retries: the 200 answer and the attempts it took, or the
         typed error (which carries the attempts too). ``pace`` spaces every attempt out."""
@@ -192,9 +203,7 @@ class Transport:
             retry=tenacity.retry_if_exception(is_transient)
             | tenacity.retry_if_result(lambda answer: answer.status in RETRY_STATUSES),
             wait=self._wait,
-            stop=lambda rs: self.retry.gives_up(
-                rs.attempt_number, self._clock() - request.start, rs.upcoming_sleep
-            ),
+            stop=lambda rs: self._gives_up(rs, request),
             sleep=self._sleep,
             before_sleep=lambda rs: self._log_retry(rs, request),
             retry_error_callback=lambda rs: rs.outcome,
@@ -276,6 +285,23 @@ class Transport:
                 self._observer.request(request.path, None)  # no answer at all
             raise
         return Answer(response.status_code, response.headers, b"".join(chunks))
+
+    def _gives_up(self, rs: tenacity.RetryCallState, request: _Request) -> bool:
+        now = self._clock()
+        outcome = rs.outcome
+        limited = outcome is not None and not outcome.failed and outcome.result().status == 429
+        limited_for = None
+        if limited and request.pace is not None:
+            if request.limited_since is None:
+                request.limited_since = now
+            limited_for = now - request.limited_since
+        return self.retry.gives_up(
+            rs.attempt_number,
+            now - request.start,
+            rs.upcoming_sleep,
+            limited_for=limited_for,
+            window=request.pace.period if request.pace is not None else None,
+        )
 
     def _wait(self, rs: tenacity.RetryCallState) -> float:
         outcome = rs.outcome

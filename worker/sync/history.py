@@ -8,9 +8,11 @@ Both report their progress after every answer stored, through an optional
 ``on_progress(subjects finished, rows written)`` (counting from their own start), for the
 command line's live progress line.
 
-OpenRouter's limits hold by construction: every request waits its turn at the process's 64-a-
-minute limiter (:mod:`worker.openrouter.pacing`), 429, 408 and 5xx are retried, and an answer
-marked ``truncated`` is never stored: its range is split in two and asked again. Rows are
+OpenRouter's limits hold by construction: every request waits its turn at the account's 64-a-
+minute budget, which every process counts in the database (:mod:`worker.store.budget`), so a
+backfill right after a sync waits instead of collecting 429s; 429, 408 and 5xx are retried (a
+429 until the budget's minute has passed), and an answer marked ``truncated`` is never stored:
+its range is split in two and asked again. Rows are
 stored with source ``analytics``; a day that holds ``/activity`` rows keeps them (an answer
 from ``/activity`` is finer and is never overwritten by analytics).
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,9 +32,11 @@ from worker.core.logs import get_logger
 from worker.core.outcomes import KeyOutcome, describe_failure
 from worker.core.usage import UsageRow, WriteCounts
 from worker.openrouter import OpenRouterClient
+from worker.openrouter.pacing import Pace
 from worker.store import catalogue as catalogue_store
 from worker.store import keys as key_store
 from worker.store import ledger
+from worker.store.budget import AnalyticsBudget
 from worker.store.catalogue import Entry
 from worker.store.db import transaction
 from worker.store.keys import ActiveKey
@@ -119,13 +123,16 @@ class Importer:
         self.tally = HistoryTally()
         self.finished = 0  # subjects done with, imported or not (for on_progress)
         self.on_progress = on_progress
+        self._pace: Pace | None = None
 
     def _progress(self) -> None:
         if self.on_progress is not None:
             self.on_progress(self.finished, self.tally.counts)
 
-    def run(self, secret: str, subjects: Sequence[Subject]) -> None:
-        """Import each subject's missing days (newest first), until done or stopped."""
+    def run(self, secret: str, subjects: Sequence[Subject], pace: Pace | None = None) -> None:
+        """Import each subject's missing days (newest first), until done or stopped; every
+        request waits its turn at ``pace`` (the account's budget)."""
+        self._pace = pace
         for subject in subjects:
             self._subject(secret, subject)
             self.finished += 1
@@ -139,7 +146,6 @@ class Importer:
         newest = (subject.reached or self.last + dt.timedelta(days=1)) - dt.timedelta(days=1)
         if newest < self.first:
             return  # complete
-        before = self.client.http.requests_made, self.client.http.rate_limit_seconds
         try:
             complete = self._range(secret, subject, self.first, newest)
         except LockLostError:
@@ -150,8 +156,6 @@ class Importer:
                 "history_import_paused", subject=subject.label, reason=reason, error=message
             )
             complete = False
-        self.tally.requests += self.client.http.requests_made - before[0]
-        self.tally.rate_limit_seconds += self.client.http.rate_limit_seconds - before[1]
         self.tally.pending += not complete
         if subject.key_hash is None:
             self.tally.accounts += 1
@@ -162,7 +166,9 @@ class Importer:
         """Import ``first`` … ``last``, newest part first; True when all of it is stored."""
         if self.stop.is_set():
             return False
-        answer = self.client.analytics(secret, first, last, key_hash=subject.key_hash)
+        answer = self.client.analytics(
+            secret, first, last, key_hash=subject.key_hash, pace=self._pace
+        )
         if answer.warnings:
             # An unknown key hash (a deleted key): nothing to import, now or later.
             log.warning("history_key_unknown", subject=subject.label, warnings=answer.warnings)
@@ -225,15 +231,16 @@ def backfill_days(
     subjects: Sequence[Subject],
     days: Sequence[dt.date],
     on_progress: OnProgress | None = None,
+    pace: Pace | None = None,
 ) -> WriteCounts:
     """Replace the given days (older than ``/activity``'s window) with analytics' answers,
     each contiguous range in one query (split if truncated). Days holding ``/activity`` rows
-    keep them."""
+    keep them. Every request waits its turn at ``pace`` (the account's budget)."""
     total = WriteCounts()
     ranges = _ranges(sorted(days))
     for index, (first, last) in enumerate(ranges, 1):
         for finished, subject in enumerate(subjects, 1):
-            for rows, lo, hi in answers(client, secret, subject, first, last):
+            for rows, lo, hi in answers(client, secret, subject, first, last, pace):
                 with transaction(factory) as session:
                     total = total + _write(session, subject, rows, lo, hi)
             if on_progress is not None:
@@ -243,18 +250,26 @@ def backfill_days(
 
 
 def answers(
-    client: OpenRouterClient, secret: str, subject: Subject, first: dt.date, last: dt.date
+    client: OpenRouterClient,
+    secret: str,
+    subject: Subject,
+    first: dt.date,
+    last: dt.date,
+    pace: Pace | None = None,
 ) -> list[tuple[list[UsageRow], dt.date, dt.date]]:
     """Analytics' rows for ``first`` … ``last`` as (rows, first, last) parts: a truncated
     answer is asked again in halves; an unknown key hash answers nothing."""
-    answer = client.analytics(secret, first, last, key_hash=subject.key_hash)
+    answer = client.analytics(secret, first, last, key_hash=subject.key_hash, pace=pace)
     if answer.warnings:
         log.warning("history_key_unknown", subject=subject.label, warnings=answer.warnings)
         return []
     if not answer.truncated:
         return [(answer.rows, first, last)]
     older, newer = _halves(first, last)
-    return [*answers(client, secret, subject, *older), *answers(client, secret, subject, *newer)]
+    return [
+        *answers(client, secret, subject, *older, pace),
+        *answers(client, secret, subject, *newer, pace),
+    ]
 
 
 def _halves(
@@ -279,7 +294,18 @@ def _ranges(days: Sequence[dt.date]) -> list[tuple[dt.date, dt.date]]:
     return ranges
 
 
-# --- the run's history step (worker.sync.run) -----------------------------------------------------
+# --- the run's history step (worker.sync.run) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One account of the step: its management key, decrypted for the run (never logged), its
+    subjects and its analytics budget."""
+
+    account: ActiveKey
+    secret: str = field(repr=False)
+    subjects: list[Subject]
+    pace: Pace
 
 
 def run_step(
@@ -298,13 +324,15 @@ def run_step(
 ) -> None:
     """A run's last step, per account (its management key decrypted in ``accounts``): a
     backfill's ``older`` days, or the history not imported yet and any days lost between two
-    windows. What it did goes to ``summary.history``; an account whose days could not be
-    asked fails in the ledger. ``report(subjects done, subjects in all, rows written)`` follows
-    the backfill or the import (not a gap fill, which is rare and short)."""
+    windows. What it did goes to ``summary.history`` (its requests and rate-limit waits
+    measured once, over the whole step); an account whose days could not be asked fails in the
+    ledger. ``report(subjects done, subjects in all, rows written)`` follows the backfill or the
+    import (not a gap fill, which is rare and short)."""
     plans = [
-        (account, secret, subjects_of(account, entries)) for account, secret in accounts.values()
+        _Plan(account, secret, subjects_of(account, entries), AnalyticsBudget(factory, account.id))
+        for account, secret in accounts.values()
     ]
-    total = sum(len(subjects) for *_, subjects in plans)  # accounts and keys alike
+    total = sum(len(plan.subjects) for plan in plans)  # accounts and keys alike
     before = 0  # the subjects of the accounts done already (a backfill counts from each start)
 
     def progress(done: int, rows: WriteCounts) -> None:
@@ -320,20 +348,25 @@ def run_step(
     tally = importer.tally
     if report is not None and (older or (whole_window and history_days)):
         report(0, total, WriteCounts())
-    for account, secret, subjects in plans:
-        if older:
-            _backfill(factory, client, summary, tally, account, secret, subjects, older, progress)
-        elif whole_window and history_days:
-            importer.run(secret, subjects)
-            with factory() as session:
-                previous = ledger.last_success(session, account.id, summary.run_id)
-            gap = gap_days(previous, today, history_days)
-            if gap and not stop.is_set():
-                log.warning("history_gap", api_key_id=account.id, first_day=str(gap[0]),
-                            days=len(gap))  # fmt: skip
-                _backfill(factory, client, summary, tally, account, secret, subjects, gap)
-        before += len(subjects)
-    summary.history = tally
+    sent = client.http.requests_made, client.http.rate_limit_seconds
+    try:
+        for plan in plans:
+            if older:
+                _backfill(factory, client, summary, tally, plan, older, progress)
+            elif whole_window and history_days:
+                importer.run(plan.secret, plan.subjects, plan.pace)
+                with factory() as session:
+                    previous = ledger.last_success(session, plan.account.id, summary.run_id)
+                gap = gap_days(previous, today, history_days)
+                if gap and not stop.is_set():
+                    log.warning("history_gap", api_key_id=plan.account.id,
+                                first_day=str(gap[0]), days=len(gap))  # fmt: skip
+                    _backfill(factory, client, summary, tally, plan, gap)
+            before += len(plan.subjects)
+    finally:
+        tally.requests = client.http.requests_made - sent[0]
+        tally.rate_limit_seconds = client.http.rate_limit_seconds - sent[1]
+        summary.history = tally
 
 
 def _backfill(
@@ -341,24 +374,22 @@ def _backfill(
     client: OpenRouterClient,
     summary: RunSummary,
     tally: HistoryTally,
-    account: ActiveKey,
-    secret: str,
-    subjects: Sequence[Subject],
+    plan: _Plan,
     days: Sequence[dt.date],
     on_progress: OnProgress | None = None,
 ) -> None:
-    before = client.http.requests_made, client.http.rate_limit_seconds
+    """Replace ``days`` of the plan's subjects; a failure fails the account in the ledger."""
     try:
-        counts = backfill_days(factory, client, secret, subjects, days, on_progress)
+        counts = backfill_days(
+            factory, client, plan.secret, plan.subjects, days, on_progress, plan.pace
+        )
         tally.counts = tally.counts + counts
     except (OpenRouterError, TooManyRowsError) as exc:
         reason, message = describe_failure(exc)
+        account = plan.account
         outcome = KeyOutcome(
             account.id, account.user_id, account.name, "failed", reason=reason, error=message
         )
         with transaction(factory) as session:
             ledger.record_outcomes(session, summary.run_id, [outcome])
         summary.keys.append(outcome)
-    finally:
-        tally.requests += client.http.requests_made - before[0]
-        tally.rate_limit_seconds += client.http.rate_limit_seconds - before[1]

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker.core.days import completed_window, span
 from worker.core.errors import NotFoundError, UsageError
 from worker.openrouter import OpenRouterClient
+from worker.store.budget import AnalyticsBudget
 from worker.store.keys import ActiveKey, active_keys
 from worker.store.models import (
     KIND_MANAGEMENT,
@@ -108,7 +109,8 @@ def reconcile(
         try:
             subject = history.account_subject(account)
             answered: dict[dt.date, Decimal] = {}
-            for rows, _lo, _hi in history.answers(client, secret, subject, first, last):
+            budget = AnalyticsBudget(factory, account.id)  # the sync's requests count too
+            for rows, _lo, _hi in history.answers(client, secret, subject, first, last, budget):
                 for row in rows:
                     answered[row.date] = answered.get(row.date, ZERO) + row.cost
         finally:

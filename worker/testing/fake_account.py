@@ -15,7 +15,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -62,6 +62,11 @@ class FakeAccount:
     analytics_row_limit: int = 10_000
     analytics_per_minute: int = 64
     analytics_window: float = 60.0  # seconds over which analytics_per_minute counts
+    # The Retry-After of a 429 from analytics: None for the true wait (until the oldest request
+    # of the window leaves it); OpenRouter has been seen to send a few seconds instead.
+    analytics_retry_after: int | None = None
+    # The clock the window is counted on (a test may move it on, as if time had passed).
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     _posts: collections.deque[float] = field(default_factory=collections.deque, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -107,11 +112,13 @@ class FakeAccount:
     def analytics(self, body: dict[str, Any]) -> tuple[int, str, dict[str, str]]:
         """``POST /analytics/query``: (status, body, headers)."""
         with self._lock:
-            now = time.monotonic()
+            now = self.clock()
             while self._posts and self._posts[0] <= now - self.analytics_window:
                 self._posts.popleft()
             if len(self._posts) >= self.analytics_per_minute:
-                wait = max(1, int(self._posts[0] + self.analytics_window - now + 0.999))
+                wait = self.analytics_retry_after or max(
+                    1, int(self._posts[0] + self.analytics_window - now + 0.999)
+                )
                 error = {"error": {"code": 429, "message": "Rate limit exceeded"}}
                 return 429, json.dumps(error), {"Retry-After": str(wait)}
             self._posts.append(now)

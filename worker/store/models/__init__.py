@@ -1,6 +1,7 @@
 """The tables, as SQLAlchemy 2 typed declarative models, by group: ``base`` (the column
 types and conventions), ``accounts`` (users, keys, their usage, tokens), ``catalogue`` (the
-keys of each account and their usage), ``ledger`` (sync runs), ``live`` (snapshots, alerts).
+keys of each account and their usage), ``ledger`` (sync runs), ``live`` (snapshots, alerts),
+``budget`` (the analytics requests of the last minute).
 
 Alembic owns the schema: these models are what the migrations must produce, and a test asserts
 that Alembic's autogenerate comparison between the two is empty. Every model is importable
@@ -23,6 +24,7 @@ from worker.store.models.base import (
     to_money,
     utcnow,
 )
+from worker.store.models.budget import AnalyticsRequest
 from worker.store.models.catalogue import AccountKey, KeyUsageStats
 from worker.store.models.ledger import SyncKeyResult, SyncRun
 from worker.store.models.live import (
@@ -46,6 +48,7 @@ __all__ = [
     "AlertEvent",
     "AlertNotification",
     "AlertState",
+    "AnalyticsRequest",
     "ApiKey",
     "ApiToken",
     "Base",
