@@ -20,12 +20,13 @@ Definitions (UTC days and months, like OpenRouter's):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import functools
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session, aliased
 
 from worker.core.days import utc_now
@@ -91,11 +92,14 @@ def _first(subject: Any, column: str) -> Any:
     )
 
 
-def _query(now: dt.datetime, hours: float) -> Any:
+@functools.cache
+def _base_query() -> Any:
+    """Every subject with its newest snapshot and the usages the figures are computed from; the
+    instants as bound parameters. Built once: building its aliased subqueries cost more than
+    running the query (20 ms against a few, on every status, scrape and dashboard)."""
     subject = LiveSubject
     source = aliased(LiveSubject)  # the registered key's own row: when it was polled
     snap = aliased(LiveSnapshot)
-    midnight = dt.datetime.combine(now.date(), dt.time(), dt.UTC)
     return (
         select(
             subject.id,
@@ -115,9 +119,9 @@ def _query(now: dt.datetime, hours: float) -> Any:
             snap.limit_remaining,
             snap.balance,
             snap.disabled,
-            _usage_at(subject, midnight).label("usage_midnight"),
-            _usage_at(subject, midnight - dt.timedelta(days=MEAN_DAYS)).label("usage_week_ago"),
-            _usage_at(subject, now - dt.timedelta(hours=hours)).label("usage_hours_ago"),
+            _usage_at(subject, bindparam("midnight")).label("usage_midnight"),
+            _usage_at(subject, bindparam("week_ago")).label("usage_week_ago"),
+            _usage_at(subject, bindparam("hours_ago")).label("usage_hours_ago"),
             _first(subject, "taken_at").label("first_taken_at"),
             _first(subject, "usage").label("first_usage"),
         )
@@ -125,8 +129,37 @@ def _query(now: dt.datetime, hours: float) -> Any:
         .join(User, User.id == ApiKey.user_id)
         .join(source, and_(source.api_key_id == subject.api_key_id, source.key_hash == SELF))
         .outerjoin(snap, snap.id == subject.snapshot_id)
+        .where(subject.scope.in_(bindparam("scopes", expanding=True)))
         .order_by(subject.api_key_id, subject.key_hash != SELF, subject.name, subject.id)
     )
+
+
+def _rows(
+    session: Session,
+    now: dt.datetime,
+    hours: float,
+    *,
+    scopes: Collection[str],
+    listed_only: bool,
+    own_only: bool,
+    api_key_ids: Collection[int] | None,
+) -> list[Any]:
+    """The subjects asked for, the filters in the WHERE (only their subqueries run)."""
+    query = _base_query()
+    if listed_only:
+        query = query.where(LiveSubject.listed.is_(True))
+    if own_only:
+        query = query.where(LiveSubject.key_hash == SELF)
+    if api_key_ids is not None:
+        query = query.where(LiveSubject.api_key_id.in_(sorted(api_key_ids)))
+    midnight = dt.datetime.combine(now.date(), dt.time(), dt.UTC)
+    values = {
+        "midnight": midnight,
+        "week_ago": midnight - dt.timedelta(days=MEAN_DAYS),
+        "hours_ago": now - dt.timedelta(hours=hours),
+        "scopes": sorted(scopes),
+    }
+    return list(session.execute(query, values))
 
 
 def _account_means(
@@ -193,19 +226,26 @@ def figures(
     *,
     now: dt.datetime | None = None,
     burn_rate_hours: float = 3.0,
-    scopes: Iterable[str] = ("account", "key"),
+    scopes: Collection[str] = ("account", "key"),
     listed_only: bool = True,
+    own_only: bool = False,
+    api_key_ids: Collection[int] | None = None,
 ) -> list[Figures]:
-    """Every subject's figures (accounts and keys by default; ``alias`` adds the registered
-    ordinary keys an account lists), ordered by registered key, the account first."""
+    """The figures of the subjects asked for, ordered by registered key, the account first:
+    accounts and keys by default (``alias`` adds the registered ordinary keys an account
+    lists); ``listed_only``: not the keys an account no longer lists; ``own_only``: only each
+    registered key's own subject; ``api_key_ids``: only these registered keys' subjects."""
     now = now or utc_now()
     midnight = dt.datetime.combine(now.date(), dt.time(), dt.UTC)
-    wanted = set(scopes)
-    rows = [
-        r
-        for r in session.execute(_query(now, burn_rate_hours))
-        if r.scope in wanted and (r.listed or not listed_only)
-    ]
+    rows = _rows(
+        session,
+        now,
+        burn_rate_hours,
+        scopes=scopes,
+        listed_only=listed_only,
+        own_only=own_only,
+        api_key_ids=api_key_ids,
+    )
     means = _account_means(
         session, (r.api_key_id for r in rows if r.scope == "account"), now.date()
     )
@@ -280,10 +320,21 @@ def own_figures(found: Iterable[Figures]) -> dict[int, Figures]:
     return {f.api_key_id: f for f in found if f.key_hash == SELF}
 
 
-def registered(session: Session, *, now: dt.datetime | None = None) -> dict[int, Figures]:
-    """The figures of each registered key itself, by ``api_keys.id``: an account's totals and
-    balance, or an ordinary key's spend and limit (``status`` shows them)."""
-    return own_figures(figures(session, now=now, scopes=EVERY_SCOPE, listed_only=False))
+def registered(
+    session: Session, *, now: dt.datetime | None = None, api_key_ids: Collection[int] | None = None
+) -> dict[int, Figures]:
+    """The figures of each registered key itself (or of ``api_key_ids``), by ``api_keys.id``:
+    an account's totals and balance, or an ordinary key's spend and limit (``status`` shows
+    them)."""
+    found = figures(
+        session,
+        now=now,
+        scopes=EVERY_SCOPE,
+        listed_only=False,
+        own_only=True,
+        api_key_ids=api_key_ids,
+    )
+    return {f.api_key_id: f for f in found}
 
 
 def spend_between(
