@@ -167,26 +167,20 @@ def next_run_time(schedule: ScheduleSettings, now: dt.datetime | None = None) ->
     return min(c for c in candidates if c is not None).astimezone(dt.UTC)
 
 
-def collect_status(
+def key_states(
     session: Session,
-    schedule: ScheduleSettings,
     now: dt.datetime | None = None,
     *,
-    sync_running: bool = False,
     user_id: int | None = None,
     usage: bool = True,
     live: bool = True,
-) -> Status:
-    """Gather the status of every key and the last run, in a handful of GROUP BY queries.
+) -> list[KeyStatus]:
+    """Every registered key (or ``user_id``'s) and how its syncs are going: the per-key part of
+    :func:`collect_status`, which is all a health probe or a scrape needs.
 
-    ``sync_running``: whether a process holds the sync lock now; without one, a run still
-    marked running was cut short. ``user_id``: only that user's keys, and the last run as that
-    user saw it (its keys' ok and failed counts, ``failed`` only if one of them failed): what
-    an API token of a user who is not an admin may see. ``usage=False`` skips the one query
-    that reads ``usage_stats`` (each key's row count and newest day, then 0 and None): for
-    health probes and scrapes. ``live=False`` skips the live figures (``KeyStatus.live`` is
-    None): health probes need none, and a scrape reads them once for every key itself.
-    """
+    ``usage=False`` skips the one query that reads ``usage_stats`` (each key's row count and
+    newest day, then 0 and None); ``live=False`` skips the live figures (``KeyStatus.live`` is
+    None)."""
     latest_result = (
         select(SyncKeyResult.api_key_id, func.max(SyncKeyResult.id).label("id"))
         .group_by(SyncKeyResult.api_key_id)
@@ -226,13 +220,15 @@ def collect_status(
         if usage
         else {}
     )
-
-    live_figures = registered(session, now=now) if live else {}
-    keys = []
     key_query = select(ApiKey, User.email, User.is_active).join(User).order_by(ApiKey.id)
     if user_id is not None:
         key_query = key_query.where(ApiKey.user_id == user_id)
-    for key, email, user_active in session.execute(key_query):
+    found = list(session.execute(key_query))
+    live_figures = (
+        registered(session, now=now, api_key_ids=[key.id for key, *_ in found]) if live else {}
+    )
+    keys = []
+    for key, email, user_active in found:
         result = last.get(key.id)
         rows = held.get(key.id)
         keys.append(
@@ -251,7 +247,28 @@ def collect_status(
                 live=LiveFigures.of(live_figures.get(key.id)),
             )
         )
+    return keys
 
+
+def collect_status(
+    session: Session,
+    schedule: ScheduleSettings,
+    now: dt.datetime | None = None,
+    *,
+    sync_running: bool = False,
+    user_id: int | None = None,
+    live: bool = True,
+) -> Status:
+    """Gather the status of every key (:func:`key_states`) and the last run, in a handful of
+    GROUP BY queries.
+
+    ``sync_running``: whether a process holds the sync lock now; without one, a run still
+    marked running was cut short. ``user_id``: only that user's keys, and the last run as that
+    user saw it (its keys' ok and failed counts, ``failed`` only if one of them failed): what
+    an API token of a user who is not an admin may see. ``live=False``: without the live
+    figures (a caller that reads them for every key itself).
+    """
+    keys = key_states(session, now, user_id=user_id, live=live)
     run = session.scalars(select(SyncRun).order_by(SyncRun.id.desc()).limit(1)).first()
     running = session.scalars(
         select(SyncRun).where(SyncRun.status == "running").order_by(SyncRun.id.desc()).limit(1)

@@ -21,7 +21,7 @@ from worker.core import render
 from worker.core.errors import DatabaseUnavailableError
 from worker.daemon.http.context import HttpContext
 from worker.daemon.http.responses import json_response
-from worker.reports.status import KeyStatus, collect_status
+from worker.reports.status import KeyStatus, key_states
 from worker.store.models import ApiKey
 
 
@@ -70,13 +70,13 @@ def check(ctx: HttpContext) -> tuple[bool, dict[str, Any]]:
     active = 0
     try:
         with ctx.session_factory() as session:
-            status = collect_status(session, ctx.settings.schedule, now, usage=False, live=False)
+            keys = key_states(session, now, usage=False, live=False)
             added = {
                 key_id: created
                 for key_id, created in session.execute(select(ApiKey.id, ApiKey.created_at))
             }
-        active = sum(1 for k in status.keys if k.active)
-        reasons += key_problems(status.keys, added, now=now, within=within)
+        active = sum(1 for k in keys if k.active)
+        reasons += key_problems(keys, added, now=now, within=within)
     except DatabaseUnavailableError:
         reasons.append("the database cannot be reached")
     document = {

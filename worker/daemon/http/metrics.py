@@ -49,7 +49,7 @@ from worker.daemon.http.context import HttpContext
 from worker.reports.choices import HASH_SHOWN
 from worker.reports.live import EVERY_SCOPE, Figures, figures, own_figures
 from worker.reports.report import build_report
-from worker.reports.status import collect_status
+from worker.reports.status import key_states
 from worker.store.snapshots import SELF
 
 log = get_logger("worker.daemon.http")
@@ -89,18 +89,23 @@ class Scraped:
 
 
 def scrape(ctx: HttpContext) -> Scraped:
-    """Every active account's figures and its keys', from :func:`collect_status`, one
-    ``--by account`` report and one read of the live figures."""
+    """Every active account's figures and its keys', from :func:`key_states` (the per-key
+    part of the status, no runs or schedule), one ``--by account`` report and one read of the
+    live figures."""
     now = ctx.clock()
     with ctx.session_factory() as session:
-        status = collect_status(session, ctx.settings.schedule, now, usage=False, live=False)
+        active = [key for key in key_states(session, now, usage=False, live=False) if key.active]
         days = month_so_far(now.date())
         spent: dict[int, Decimal] = {}
         if days is not None:
             report = build_report(session, "account", days)
             spent = {int(row.group["account_id"]): row.totals.cost for row in report.rows}
         found = figures(
-            session, now=now, burn_rate_hours=ctx.settings.live.burn_rate_hours, scopes=EVERY_SCOPE
+            session,
+            now=now,
+            burn_rate_hours=ctx.settings.live.burn_rate_hours,
+            scopes=EVERY_SCOPE,
+            api_key_ids=[key.api_key_id for key in active],
         )
     own = own_figures(found)
     accounts = [
@@ -114,12 +119,9 @@ def scrape(ctx: HttpContext) -> Scraped:
             last_failed=key.last_status == "failed",
             live=own.get(key.api_key_id),
         )
-        for key in status.keys
-        if key.active
+        for key in active
     ]
-    active = {a.account_id for a in accounts}
-    keys = [f for f in found if f.key_hash != SELF and f.api_key_id in active]
-    return Scraped(accounts, keys)
+    return Scraped(accounts, [f for f in found if f.key_hash != SELF])
 
 
 def _gauge(name: str, documentation: str, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
