@@ -59,6 +59,8 @@ GROUP_FIELDS: dict[str, tuple[str, ...]] = {
     "account": ("account_id", "account_name", "user_email"),
     "key": ("account_id", "account_name", "key_hash", "key_name"),
     "user": ("user_email",),
+    # Not a --by choice: the dashboard's chart of a period, one query (see by_day_and_model).
+    "day_model": ("date", "model"),
 }
 METRIC_FIELDS = (
     "requests",
@@ -280,6 +282,7 @@ def _grouped(
         "account": [cost.desc(), u.account_name, u.account_id],
         "key": [u.account_name, u.account_id, cost.desc(), u.key_name, u.key_hash],
         "user": [cost.desc(), u.user_email],
+        "day_model": [u.date, cost.desc(), u.model],
     }
     query: Select[Any] = (
         select(
@@ -317,6 +320,21 @@ def _grouped(
         rows.append(Row({name: record[name] for name in GROUP_FIELDS[by]}, totals))
         usage_rows += int(record["usage_rows"])
     return rows, usage_rows
+
+
+def by_day_and_model(
+    session: Session, date_range: DateRange, filters: Filters | None = None
+) -> list[Row]:
+    """One ``GROUP BY date, model`` over the range (the level ``--by model`` reads): a row per
+    day and model that has usage, days in order, each day's models biggest first. What a chart
+    of the period needs (its days, its models, each model's days) in one query."""
+    filters = filters or Filters()
+    check_filters(session, filters)
+    one_key = filters.key_id is not None and _listed(session, filters.key_id)
+    dialect = session.get_bind().dialect
+    level = "key" if one_key else "account"
+    rows, _ = _grouped(session, dialect, "day_model", level, date_range, filters, one_key)
+    return [Row({**row.group, "date": _as_date(row.group["date"])}, row.totals) for row in rows]
 
 
 def _with_unattributed(keys: list[Row], accounts: list[Row]) -> list[Row]:

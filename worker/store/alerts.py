@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, false, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from worker.store.models import (
@@ -175,21 +175,37 @@ def subject_key_id(subject: str) -> int | None:
     return int(head) if kind in _KEYED_SUBJECTS and head.isdigit() else None
 
 
+def _about_keys(key_ids: Sequence[int]) -> ColumnElement[bool]:
+    """Alert subjects that name one of these registered keys (see :func:`subject_key_id`)."""
+    exact = [f"{kind}:{key_id}" for key_id in key_ids for kind in _KEYED_SUBJECTS]
+    listed = [AlertEvent.subject.like(f"key:{key_id}:%") for key_id in key_ids]
+    return or_(AlertEvent.subject.in_(exact), *listed) if key_ids else false()
+
+
 def history(
-    session: Session, since: dt.datetime | None = None, *, user_id: int | None = None
+    session: Session,
+    since: dt.datetime | None = None,
+    *,
+    user_id: int | None = None,
+    last: int | None = None,
 ) -> list[HistoryItem]:
     """Fired alerts (and digests), oldest first, with each channel's delivery.
 
     ``user_id``: only the alerts about that user's keys and accounts (the owner of the
-    registered key the subject names); never a digest, which covers every account.
+    registered key the subject names); never a digest, which covers every account. ``last``:
+    only the newest so many (the dashboard's panel), still oldest first.
     """
-    stmt = select(AlertEvent).order_by(AlertEvent.fired_at, AlertEvent.id)
+    stmt = select(AlertEvent)
     if since is not None:
         stmt = stmt.where(AlertEvent.fired_at >= since)
-    events = list(session.scalars(stmt))
     if user_id is not None:
-        owned = set(session.scalars(select(ApiKey.id).where(ApiKey.user_id == user_id)))
-        events = [e for e in events if subject_key_id(e.subject) in owned]
+        owned = list(session.scalars(select(ApiKey.id).where(ApiKey.user_id == user_id)))
+        stmt = stmt.where(_about_keys(owned))
+    if last is not None:
+        newest = stmt.order_by(AlertEvent.fired_at.desc(), AlertEvent.id.desc()).limit(last)
+        events = list(session.scalars(newest))[::-1]
+    else:
+        events = list(session.scalars(stmt.order_by(AlertEvent.fired_at, AlertEvent.id)))
     sent: dict[int, list[dict[str, object]]] = {}
     ids = [e.id for e in events]
     for start in range(0, len(ids), 500):

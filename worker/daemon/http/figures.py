@@ -1,7 +1,8 @@
-"""The dashboard's figures, for one token's scope, from :func:`worker.reports.report.build_report`.
+"""The dashboard's figures, for one token's scope, from :mod:`worker.reports.report`.
 
-Every sum is the report's (grouped in SQL, exact Decimal); this module only picks the ranges
-and the filters and arranges the rows for the charts:
+Every sum is the report's (grouped in SQL, exact Decimal; a model's 30 days are the exact sum of
+its days); this module only picks the ranges and the filters and arranges the rows for the
+charts:
 
 - the last 30 completed UTC days, per day, stacked by model: the top 8 models of the period,
   then everything else as "other";
@@ -13,6 +14,10 @@ and the filters and arranges the rows for the charts:
   and this month, balance and runway (and each ordinary key registered on its own: its limit
   left), and the keys that spent most today;
 - the last alerts about the scope's keys and accounts (:func:`worker.store.alerts.history`).
+
+Queries: one grouped (date, model) query over the 30 days (the chart, the top models, the
+totals), one per-day query over the previous month and this one, one report per account and
+one per key, the status, the live figures, the last ten alerts.
 
 A registered ordinary key that a registered account lists is not an account here: its spend is
 that account's, so today's total counts it once.
@@ -30,7 +35,7 @@ from worker.config import Settings
 from worker.core.days import WINDOW_DAYS, DateRange, month_so_far, span
 from worker.daemon.http.auth import Scope
 from worker.reports.live import Figures, figures
-from worker.reports.report import ZERO, Filters, Row, build_report
+from worker.reports.report import ZERO, Filters, Row, Totals, build_report, by_day_and_model
 from worker.reports.status import Status, collect_status
 from worker.store.alerts import HistoryItem, history
 from worker.store.snapshots import SELF
@@ -100,10 +105,24 @@ class Dashboard:
         return self.days[-1], self.day_totals[-1]
 
 
-def _per_day(session: Session, days: DateRange, filters: Filters) -> list[Decimal]:
-    report = build_report(session, "day", days, filters)
-    by_day = {row.group["date"]: row.totals.cost for row in report.rows}
+def _per_day(rows: list[Row], days: DateRange) -> list[Decimal]:
+    """Each day's cost from rows grouped by day (and model), every day of ``days``."""
+    by_day: dict[dt.date, Decimal] = {}
+    for row in rows:
+        day = row.group["date"]
+        if days.since <= day <= days.until:
+            by_day[day] = by_day.get(day, ZERO) + row.totals.cost
     return [by_day.get(day, ZERO) for day in span(days.since, days.until)]
+
+
+def _by_model(rows: list[Row]) -> list[Row]:
+    """Day-and-model rows summed per model, biggest first (ties by name), like ``--by model``."""
+    totals: dict[str, Totals] = {}
+    for row in rows:
+        model = row.group["model"]
+        totals[model] = totals.get(model, Totals()) + row.totals
+    ordered = sorted(totals.items(), key=lambda item: (-item[1].cost, item[0]))
+    return [Row({"model": model}, total) for model, total in ordered]
 
 
 def _cumulative(values: list[Decimal]) -> list[Decimal]:
@@ -128,29 +147,35 @@ def collect(
     period = DateRange(until - dt.timedelta(days=WINDOW_DAYS - 1), until)
     mine = Filters(user_email=None if scope.admin else scope.email)
 
-    by_model = build_report(session, "model", period, mine)
-    day_totals = _per_day(session, period, mine)
+    # The 30 days per day and model in one query: the models' totals, the days' totals and
+    # each top model's days all come from it.
+    daily = by_day_and_model(session, period, mine)
+    models = _by_model(daily)
+    whole = sum((row.totals for row in models), Totals())
+    day_totals = _per_day(daily, period)
     series = [
         Series(
             row.group["model"],
-            _per_day(
-                session, period, Filters(user_email=mine.user_email, model=row.group["model"])
-            ),
+            _per_day([r for r in daily if r.group["model"] == row.group["model"]], period),
         )
-        for row in by_model.rows[:TOP_MODELS]
+        for row in models[:TOP_MODELS]
     ]
-    if len(by_model.rows) > TOP_MODELS:
+    if len(models) > TOP_MODELS:
         rest = [
             total - sum((s.values[i] for s in series), ZERO) for i, total in enumerate(day_totals)
         ]
         series.append(Series(OTHER, rest))
 
+    # This month's completed days and the whole previous month: one per-day query for both.
     this = month_so_far(today)
     first = today.replace(day=1)
     previous_last = first - dt.timedelta(days=1)
     previous = DateRange(previous_last.replace(day=1), previous_last)
-    this_month = Month(first, _cumulative(_per_day(session, this, mine)) if this else [])
-    previous_month = Month(previous.since, _cumulative(_per_day(session, previous, mine)))
+    both = build_report(
+        session, "day", DateRange(previous.since, this.until if this else previous_last), mine
+    ).rows
+    this_month = Month(first, _cumulative(_per_day(both, this)) if this else [])
+    previous_month = Month(previous.since, _cumulative(_per_day(both, previous)))
 
     by_account = build_report(session, "account", period, mine)
     # --by key lists each account's keys together; here the biggest spenders of all accounts
@@ -166,36 +191,35 @@ def collect(
         user_id=scope.only_user_id,
         live=False,
     )
-    active = {k.api_key_id for k in status.keys if k.active}
-    # Accounts and the keys they list; not the ordinary keys they list (scope "alias").
-    found = [
-        f
-        for f in figures(
-            session,
-            now=now,
-            burn_rate_hours=settings.live.burn_rate_hours,
-            scopes=("account", "key"),
-        )
-        if f.api_key_id in active
-    ]
+    # The active accounts and the keys they list; not the ordinary keys they list ("alias").
+    found = figures(
+        session,
+        now=now,
+        burn_rate_hours=settings.live.burn_rate_hours,
+        scopes=("account", "key"),
+        api_key_ids=[k.api_key_id for k in status.keys if k.active],
+    )
     spent_today = [f for f in found if f.key_hash != SELF and f.today]
     spent_today.sort(key=lambda f: -(f.today or ZERO))
-    alerts = history(session, now - dt.timedelta(days=ALERT_DAYS), user_id=scope.only_user_id)[
-        -LAST_ALERTS:
-    ]
+    alerts = history(
+        session,
+        now - dt.timedelta(days=ALERT_DAYS),
+        user_id=scope.only_user_id,
+        last=LAST_ALERTS,
+    )
     return Dashboard(
         scope=scope,
         range=period,
         days=span(period.since, period.until),
         series=series,
         day_totals=day_totals,
-        total=by_model.total.cost,
-        requests=by_model.total.requests,
+        total=whole.cost,
+        requests=whole.requests,
         this_month=this_month,
         previous_month=previous_month,
         top_accounts=by_account.rows[:TOP_ACCOUNTS],
         top_keys=keys[:TOP_KEYS],
-        top_models=by_model.rows[:TOP_MODELS],
+        top_models=models[:TOP_MODELS],
         status=status,
         accounts_now=[f for f in found if f.key_hash == SELF],
         keys_today=spent_today[:TOP_KEYS],
