@@ -9,7 +9,9 @@ its own ``/activity`` and the ``/keys`` pages, nothing per key.
 
 A registered ordinary key (it cannot read ``/activity`` itself) is the catalogued key whose
 ``hash`` is the SHA-256 of it, or else whose ``label`` equals its ``GET /key`` label, when that
-label is unique; no published source confirms how the hash is derived, so both are tried.
+label is unique; no published source confirms how the hash is derived, so both are tried
+(:func:`link_ordinary`, the run's second step). One that no account lists is reported once as
+``needs_management_key``: a warning, not a failure.
 """
 
 from __future__ import annotations
@@ -19,9 +21,22 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from worker.openrouter import CatalogKey
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.core.errors import OpenRouterError
+from worker.core.logs import bound_contextvars, get_logger
+from worker.core.outcomes import KeyOutcome, describe_failure
+from worker.openrouter import CatalogKey, OpenRouterClient
+from worker.store import catalogue as catalogue_store
+from worker.store import keys as key_store
+from worker.store import ledger
 from worker.store.catalogue import Entry
+from worker.store.db import transaction
 from worker.store.keys import ActiveKey
+from worker.sync.summary import RunSummary
+from worker.vault.crypto import Keyring
+
+log = get_logger("worker.sync")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,13 +44,12 @@ class KeyJob:
     """One catalogued key to fetch, through its account's management key."""
 
     entry: Entry
-    account: ActiveKey
     secret: str  # the account's management key, decrypted for the run; never logged
     listed: CatalogKey | None  # what /keys says now (None: not listed this run)
     registered: ActiveKey | None  # the same key registered as an ordinary key, if it is
 
     def __repr__(self) -> str:  # keep the secret out of reprs and tracebacks
-        return f"KeyJob(entry={self.entry.id}, account={self.account.id})"
+        return f"KeyJob(entry={self.entry.id}, account={self.entry.account_id})"
 
 
 def needs_fetch(entry: Entry, listed: CatalogKey | None, today: dt.date, refresh_days: int) -> bool:
@@ -87,7 +101,86 @@ def jobs_for(
         if not force and not needs_fetch(entry, listed, today, refresh_days):
             unchanged += listed is not None
             continue
-        account, secret = accounts[entry.account_id]
+        _account, secret = accounts[entry.account_id]
         linked = registered.get(entry.registered_key_id) if entry.registered_key_id else None
-        jobs.append(KeyJob(entry, account, secret, listed, linked))
+        jobs.append(KeyJob(entry, secret, listed, linked))
     return jobs, unchanged
+
+
+# --- linking registered ordinary keys (the run's second step) ----------------------------------
+
+NEEDS_MANAGEMENT_KEY = (
+    "an ordinary key cannot read its own history: register the management key of its "
+    "account (https://openrouter.ai/settings/management-keys) and its history comes through it"
+)
+
+
+def link_ordinary(
+    factory: sessionmaker[Session],
+    client: OpenRouterClient,
+    keyring: Keyring,
+    summary: RunSummary,
+    ordinary: Sequence[ActiveKey],
+    refused_requests: Mapping[int, int],
+) -> None:
+    """Link each registered ordinary key to its catalogue entry; report the others.
+
+    ``refused_requests``: the requests of this run's /activity calls that found a key
+    ordinary, counted with the key's outcome (or with the catalogue's, once linked).
+    """
+    if not ordinary:
+        return
+    with transaction(factory) as session:
+        for key in ordinary:
+            key_store.mark_ordinary(session, key.id)
+        entries = catalogue_store.entries(session)
+    known = {entry.registered_key_id for entry in entries if entry.registered_key_id}
+    for key in ordinary:
+        requests = refused_requests.get(key.id, 0)
+        if key.id in known:
+            summary.catalogue.requests += requests
+            continue
+        before = client.http.thread_requests
+        entry = _find(client, keyring, key, entries)
+        requests += client.http.thread_requests - before
+        if entry is None:
+            _needs_management_key(factory, summary, key, requests)
+            continue
+        summary.catalogue.requests += requests
+        with transaction(factory) as session:
+            catalogue_store.link(session, entry.id, key.id)
+        summary.catalogue.linked += 1
+        log.info("account_key_linked", api_key_id=key.id, account_id=entry.account_id)
+
+
+def _find(
+    client: OpenRouterClient, keyring: Keyring, key: ActiveKey, entries: Sequence[Entry]
+) -> Entry | None:
+    """The free catalogue entry that is this key: by its hash, else by its ``/key`` label."""
+    free = [entry for entry in entries if entry.registered_key_id is None]
+    secret = keyring.decrypt(key.key_encrypted, user_id=key.user_id, key_id=key.id)
+    try:
+        found = match_by_hash(free, secret)
+        if found is None and free:
+            try:
+                found = match_by_label(free, client.get_key(secret).label)
+            except OpenRouterError as exc:
+                log.warning("key_label_unknown", api_key_id=key.id, reason=describe_failure(exc)[0])
+        return found
+    finally:
+        del secret
+
+
+def _needs_management_key(
+    factory: sessionmaker[Session], summary: RunSummary, key: ActiveKey, requests: int
+) -> None:
+    # A warning, not a failure (the key itself is fine); status says what to do.
+    outcome = KeyOutcome(
+        key.id, key.user_id, key.name, "warning", reason="needs_management_key",
+        error=NEEDS_MANAGEMENT_KEY, http_requests=requests,
+    )  # fmt: skip
+    with transaction(factory) as session:
+        ledger.record_outcomes(session, summary.run_id, [outcome])
+    summary.keys.append(outcome)
+    with bound_contextvars(api_key_id=key.id, user_id=key.user_id):
+        log.warning("key_needs_management_key", error=NEEDS_MANAGEMENT_KEY)

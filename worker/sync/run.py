@@ -43,10 +43,8 @@ from worker.core.errors import (
     DatabaseBusyError,
     NotFoundError,
     NotManagementKeyError,
-    OpenRouterError,
 )
 from worker.core.logs import bound_contextvars, get_logger
-from worker.core.outcomes import KeyOutcome, describe_failure
 from worker.core.usage import WriteCounts
 from worker.openrouter import OpenRouterClient
 from worker.store import catalogue as catalogue_store
@@ -64,10 +62,6 @@ from worker.vault.crypto import Keyring
 log = get_logger(__name__)
 
 T = TypeVar("T")
-NEEDS_MANAGEMENT_KEY = (
-    "an ordinary key cannot read its own history: register the management key of its "
-    "account (https://openrouter.ai/settings/management-keys) and its history comes through it"
-)
 
 
 def run_sync(
@@ -216,7 +210,10 @@ class _Run:
         refused = [f for f in fetched if _refused(f)]
         ordinary += [f.subject for f in refused]  # type: ignore[misc]
         accounts = self._accounts(registered, fetched)
-        self._link(ordinary, {f.subject.id: f.requests for f in refused})  # type: ignore[union-attr]
+        catalogue.link_ordinary(
+            self.factory, self.client, self.keyring, self.summary, ordinary,
+            {f.subject.id: f.requests for f in refused},  # type: ignore[union-attr]
+        )  # fmt: skip
         if self.stop.is_set() or self.summary.keys_skipped:
             return
         with self.factory() as session:
@@ -331,66 +328,6 @@ class _Run:
                 secret = self.keyring.decrypt(key.key_encrypted, user_id=key.user_id, key_id=key.id)
                 accounts[key.id] = (key, secret)
         return accounts
-
-    def _link(self, ordinary: list[ActiveKey], refused_requests: dict[int, int]) -> None:
-        """Link each registered ordinary key to its catalogue entry; report the others.
-
-        ``refused_requests``: the requests of this run's /activity calls that found a key
-        ordinary, counted with the key's outcome (or with the catalogue's, once linked).
-        """
-        if not ordinary:
-            return
-        with transaction(self.factory) as session:
-            for key in ordinary:
-                key_store.mark_ordinary(session, key.id)
-            entries = catalogue_store.entries(session)
-        known = {entry.registered_key_id for entry in entries if entry.registered_key_id}
-        for key in ordinary:
-            requests = refused_requests.get(key.id, 0)
-            if key.id in known:
-                self.summary.catalogue.requests += requests
-                continue
-            before = self.client.http.thread_requests
-            entry = self._find(key, entries)
-            requests += self.client.http.thread_requests - before
-            if entry is None:
-                self._needs_management_key(key, requests)
-                continue
-            self.summary.catalogue.requests += requests
-            with transaction(self.factory) as session:
-                catalogue_store.link(session, entry.id, key.id)
-            self.summary.catalogue.linked += 1
-            log.info("account_key_linked", api_key_id=key.id, account_id=entry.account_id)
-
-    def _find(
-        self, key: ActiveKey, entries: list[catalogue_store.Entry]
-    ) -> catalogue_store.Entry | None:
-        free = [entry for entry in entries if entry.registered_key_id is None]
-        secret = self.keyring.decrypt(key.key_encrypted, user_id=key.user_id, key_id=key.id)
-        try:
-            found = catalogue.match_by_hash(free, secret)
-            if found is None and free:
-                try:
-                    found = catalogue.match_by_label(free, self.client.get_key(secret).label)
-                except OpenRouterError as exc:
-                    log.warning(
-                        "key_label_unknown", api_key_id=key.id, reason=describe_failure(exc)[0]
-                    )
-            return found
-        finally:
-            del secret
-
-    def _needs_management_key(self, key: ActiveKey, requests: int) -> None:
-        # A warning, not a failure (the key itself is fine); status says what to do.
-        outcome = KeyOutcome(
-            key.id, key.user_id, key.name, "warning", reason="needs_management_key",
-            error=NEEDS_MANAGEMENT_KEY, http_requests=requests,
-        )  # fmt: skip
-        with transaction(self.factory) as session:
-            ledger.record_outcomes(session, self.summary.run_id, [outcome])
-        self.summary.keys.append(outcome)
-        with bound_contextvars(api_key_id=key.id, user_id=key.user_id):
-            log.warning("key_needs_management_key", error=NEEDS_MANAGEMENT_KEY)
 
 
 def _refused(fetched: Fetched) -> bool:
