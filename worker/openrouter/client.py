@@ -44,7 +44,6 @@ class Activity:
 
     rows: list[ActivityRow]  # exact duplicates counted once; [] when ``unchanged``
     window: tuple[dt.date, dt.date]  # OpenRouter's window by our clock when the answer arrived
-    day: dt.date | None  # the day asked for with ``date=``, or None for the whole window
     digest: str  # SHA-256 of the window and the body: equal digests, the same answer
     body_digest: str  # SHA-256 of the body alone: the same answer on another day
     requests: int  # HTTP requests sent for this call, retries included
@@ -134,10 +133,10 @@ class OpenRouterClient:
         scope = f"{window[0]}..{window[1]} {day or 'window'} {key_hash or ''} {body_digest}"
         digest = hashlib.sha256(scope.encode()).hexdigest()
         if digest == unless_digest:
-            return Activity([], window, day, digest, body_digest, sent, unchanged=True)
+            return Activity([], window, digest, body_digest, sent, unchanged=True)
         with counting(sent):
             rows = parse_activity(answer.text, window=window, day=day)
-        return Activity(rows, window, day, digest, body_digest, sent)
+        return Activity(rows, window, digest, body_digest, sent)
 
     # -- the account ----------------------------------------------------------------------------
 

@@ -27,7 +27,6 @@ class Entry:
     id: int
     account_id: int
     hash: str
-    name: str
     label: str
     gone: bool
     registered_key_id: int | None
@@ -37,7 +36,6 @@ class Entry:
     activity_digest: str | None
     activity_rows: int | None
     history_reached: dt.date | None
-    history_done_at: dt.datetime | None
 
 
 def _entry(row: AccountKey) -> Entry:
@@ -45,7 +43,6 @@ def _entry(row: AccountKey) -> Entry:
         row.id,
         row.account_id,
         row.hash,
-        row.name,
         row.label,
         row.gone_at is not None,
         row.registered_key_id,
@@ -55,7 +52,6 @@ def _entry(row: AccountKey) -> Entry:
         row.activity_digest,
         row.activity_rows,
         row.history_reached,
-        row.history_done_at,
     )
 
 

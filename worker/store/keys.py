@@ -31,7 +31,6 @@ class ActiveKey:
     suspicious_since: dt.datetime | None = None
     kind: str | None = None  # management | ordinary | None (not known yet)
     history_reached: dt.date | None = None  # how far the year of history is imported
-    history_done_at: dt.datetime | None = None
 
     def __repr__(self) -> str:  # keep the ciphertext out of reprs and tracebacks
         return f"ActiveKey(id={self.id}, user_id={self.user_id}, name={self.name!r})"
@@ -51,7 +50,6 @@ def active_keys(session: Session, key_ids: Iterable[int] | None = None) -> list[
             ApiKey.suspicious_since,
             ApiKey.kind,
             ApiKey.history_reached,
-            ApiKey.history_done_at,
         )
         .join(User, User.id == ApiKey.user_id)
         .where(ApiKey.is_active.is_(True), User.is_active.is_(True))
@@ -59,7 +57,7 @@ def active_keys(session: Session, key_ids: Iterable[int] | None = None) -> list[
     )
     if key_ids is not None:
         stmt = stmt.where(ApiKey.id.in_(list(key_ids)))
-    return [ActiveKey(*row) for row in session.execute(stmt)]
+    return [ActiveKey(**row._mapping) for row in session.execute(stmt)]
 
 
 def mark_accepted(session: Session, key_ids: Sequence[int], at: dt.datetime) -> None:
