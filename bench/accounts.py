@@ -9,30 +9,37 @@
   its own: it is OpenRouter's limit, not our cost).
 
 Like the other scenarios, the fake runs in its own process and the sync in a fresh
-interpreter (see ``bench/run.py``), which calls :func:`serve` and :func:`scenario` here.
+interpreter (see ``bench/harness.py``); ``bench/run.py`` hands those processes to
+:func:`serve` and :func:`child` here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
 
-from worker.testing.fake_openrouter import FakeOpenRouter
+from harness import (
+    Findings,
+    Row,
+    fake_process,
+    fmt_s,
+    key_secret,
+    peak_rss_mb,
+    rate,
+    run_child,
+    scenario_db,
+    serve_until_stopped,
+)
 
 
 def serve(spec: dict[str, Any]) -> int:
     """A fake OpenRouter serving one generated account behind management key 0, until
-    SIGTERM."""
-    from bench.run import key_secret
-    from worker.testing import fake_openrouter
+    SIGTERM; at the end, its requests by path."""
     from worker.testing.fake_account import generate_account
+    from worker.testing.fake_openrouter import FakeOpenRouter
 
-    fake_openrouter._Handler.disable_nagle_algorithm = True  # see bench/run.py serve()
     today = dt.date.fromisoformat(spec["today"])
     shape = spec["account"]
     account = generate_account(
@@ -45,26 +52,20 @@ def serve(spec: dict[str, Any]) -> int:
     )
     fake = FakeOpenRouter(today=today)
     fake.add_account(key_secret(0), account)
-    done = False
 
-    def on_signal(*_: object) -> None:
-        nonlocal done
-        done = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    with fake:
-        print(fake.base_url, flush=True)
-        while not done:
-            time.sleep(0.2)
+    def final() -> dict[str, Any]:
         paths: dict[str, int] = {}
         for request in fake.requests:
             paths[request.path] = paths.get(request.path, 0) + 1
-        print(json.dumps({"requests": fake.request_count(), "paths": paths}), flush=True)
-    return 0
+        return {
+            "requests": fake.request_count(),
+            "paths": paths,
+        }
+
+    return serve_until_stopped(fake, final)
 
 
-def sync_figures(factory: Any, keyring: Any, base_url: str, history_days: int) -> dict[str, Any]:
+def sync_figures(db: Any, base_url: str, history_days: int) -> dict[str, Any]:
     """One run_sync of the account, timed; its figures."""
     from worker.config import Settings
     from worker.sync.run import run_sync
@@ -75,7 +76,7 @@ def sync_figures(factory: Any, keyring: Any, base_url: str, history_days: int) -
         .replace("sync", concurrency=8, history_days=history_days)
     )
     started = time.perf_counter()
-    summary = run_sync(factory, settings, keyring, trigger="sync")
+    summary = run_sync(db.factory, settings, db.keyring, trigger="sync")
     wall = time.perf_counter() - started
     catalogue, history = summary.catalogue, summary.history
     return {
@@ -97,71 +98,43 @@ def sync_figures(factory: Any, keyring: Any, base_url: str, history_days: int) -
     }
 
 
-def scenario(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    """In a fresh process: seed the database with the management key, then sync (twice for
-    the account scenario)."""
-    import subprocess
-    import sys
-
-    from bench.run import ROOT, _open, _peak_rss_mb
-    from worker.core.logs import configure_logging
-    from worker.vault.crypto import generate_master_key
-
-    configure_logging("INFO", "json", open(os.devnull, "w"))  # production logging, discarded
-    db_path = workdir / f"{spec['name']}.db"
-    db_path.unlink(missing_ok=True)
-    db_url = f"sqlite:///{db_path}"
-    master_key = generate_master_key()
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "run.py"),
-            "prepare",
-            json.dumps({"db_url": db_url, "keys": 1, "master_key": master_key}),
-        ],
-        cwd=ROOT,
-        check=True,
-    )
-    engine, factory, keyring = _open(db_url, master_key)
-    runs = [sync_figures(factory, keyring, spec["base_url"], spec["history_days"])]
-    if spec.get("resync"):
-        runs.append(sync_figures(factory, keyring, spec["base_url"], spec["history_days"]))
-    engine.dispose()
-    return {"runs": runs, "peak_rss_mb": _peak_rss_mb()}
+def child(spec: dict[str, Any]) -> dict[str, Any]:
+    """In a fresh process (``kind: account``): seed the database with the management key,
+    then sync (twice for the account scenario)."""
+    with scenario_db({**spec, "keys": 1}) as db:
+        runs = [sync_figures(db, spec["base_url"], spec["history_days"])]
+        if spec.get("resync"):
+            runs.append(sync_figures(db, spec["base_url"], spec["history_days"]))
+    return {"runs": runs, "peak_rss_mb": peak_rss_mb()}
 
 
-def rows(params: dict[str, Any], workdir: Path) -> list[Any]:
-    """The two scenarios' table rows (``bench.run.Row``)."""
-    from bench.run import Row, _fmt_s, _rate, fake_process, run_child
-
-    out = []
+def rows(params: dict[str, Any], workdir: Path) -> Findings:
+    """The two scenarios' table rows."""
+    found = Findings()
     keys, models = params["account"]
-    with fake_process({"account": {"keys": keys, "days": 30, "models": models}}, workdir) as (
-        base_url,
-        _stats,
-    ):
+    with fake_process({"account": {"keys": keys, "days": 30, "models": models}}, workdir) as fake:
         res = run_child(
             {
+                "kind": "account",
                 "name": "account",
-                "account_scenario": True,
                 "history_days": 0,
                 "resync": True,
                 "workdir": str(workdir),
-                "base_url": base_url,
+                "base_url": fake.base_url,
             }
         )
     first, again = res["runs"]
     for label, run in (("first sync", first), ("unchanged re-sync", again)):
-        out.append(
+        found.rows.append(
             Row(
                 f"account {label}",
                 f"sqlite, 1 management key, account of {keys:,} keys × 30 days × {models} "
                 "models, c=8",
                 {
-                    "wall": _fmt_s(run["wall"]),
+                    "wall": fmt_s(run["wall"]),
                     "requests": f"{run['requests']:,} ({run['fetched']:,} keys fetched, "
                     f"{run['unchanged_keys']:,} unchanged)",
-                    "rows/s written": _rate(run["key_rows"], run["wall"])
+                    "rows/s written": rate(run["key_rows"], run["wall"])
                     if run["key_rows"]
                     else "0 (none written)",
                     "peak RSS": f"{res['peak_rss_mb']:.0f} MB",
@@ -170,32 +143,32 @@ def rows(params: dict[str, Any], workdir: Path) -> list[Any]:
         )
     keys, models = params["history"]
     shape = {"keys": keys, "days": 365, "models": models}
-    with fake_process({"account": shape}, workdir) as (base_url, _stats):
+    with fake_process({"account": shape}, workdir) as fake:
         res = run_child(
             {
+                "kind": "account",
                 "name": "history",
-                "account_scenario": True,
                 "history_days": 365,
                 "workdir": str(workdir),
-                "base_url": base_url,
+                "base_url": fake.base_url,
             }
         )
     (run,) = res["runs"]
     waited = run["rate_limit_seconds"]
-    out.append(
+    found.rows.append(
         Row(
             "history import",
             f"sqlite, 365 days, account + {keys} keys × {models} models, first sync, "
             "OpenRouter's 64 analytics requests/min",
             {
-                "wall": f"{_fmt_s(run['wall'])} ({_fmt_s(waited)} of it waiting on the rate "
-                f"limit; {_fmt_s(run['wall'] - waited)} without)",
+                "wall": f"{fmt_s(run['wall'])} ({fmt_s(waited)} of it waiting on the rate "
+                f"limit; {fmt_s(run['wall'] - waited)} without)",
                 "requests": f"{run['requests']:,} ({run['history_requests']:,} analytics)",
-                "rows/s written": f"{_rate(run['rows_written'], run['wall'] - waited)} "
+                "rows/s written": f"{rate(run['rows_written'], run['wall'] - waited)} "
                 f"({run['rows_written']:,} rows, {run['history_rows']:,} of them history; "
                 "rate-limit wait excluded)",
                 "peak RSS": f"{res['peak_rss_mb']:.0f} MB",
             },
         )
     )
-    return out
+    return found

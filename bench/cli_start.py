@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+
+from harness import Findings, Row
 
 RUNS = 5
 COMMANDS: tuple[tuple[str, ...], ...] = (
@@ -38,8 +39,8 @@ def _median_wall(argv: list[str], env: dict[str, str]) -> float:
     return statistics.median(times)
 
 
-def rows(workdir: Path) -> list[Any]:
-    from bench.run import Row
+def rows(workdir: Path) -> Findings:
+    """The CLI start rows."""
     from worker.testing.env import clean_env
 
     demo = workdir / "cli-start"
@@ -75,4 +76,4 @@ def rows(workdir: Path) -> list[Any]:
                 {"wall": f"{wall:.2f} s", "vs python -c pass": f"+{wall - interpreter:.2f} s"},
             )
         )
-    return found
+    return Findings(found)
