@@ -8,6 +8,9 @@
   and every key, at OpenRouter's 64 requests a minute (the limiter's waiting is reported on
   its own: it is OpenRouter's limit, not our cost).
 
+The **requests** guard line comes from the account scenario: each sync's request count next to
+the one the formula gives (:func:`expected_requests`).
+
 Like the other scenarios, the fake runs in its own process and the sync in a fresh
 interpreter (see ``bench/harness.py``); ``bench/run.py`` hands those processes to
 :func:`serve` and :func:`child` here.
@@ -16,12 +19,14 @@ interpreter (see ``bench/harness.py``); ``bench/run.py`` hands those processes t
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 from harness import (
     Findings,
+    Guard,
     Row,
     fake_process,
     fmt_s,
@@ -36,7 +41,7 @@ from harness import (
 
 def serve(spec: dict[str, Any]) -> int:
     """A fake OpenRouter serving one generated account behind management key 0, until
-    SIGTERM; at the end, its requests by path."""
+    SIGTERM; at the end, its requests by path and the account's ``/keys`` page size."""
     from worker.testing.fake_account import generate_account
     from worker.testing.fake_openrouter import FakeOpenRouter
 
@@ -60,6 +65,7 @@ def serve(spec: dict[str, Any]) -> int:
         return {
             "requests": fake.request_count(),
             "paths": paths,
+            "page_size": account.page_size,
         }
 
     return serve_until_stopped(fake, final)
@@ -108,8 +114,46 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     return {"runs": runs, "peak_rss_mb": peak_rss_mb()}
 
 
+def expected_requests(
+    registered: int, accounts: int, catalogued: int, page_size: int, *, first: bool
+) -> tuple[int, str]:
+    """What a sync should cost, and how the sum is made: 1 ``/activity`` per registered key;
+    per account, ``/workspaces`` (one page, or its refusal) and the ``/keys`` pages (full ones,
+    then the short or empty one that ends the listing); on a first sync, 1 ``/activity`` per
+    catalogued key of the account."""
+    pages = accounts * (math.ceil(catalogued / page_size) + 1)
+    parts = [
+        (registered, "/activity"),
+        (accounts, "/workspaces"),
+        (pages, "/keys pages"),
+    ]
+    if first:
+        parts.append((catalogued, "keys' /activity"))
+    total = sum(count for count, _ in parts)
+    return total, " + ".join(f"{count:,} {what}" for count, what in parts)
+
+
+def _requests_guard(
+    keys: int, first: dict[str, Any], again: dict[str, Any], stats: dict[str, Any]
+) -> Guard:
+    page_size = int(stats.get("page_size", 100))
+    want_first, how_first = expected_requests(1, 1, keys, page_size, first=True)
+    want_again, how_again = expected_requests(1, 1, keys, page_size, first=False)
+    return Guard(
+        "requests",
+        f"account scenario: 1 registered management key, its account of {keys:,} keys in the "
+        f"default workspace (/workspaces refused), /keys pages of {page_size}",
+        f"first sync {first['requests']:,}; unchanged re-sync {again['requests']:,} (the fake "
+        f"saw {stats.get('requests', 0):,} in all)",
+        f"expected {want_first:,} = {how_first}; expected {want_again:,} = {how_again}",
+        f"{first['requests'] / want_first:.3f}; {again['requests'] / want_again:.3f}",
+        "= expected",
+        first["requests"] == want_first and again["requests"] == want_again,
+    )
+
+
 def rows(params: dict[str, Any], workdir: Path) -> Findings:
-    """The two scenarios' table rows."""
+    """The two scenarios' table rows and the requests guard line."""
     found = Findings()
     keys, models = params["account"]
     with fake_process({"account": {"keys": keys, "days": 30, "models": models}}, workdir) as fake:
@@ -124,6 +168,7 @@ def rows(params: dict[str, Any], workdir: Path) -> Findings:
             }
         )
     first, again = res["runs"]
+    found.guards.append(_requests_guard(keys, first, again, fake.stats))
     for label, run in (("first sync", first), ("unchanged re-sync", again)):
         found.rows.append(
             Row(

@@ -2,11 +2,13 @@
 fresh interpreter and seeded database, one timed ``run_sync``, and the table's pieces.
 
 * :func:`fake_process` starts a fake OpenRouter in its own process (so its CPU and GIL time
-  never count against the sync) and yields a :class:`Fake`;
+  never count against the sync) and yields a :class:`Fake`, which can ask it how many requests
+  it has answered so far;
 * :func:`run_child` runs one scenario in a fresh interpreter (its peak RSS is its own), whose
   database :func:`scenario_db` has another short-lived process seed first (:func:`prepare`);
 * :func:`sync_run` is one real :func:`worker.sync.run.run_sync`, timed;
-* :class:`Row` (a line of the table) and the formatting helpers.
+* :class:`Row` (a line of the table), :class:`Guard` (a line of the guard table) and the
+  formatting helpers.
 
 Dependencies point one way: this module imports no other of ``bench/``, the scenario modules
 import it, and ``run.py`` imports them. Every child process is ``python bench/run.py …``
@@ -59,14 +61,32 @@ class Row:
 
 
 @dataclass
+class Guard:
+    """One guard line: a figure next to what it is held against, the ratio and the target."""
+
+    name: str
+    params: str
+    figure: str
+    against: str
+    ratio: str
+    target: str
+    met: bool
+
+
+@dataclass
 class Findings:
     """What one scenario module adds to ``bench/results.md``."""
 
     rows: list[Row] = field(default_factory=list)
+    guards: list[Guard] = field(default_factory=list)
 
 
 def fmt_s(seconds: float) -> str:
     return f"{seconds:.2f} s"
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
 
 
 def rate(rows: int, seconds: float | None) -> str:
@@ -77,19 +97,29 @@ def cpu_share(run: dict[str, Any]) -> str:
     return f"{fmt_s(run['cpu'])} ({run['cpu'] / run['wall']:.0%} of wall)"
 
 
+def met(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
 # --- the fake OpenRouter process ---------------------------------------------------------------
 
 
 def serve_until_stopped(fake: Any, final: Callable[[], dict[str, Any]]) -> int:
-    """Serve ``fake`` until SIGTERM: its base URL first on stdout, at the end ``final()``'s
-    JSON."""
+    """Serve ``fake`` until SIGTERM: its base URL first on stdout, then on each SIGUSR1 a line
+    ``{"requests": N}`` (the requests answered so far), and at the end ``final()``'s JSON."""
     stopping: list[bool] = []
+    asked: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGUSR1, lambda *_: asked.append(True))
     with fake:
         print(fake.base_url, flush=True)
         while not stopping:
-            time.sleep(0.2)
+            if asked:
+                # Cleared before answering: the orchestrator asks again only once answered.
+                asked.clear()
+                print(json.dumps({"requests": fake.request_count()}), flush=True)
+            time.sleep(0.05)
         print(json.dumps(final()), flush=True)
     return 0
 
@@ -143,6 +173,12 @@ class Fake:
     base_url: str
     process: subprocess.Popen[str]
     stats: dict[str, Any] = field(default_factory=dict)
+
+    def requests(self) -> int:
+        """The requests it has answered so far (asked by SIGUSR1)."""
+        assert self.process.stdout is not None
+        self.process.send_signal(signal.SIGUSR1)
+        return int(json.loads(self.process.stdout.readline())["requests"])
 
 
 @contextmanager

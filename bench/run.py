@@ -1,16 +1,16 @@
 """`make bench`: the ETL's speed, cost and memory as the work grows (figures, never a test).
 
 The orchestrator. It starts one throw-away PostgreSQL, runs the scenarios in order and writes
-the table to stdout and to ``bench/results.md``. The scenarios,
+the table, then the four guard lines, to stdout and to ``bench/results.md``. The scenarios,
 one module each (each imports only ``harness``; this one imports them):
 
-* ``cli_start``: the read-only commands against ``python -c pass``;
+* ``cli_start``: the read-only commands against ``python -c pass``, and the CLI CPU guard;
 * ``throughput``: K keys × 30 days × M models × E endpoints, first sync and identical re-sync,
   SQLite and PostgreSQL, next to the raw driver's floor;
 * ``latency``: 50 ms per answer at several concurrencies, next to the ideal; the fetches
-  alone;
+  alone; the sync-CPU-per-request and HTTP-only guards;
 * ``scale``: K = 100 … 5,000 keys, wall time and peak RSS;
-* ``accounts``: every key of an account, a year of history.
+* ``accounts``: every key of an account, a year of history; the requests guard.
 
 It is also every child process's entry point (``python bench/run.py serve|scenario|prepare
 SPEC``, started by ``harness``), handing each to the module concerned: the fake OpenRouter,
@@ -40,7 +40,7 @@ import harness
 import latency
 import scale
 import throughput
-from harness import ROOT, Findings, Row
+from harness import ROOT, Findings, Guard, Row
 
 RESULTS = ROOT / "bench" / "results.md"
 
@@ -53,6 +53,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "scale": (100, 1000, 5000),
         "account": (1000, 3),  # keys, models
         "history": (100, 20),
+        "cli_runs": 5,
     },
     "small": {
         "throughput": (40, 20, 2),
@@ -62,6 +63,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "scale": (100, 500, 1000),
         "account": (200, 3),
         "history": (10, 5),
+        "cli_runs": 3,
     },
 }
 
@@ -81,6 +83,8 @@ COLUMNS = (
     "ms/key",
     "peak RSS",
 )
+# The guard lines' order in the table, whatever the order the scenarios run in.
+GUARDS = ("requests", "sync CPU per OpenRouter request, c=32", "HTTP only, c=32", "CLI CPU")
 
 CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "sync": harness.sync_scenario,
@@ -102,10 +106,28 @@ def machine(pg: Any | None) -> dict[str, str]:
         "sqlalchemy": version("sqlalchemy"),
         "psycopg": version("psycopg"),
         "httpx": version("httpx"),
+        "bytecode": _bytecode(),
     }
 
 
-def render(rows: list[Row], info: dict[str, str], scale_name: str, elapsed: float) -> str:
+def _bytecode() -> str:
+    """A warning when the venv holds no bytecode and none will be written (the Makefile
+    unexports PYTHONDONTWRITEBYTECODE; a direct run may not): then every process compiles
+    what it imports, and the CLI and import figures count that."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sqlalchemy.orm")
+    origin = spec.origin if spec else None
+    if not sys.dont_write_bytecode or origin is None:
+        return ""
+    if Path(importlib.util.cache_from_source(origin)).exists():
+        return ""
+    return "not cached (PYTHONDONTWRITEBYTECODE set, none in the venv): every process compiles"
+
+
+def render(
+    rows: list[Row], guards: list[Guard], info: dict[str, str], scale_name: str, elapsed: float
+) -> str:
     cols = [c for c in COLUMNS if any(c in r.figures for r in rows)]
     lines = [
         "# Benchmark results",
@@ -116,7 +138,8 @@ def render(rows: list[Row], info: dict[str, str], scale_name: str, elapsed: floa
         f"Machine: nproc {info['nproc']}, Python {info['python']}, SQLite "
         f"{info['sqlite']}, PostgreSQL {info['postgresql']} (throw-away server, fsync "
         f"off); SQLAlchemy {info['sqlalchemy']}, psycopg {info['psycopg']}, httpx "
-        f"{info['httpx']}.",
+        f"{info['httpx']}"
+        + (f"; bytecode {info['bytecode']} what it imports." if info["bytecode"] else "."),
         "",
         "| scenario | parameters | " + " | ".join(cols) + " |",
         "|---|---|" + "---|" * len(cols),
@@ -127,6 +150,25 @@ def render(rows: list[Row], info: dict[str, str], scale_name: str, elapsed: floa
             + " | ".join(row.figures.get(c, "") for c in cols)
             + " |"
         )
+    lines += [
+        "",
+        "## Guard lines",
+        "",
+        "Each figure with what it is held against, the ratio and the target (method in "
+        "`bench/README.md`).",
+        "",
+        "| guard | parameters | figure | against | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ordered = sorted(guards, key=lambda g: GUARDS.index(g.name) if g.name in GUARDS else 99)
+    for g in ordered:
+        lines.append(
+            f"| **{g.name}** | {g.params} | {g.figure} | {g.against} | {g.ratio} | {g.target} "
+            f"| {harness.met(g.met)} |"
+        )
+    missing = [name for name in GUARDS if not any(g.name == name for g in guards)]
+    if missing:
+        lines += ["", "Not measured at this scale: " + ", ".join(missing) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -142,6 +184,7 @@ def main() -> int:
 
     started = time.perf_counter()
     rows: list[Row] = []
+    guards: list[Guard] = []
 
     def add(found: Findings) -> None:
         for row in found.rows:
@@ -150,7 +193,14 @@ def main() -> int:
                 + ", ".join(f"{k} {v}" for k, v in row.figures.items()),
                 flush=True,
             )
+        for guard in found.guards:
+            print(
+                f"guard {guard.name}: {guard.figure}; {guard.ratio} (target {guard.target}: "
+                f"{'met' if guard.met else 'NOT MET'})",
+                flush=True,
+            )
         rows.extend(found.rows)
+        guards.extend(found.guards)
 
     with tempfile.TemporaryDirectory(prefix="orw-bench-") as tmp:
         workdir = Path(tmp)
@@ -159,7 +209,7 @@ def main() -> int:
         try:
             info = machine(pg)
             keys, models, endpoints = params["throughput"]
-            add(cli_start.rows(workdir))
+            add(cli_start.rows(workdir, params["cli_runs"]))
             add(throughput.throughput("sqlite", keys, models, endpoints, workdir, None))
             if pg is not None:
                 add(throughput.throughput("postgresql", keys, models, endpoints, workdir, pg))
@@ -178,7 +228,7 @@ def main() -> int:
         finally:
             if pg is not None:
                 pg.stop()
-    table = render(rows, info, scale_name, time.perf_counter() - started)
+    table = render(rows, guards, info, scale_name, time.perf_counter() - started)
     print()
     print(table)
     RESULTS.write_text(table)
