@@ -384,37 +384,41 @@ import os  # noqa: E402
 from collections.abc import Callable, Mapping  # noqa: E402
 from typing import TextIO  # noqa: E402
 
-import worker.core.days  # noqa: E402
 from worker.cli import main as cli_main  # noqa: E402
+from worker.testing.clock import PinnedClock  # noqa: E402
 
-PINNED_NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+PINNED_DAY = dt.date(2026, 11, 20)
 
 
 @pytest.fixture
-def pinned_clock() -> Iterator[dt.date]:
-    """Pin "now" at :data:`PINNED_NOW` (2026-11-20 12:00 UTC) and give that day, "today".
+def pinned_day() -> dt.date:
+    """The day :func:`pinned_clock` pins noon of: :data:`PINNED_DAY` (2026-11-20), unless a test
+    module or a conftest below this one overrides this fixture with a day of its own."""
+    return PINNED_DAY
+
+
+@pytest.fixture
+def pinned_clock(pinned_day: dt.date) -> Iterator[PinnedClock]:
+    """Pin "now" at noon UTC on :func:`pinned_day` for the test, and unpin after it.
 
     Nothing a test asserts may depend on the real date, or it flakes at midnight UTC. The one
     hook is ``OPENROUTER_WATCHER_TESTING_CLOCK``, which :mod:`worker.core.days` reads once, at
     its first reading of the clock: a subprocess gets it in its environment (``clean_env(
-    OPENROUTER_WATCHER_TESTING_CLOCK="2026-11-20T12:00:00Z")``); in this process, where the
-    module is long imported, this fixture calls :func:`worker.core.days.pin_clock` instead, and
-    unpins (the real clock) after the test. ``utc_now()`` runs forward in real time from
+    OPENROUTER_WATCHER_TESTING_CLOCK=noon_iso(day))``, :mod:`worker.testing.clock`); in this
+    process, where the module is long imported, this fixture pins the clock with
+    :func:`worker.core.days.pin_clock` instead (a :class:`~worker.testing.clock.PinnedClock`),
+    and unpins it (the real clock) after the test. ``utc_now()`` runs forward in real time from
     midday, twelve hours from the next midnight, and every "today" in the worker (sync,
-    backfill, report, status, the fake's default) is 2026-11-20. Take today from
-    ``worker.core.days.utc_today()`` (or this fixture's value), e.g. for
-    ``FakeOpenRouter(today=…)``.
+    backfill, report, status, the fake's default) is the pinned day: ``pinned_clock.day``, e.g.
+    for ``FakeOpenRouter(today=…)``. A test moves the clock with ``pinned_clock.at(instant)``.
     """
-    worker.core.days.pin_clock(PINNED_NOW)
-    try:
-        yield PINNED_NOW.date()
-    finally:
-        worker.core.days.pin_clock(None)
+    with PinnedClock(pinned_day) as clock:
+        yield clock
 
 
 @pytest.fixture
 def cli(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pinned_clock: dt.date
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pinned_clock: PinnedClock
 ) -> Callable[..., tuple[int, str, str]]:
     """``cli("keys", "list", "--json")`` → ``(exit code, stdout, stderr)``, run in-process.
 
@@ -504,3 +508,83 @@ def _sql_log_level() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+# --- the sync against the fake OpenRouter, on the pinned day -------------------------------
+# What tests/integration/test_sync.py, test_history_import.py and test_account_keys.py share
+# (and the modules that want only the fake): a module overrides `pinned_day` for a day of its
+# own, and `settings` or `register` by a fixture of the same name that takes the shared one.
+from collections.abc import Iterable  # noqa: E402
+from decimal import Decimal  # noqa: E402
+from typing import Any  # noqa: E402
+
+from sqlalchemy import select  # noqa: E402
+
+from worker.config import Settings  # noqa: E402
+from worker.testing.activity_data import as_stored, expected_totals  # noqa: E402
+from worker.testing.fake_openrouter import FakeOpenRouter  # noqa: E402
+
+Sums = dict[tuple[dt.date, str], tuple[Any, ...]]
+
+
+@pytest.fixture
+def fake(pinned_clock: PinnedClock) -> Iterator[FakeOpenRouter]:
+    """The fake OpenRouter on 127.0.0.1 on the pinned day: its window ends the day before."""
+    with FakeOpenRouter(today=pinned_clock.day) as server:
+        yield server
+
+
+@pytest.fixture
+def settings(fake: FakeOpenRouter) -> Settings:
+    """A sync against :func:`fake`: four keys at a time, no history import, three attempts per
+    request and no wait between them."""
+    return (
+        Settings()
+        .replace("sync", concurrency=4, history_days=0)
+        .replace(
+            "openrouter",
+            base_url=fake.base_url,
+            max_attempts=3,
+            backoff_initial=0.0,
+            backoff_max=0.0,
+        )
+    )
+
+
+@pytest.fixture
+def register(session: Session, keyring: Keyring) -> Callable[..., int]:
+    """register(secret, name, email=…, active=…) → api_keys.id: stored encrypted, as `keys add`
+    does, for the user of that email (ops@example.com unless named; created with their first
+    key). The fake learns the key separately (``fake.add_account`` / ``fake.add_key``)."""
+
+    def add(secret: str, name: str, email: str = "ops@example.com", active: bool = True) -> int:
+        user = session.scalar(select(User).where(User.email == email))
+        if user is None:
+            user = User(email=email, password_hash="!x")
+            session.add(user)
+            session.flush()
+        key = ApiKey(user_id=user.id, name=name, key_encrypted="pending", is_active=active)
+        session.add(key)
+        session.flush()
+        key.key_encrypted = keyring.encrypt(secret, user_id=user.id, key_id=key.id)
+        session.commit()
+        return key.id
+
+    return add
+
+
+def stored_sums(rows: Iterable[dict[str, Any]], first: dt.date, last: dt.date) -> Sums:
+    """What a correct sync stores for raw ActivityItems, per (day, model), ``first`` …
+    ``last``: for /activity and analytics (cost = total_usage - byok_usage) alike."""
+    return {p: v for p, v in as_stored(expected_totals(rows)).items() if first <= p[0] <= last}
+
+
+def add_sums(*parts: Sums) -> Sums:
+    """Per-(day, model) sums of several owners (e.g. an account's keys)."""
+    out: dict[tuple[dt.date, str], list[Any]] = {}
+    for part in parts:
+        for pair, values in part.items():
+            acc = out.setdefault(pair, [0, 0, 0, 0, Decimal(0), Decimal(0)])
+            for index, value in enumerate(values):
+                acc[index] += value
+    return {pair: tuple(acc) for pair, acc in out.items()}

@@ -29,6 +29,7 @@ from worker.store.db import create_db_engine, make_session_factory
 from worker.store.models import ApiKey, SyncKeyResult, SyncRun, UsageStats
 from worker.testing import waiting
 from worker.testing.activity_data import as_stored, expected_totals, generate_activity
+from worker.testing.clock import PinnedClock, noon_iso
 from worker.testing.env import clean_env
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.logs import json_events
@@ -38,7 +39,7 @@ from worker.vault.crypto import Keyring
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")
 TODAY = dt.date(2026, 11, 26)
-NOON = "2026-11-26T12:00:00Z"  # the worker's clock, unless a test pins another instant
+NOON = noon_iso(TODAY)  # the worker's clock, unless a test pins another instant
 
 Rows = dict[tuple[dt.date, str], tuple[Any, ...]]
 
@@ -115,10 +116,12 @@ class World:
         keyring: Keyring,
         tmp: Path,
         keys: int,
-        models: int = 4,
+        models: int,
+        clock: PinnedClock,
     ) -> None:
         self.url = url
         self.fake = fake
+        self.clock = clock  # this process's (the tests' `pinned_clock`), for command()
         self.master_key = master_key
         self.tmp = tmp
         self.engine: Engine = create_db_engine(url)
@@ -181,13 +184,10 @@ class World:
         for name, value in self.env.items():
             if name.startswith("OPENROUTER_WATCHER_") and name != days.CLOCK_ENV:
                 monkeypatch.setenv(name, value)
-        days.pin_clock(dt.datetime.fromisoformat(clock))
+        self.clock.at(dt.datetime.fromisoformat(clock))
         out, err = io.StringIO(), io.StringIO()
         started = time.monotonic()
-        try:
-            code = main(list(args), stdin=io.StringIO(stdin), stdout=out, stderr=err)
-        finally:
-            days.pin_clock(None)
+        code = main(list(args), stdin=io.StringIO(stdin), stdout=out, stderr=err)
         return Done(code, out.getvalue(), err.getvalue(), time.monotonic() - started)
 
     # -- what it left behind -------------------------------------------------------------
@@ -246,20 +246,24 @@ class World:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeOpenRouter]:
-    with FakeOpenRouter(today=TODAY) as server:
-        yield server
+def pinned_day() -> dt.date:
+    """The fault suite's day: the fake's (tests/conftest.py's ``fake``) and the worker's."""
+    return TODAY
 
 
 @pytest.fixture
 def make_world(
-    fake: FakeOpenRouter, master_key: str, keyring: Keyring, tmp_path: Path
+    fake: FakeOpenRouter,
+    master_key: str,
+    keyring: Keyring,
+    tmp_path: Path,
+    pinned_clock: PinnedClock,
 ) -> Iterator[Callable[..., World]]:
     """make_world(url, keys=N, models=M) → a :class:`World` on that database."""
     worlds: list[World] = []
 
     def make(url: str, *, keys: int, models: int = 4) -> World:
-        world = World(url, fake, master_key, keyring, tmp_path, keys, models)
+        world = World(url, fake, master_key, keyring, tmp_path, keys, models, pinned_clock)
         worlds.append(world)
         return world
 

@@ -7,8 +7,9 @@ fake OpenRouter on 127.0.0.1, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -17,15 +18,16 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.conftest import Sums, add_sums, stored_sums
 from worker.config import Settings
-from worker.core import days
 from worker.core.days import DateRange, completed_window
 from worker.core.usage import WriteCounts
 from worker.reports.report import DIMENSIONS, UNATTRIBUTED, Totals, build_report
-from worker.store.models import ApiKey, KeyUsageStats, SyncKeyResult, SyncRun, User
+from worker.store.models import ApiKey, KeyUsageStats, SyncKeyResult, SyncRun
 from worker.sync.run import run_sync
 from worker.sync.summary import RunSummary
-from worker.testing.activity_data import as_stored, expected_totals, generate_activity
+from worker.testing.activity_data import generate_activity
+from worker.testing.clock import PinnedClock, noon
 from worker.testing.fake_account import (
     DEFAULT_WORKSPACE,
     FakeAccount,
@@ -43,65 +45,29 @@ MGMT_A = "sk-or-v1-mgmt-a-" + "1" * 48
 MGMT_B = "sk-or-v1-mgmt-b-" + "2" * 48
 OTHER_WORKSPACE = "11111111-1111-4111-8111-111111111111"
 
-Sums = dict[tuple[dt.date, str], tuple[Any, ...]]
-
-
 # --- fixtures and helpers ---------------------------------------------------------------------
 
 
-def _pin(day: dt.date) -> None:
-    days.pin_clock(dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC))
+pytestmark = pytest.mark.usefixtures("pinned_clock")
 
 
-@pytest.fixture(autouse=True)
-def clock() -> Iterator[None]:
+@pytest.fixture
+def pinned_day() -> dt.date:
     """The worker's clock at noon UTC on TODAY; the fake's window ends before TODAY too."""
-    _pin(TODAY)
-    yield
-    days.pin_clock(None)
+    return TODAY
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeOpenRouter]:
-    with FakeOpenRouter(today=TODAY) as server:
-        yield server
-
-
-@pytest.fixture
-def settings(fake: FakeOpenRouter) -> Settings:
+def settings(settings: Settings) -> Settings:
     # No history import here (tests/integration/test_history_import.py has it).
-    return (
-        Settings()
-        .replace("sync", concurrency=4, history_days=0, key_refresh_days=7)
-        .replace(
-            "openrouter",
-            base_url=fake.base_url,
-            max_attempts=2,
-            backoff_initial=0.0,
-            backoff_max=0.0,
-        )
-    )
+    return settings.replace("sync", key_refresh_days=7).replace("openrouter", max_attempts=2)
 
 
 @pytest.fixture
-def register(session: Session, keyring: Keyring) -> Any:
-    """register(secret, name, email=…) → api_keys.id: stored encrypted, as `keys add` does.
+def register(register: Callable[..., int]) -> Callable[..., int]:
+    """register(secret, name, email=…) → api_keys.id: Alice's key unless another owner is named.
     The fake learns the key separately (``fake.add_account`` / ``fake.add_key``)."""
-
-    def add(secret: str, name: str, email: str = "alice@example.com") -> int:
-        user = session.scalar(select(User).where(User.email == email))
-        if user is None:
-            user = User(email=email, password_hash="!x")
-            session.add(user)
-            session.flush()
-        key = ApiKey(user_id=user.id, name=name, key_encrypted="pending")
-        session.add(key)
-        session.flush()
-        key.key_encrypted = keyring.encrypt(secret, user_id=user.id, key_id=key.id)
-        session.commit()
-        return key.id
-
-    return add
+    return functools.partial(register, email="alice@example.com")
 
 
 def _sync(factory: sessionmaker[Session], settings: Settings, keyring: Keyring) -> RunSummary:
@@ -110,19 +76,10 @@ def _sync(factory: sessionmaker[Session], settings: Settings, keyring: Keyring) 
 
 def _sums(rows: Iterable[dict[str, Any]]) -> Sums:
     """What a correct sync stores for raw ActivityItems inside the window: per (day, model)."""
-    first, last = WINDOW
-    return {p: v for p, v in as_stored(expected_totals(rows)).items() if first <= p[0] <= last}
+    return stored_sums(rows, *WINDOW)
 
 
-def _add(*parts: Sums) -> Sums:
-    """Per-(day, model) sums of several owners (e.g. an account's keys)."""
-    out: dict[tuple[dt.date, str], list[Any]] = {}
-    for part in parts:
-        for pair, values in part.items():
-            acc = out.setdefault(pair, [0, 0, 0, 0, Decimal(0), Decimal(0)])
-            for index, value in enumerate(values):
-                acc[index] += value
-    return {pair: tuple(acc) for pair, acc in out.items()}
+_add = add_sums
 
 
 def _account_sums(account: FakeAccount) -> Sums:
@@ -305,6 +262,7 @@ def test_keys_are_fetched_again_once_a_day_they_spent_completes_and_all_after_re
     keyring: Keyring,
     fake: FakeOpenRouter,
     small_account: tuple[FakeAccount, int],
+    pinned_clock: PinnedClock,
 ) -> None:
     account, _mgmt = small_account
     spender = account.keys[2]
@@ -312,7 +270,7 @@ def test_keys_are_fetched_again_once_a_day_they_spent_completes_and_all_after_re
     fetched: dict[int, list[str]] = {}
     for offset in (0, 1, 6, 7):  # key_refresh_days = 7
         today = TODAY + dt.timedelta(days=offset)
-        _pin(today)
+        pinned_clock.at(noon(today))
         fake.today = today
         start = len(fake.requests)
         summary = _sync(session_factory, settings, keyring)

@@ -19,31 +19,26 @@ from worker.alerts.deliver import Notifier
 from worker.cli import main
 from worker.config import Settings
 from worker.config.rules import AlertRule, Channel
-from worker.core import days
 from worker.live.poll import run_poll
 from worker.store.models import KIND_MANAGEMENT, AlertNotification, SyncKeyResult, SyncRun
+from worker.testing.clock import PinnedClock, noon
 from worker.testing.fake_account import FakeAccount, generate_account, replace_key
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.receivers import MailReceiver, WebhookReceiver
 from worker.vault import accounts
 from worker.vault.crypto import Keyring
 
-NOON = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
+NOON = noon(dt.date(2026, 11, 20))
 MANAGEMENT = "sk-or-v1-alerts-management-" + "0" * 40
 SECRET_PATH = "hook-Secret-Token-0123456789abcdef"
 
 
-@pytest.fixture(autouse=True)
-def clock() -> Iterator[None]:
-    days.pin_clock(NOON)
-    yield
-    days.pin_clock(None)
+pytestmark = pytest.mark.usefixtures("pinned_clock")
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeOpenRouter]:
-    with FakeOpenRouter(today=NOON.date()) as server:
-        yield server
+def pinned_day() -> dt.date:
+    return NOON.date()
 
 
 @pytest.fixture
@@ -112,6 +107,7 @@ def test_thresholds_crossed_by_a_changing_world_fire_exactly_once_each(
     fake: FakeOpenRouter,
     account: FakeAccount,
     hook: WebhookReceiver,
+    pinned_clock: PinnedClock,
 ) -> None:
     register_account(session_factory, keyring)
     key = account.keys[0]
@@ -147,7 +143,7 @@ def test_thresholds_crossed_by_a_changing_world_fire_exactly_once_each(
         assert [f.rule for f in fired] == ["low-credit"] * new, balance
 
     # The next UTC day: the daily thresholds fire again, once.
-    days.pin_clock(NOON + dt.timedelta(days=1))
+    pinned_clock.at(NOON + dt.timedelta(days=1))
     replace_key(account, key.hash, spend_today=Decimal("21"))
     fired = poll(session_factory, settings, keyring).fired
     assert [(f.rule, f.threshold, f.period) for f in fired] == [
@@ -252,6 +248,7 @@ def test_the_daily_digest_goes_out_once_after_its_time(
     fake: FakeOpenRouter,
     account: FakeAccount,
     hook: WebhookReceiver,
+    pinned_clock: PinnedClock,
 ) -> None:
     from worker.store.db import create_db_engine, make_session_factory
     from worker.store.models import UsageStats
@@ -270,9 +267,9 @@ def test_the_daily_digest_goes_out_once_after_its_time(
                 )
             )
     settings = settings_for(fake, hook).replace("digest", channels=("ops",), at="12:00")
-    days.pin_clock(NOON - dt.timedelta(minutes=5))
+    pinned_clock.at(NOON - dt.timedelta(minutes=5))
     assert poll(factory, settings, keyring).fired == []
-    days.pin_clock(NOON)
+    pinned_clock.at(NOON)
     [digest] = poll(factory, settings, keyring).fired
     assert digest.rule == "(digest)"
     assert poll(factory, settings, keyring).fired == []

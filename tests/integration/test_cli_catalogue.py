@@ -31,12 +31,6 @@ MANAGEMENT = "sk-or-v1-" + "m" * 64
 ORDINARY = "sk-or-v1-" + "o" * 64
 
 
-@pytest.fixture
-def fake(pinned_clock: dt.date) -> Iterator[FakeOpenRouter]:
-    with FakeOpenRouter(today=utc_today()) as server:
-        yield server
-
-
 @pytest.fixture(autouse=True)
 def configured(
     cli: Cli, monkeypatch: pytest.MonkeyPatch, sqlite_url: str, master_key: str, fake: Any

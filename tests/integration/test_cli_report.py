@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from worker.store.db import create_db_engine
+from worker.testing.clock import PinnedClock
 
 Cli = Callable[..., tuple[int, str, str]]  # the `cli` fixture of tests/conftest.py
 RANGE = ["--since", "2026-11-01", "--until", "2026-11-05"]
@@ -160,11 +161,11 @@ def test_day_table_states_the_range_and_draws_bars(run: Cli, database: dict[str,
 
 
 def test_default_range_is_the_last_30_days_and_empty_is_not_an_error(
-    run: Cli, pinned_clock: dt.date
+    run: Cli, pinned_clock: PinnedClock
 ) -> None:
     code, out, err = run()
     assert (code, err) == (0, "")
-    assert pinned_clock == dt.date(2026, 11, 20)
+    assert pinned_clock.day == dt.date(2026, 11, 20)
     assert out == "no usage between 2026-10-21 and 2026-11-19\n"
 
 

@@ -4,6 +4,7 @@ too large, a redirect elsewhere, an error that echoes the key."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 from collections.abc import Iterator
 
@@ -13,14 +14,14 @@ from worker.config import OpenRouterSettings
 from worker.core.errors import InvalidResponseError, UnauthorizedError, UpstreamUnavailableError
 from worker.openrouter import OpenRouterClient
 from worker.testing.activity_data import generate_activity
+from worker.testing.clock import noon
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault
 
 TODAY = dt.date(2026, 5, 1)
 KEY = "sk-or-v1-" + "f" * 64
 
 
-def _noon() -> dt.datetime:
-    return dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
+_noon = functools.partial(noon, TODAY)  # the client's clock
 
 
 @pytest.fixture

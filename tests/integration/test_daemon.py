@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from worker.store.db import create_db_engine, init_db, make_session_factory
 from worker.store.models import ApiKey, SyncRun, UsageStats
 from worker.testing.activity_data import generate_activity
+from worker.testing.clock import noon_iso
 from worker.testing.env import clean_env
 from worker.testing.fake_openrouter import FakeOpenRouter, fingerprint
 from worker.testing.logs import json_events
@@ -36,8 +37,8 @@ from worker.vault import accounts
 from worker.vault.crypto import Keyring
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")
-CLOCK = "2026-11-20T12:00:00Z"
 TODAY = dt.date(2026, 11, 20)
+CLOCK = noon_iso(TODAY)
 KEYS = {
     "fast": "sk-or-v1-daemon-fast-0000000000000000000000000000000000000000000001",
     "slow": "sk-or-v1-daemon-slow-0000000000000000000000000000000000000000000002",

@@ -36,6 +36,7 @@ from worker.store.models import (
 )
 from worker.store.snapshots import SELF, Observation, Source
 from worker.testing.activity_data import expected_totals, generate_activity
+from worker.testing.clock import noon
 from worker.testing.served import serving
 from worker.vault import accounts
 
@@ -50,8 +51,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 BUILD = Path(__file__).resolve().parents[2] / "build"
-NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
-TODAY = NOW.date()
+TODAY = dt.date(2026, 11, 20)
+NOW = noon(TODAY)
 ALICE, BOB = "alice@example.com", "bob@example.com"
 # name: (owner, models, seed, scale); alice's ten models make a top 8 and an "other"
 KEYS = {

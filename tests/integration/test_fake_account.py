@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -13,6 +14,7 @@ from worker.config import OpenRouterSettings
 from worker.core.errors import RateLimitedError
 from worker.openrouter import OpenRouterClient, daily_totals
 from worker.openrouter.pacing import RateLimiter
+from worker.testing.clock import noon
 from worker.testing.fake_account import FakeAccount, generate_account, key_hash, replace_key
 from worker.testing.fake_openrouter import FakeOpenRouter
 
@@ -20,8 +22,7 @@ TODAY = dt.date(2026, 5, 1)
 MGMT = "sk-or-v1-mgmt-" + "9" * 50
 
 
-def _noon() -> dt.datetime:
-    return dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
+_noon = functools.partial(noon, TODAY)  # the client's clock
 
 
 @pytest.fixture

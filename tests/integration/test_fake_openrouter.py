@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import signal
 import socket
@@ -32,14 +33,14 @@ from worker.core.errors import (
 from worker.openrouter import OpenRouterClient
 from worker.testing import loopback
 from worker.testing.activity_data import dumps, expected_totals, generate_activity
+from worker.testing.clock import noon
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault, fingerprint, load_keys_file
 
 TODAY = dt.date(2026, 5, 1)
 
 
-def _noon() -> dt.datetime:
-    """The client's clock: noon UTC on TODAY, the day the fake's window ends before."""
-    return dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
+# The client's clock: noon UTC on TODAY, the day the fake's window ends before.
+_noon = functools.partial(noon, TODAY)
 
 
 MGMT = "sk-or-v1-management-aaaa"

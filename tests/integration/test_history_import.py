@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -18,15 +18,16 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.conftest import Sums, add_sums, stored_sums
 from worker.config import Settings
 from worker.core import days
 from worker.core.days import completed_window
 from worker.openrouter import OpenRouterClient
 from worker.openrouter.pacing import RateLimiter
-from worker.store.models import ApiKey, KeyUsageStats, UsageStats, User
+from worker.store.models import ApiKey, KeyUsageStats, UsageStats
 from worker.sync.run import run_sync
 from worker.sync.summary import RunSummary
-from worker.testing.activity_data import as_stored, expected_totals
+from worker.testing.clock import PinnedClock, noon
 from worker.testing.fake_account import FakeAccount, generate_account, replace_key
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault
 from worker.testing.usage import catalogue_of
@@ -40,42 +41,20 @@ YESTERDAY = TODAY - dt.timedelta(days=1)
 MGMT = "sk-or-v1-mgmt-h-" + "3" * 48
 ANALYTICS = "/api/v1/analytics/query"
 
-Sums = dict[tuple[dt.date, str], tuple[Any, ...]]
-
-
 # --- fixtures and helpers ---------------------------------------------------------------------
 
 
-def _pin(day: dt.date) -> None:
-    days.pin_clock(dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC))
-
-
-@pytest.fixture(autouse=True)
-def clock() -> Iterator[None]:
-    _pin(TODAY)
-    yield
-    days.pin_clock(None)
+pytestmark = pytest.mark.usefixtures("pinned_clock")
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeOpenRouter]:
-    with FakeOpenRouter(today=TODAY) as server:
-        yield server
+def pinned_day() -> dt.date:
+    return TODAY
 
 
 @pytest.fixture
-def settings(fake: FakeOpenRouter) -> Settings:
-    return (
-        Settings()
-        .replace("sync", concurrency=4, history_days=HISTORY_DAYS)
-        .replace(
-            "openrouter",
-            base_url=fake.base_url,
-            max_attempts=3,
-            backoff_initial=0.0,
-            backoff_max=0.0,
-        )
-    )
+def settings(settings: Settings) -> Settings:
+    return settings.replace("sync", history_days=HISTORY_DAYS)
 
 
 @pytest.fixture
@@ -88,17 +67,9 @@ def account(fake: FakeOpenRouter) -> FakeAccount:
 
 
 @pytest.fixture
-def mgmt(session: Session, keyring: Keyring) -> int:
+def mgmt(register: Callable[..., int]) -> int:
     """The account's management key, registered as `keys add` does."""
-    user = User(email="ops@example.com", password_hash="!x")
-    session.add(user)
-    session.flush()
-    key = ApiKey(user_id=user.id, name="acme", key_encrypted="pending")
-    session.add(key)
-    session.flush()
-    key.key_encrypted = keyring.encrypt(MGMT, user_id=user.id, key_id=key.id)
-    session.commit()
-    return key.id
+    return register(MGMT, "acme")
 
 
 def _sync(
@@ -117,20 +88,11 @@ def _sync(
         return run_sync(factory, settings, keyring, trigger="sync", client=client, stop=stop)
 
 
-def _sums(rows: Iterable[dict[str, Any]], first: dt.date, last: dt.date) -> Sums:
-    """Raw ActivityItems summed per (day, model) for ``first`` … ``last``: what both /activity
-    and analytics (cost = total_usage - byok_usage) must come to."""
-    return {p: v for p, v in as_stored(expected_totals(rows)).items() if first <= p[0] <= last}
+_sums = stored_sums
 
 
 def _account_sums(account: FakeAccount, first: dt.date, last: dt.date) -> Sums:
-    out: dict[tuple[dt.date, str], list[Any]] = {}
-    for key in account.keys:
-        for pair, values in _sums(key.rows, first, last).items():
-            acc = out.setdefault(pair, [0, 0, 0, 0, Decimal(0), Decimal(0)])
-            for index, value in enumerate(values):
-                acc[index] += value
-    return {pair: tuple(acc) for pair, acc in out.items()}
+    return add_sums(*(_sums(key.rows, first, last) for key in account.keys))
 
 
 def _rows(
@@ -380,11 +342,12 @@ def test_an_activity_answer_replaces_the_analytics_rows_of_its_days(
     fake: FakeOpenRouter,
     account: FakeAccount,
     mgmt: int,
+    pinned_clock: PinnedClock,
 ) -> None:
     # A run whose clock was three days ahead imported TODAY-57 … TODAY-28 from analytics; the
     # window on TODAY reaches back to TODAY-30.
     ahead = TODAY + dt.timedelta(days=3)
-    _pin(ahead)
+    pinned_clock.at(noon(ahead))
     fake.today = ahead
     assert _sync(session_factory, settings, keyring).history.pending == 0
     overlap = [TODAY - dt.timedelta(days=n) for n in (30, 29, 28)]
@@ -392,7 +355,7 @@ def test_an_activity_answer_replaces_the_analytics_rows_of_its_days(
     assert {before[(day, m)][1] for day in overlap for m in _models(account)} == {"analytics"}
     _restate(account, overlap[1], Decimal("7.123456789"))
 
-    _pin(TODAY)
+    pinned_clock.at(noon(TODAY))
     fake.today = TODAY
     summary = _sync(session_factory, settings, keyring)
 
@@ -421,6 +384,7 @@ def test_analytics_never_overwrite_a_day_that_activity_reported(
     fake: FakeOpenRouter,
     account: FakeAccount,
     mgmt: int,
+    pinned_clock: PinnedClock,
 ) -> None:
     # History import off for the first run: /activity stores TODAY-30 … TODAY-1.
     assert _sync(session_factory, settings.replace("sync", history_days=0), keyring).status == "ok"
@@ -429,7 +393,7 @@ def test_analytics_never_overwrite_a_day_that_activity_reported(
     _restate(account, old_day, Decimal("9.5"))  # analytics will say otherwise about that day
 
     later = TODAY + dt.timedelta(days=2)  # the window has moved past TODAY-30 and TODAY-29
-    _pin(later)
+    pinned_clock.at(noon(later))
     fake.today = later
     summary = _sync(session_factory, settings, keyring)
 
@@ -546,6 +510,7 @@ def test_days_between_two_windows_after_a_long_outage_come_from_analytics(
     keyring: Keyring,
     fake: FakeOpenRouter,
     mgmt: int,
+    pinned_clock: PinnedClock,
 ) -> None:
     # The worker syncs on the 12th of October, then nothing succeeds for 45 days: /activity's
     # window on the 26th of November starts on the 27th of October, 15 days after the last
@@ -555,10 +520,10 @@ def test_days_between_two_windows_after_a_long_outage_come_from_analytics(
         MGMT, generate_account(today=TODAY, keys=2, days=120, models=2, seed=33)
     )
     fake.today = before
-    _pin(before)
+    pinned_clock.at(noon(before))
     assert _sync(session_factory, settings, keyring).status == "ok"
     fake.today = TODAY
-    _pin(TODAY)
+    pinned_clock.at(noon(TODAY))
     start = len(fake.requests)
 
     with structlog.testing.capture_logs() as logs:

@@ -27,6 +27,7 @@ from worker.reports.report import Filters, build_report, report_dict
 from worker.store.db import create_db_engine, make_session_factory
 from worker.store.models import ApiKey, ApiToken, UsageStats
 from worker.testing import loopback
+from worker.testing.clock import noon
 from worker.testing.postgres import free_port
 from worker.testing.served import serving
 from worker.vault import accounts, tokens
@@ -34,7 +35,7 @@ from worker.vault import accounts, tokens
 if TYPE_CHECKING:
     from tests.conftest import ReportData
 
-NOW = dt.datetime(2026, 11, 6, 12, 0, tzinfo=dt.UTC)  # window: 2026-10-07 … 2026-11-05
+NOW = noon(dt.date(2026, 11, 6))  # window: 2026-10-07 … 2026-11-05
 ALICE, BOB = "alice@example.com", "bob@example.com"
 
 

@@ -27,6 +27,7 @@ from worker.store.db import create_db_engine, make_session_factory
 from worker.store.models import ApiToken
 from worker.testing import loopback
 from worker.testing.activity_data import generate_activity
+from worker.testing.clock import noon_iso
 from worker.testing.env import clean_env
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.logs import json_events
@@ -37,8 +38,8 @@ from worker.vault.crypto import Keyring
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")
 DEAD_SECRET = "dead-Secret-Token-0123456789abcdef"
-CLOCK = "2026-11-20T12:00:00Z"
 TODAY = dt.date(2026, 11, 20)
+CLOCK = noon_iso(TODAY)
 ALICE, BOB = "alice@example.com", "bob@example.com"
 KEYS = {  # name: (owner, OpenRouter key)
     "production": (ALICE, "sk-or-v1-http-production-" + "1" * 40),

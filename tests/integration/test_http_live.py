@@ -35,6 +35,7 @@ from worker.store.db import make_session_factory
 from worker.store.models import KIND_MANAGEMENT, KIND_ORDINARY
 from worker.sync.run import run_sync
 from worker.testing import loopback
+from worker.testing.clock import PinnedClock, noon
 from worker.testing.fake_account import FakeAccount, FakeAccountKey, generate_account, listing
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.postgres import free_port
@@ -43,7 +44,7 @@ from worker.testing.served import serving
 from worker.vault import accounts
 from worker.vault.crypto import Keyring
 
-NOON = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
+NOON = noon(dt.date(2026, 11, 20))
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
 ALICE_ACCOUNT = "sk-or-v1-http-live-alice-" + "a" * 40
 BOB_ACCOUNT = "sk-or-v1-http-live-bob-" + "b" * 42
@@ -91,13 +92,14 @@ def rule(name: str, metric: str, threshold: str, **options: Any) -> AlertRule:
 
 
 @pytest.fixture
-def world(engine: Engine, keyring: Keyring) -> Iterator[World]:
-    days.pin_clock(NOON)
-    try:
-        with FakeOpenRouter(today=NOON.date()) as fake, WebhookReceiver() as hook:
-            yield from _world(engine, keyring, fake, hook)
-    finally:
-        days.pin_clock(None)
+def pinned_day() -> dt.date:
+    return NOON.date()
+
+
+@pytest.fixture
+def world(engine: Engine, keyring: Keyring, pinned_clock: PinnedClock) -> Iterator[World]:
+    with FakeOpenRouter(today=NOON.date()) as fake, WebhookReceiver() as hook:
+        yield from _world(engine, keyring, fake, hook)
 
 
 def _world(

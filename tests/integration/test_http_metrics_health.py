@@ -31,12 +31,13 @@ from worker.store.db import create_db_engine, make_session_factory
 from worker.store.models import ApiKey, SyncKeyResult, SyncRun
 from worker.sync.summary import RunSummary
 from worker.testing import loopback
+from worker.testing.clock import noon
 from worker.testing.served import serving
 
 if TYPE_CHECKING:
     from tests.conftest import ReportData
 
-NOW = dt.datetime(2026, 11, 6, 12, 0, tzinfo=dt.UTC)  # month so far: 2026-11-01 … 11-05
+NOW = noon(dt.date(2026, 11, 6))  # month so far: 2026-11-01 … 11-05
 HOUR = dt.timedelta(hours=1)
 ONE = Decimal(1)
 

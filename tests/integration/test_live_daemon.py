@@ -16,6 +16,7 @@ import pytest
 
 from worker.store.db import create_db_engine, make_session_factory
 from worker.store.models import KIND_MANAGEMENT
+from worker.testing.clock import noon_iso
 from worker.testing.env import clean_env
 from worker.testing.fake_account import generate_account, replace_key
 from worker.testing.fake_openrouter import FakeOpenRouter
@@ -26,7 +27,7 @@ from worker.vault import accounts
 from worker.vault.crypto import Keyring
 
 CLI = str(Path(sys.executable).parent / "openrouter-watcher")
-CLOCK = "2026-11-20T12:00:00Z"
+CLOCK = noon_iso(dt.date(2026, 11, 20))
 MANAGEMENT = "sk-or-v1-daemon-live-" + "5" * 44
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -13,7 +13,6 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings
-from worker.core import days
 from worker.live.poll import locked_poll, run_poll
 from worker.reports.live import figures, registered
 from worker.store.locking import poll_lock
@@ -24,26 +23,22 @@ from worker.store.models import (
     LiveSubject,
     UsageStats,
 )
+from worker.testing.clock import PinnedClock, noon
 from worker.testing.fake_account import FakeAccount, generate_account, replace_key
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.vault import accounts
 from worker.vault.crypto import Keyring
 
-NOON = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
+NOON = noon(dt.date(2026, 11, 20))
 MANAGEMENT = "sk-or-v1-live-management-" + "0" * 40
 
 
-@pytest.fixture(autouse=True)
-def clock() -> Iterator[None]:
-    days.pin_clock(NOON)
-    yield
-    days.pin_clock(None)
+pytestmark = pytest.mark.usefixtures("pinned_clock")
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeOpenRouter]:
-    with FakeOpenRouter(today=NOON.date()) as server:
-        yield server
+def pinned_day() -> dt.date:
+    return NOON.date()
 
 
 @pytest.fixture
@@ -221,6 +216,7 @@ def test_derived_figures_runway_projection_burn_and_spike(
     keyring: Keyring,
     fake: FakeOpenRouter,
     account: FakeAccount,
+    pinned_clock: PinnedClock,
 ) -> None:
     """A week of polls: the account's mean comes from the stored history, a key's from its
     snapshots; runway, projection, burn rate and spike follow from them."""
@@ -235,7 +231,7 @@ def test_derived_figures_runway_projection_burn_and_spike(
         spent += Decimal(2)
         key.rows = [{"usage": spent, "byok_usage_inference": 0}]
         replace_key(account, key.hash, spend_today=Decimal(0))
-        days.pin_clock(start + dt.timedelta(days=day))
+        pinned_clock.at(start + dt.timedelta(days=day))
         run_poll(session_factory, settings, keyring)
     with session_factory.begin() as session:
         for n in range(1, 8):  # the account's stored history: $3 a day for the last 7 days
@@ -248,7 +244,7 @@ def test_derived_figures_runway_projection_burn_and_spike(
                 )
             )
     replace_key(account, key.hash, spend_today=Decimal("1.5"))
-    days.pin_clock(NOON)
+    pinned_clock.at(NOON)
     run_poll(session_factory, settings, keyring)
     with session_factory() as session:
         found = {f.name: f for f in figures(session, now=NOON)}
@@ -274,13 +270,14 @@ def test_old_snapshots_are_pruned_but_every_figure_since_stays_computable(
     keyring: Keyring,
     fake: FakeOpenRouter,
     account: FakeAccount,
+    pinned_clock: PinnedClock,
 ) -> None:
     register(session_factory, keyring, ("production", MANAGEMENT, KIND_MANAGEMENT))
     key = account.keys[0]
     settings = settings_for(fake).replace("live", retention_days=2)
     pruned = 0
     for day in range(5):  # a changed figure every day at noon; the last poll at 11:00
-        days.pin_clock(NOON + dt.timedelta(days=day, hours=-1 if day == 4 else 0))
+        pinned_clock.at(NOON + dt.timedelta(days=day, hours=-1 if day == 4 else 0))
         replace_key(account, key.hash, spend_today=Decimal(day + 1))
         # Summed over the polls: the day-3 poll's cutoff (day 1 noon plus the milliseconds
         # that poll took) may already fall after the day-1 snapshot, which then prunes day 0.

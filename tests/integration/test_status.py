@@ -21,6 +21,7 @@ from worker.reports.status import collect_status, next_run_time
 from worker.store.db import create_db_engine, make_session_factory
 from worker.sync.run import run_sync
 from worker.testing.activity_data import generate_activity
+from worker.testing.clock import PinnedClock
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault
 from worker.vault import accounts
 from worker.vault.crypto import Keyring
@@ -64,10 +65,10 @@ def status(cli: Cli, monkeypatch: pytest.MonkeyPatch, sqlite_url: str, master_ke
 
 
 def test_status_after_a_good_then_a_failed_run(
-    status: Cli, sqlite_url: str, keyring: Keyring, pinned_clock: dt.date
+    status: Cli, sqlite_url: str, keyring: Keyring, pinned_clock: PinnedClock
 ) -> None:
     today = utc_today()
-    assert today == pinned_clock
+    assert today == pinned_clock.day
     _add_keys(sqlite_url, keyring)
     with FakeOpenRouter(today=today) as fake:
         fake.add_key(GOOD, rows=generate_activity(today=today, models=2, seed=1))
@@ -138,7 +139,7 @@ def test_make_demo_runs_the_whole_pipeline_offline(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    pinned_clock: dt.date,
+    pinned_clock: PinnedClock,
 ) -> None:
     """`make demo` is ``python -m worker.demo``: its main(), in-process, from an empty directory."""
     for name in [v for v in os.environ if v.startswith("OPENROUTER_WATCHER_")]:

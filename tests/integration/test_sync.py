@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -16,13 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import UsageTriggers
 from worker.config import Settings
-from worker.core import days
 from worker.core.errors import NotFoundError, UsageError
 from worker.core.usage import WriteCounts
 from worker.store.db import transaction
 from worker.store.models import ApiKey, SyncKeyResult, SyncRun, UsageStats, User
 from worker.sync.run import run_sync
 from worker.sync.summary import RunSummary
+from worker.testing.clock import PinnedClock, noon
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault
 from worker.testing.usage import stored_usage_of
 from worker.vault.crypto import Keyring
@@ -65,33 +65,13 @@ def item(
     }
 
 
-@pytest.fixture(autouse=True)
-def clock() -> Iterator[None]:
+pytestmark = pytest.mark.usefixtures("pinned_clock")
+
+
+@pytest.fixture
+def pinned_day() -> dt.date:
     """The worker's clock at noon UTC on TODAY (the fake's window ends before TODAY too)."""
-    days.pin_clock(dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC))
-    yield
-    days.pin_clock(None)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeOpenRouter]:
-    with FakeOpenRouter(today=TODAY) as server:
-        yield server
-
-
-@pytest.fixture
-def settings(fake: FakeOpenRouter) -> Settings:
-    return (
-        Settings()
-        .replace("sync", concurrency=4, history_days=0)
-        .replace(
-            "openrouter",
-            base_url=fake.base_url,
-            max_attempts=3,
-            backoff_initial=0.0,
-            backoff_max=0.0,
-        )
-    )
+    return TODAY
 
 
 @pytest.fixture
@@ -103,7 +83,7 @@ def user(session: Session) -> User:
 
 
 @pytest.fixture
-def add_key(session: Session, user: User, keyring: Keyring, fake: FakeOpenRouter) -> Any:
+def add_key(register: Callable[..., int], fake: FakeOpenRouter) -> Any:
     """add_key(secret, rows, name=…) → key id: stored encrypted, as in production, and known to
     the fake with those rows (``rows=None``: unknown to the fake, so it answers 401)."""
 
@@ -115,16 +95,10 @@ def add_key(session: Session, user: User, keyring: Keyring, fake: FakeOpenRouter
         management: bool = True,
         active: bool = True,
     ) -> int:
-        key = ApiKey(
-            user_id=user.id, name=name or secret[-6:], key_encrypted="pending", is_active=active
-        )
-        session.add(key)
-        session.flush()
-        key.key_encrypted = keyring.encrypt(secret, user_id=user.id, key_id=key.id)
-        session.commit()
+        key = register(secret, name or secret[-6:], active=active)
         if rows is not None:
             fake.add_key(secret, management=management, rows=rows)
-        return key.id
+        return key
 
     return add
 
@@ -231,6 +205,7 @@ def test_an_identical_answer_on_another_day_is_compared_row_by_row(
     keyring: Keyring,
     fake: FakeOpenRouter,
     add_key: Any,
+    pinned_clock: PinnedClock,
 ) -> None:
     # The digest covers the window: the next UTC day the same body is parsed and compared
     # again, so rows changed behind the sync's back are repaired at least daily.
@@ -245,7 +220,7 @@ def test_an_identical_answer_on_another_day_is_compared_row_by_row(
     same_day = _run(session_factory, settings, keyring)
     assert same_day.counts == WriteCounts(unchanged=2)  # the same answer, the same day
     fake.today = TODAY + dt.timedelta(days=1)
-    days.pin_clock(dt.datetime(2026, 11, 27, 12, tzinfo=dt.UTC))
+    pinned_clock.at(noon(TODAY + dt.timedelta(days=1)))
 
     next_day = _run(session_factory, settings, keyring)
 
@@ -668,18 +643,19 @@ def test_a_sync_that_crosses_midnight_deletes_no_day_it_could_not_have_covered(
     keyring: Keyring,
     fake: FakeOpenRouter,
     add_key: Any,
+    pinned_clock: PinnedClock,
 ) -> None:
     oldest = TODAY - dt.timedelta(days=30)  # in the run's window, gone from the next one
     key = add_key(SECRET_A, [item(oldest, "a/x", usage="7"), item(D2, "a/x")])
     _run(session_factory, settings, keyring)
     # The next run starts just before midnight; OpenRouter (and our clock) turn midnight
     # while the answer is on its way: it covers TODAY-29 … TODAY, without the oldest day.
-    days.pin_clock(dt.datetime(2026, 11, 26, 23, 59, 59, tzinfo=dt.UTC))
+    pinned_clock.at(dt.datetime(2026, 11, 26, 23, 59, 59, tzinfo=dt.UTC))
     fake.set_rows(SECRET_A, [item(D2, "a/x"), item(TODAY, "a/x", usage="3")])
 
     def midnight(_path: str, _query: dict[str, str]) -> None:
         fake.today = TODAY + dt.timedelta(days=1)
-        days.pin_clock(dt.datetime(2026, 11, 27, 0, 0, 1, tzinfo=dt.UTC))
+        pinned_clock.at(dt.datetime(2026, 11, 27, 0, 0, 1, tzinfo=dt.UTC))
 
     fake.on_request = midnight
     summary = _run(session_factory, settings, keyring)
@@ -697,6 +673,7 @@ def test_an_empty_answer_after_a_good_sync_is_held_back_until_seen_again_much_la
     fake: FakeOpenRouter,
     add_key: Any,
     usage_triggers: UsageTriggers,
+    pinned_clock: PinnedClock,
 ) -> None:
     key = add_key(SECRET_A, [item(D0, "a/x"), item(D1, "a/x"), item(D2, "a/x")])
     _run(session_factory, settings, keyring)
@@ -714,10 +691,10 @@ def test_an_empty_answer_after_a_good_sync_is_held_back_until_seen_again_much_la
     assert usage_triggers.writes() == ["insert"] * 3
     assert _results(session_factory, held.run_id)[key].reason == "suspicious_answer"
     # The same answer a few hours later is still held back...
-    days.pin_clock(dt.datetime(2026, 11, 26, 19, tzinfo=dt.UTC))
+    pinned_clock.at(dt.datetime(2026, 11, 26, 19, tzinfo=dt.UTC))
     assert _run(session_factory, settings, keyring).keys[0].reason == "suspicious_answer"
     # ...and applied once it has been seen for [sync] confirm_delete_after_hours (20).
-    days.pin_clock(dt.datetime(2026, 11, 27, 8, 30, tzinfo=dt.UTC))
+    pinned_clock.at(dt.datetime(2026, 11, 27, 8, 30, tzinfo=dt.UTC))
     fake.today = TODAY + dt.timedelta(days=1)
     applied = _run(session_factory, settings, keyring)
     assert (applied.status, applied.counts) == ("ok", WriteCounts(deleted=3))
@@ -730,6 +707,7 @@ def test_a_good_answer_between_two_empty_ones_restarts_the_wait(
     keyring: Keyring,
     fake: FakeOpenRouter,
     add_key: Any,
+    pinned_clock: PinnedClock,
 ) -> None:
     good = [item(D0, "a/x"), item(D1, "a/x"), item(D2, "a/x")]
     key = add_key(SECRET_A, good)
@@ -737,11 +715,11 @@ def test_a_good_answer_between_two_empty_ones_restarts_the_wait(
     fake.set_rows(SECRET_A, [])
     assert _run(session_factory, settings, keyring).keys[0].reason == "suspicious_answer"
     # OpenRouter flaps: the good answer again (identical to what is stored)...
-    days.pin_clock(dt.datetime(2026, 11, 26, 19, tzinfo=dt.UTC))
+    pinned_clock.at(dt.datetime(2026, 11, 26, 19, tzinfo=dt.UTC))
     fake.set_rows(SECRET_A, good)
     assert _run(session_factory, settings, keyring).status == "ok"
     # ...then the empty one, past the first sighting's 20 hours: a new sighting, held back.
-    days.pin_clock(dt.datetime(2026, 11, 27, 8, 30, tzinfo=dt.UTC))
+    pinned_clock.at(dt.datetime(2026, 11, 27, 8, 30, tzinfo=dt.UTC))
     fake.today = TODAY + dt.timedelta(days=1)
     fake.set_rows(SECRET_A, [])
     assert _run(session_factory, settings, keyring).keys[0].reason == "suspicious_answer"

@@ -8,10 +8,10 @@ import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 import structlog
 
 from worker.config import Settings
-from worker.core import days
 from worker.store.db import create_db_engine, make_session_factory
 from worker.sync.run import run_sync
 from worker.testing.fake_openrouter import FakeOpenRouter
@@ -23,6 +23,12 @@ TODAY = dt.date(2026, 11, 26)
 SECRET = "sk-or-v1-" + "b" * 64
 
 
+@pytest.fixture
+def pinned_day() -> dt.date:
+    return TODAY
+
+
+@pytest.mark.usefixtures("pinned_clock")
 def test_a_write_meeting_a_locked_sqlite_database_fails_the_key_as_database_busy(
     sqlite_url: str, keyring: Keyring
 ) -> None:
@@ -45,7 +51,6 @@ def test_a_write_meeting_a_locked_sqlite_database_fails_the_key_as_database_busy
         "usage": Decimal("0.5"),
         "byok_usage_inference": Decimal(0),
     }
-    days.pin_clock(dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC))
     try:
         with FakeOpenRouter(today=TODAY) as fake:
             fake.add_key(SECRET, rows=[row])
@@ -55,7 +60,6 @@ def test_a_write_meeting_a_locked_sqlite_database_fails_the_key_as_database_busy
             with structlog.testing.capture_logs() as logs:
                 summary = run_sync(factory, settings, keyring)
     finally:
-        days.pin_clock(None)
         holder.execute("ROLLBACK")
         holder.close()
     (outcome,) = summary.keys

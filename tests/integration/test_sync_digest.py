@@ -12,12 +12,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import UsageTriggers
 from worker.config import Settings
-from worker.core import days
 from worker.core.usage import WriteCounts
 from worker.store.models import ApiKey
 from worker.sync.run import run_sync
 from worker.sync.summary import RunSummary
 from worker.testing.activity_data import as_stored, expected_totals, generate_activity
+from worker.testing.clock import PinnedClock
 from worker.testing.fake_openrouter import FakeOpenRouter
 from worker.testing.usage import stored_usage_of
 from worker.vault import accounts
@@ -28,11 +28,15 @@ SECRET = "sk-or-v1-" + "d" * 64
 ROWS = 30 * 3  # 30 days x 3 models (2 endpoints each, summed)
 
 
+@pytest.fixture
+def pinned_day() -> dt.date:
+    return TODAY
+
+
 @pytest.fixture(autouse=True)
-def clock() -> Iterator[None]:
-    days.pin_clock(dt.datetime(2026, 5, 1, 9, tzinfo=dt.UTC))
-    yield
-    days.pin_clock(None)
+def clock(pinned_clock: PinnedClock) -> None:
+    """The worker's clock at 09:00 UTC on TODAY, not noon."""
+    pinned_clock.at(dt.datetime(2026, 5, 1, 9, tzinfo=dt.UTC))
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from worker.store.db import create_db_engine, make_session_factory
 from worker.store.locking import sync_lock
 from worker.store.models import ApiKey, SyncKeyResult, SyncRun, UsageStats
 from worker.testing.activity_data import expected_totals, generate_activity
+from worker.testing.clock import PinnedClock
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault
 from worker.vault import accounts
 from worker.vault.crypto import Keyring
@@ -34,9 +35,9 @@ DOWN = "sk-or-v1-" + "4" * 64
 
 
 @pytest.fixture
-def fake(pinned_clock: dt.date) -> Iterator[FakeOpenRouter]:
+def fake(pinned_clock: PinnedClock) -> Iterator[FakeOpenRouter]:
     with FakeOpenRouter(today=utc_today()) as server:
-        assert server.today == pinned_clock
+        assert server.today == pinned_clock.day
         yield server
 
 

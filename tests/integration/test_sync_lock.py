@@ -14,7 +14,6 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings
-from worker.core import days
 from worker.store.db import create_db_engine, make_session_factory
 from worker.store.locking import lock_is_held
 from worker.store.models import SyncRun
@@ -44,11 +43,12 @@ def item(day: dt.date, model: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(autouse=True)
-def clock() -> Iterator[None]:
-    days.pin_clock(dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC))
-    yield
-    days.pin_clock(None)
+pytestmark = pytest.mark.usefixtures("pinned_clock")
+
+
+@pytest.fixture
+def pinned_day() -> dt.date:
+    return TODAY
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from sqlalchemy import text
 
 from worker.commands.progress import CLEAR
 from worker.store.db import create_db_engine, make_session_factory
+from worker.testing.clock import noon_iso
 from worker.testing.env import clean_env
 from worker.testing.fake_account import generate_account
 from worker.testing.fake_openrouter import FakeOpenRouter
@@ -61,7 +62,7 @@ def env(sqlite_url: str, keyring: Keyring, master_key: str, fake: FakeOpenRouter
         OPENROUTER_WATCHER_OPENROUTER_BASE_URL=fake.base_url,
         OPENROUTER_WATCHER_ENCRYPTION_KEY=master_key,
         OPENROUTER_WATCHER_LOGGING_LEVEL="WARNING",
-        OPENROUTER_WATCHER_TESTING_CLOCK="2026-11-20T12:00:00Z",
+        OPENROUTER_WATCHER_TESTING_CLOCK=noon_iso(TODAY),
     )
 
 

@@ -45,6 +45,7 @@ from worker.store.db import make_session_factory
 from worker.store.models import ApiKey, SyncKeyResult, SyncRun, UsageStats
 from worker.sync.run import locked_sync
 from worker.testing.activity_data import dumps
+from worker.testing.clock import PinnedClock, noon
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault
 from worker.vault import accounts
 from worker.vault.crypto import Keyring
@@ -57,7 +58,7 @@ KEYS = 3
 SECRETS = [f"sk-or-v1-{n + 1:064d}" for n in range(KEYS)]
 MODELS = ("a/x", "a/y", "b/z")
 ENDPOINTS = ("e1", "e2")
-START = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
+START = noon(dt.date(2026, 11, 26))
 FRACTION = 0.5
 # Not a whole number of hours: the clock moves in whole hours (and a minute around midnight),
 # so no step lands on the boundary, where milliseconds of real time would decide.
@@ -440,10 +441,13 @@ def run_status(outcomes: dict[int, Outcome], selected: int, stopped: bool = Fals
 class Harness:
     """The real sync against the fake OpenRouter and one database, reset per example."""
 
-    def __init__(self, engine: Engine, keyring: Keyring, fake: FakeOpenRouter) -> None:
+    def __init__(
+        self, engine: Engine, keyring: Keyring, fake: FakeOpenRouter, clock: PinnedClock
+    ) -> None:
         self.engine = engine
         self.keyring = keyring
         self.fake = fake
+        self.clock = clock
         factory = make_session_factory(engine)
         accounts.add_user(factory, "prop@example.com")
         self.ids = [
@@ -490,14 +494,14 @@ class Harness:
             self.fake.add_key(secret, rows=[])
         self.fake.on_request = None
         self.fake.today = START.date()
-        days.pin_clock(START)
+        self.clock.at(START)
 
     def publish(self, model: Model, key: int) -> None:
         self.fake.set_rows(SECRETS[key], model.worlds[key].raw())
 
     def advance(self, model: Model, hours: int) -> None:
         model.clock += dt.timedelta(hours=hours)
-        days.pin_clock(model.clock)
+        self.clock.at(model.clock)
         self.fake.today = model.today
 
     def sync(self, model: Model, step: Sync) -> None:
@@ -506,7 +510,7 @@ class Harness:
             midnight = dt.datetime.combine(model.today + dt.timedelta(days=1), dt.time(), dt.UTC)
             model.clock = midnight - BEFORE_MIDNIGHT
             arrival = midnight + dt.timedelta(seconds=1) if step.midnight else model.clock
-            days.pin_clock(model.clock)
+            self.clock.at(model.clock)
         if step.skew:
             self.fake.today = model.today + dt.timedelta(days=1)
         lock = threading.Lock()
@@ -520,7 +524,7 @@ class Harness:
                 arrived[0] += 1
                 if step.midnight and arrived[0] == 1:
                     self.fake.today = arrival.date()
-                    days.pin_clock(arrival)
+                    self.clock.at(arrival)
                 if arrived[0] == step.stop_after:
                     stop.set()
 
@@ -693,7 +697,15 @@ EXPLICIT = [
 ]
 
 
-def test_stored_rows_are_what_openrouter_reported(engine: Engine, keyring: Keyring) -> None:
+@pytest.fixture
+def pinned_day() -> dt.date:
+    """The harness pins the clock itself, from START on, at the start of every example."""
+    return START.date()
+
+
+def test_stored_rows_are_what_openrouter_reported(
+    engine: Engine, keyring: Keyring, pinned_clock: PinnedClock
+) -> None:
     """Random worlds through the real sync: the stored rows are always the model's.
 
     The harness (database, fake OpenRouter, client) is built once per database and reset at
@@ -703,7 +715,7 @@ def test_stored_rows_are_what_openrouter_reported(engine: Engine, keyring: Keyri
     """
     share = 1.0 if engine.dialect.name == "sqlite" else POSTGRES_SHARE
     with FakeOpenRouter(today=START.date()) as fake, structlog.testing.capture_logs():
-        harness = Harness(engine, keyring, fake)
+        harness = Harness(engine, keyring, fake, pinned_clock)
         try:
             play = _play(harness)
             for case in reversed(EXPLICIT):
@@ -711,7 +723,6 @@ def test_stored_rows_are_what_openrouter_reported(engine: Engine, keyring: Keyri
             settings(max_examples=max(1, round(settings.default.max_examples * share)))(play)()
         finally:
             harness.close()
-            days.pin_clock(None)
 
 
 def _play(harness: Harness) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from decimal import Decimal
 from typing import Any
@@ -14,6 +15,7 @@ from worker.config import OpenRouterSettings
 from worker.core.errors import InvalidResponseError
 from worker.openrouter import MAX_MODEL_LENGTH, OpenRouterClient, daily_totals, parse_activity
 from worker.testing.activity_data import as_stored, dumps, expected_totals, generate_activity
+from worker.testing.clock import noon
 
 WINDOW = (dt.date(2026, 4, 1), dt.date(2026, 4, 30))
 
@@ -246,7 +248,7 @@ def test_client_rejects_an_invalid_row_without_retrying() -> None:
             settings,
             transport=httpx.MockTransport(handler),
             sleep=lambda _s: None,
-            wall_clock=lambda: dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC),
+            wall_clock=functools.partial(noon, dt.date(2026, 5, 1)),
         ) as client,
         pytest.raises(InvalidResponseError, match="row 1 field 'requests'"),
     ):
