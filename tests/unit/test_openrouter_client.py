@@ -486,9 +486,11 @@ def test_malformed_json_is_invalid_and_not_retried(
 
 
 class _Window:
-    """A pace that never waits, with analytics' one-minute window."""
+    """A pace that never waits, with analytics' one-minute window, counting every request of
+    the account (an account's budget)."""
 
     period = 60.0
+    waits_out = True
 
     def acquire(self) -> float:
         return 0.0

@@ -21,9 +21,15 @@ ANALYTICS_WINDOW = 60.0  # seconds
 
 
 class Pace(Protocol):
-    """Spaces requests out: at most a number of them in any ``period`` seconds."""
+    """Spaces requests out: at most a number of them in any ``period`` seconds.
+
+    ``waits_out``: the pace counts every request sent through the account (a budget every
+    process shares), so a 429 means someone else spent the window: the request waits the
+    window out before it gives up (see :meth:`worker.openrouter.retry.RetryPolicy.gives_up`).
+    """
 
     period: float
+    waits_out: bool
 
     def acquire(self) -> float:
         """Wait for a turn; return the seconds waited."""
@@ -31,7 +37,10 @@ class Pace(Protocol):
 
 
 class RateLimiter:
-    """At most ``limit`` acquisitions in any ``period`` seconds (a sliding window)."""
+    """At most ``limit`` acquisitions in any ``period`` seconds (a sliding window), in this
+    process only: a 429 is not waited out (others may send through the same account)."""
+
+    waits_out = False
 
     def __init__(
         self,
@@ -71,6 +80,7 @@ class Paces:
     def __init__(self, *paces: Pace) -> None:
         self.paces = paces
         self.period = max(pace.period for pace in paces)
+        self.waits_out = any(pace.waits_out for pace in paces)
 
     def acquire(self) -> float:
         return sum(pace.acquire() for pace in self.paces)

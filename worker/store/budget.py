@@ -61,7 +61,10 @@ def reserve(
 
 class AnalyticsBudget:
     """One account's budget as the OpenRouter client's :class:`~worker.openrouter.pacing.Pace`:
-    each :meth:`acquire` waits until a turn is free and takes it."""
+    each :meth:`acquire` waits until a turn is free and takes it. Every process's requests
+    count, so a 429 anyway is waited out (``waits_out``)."""
+
+    waits_out = True
 
     def __init__(
         self,
