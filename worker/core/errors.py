@@ -104,6 +104,15 @@ class BadRequestError(OpenRouterError):
     """OpenRouter rejected the request (400)."""
 
 
+class KeyChangeRefusedError(OpenRouterError):
+    """OpenRouter refused to change the key (401/403): the registered management key of its
+    account may not change keys."""
+
+
+class UnknownKeyError(OpenRouterError):
+    """OpenRouter has no key with that hash (404): it was deleted."""
+
+
 class RateLimitedError(OpenRouterError):
     """OpenRouter kept answering 429 (rate limited) until the retries ran out."""
 

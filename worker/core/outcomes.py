@@ -16,11 +16,13 @@ from worker.core.errors import (
     DatabaseUnavailableError,
     DecryptionError,
     InvalidResponseError,
+    KeyChangeRefusedError,
     NotManagementKeyError,
     OpenRouterError,
     RateLimitedError,
     TooManyRowsError,
     UnauthorizedError,
+    UnknownKeyError,
     UpstreamUnavailableError,
     WatcherError,
 )
@@ -60,6 +62,8 @@ class KeyOutcome:
 
 _REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (DecryptionError, "decrypt_failed"),
+    (KeyChangeRefusedError, "change_refused"),
+    (UnknownKeyError, "unknown_key"),
     (UnauthorizedError, "unauthorized"),
     (NotManagementKeyError, "not_management_key"),
     (BadRequestError, "bad_request"),

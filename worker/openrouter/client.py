@@ -12,13 +12,22 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 import worker
 from worker.config import OpenRouterSettings
 from worker.core.days import completed_window, utc_now
-from worker.core.errors import EndpointNotFoundError, NotManagementKeyError
+from worker.core.errors import (
+    EndpointNotFoundError,
+    KeyChangeRefusedError,
+    NotManagementKeyError,
+    UnauthorizedError,
+    UnknownKeyError,
+)
 from worker.openrouter.activity import ActivityRow, parse_activity
 from worker.openrouter.analytics import AnalyticsAnswer, parse_analytics, query_body
 from worker.openrouter.keys import (
@@ -28,14 +37,18 @@ from worker.openrouter.keys import (
     parse_credits,
     parse_key,
     parse_keys,
+    parse_updated_key,
     parse_workspaces,
 )
 from worker.openrouter.pacing import ANALYTICS, Pace, Paces
-from worker.openrouter.retry import RetryPolicy
+from worker.openrouter.retry import RETRY_STATUSES, RetryPolicy
 from worker.openrouter.transport import Observer, Transport, counting
 
 USER_AGENT = f"openrouter-watcher/{worker.__version__}"
 PAGE = 100  # /keys and /workspaces answer at most 100 items a page
+# A change is retried on 429 and 5xx only: a 4xx (408 included) says the change itself is wrong.
+CHANGE_RETRY_STATUSES = RETRY_STATUSES - {408}
+CHANGEABLE = ("disabled", "limit", "limit_reset", "include_byok_in_limit", "name")
 
 
 @dataclass(frozen=True)
@@ -179,6 +192,40 @@ class OpenRouterClient:
             seen.update(key.hash for key in new)
             offset += len(page)
 
+    def update_key(self, api_key: str, key_hash: str, changes: dict[str, Any]) -> CatalogKey:
+        """``PATCH /keys/{hash}`` with ``changes`` (of :data:`CHANGEABLE`; a limit in USD or
+        None, a ``limit_reset`` of ``daily``, ``weekly``, ``monthly`` or None): the key as
+        OpenRouter has it afterwards. Retried on 429 and 5xx only; a refusal (401, 403) is a
+        :class:`KeyChangeRefusedError`, an unknown hash (404) an :class:`UnknownKeyError`."""
+        unknown = set(changes) - set(CHANGEABLE)
+        if unknown:
+            raise ValueError(f"cannot change {', '.join(sorted(unknown))} of a key")
+        body = {
+            name: float(value) if isinstance(value, Decimal) else value
+            for name, value in changes.items()
+        }
+        path = f"keys/{quote(key_hash, safe='')}"
+        try:
+            answer, sent = self.http.request(
+                "PATCH", path, api_key, body=body, retry_statuses=CHANGE_RETRY_STATUSES
+            )
+        except (UnauthorizedError, NotManagementKeyError) as exc:
+            refused = KeyChangeRefusedError(
+                f"OpenRouter refused to change key {key_hash[:12]}… ({_status_of(exc)}): the "
+                "registered management key of its account may not change keys; nothing was "
+                "changed"
+            )
+            refused.requests = exc.requests
+            raise refused from exc
+        except EndpointNotFoundError as exc:
+            unknown_key = UnknownKeyError(
+                f"OpenRouter has no key {key_hash[:12]}… (404): it was deleted; nothing was changed"
+            )
+            unknown_key.requests = exc.requests
+            raise unknown_key from exc
+        with counting(sent):
+            return parse_updated_key(answer.text)
+
     def get_credits(self, api_key: str) -> Credits:
         """``GET /credits``: what the account bought and used (answers may be a minute old)."""
         answer, sent = self.http.request("GET", "credits", api_key)
@@ -207,3 +254,8 @@ class OpenRouterClient:
         with counting(sent):
             parsed = parse_analytics(answer.text, first, last)
         return AnalyticsAnswer(parsed.rows, parsed.truncated, parsed.warnings, requests=sent)
+
+
+def _status_of(exc: Exception) -> str:
+    """The HTTP status OpenRouter's refusal names in its message (401 or 403)."""
+    return "401" if isinstance(exc, UnauthorizedError) else "403"

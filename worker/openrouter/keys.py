@@ -92,6 +92,51 @@ class CatalogKey:
     updated_at: dt.datetime | None
     expires_at: dt.datetime | None
     spend: Spend
+    include_byok_in_limit: bool = False  # BYOK spend counts against the limit
+
+    @property
+    def settings(self) -> KeySettings:
+        """What the watcher may change of the key (``PATCH /keys/{hash}``)."""
+        return KeySettings(
+            disabled=self.disabled,
+            limit=self.spend.limit,
+            limit_reset=self.spend.limit_reset,
+            include_byok_in_limit=self.include_byok_in_limit,
+        )
+
+
+@dataclass(frozen=True)
+class KeySettings:
+    """A key's settings that ``PATCH /keys/{hash}`` changes: whether it is disabled, its limit
+    (USD; None: no limit), when the limit resets (``daily``, ``weekly``, ``monthly``; None:
+    never) and whether BYOK spend counts against it."""
+
+    disabled: bool
+    limit: Decimal | None
+    limit_reset: str | None
+    include_byok_in_limit: bool
+
+    def changes_to(self, wanted: Mapping[str, Any]) -> dict[str, Any]:
+        """The fields of ``wanted`` whose value differs from these settings (money compared
+        to the 9 decimals OpenRouter's figures are read with)."""
+        changed = {}
+        for name, value in wanted.items():
+            current = getattr(self, name)
+            if name == "limit" and value is not None and current is not None:
+                if round(Decimal(value), 9) == round(current, 9):
+                    continue
+            elif current == value:
+                continue
+            changed[name] = value
+        return changed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "disabled": self.disabled,
+            "limit": self.limit,
+            "limit_reset": self.limit_reset,
+            "include_byok_in_limit": self.include_byok_in_limit,
+        }
 
 
 @dataclass(frozen=True)
@@ -170,6 +215,9 @@ def _catalog_key(item: Any) -> CatalogKey:
         updated_at=timestamp(item.get("updated_at"), "updated_at"),
         expires_at=timestamp(item.get("expires_at"), "expires_at"),
         spend=_spend(item),
+        include_byok_in_limit=boolean(
+            item.get("include_byok_in_limit", False), "include_byok_in_limit"
+        ),
     )
 
 
@@ -187,6 +235,17 @@ def parse_keys(text: str) -> list[CatalogKey]:
                 f"invalid /keys response: key {index} field {exc.field!r}: {exc.problem}"
             ) from None
     return keys
+
+
+def parse_updated_key(text: str) -> CatalogKey:
+    """Validate the answer of ``PATCH /keys/{hash}``: ``{"data": <the key, as /keys lists it>}``."""
+    data = data_object(parse_json(text, "/keys/{hash}"), "/keys/{hash}")
+    try:
+        return _catalog_key(data)
+    except Invalid as exc:
+        raise InvalidResponseError(
+            f"invalid /keys/{{hash}} response: field {exc.field!r}: {exc.problem}"
+        ) from None
 
 
 def parse_workspaces(text: str) -> tuple[list[str], int]:

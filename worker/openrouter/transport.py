@@ -67,6 +67,7 @@ class _Request:
         "pace",
         "params",
         "path",
+        "retry_statuses",
         "sent",
         "start",
     )
@@ -80,8 +81,10 @@ class _Request:
         params: Mapping[str, str] | None,
         body: Any,
         pace: Pace | None,
+        retry_statuses: frozenset[int],
     ) -> None:
         self.method = method
+        self.retry_statuses = retry_statuses
         self.path = path
         self.api_key = api_key
         self.start = start
@@ -187,10 +190,14 @@ class Transport:
         params: Mapping[str, str] | None = None,
         body: Any = None,
         pace: Pace | None = None,
+        retry_statuses: frozenset[int] = RETRY_STATUSES,
     ) -> tuple[Answer, int]:
         """One request with its retries: the 200 answer and the attempts it took, or the
-        typed error (which carries the attempts too). ``pace`` spaces every attempt out."""
-        request = _Request(method, "/" + path, api_key, self._clock(), params, body, pace)
+        typed error (which carries the attempts too). ``pace`` spaces every attempt out;
+        ``retry_statuses``: the answers worth another attempt (a change: 429 and 5xx only)."""
+        request = _Request(
+            method, "/" + path, api_key, self._clock(), params, body, pace, retry_statuses
+        )
         try:
             return self._with_retries(request), request.sent
         except OpenRouterError as exc:
@@ -201,7 +208,7 @@ class Transport:
         headers = {"Authorization": f"Bearer {request.api_key}"}
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_transient)
-            | tenacity.retry_if_result(lambda answer: answer.status in RETRY_STATUSES),
+            | tenacity.retry_if_result(lambda answer: answer.status in request.retry_statuses),
             wait=self._wait,
             stop=lambda rs: self._gives_up(rs, request),
             sleep=self._sleep,

@@ -45,6 +45,9 @@ class FakeAccountKey:
     disabled: bool = False
     deleted: bool = False  # no longer listed; its rows still count in the account's
     limit: Decimal | None = None
+    limit_reset: str | None = "monthly"  # shown while there is a limit
+    include_byok_in_limit: bool = False
+    updated_at: str | None = None  # set by a change (PATCH /keys/{hash})
     secret: str | None = None  # the key itself, when a test registers it as ordinary
     spend_today: Decimal = Decimal(0)  # usage_daily: today is never in the 30-day window
     created_at: str = "2025-01-01T00:00:00Z"
@@ -204,15 +207,18 @@ def _analytics_row(day: str, model: str, total: dict[str, Any]) -> dict[str, Any
 def listing(k: FakeAccountKey) -> dict[str, Any]:
     used = sum((_money(r["usage"]) for r in k.rows), Decimal(0)) + k.spend_today
     byok = sum((_money(r["byok_usage_inference"]) for r in k.rows), Decimal(0))
+    # The limit counts the spend of its period (the fake's week is today only, its month all).
+    spent = {"daily": k.spend_today, "weekly": k.spend_today, "monthly": used, None: used}
+    reset = k.limit_reset if k.limit is not None else None
     return {
         "hash": k.hash,
         "name": k.name,
         "label": k.label,
         "disabled": k.disabled,
         "limit": k.limit,
-        "limit_remaining": None if k.limit is None else k.limit - used,
-        "limit_reset": None if k.limit is None else "monthly",
-        "include_byok_in_limit": False,
+        "limit_remaining": None if k.limit is None else k.limit - spent[reset],
+        "limit_reset": reset,
+        "include_byok_in_limit": k.include_byok_in_limit,
         "usage": used,
         "usage_daily": k.spend_today,
         "usage_weekly": k.spend_today,
@@ -222,7 +228,7 @@ def listing(k: FakeAccountKey) -> dict[str, Any]:
         "byok_usage_weekly": Decimal(0),
         "byok_usage_monthly": byok,
         "created_at": k.created_at,
-        "updated_at": None,
+        "updated_at": k.updated_at,
         "expires_at": None,
         "creator_user_id": "user_fake0000000000000000000",
         "workspace_id": k.workspace_id or DEFAULT_WORKSPACE,

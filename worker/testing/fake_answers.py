@@ -155,3 +155,50 @@ def key_info(key: FakeKey, rows: list[dict[str, Any]]) -> dict[str, Any]:
             "note": "This field is deprecated and safe to ignore.",
         },
     }
+
+
+_CHANGES: dict[str, tuple[type | tuple[type, ...], bool]] = {  # field: (types, may be null)
+    "disabled": (bool, False),
+    "limit": ((int, float, Decimal), True),
+    "limit_reset": (str, True),
+    "include_byok_in_limit": (bool, False),
+    "name": (str, False),
+}
+RESETS = ("daily", "weekly", "monthly")
+
+
+def change_key(raw: bytes, path: str, key: FakeKey | None) -> tuple[int, str, dict[str, str]]:
+    """``PATCH /keys/{hash}`` (operation ``updateKeys``): a management key changes one key of
+    its account; the fake keeps what it was sent, so ``/keys`` and ``/key`` show it."""
+    endpoint = path.removeprefix(API_PREFIX)
+    if not endpoint.startswith("/keys/") or endpoint.count("/") != 2:
+        return 404, error_body(404), {}
+    if key is None or not key.management:
+        return 401, error_body(401), {}
+    try:
+        body = json.loads(raw or b"null", parse_float=Decimal)
+    except ValueError:
+        return 400, error_body(400, "Invalid JSON body"), {}
+    if not isinstance(body, dict) or not body:
+        return 400, error_body(400, "Expected an object of fields to change"), {}
+    for name, value in body.items():
+        if name not in _CHANGES:
+            return 400, error_body(400, f"Unknown field {name}"), {}
+        types, nullable = _CHANGES[name]
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) != (types is bool) or not isinstance(value, types):
+            return 400, error_body(400, f"Invalid value for {name}"), {}
+        if name == "limit" and Decimal(str(value)) < 0:
+            return 400, error_body(400, "limit must not be negative"), {}
+        if name == "limit_reset" and value not in RESETS:
+            return 400, error_body(400, "limit_reset must be daily, weekly, monthly or null"), {}
+    found = key.account.key(endpoint.rsplit("/", 1)[1]) if key.account is not None else None
+    if found is None or found.deleted:
+        return 404, error_body(404), {}
+    for name, value in body.items():
+        setattr(
+            found, name, Decimal(str(value)) if name == "limit" and value is not None else value
+        )
+    found.updated_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return 200, dumps({"data": listing(found)}), {}

@@ -99,6 +99,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.server.fake._handle(self)
 
+    def do_PATCH(self) -> None:
+        self.server.fake._handle(self)
+
     def _answer(
         self,
         status: int,

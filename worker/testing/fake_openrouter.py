@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 from worker.core.days import utc_today
 from worker.testing.activity_data import generate_activity
 from worker.testing.fake_account import FakeAccount
-from worker.testing.fake_answers import FakeKey, answer
+from worker.testing.fake_answers import FakeKey, answer, change_key
 from worker.testing.fake_http import (
     API_PREFIX,
     Fault,
@@ -240,7 +240,7 @@ class FakeOpenRouter:
             if fault.location is not None:
                 headers["Location"] = fault.location
         else:
-            status, body, extra = self._route(raw, url.path, query, key)
+            status, body, extra = self._route(raw, handler.command, url.path, query, key)
             headers.update(extra)
         with self._lock:
             self.requests.append(
@@ -256,12 +256,15 @@ class FakeOpenRouter:
             handler._answer(status, body, headers, trickle=trickle, stopping=self._stopping)
 
     def _route(
-        self, raw: bytes, path: str, query: dict[str, str], key: FakeKey | None
+        self, raw: bytes, method: str, path: str, query: dict[str, str], key: FakeKey | None
     ) -> tuple[int, str, dict[str, str]]:
         rows: list[dict[str, Any]] = []
         if key is not None:
             with self._lock:
                 rows = list(key.rows)
+        if method == "PATCH":
+            with self._lock:  # a change is applied whole, never beside a listing
+                return change_key(raw, path, key)
         return answer(raw, path, query, key, self.today, rows)
 
 

@@ -21,3 +21,7 @@ def get(url: str, **options: Any) -> httpx.Response:
 
 def post(url: str, **options: Any) -> httpx.Response:
     return _CLIENT.post(url, **options)
+
+
+def request(method: str, url: str, **options: Any) -> httpx.Response:
+    return _CLIENT.request(method, url, **options)
