@@ -144,6 +144,8 @@ class World:
             OPENROUTER_WATCHER_ENCRYPTION_KEY=master_key,
             OPENROUTER_WATCHER_LOGGING_FORMAT="json",
             OPENROUTER_WATCHER_SYNC_CONCURRENCY="1",
+            # Any free port: the default 8787 may be taken (make dashboard, another daemon).
+            OPENROUTER_WATCHER_HTTP_LISTEN="127.0.0.1:0",
             OPENROUTER_WATCHER_TESTING_CLOCK=NOON,
         )
         self._spawned = 0

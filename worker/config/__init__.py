@@ -1,10 +1,10 @@
 """Configuration: a TOML file and the environment → one frozen, validated :class:`Settings`,
-its ``[[channels]]`` and ``[[alerts]]`` tables included.
+its ``[[channels]]``, ``[[alerts]]`` and ``[[limits]]`` tables included.
 
-``sections`` (every option of ``[database]`` … ``[digest]``, with its default, documentation
+``sections`` (every option of ``[database]`` … ``[guards]``, with its default, documentation
 and check), ``load`` (the file's precedence, the environment overrides, one error naming every
-problem), ``rules`` (the arrays of tables: channels and alert rules). The names below are the
-package's public face: ``from worker.config import Settings``.
+problem), ``rules`` (channels and alert rules), ``limits`` (the declared spend limits). The
+names below are the package's public face: ``from worker.config import Settings``.
 """
 
 from worker.config.load import (
@@ -24,6 +24,7 @@ from worker.config.sections import (
     DatabaseSettings,
     DigestSettings,
     EncryptionSettings,
+    GuardSettings,
     HttpSettings,
     LiveSettings,
     LoggingSettings,
@@ -43,6 +44,7 @@ __all__ = [
     "DatabaseSettings",
     "DigestSettings",
     "EncryptionSettings",
+    "GuardSettings",
     "HttpSettings",
     "LiveSettings",
     "LoggingSettings",

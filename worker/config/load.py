@@ -32,6 +32,7 @@ from worker.config.sections import (
     DatabaseSettings,
     DigestSettings,
     EncryptionSettings,
+    GuardSettings,
     HttpSettings,
     LiveSettings,
     LoggingSettings,
@@ -42,6 +43,7 @@ from worker.config.sections import (
 from worker.core.errors import ConfigError
 
 if TYPE_CHECKING:
+    from worker.config.limits import LimitTable
     from worker.config.rules import AlertRule, Channel
 
 
@@ -58,9 +60,12 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
     digest: DigestSettings = field(default_factory=DigestSettings)
-    # Arrays of tables ([[channels]], [[alerts]]): parsed by worker.config.rules.
+    guards: GuardSettings = field(default_factory=GuardSettings)
+    # Arrays of tables ([[channels]], [[alerts]]: worker.config.rules; [[limits]]:
+    # worker.config.limits).
     channels: tuple[Channel, ...] = ()
     alerts: tuple[AlertRule, ...] = ()
+    limits: tuple[LimitTable, ...] = ()
     source: str = "built-in defaults"
 
     def replace(self, section: str, **changes: Any) -> Settings:
@@ -69,7 +74,7 @@ class Settings:
         return dataclasses.replace(self, **{section: new_section})
 
 
-TABLE_ARRAYS = ("channels", "alerts")
+TABLE_ARRAYS = ("channels", "alerts", "limits")
 SECTIONS: dict[str, type] = {
     f.name: f.default_factory  # type: ignore[misc]
     for f in dataclasses.fields(Settings)
@@ -239,9 +244,12 @@ def load_settings(
         if not problems:
             sections[section_name] = cls(**values)
 
+    from worker.config.limits import parse_limits
     from worker.config.rules import parse_tables
 
     channels, alerts, found = parse_tables(data, file_label, env)
+    problems += found
+    limits, found = parse_limits(data, file_label)
     problems += found
     for item in data.get("channels") or []:
         if isinstance(item, dict) and isinstance(item.get("url_env"), str):
@@ -261,6 +269,7 @@ def load_settings(
         **sections,
         channels=channels,
         alerts=alerts,
+        limits=limits,
         source=str(config_path) if config_path else "built-in defaults",
     )
 

@@ -43,7 +43,22 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
 }
 PER = ("account", "key")
 HYSTERESIS = Decimal("0.05")
-_RULE_KEYS = ("name", "metric", "above", "below", "per", "accounts", "keys", "users", "notify")
+_RULE_KEYS = (
+    "name",
+    "metric",
+    "above",
+    "below",
+    "per",
+    "accounts",
+    "keys",
+    "users",
+    "notify",
+    "act",
+    "restore",
+)
+# What a per-key rule may do to the key besides notifying (worker.guards), and when it undoes it.
+ACTS = ("disable", "cap")
+RESTORES = ("next_period", "manual")
 _CHANNEL_KEYS = ("name", "url", "url_env", "url_file")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 # Query parameters whose values are credentials in some Apprise URLs, and generic webhooks
@@ -79,6 +94,13 @@ class AlertRule:
     accounts: tuple[str, ...] = ()
     keys: tuple[str, ...] = ()
     users: tuple[str, ...] = ()
+    act: str | None = None  # disable | cap: done when the last threshold is reached
+    restore: str = "next_period"  # next_period | manual (guards undo)
+
+    @property
+    def acting_threshold(self) -> Decimal:
+        """The threshold that acts: the highest of ``above``, the lowest of ``below``."""
+        return self.thresholds[-1] if self.direction == "above" else self.thresholds[0]
 
     @property
     def unit(self) -> str:
@@ -235,6 +257,13 @@ def _rule(item: Any, label: str, channels: set[str]) -> tuple[AlertRule | None, 
                 scopes[scope] = names
     if "keys" in scopes and per == "account":
         problems.append(f'{where}: keys = [...] chooses keys: set per = "key"')
+    act, restore = item.get("act"), item.get("restore", "next_period")
+    if act is not None:
+        problems += _act_problems(where, act, str(per), str(metric), scopes)
+    if restore not in RESTORES:
+        problems.append(f'{where}: restore must be "next_period" or "manual", not {restore!r}')
+    elif "restore" in item and act is None:
+        problems.append(f"{where}: restore goes with act (the rule does nothing to undo)")
     notify = _names(item.get("notify"))
     if notify is None:
         problems.append(f'{where}: notify must list channel names (e.g. notify = ["ops"])')
@@ -254,10 +283,34 @@ def _rule(item: Any, label: str, channels: set[str]) -> tuple[AlertRule | None, 
             thresholds=thresholds,
             per=str(per),
             notify=notify,
+            act=act,
+            restore=str(restore),
             **scopes,
         ),
         [],
     )
+
+
+def _act_problems(
+    where: str, act: Any, per: str, metric: str, scopes: Mapping[str, tuple[str, ...]]
+) -> list[str]:
+    """Why ``act`` cannot go on this rule (nothing may act by surprise)."""
+    if act not in ACTS:
+        return [f'{where}: act must be "disable" or "cap", not {act!r}']
+    problems = []
+    if per != "key":
+        problems.append(f'{where}: act works on one key at a time: set per = "key"')
+    elif METRICS[metric][3] not in ("day", "month"):
+        problems.append(
+            f"{where}: act needs a metric counted per day or month (spend_today, spend_month, "
+            f"spike), not {metric}"
+        )
+    if not scopes.get("keys") and not scopes.get("accounts"):
+        problems.append(
+            f"{where}: a rule that acts must name its keys or accounts "
+            '(keys = ["ci-*"] or accounts = ["production"])'
+        )
+    return problems
 
 
 def parse_tables(

@@ -298,3 +298,23 @@ class DigestSettings:
         """``at`` as a time of day (UTC)."""
         hour, minute = (int(part) for part in self.at.split(":"))
         return dt.time(hour, minute)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardSettings:
+    mode: str = _opt(
+        "dry-run",
+        'What a rule\'s act = "disable" | "cap" does: dry-run plans, records and announces '
+        'the action ("would disable …") without sending it; enforce sends it to OpenRouter',
+        choices=("dry-run", "enforce"),
+    )
+    apply_limits: bool = _opt(
+        False,
+        "The daemon makes OpenRouter match the [[limits]] tables by itself after each poll "
+        "(sent in mode = enforce only); otherwise it reports the keys that drifted",
+    )
+
+    @property
+    def enforce(self) -> bool:
+        """Whether guard actions are sent to OpenRouter (else only planned and announced)."""
+        return self.mode == "enforce"
