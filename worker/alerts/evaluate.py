@@ -12,7 +12,7 @@ is stored with one pending notification per channel in the same transaction (the
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -24,6 +24,7 @@ from worker.alerts.messages import Subject, compose, subject_of
 from worker.config import Settings
 from worker.config.rules import HYSTERESIS, AlertRule
 from worker.core.logs import get_logger
+from worker.reports.limits import Drift, drifted
 from worker.reports.live import Figures, figures
 from worker.store import alerts as store
 from worker.store.models import KIND_MANAGEMENT, AlertEvent, AlertState, to_money
@@ -58,7 +59,10 @@ def _in_scope(rule: AlertRule, account: str | None, key: str | None, user: str |
 
 
 def candidates(
-    rule: AlertRule, found: list[Figures], failing: list[store.Failing]
+    rule: AlertRule,
+    found: list[Figures],
+    failing: list[store.Failing],
+    drift: Sequence[Drift] = (),
 ) -> Iterator[Candidate]:
     """The subjects of a rule (its ``per`` and scope) and their values."""
     if rule.metric == "sync_failing":
@@ -74,7 +78,17 @@ def candidates(
         if fig.scope != rule.per:
             continue
         account = fig.name if fig.scope == "account" else fig.account
-        if _in_scope(rule, account, fig.name if fig.scope == "key" else None, fig.user):
+        if not _in_scope(rule, account, fig.name if fig.scope == "key" else None, fig.user):
+            continue
+        if rule.metric == "limits_drift":
+            value = sum(
+                1
+                for d in drift
+                if d.account_id == fig.api_key_id
+                and (fig.scope == "account" or d.key_hash == fig.key_hash)
+            )
+            yield Candidate(subject_of(fig), Decimal(value), fig)
+        else:
             yield Candidate(subject_of(fig), getattr(fig, _VALUE[rule.metric]), fig)
 
 
@@ -106,9 +120,11 @@ def evaluate_all(session: Session, settings: Settings, now: dt.datetime) -> list
         found = figures(session, now=now, burn_rate_hours=settings.live.burn_rate_hours)
         needs_syncs = any(r.metric == "sync_failing" for r in settings.alerts)
         failing = store.sync_failures(session) if needs_syncs else []
+        needs_drift = any(r.metric == "limits_drift" for r in settings.alerts)
+        drift = drifted(session, settings.limits) if needs_drift else []
         known = store.states(session, [r.name for r in settings.alerts])
         for rule in settings.alerts:
-            for candidate in candidates(rule, found, failing):
+            for candidate in candidates(rule, found, failing, drift):
                 if candidate.value is not None:
                     fired += _evaluate(session, rule, candidate, known, now)
     digest = maybe_digest(session, settings, now)

@@ -22,6 +22,7 @@ _WHAT = {
     "runway_days": "has {value} of runway left at its 7-day mean spend",
     "spike": "is spending at {value} of its 7-day mean for this time of day",
     "sync_failing": "has failed {value} in a row",
+    "limits_drift": "has {value} whose settings differ from their [[limits]] table",
 }
 _TODO = {
     "spend_today": "check what the key runs (openrouter-watcher report --by model), and set or "
@@ -37,6 +38,8 @@ _TODO = {
     "before requests start failing",
     "sync_failing": "run `openrouter-watcher status` to see the error, fix it, then "
     "`openrouter-watcher sync`",
+    "limits_drift": "see `openrouter-watcher limits plan`; `limits apply` makes OpenRouter "
+    "match the declared limits again (or change the [[limits]] table if the change was meant)",
 }
 
 
@@ -49,7 +52,8 @@ def show(value: Decimal, unit: str) -> str:
     if unit == "days":
         return f"{value.normalize():f} days"
     count = int(value)
-    return f"{count} sync{'s' if count != 1 else ''}"
+    noun = "key" if unit == "keys" else "sync"
+    return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
 @dataclass(frozen=True)

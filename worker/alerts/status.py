@@ -13,6 +13,7 @@ from worker.alerts.evaluate import candidates, period_of
 from worker.alerts.messages import show
 from worker.config import Settings
 from worker.core.days import utc_now
+from worker.reports.limits import drifted
 from worker.reports.live import figures
 from worker.store import alerts as store
 
@@ -55,11 +56,12 @@ def rule_status(
     now = now or utc_now()
     found = figures(session, now=now, burn_rate_hours=settings.live.burn_rate_hours)
     failing = store.sync_failures(session)
+    drift = drifted(session, settings.limits)
     states = store.states(session, [r.name for r in settings.alerts])
     rows = []
     for rule in settings.alerts:
         current = period_of(rule, now)
-        for candidate in candidates(rule, found, failing):
+        for candidate in candidates(rule, found, failing, drift):
             firing, last = [], None
             for threshold in rule.thresholds:
                 state = states.get((rule.name, candidate.subject.id, f"{threshold:f}"))

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "daemon",
     "live",
     "alerts",
+    "guards",
     "completion",
 )
 

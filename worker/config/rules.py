@@ -40,6 +40,12 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
         "day",
     ),
     "sync_failing": ("consecutive failed syncs", ("key",), "runs", "crossing"),
+    "limits_drift": (
+        "keys whose settings differ from their [[limits]] table",
+        ("account", "key"),
+        "keys",
+        "crossing",
+    ),
 }
 PER = ("account", "key")
 HYSTERESIS = Decimal("0.05")

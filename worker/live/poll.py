@@ -9,17 +9,19 @@ changed, evaluate the alert rules, then deliver what they raised.
 3. One short transaction per registered key: its subjects' snapshots (only what changed) and
    its poll time or error. No transaction is open during a request.
 4. Old snapshots pruned; the rules evaluated and the digest composed, in one transaction that
-   also writes the notifications to send (an outbox), so a restart neither loses nor repeats
-   an alert.
-5. After that commit, the outbox is drained (:func:`worker.alerts.deliver.drain`): delivery is
-   bounded in time, and a failure is recorded and retried at the next poll; it never fails the
-   poll or touches its figures.
+   also writes the notifications to send (an outbox), and the guards' actions the rules and
+   the declared limits call for (:mod:`worker.guards.react`), so a restart neither loses nor
+   repeats an alert or an action.
+5. After that commit, the guards' pending changes are sent and their due restores made
+   (:mod:`worker.guards.send`, enforce mode only), against the keys as this poll listed them;
+   then the notifications' outbox is drained (:func:`worker.alerts.deliver.drain`), so an
+   alert that acted says what was done. Delivery is bounded in time, and a failure is
+   recorded and retried at the next poll; neither ever fails the poll or touches its figures.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -38,7 +40,13 @@ from worker.config import Settings
 from worker.core.days import utc_now
 from worker.core.logs import bound_contextvars, get_logger
 from worker.core.outcomes import describe_failure
+from worker.guards.accounts import Account, management_hashes
+from worker.guards.react import react
+from worker.guards.send import GuardCounts
+from worker.guards.send import drain as send_guards
 from worker.openrouter import CatalogKey, KeyInfo, OpenRouterClient, Spend
+from worker.openrouter.keys import listed_hash
+from worker.store import catalogue as catalogue_store
 from worker.store import snapshots
 from worker.store.db import transaction
 from worker.store.locking import poll_lock
@@ -72,6 +80,8 @@ class PollSummary:
     requests: int = 0
     pruned: int = 0
     fired: list[Fired] = field(default_factory=list)
+    actions_planned: int = 0  # guard actions this poll's rules and drift recorded
+    guards: GuardCounts = field(default_factory=GuardCounts)
     delivery: DeliveryCounts = field(default_factory=DeliveryCounts)
     duration_s: float = 0.0
 
@@ -104,6 +114,7 @@ class PollSummary:
             "requests": self.requests,
             "alerts_fired": [f.as_dict() for f in self.fired],
             "notifications": self.delivery.as_dict(),
+            "guard_actions": {"planned": self.actions_planned, **self.guards.as_dict()},
             "sources": [
                 {
                     "api_key_id": s.api_key_id,
@@ -161,16 +172,14 @@ class _Answer:
     observations: list[Observation] = field(default_factory=list)
     keys: list[CatalogKey] = field(default_factory=list)
     error: BaseException | None = None
+    # An account's management key, decrypted for this poll (the guards send with it).
+    secret: str | None = field(default=None, repr=False)
 
 
 def _account(client: OpenRouterClient, source: Source, secret: str) -> _Answer:
     """``/credits`` and every ``/keys`` page of every workspace: the account and its keys."""
     credits = client.get_credits(secret)
-    keys: list[CatalogKey] = []
-    listed_workspaces = client.list_workspaces(secret)
-    workspaces: list[str | None] = list(listed_workspaces) if listed_workspaces else [None]
-    for workspace in workspaces:
-        keys.extend(client.list_keys(secret, workspace))
+    keys = client.list_account_keys(secret)
     totals = {
         name: sum((v[name] for v in map(_spend_values, (k.spend for k in keys))), Decimal(0))
         for name in (
@@ -186,7 +195,7 @@ def _account(client: OpenRouterClient, source: Source, secret: str) -> _Answer:
     own = {**totals, "usage": credits.total_usage, "balance": credits.balance}
     observations = [Observation(SELF, "account", source.name, own)]
     observations += [Observation(k.hash, "key", k.name, _listed(k)) for k in keys]
-    return _Answer(source, "account", observations, keys)
+    return _Answer(source, "account", observations, keys, secret=secret)
 
 
 def _fetch(
@@ -202,7 +211,7 @@ def _fetch(
         secret = keyring.decrypt(source.key_encrypted, user_id=source.user_id, key_id=source.id)
         if scope == "account":
             return _account(client, source, secret)
-        found = listed(hashlib.sha256(secret.encode()).hexdigest(), None)
+        found = listed(listed_hash(secret), None)
         if found is not None:
             return _Answer(
                 source, "alias", [Observation(SELF, "alias", source.name, _listed(found))]
@@ -242,6 +251,8 @@ def _store(
                 session, source.id, answer.observations, now, complete=answer.scope == "account"
             )
             snapshots.mark_polled(session, source, answer.scope, now)
+            if answer.scope == "account":
+                catalogue_store.record_settings(session, source.id, answer.keys, now)
         outcome.subjects = len(answer.observations)
     return outcome
 
@@ -287,16 +298,30 @@ def run_poll(
                         by_hash.setdefault(key.hash, key)
                         by_label.setdefault(key.label, key)
                 answers += found
+        summary.sources = [_store(session_factory, answer, now) for answer in answers]
+        summary.sources.sort(key=lambda s: s.api_key_id)
+        listed_accounts = {
+            a.source.id: Account(a.source, a.secret, a.keys)
+            for a in answers
+            if a.scope == "account" and a.error is None and a.secret is not None
+        }
+        cutoff = now - dt.timedelta(days=settings.live.retention_days)
+        with transaction(session_factory) as session:
+            summary.pruned = snapshots.prune(session, cutoff)
+            summary.fired = evaluate_all(session, settings, now)
+            if _guarded(settings):
+                # Every registered management key: known as one, or answering as one now.
+                management = management_hashes(keyring, sources) | {
+                    listed_hash(a.secret) for a in listed_accounts.values()
+                }
+                summary.actions_planned = len(
+                    react(session, settings, summary.fired, listed_accounts, management, now)
+                )
+        summary.guards = _guard(session_factory, client, settings, listed_accounts, now)
     finally:
         summary.requests = client.requests_made - before
         if own_client:
             client.close()
-    summary.sources = [_store(session_factory, answer, now) for answer in answers]
-    summary.sources.sort(key=lambda s: s.api_key_id)
-    cutoff = now - dt.timedelta(days=settings.live.retention_days)
-    with transaction(session_factory) as session:
-        summary.pruned = snapshots.prune(session, cutoff)
-        summary.fired = evaluate_all(session, settings, now)
     summary.delivery = _deliver(session_factory, settings, notifier)
     summary.duration_s = time.monotonic() - started
     log.info(
@@ -308,11 +333,35 @@ def run_poll(
         snapshots_written=summary.snapshots,
         snapshots_pruned=summary.pruned,
         alerts_fired=len(summary.fired),
+        guard_actions_planned=summary.actions_planned,
+        **{f"guard_actions_{k}": v for k, v in summary.guards.as_dict().items() if v},
         **{f"notifications_{k}": v for k, v in summary.delivery.as_dict().items()},
         requests=summary.requests,
         duration_s=round(summary.duration_s, 3),
     )
     return summary
+
+
+def _guarded(settings: Settings) -> bool:
+    """Whether a rule acts or the daemon applies the declared limits."""
+    return any(rule.act for rule in settings.alerts) or bool(
+        settings.guards.apply_limits and settings.limits
+    )
+
+
+def _guard(
+    session_factory: sessionmaker[Session],
+    client: OpenRouterClient,
+    settings: Settings,
+    accounts: dict[int, Account],
+    now: dt.datetime,
+) -> GuardCounts:
+    """Send the guards' pending changes and due restores; the poll's figures stand whatever."""
+    try:
+        return send_guards(session_factory, client, settings, accounts, now)
+    except Exception:
+        log.exception("guard_actions_failed")
+        return GuardCounts()
 
 
 def _deliver(

@@ -10,7 +10,7 @@ validator, daily totals), ``analytics`` (a year of history), ``keys`` (``/key``,
 from worker.openrouter.activity import MAX_MODEL_LENGTH, ActivityRow, daily_totals, parse_activity
 from worker.openrouter.analytics import AnalyticsAnswer
 from worker.openrouter.client import USER_AGENT, Activity, OpenRouterClient
-from worker.openrouter.keys import CatalogKey, Credits, KeyInfo, KeySettings, Spend, parse_key
+from worker.openrouter.keys import CatalogKey, Credits, KeyInfo, Spend, parse_key
 from worker.openrouter.retry import RetryPolicy, parse_retry_after
 from worker.openrouter.transport import MANAGEMENT_KEY_HELP
 
@@ -24,7 +24,6 @@ __all__ = [
     "CatalogKey",
     "Credits",
     "KeyInfo",
-    "KeySettings",
     "OpenRouterClient",
     "RetryPolicy",
     "Spend",

@@ -226,6 +226,13 @@ class OpenRouterClient:
         with counting(sent):
             return parse_updated_key(answer.text)
 
+    def list_account_keys(self, api_key: str) -> list[CatalogKey]:
+        """Every key of the account, across its workspaces (the default one when the account
+        has none to list): ``/workspaces`` and every ``/keys`` page of each."""
+        known = self.list_workspaces(api_key)
+        workspaces: list[str | None] = list(known) if known else [None]
+        return [key for workspace in workspaces for key in self.list_keys(api_key, workspace)]
+
     def get_credits(self, api_key: str) -> Credits:
         """``GET /credits``: what the account bought and used (answers may be a minute old)."""
         answer, sent = self.http.request("GET", "credits", api_key)

@@ -9,12 +9,14 @@ than refused for a twelfth decimal, unlike the stored history of ``/activity``.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from worker.core.errors import InvalidResponseError
+from worker.core.key_settings import KeySettings
 from worker.core.logs import mask_text
 from worker.openrouter.fields import (
     Invalid,
@@ -106,40 +108,6 @@ class CatalogKey:
 
 
 @dataclass(frozen=True)
-class KeySettings:
-    """A key's settings that ``PATCH /keys/{hash}`` changes: whether it is disabled, its limit
-    (USD; None: no limit), when the limit resets (``daily``, ``weekly``, ``monthly``; None:
-    never) and whether BYOK spend counts against it."""
-
-    disabled: bool
-    limit: Decimal | None
-    limit_reset: str | None
-    include_byok_in_limit: bool
-
-    def changes_to(self, wanted: Mapping[str, Any]) -> dict[str, Any]:
-        """The fields of ``wanted`` whose value differs from these settings (money compared
-        to the 9 decimals OpenRouter's figures are read with)."""
-        changed = {}
-        for name, value in wanted.items():
-            current = getattr(self, name)
-            if name == "limit" and value is not None and current is not None:
-                if round(Decimal(value), 9) == round(current, 9):
-                    continue
-            elif current == value:
-                continue
-            changed[name] = value
-        return changed
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "disabled": self.disabled,
-            "limit": self.limit,
-            "limit_reset": self.limit_reset,
-            "include_byok_in_limit": self.include_byok_in_limit,
-        }
-
-
-@dataclass(frozen=True)
 class Credits:
     """``GET /credits``: what the account bought and used; the balance is the difference."""
 
@@ -149,6 +117,12 @@ class Credits:
     @property
     def balance(self) -> Decimal:
         return self.total_credits - self.total_usage
+
+
+def listed_hash(secret: str) -> str:
+    """The hash ``/keys`` would list for this key, if it is the SHA-256 of the key (no
+    published source confirms it: callers try it first and fall back on the label)."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
 def _spend(data: Mapping[str, Any]) -> Spend:

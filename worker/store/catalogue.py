@@ -92,6 +92,8 @@ def record_listing(
         row.disabled = key.disabled
         row.limit = key.spend.limit
         row.limit_reset = key.spend.limit_reset
+        row.include_byok_in_limit = key.include_byok_in_limit
+        row.settings_seen_at = now
         row.expires_at = key.expires_at
         row.created_upstream_at = key.created_at
         row.updated_upstream_at = key.updated_at
@@ -103,6 +105,34 @@ def record_listing(
             gone += 1
     session.flush()
     return ListingChanges(new=new, gone=gone, back=back)
+
+
+def record_settings(
+    session: Session, account_id: int, listed: Sequence[CatalogKey], now: dt.datetime
+) -> int:
+    """What a live poll's ``/keys`` said of the keys already catalogued: their settings
+    (disabled, limit, limit_reset, include_byok_in_limit), as of ``now``. New and gone keys are
+    the sync's to record; returns the keys updated."""
+    known = dict(
+        session.execute(
+            select(AccountKey.hash, AccountKey.id).where(AccountKey.account_id == account_id)
+        ).all()
+    )
+    changes = [
+        {
+            "id": known[key.hash],
+            "disabled": key.disabled,
+            "limit": key.spend.limit,
+            "limit_reset": key.spend.limit_reset,
+            "include_byok_in_limit": key.include_byok_in_limit,
+            "settings_seen_at": now,
+        }
+        for key in listed
+        if key.hash in known
+    ]
+    if changes:
+        session.execute(update(AccountKey), changes)
+    return len(changes)
 
 
 def entries(session: Session, account_ids: Iterable[int] | None = None) -> list[Entry]:

@@ -17,7 +17,6 @@ label is unique; no published source confirms how the hash is derived, so both a
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from worker.core.errors import OpenRouterError
 from worker.core.logs import bound_contextvars, get_logger
 from worker.core.outcomes import KeyOutcome, describe_failure
 from worker.openrouter import CatalogKey, OpenRouterClient
+from worker.openrouter.keys import listed_hash
 from worker.store import catalogue as catalogue_store
 from worker.store import keys as key_store
 from worker.store import ledger
@@ -64,13 +64,9 @@ def needs_fetch(entry: Entry, listed: CatalogKey | None, today: dt.date, refresh
     return (today - fetched_on).days >= refresh_days
 
 
-def sha256_hex(secret: str) -> str:
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
-
-
 def match_by_hash(entries: Iterable[Entry], secret: str) -> Entry | None:
     """The catalogued key whose hash is the SHA-256 of ``secret``."""
-    wanted = sha256_hex(secret)
+    wanted = listed_hash(secret)
     return next((entry for entry in entries if entry.hash == wanted), None)
 
 

@@ -149,9 +149,7 @@ def _listing(client: OpenRouterClient, secret: str) -> tuple[list[CatalogKey] | 
     none to list), and the requests that cost; None when ``/workspaces`` or ``/keys`` failed."""
     before = client.http.thread_requests
     try:
-        known = client.list_workspaces(secret)
-        workspaces: list[str | None] = list(known) if known else [None]
-        keys = [key for workspace in workspaces for key in client.list_keys(secret, workspace)]
+        keys = client.list_account_keys(secret)
     except OpenRouterError as exc:
         # An account's sync must not fail for want of its key list: a /workspaces or /keys
         # outage (5xx, 429 after the retries) would otherwise discard the window just

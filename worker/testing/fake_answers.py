@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from worker.core.days import completed_window
+from worker.core.days import completed_window, utc_now
 from worker.testing.activity_data import dumps
 from worker.testing.fake_account import FakeAccount, FakeAccountKey, listing
 from worker.testing.fake_http import API_PREFIX, Fault, error_body, row_day
@@ -200,5 +200,5 @@ def change_key(raw: bytes, path: str, key: FakeKey | None) -> tuple[int, str, di
         setattr(
             found, name, Decimal(str(value)) if name == "limit" and value is not None else value
         )
-    found.updated_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    found.updated_at = utc_now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # the testing clock too
     return 200, dumps({"data": listing(found)}), {}

@@ -76,6 +76,7 @@ class FakeOpenRouter:
         self.in_flight = 0
         self.max_in_flight = 0
         self._keys: dict[str, FakeKey] = {}
+        self._change_fault: Fault | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: Server | None = None
@@ -186,6 +187,11 @@ class FakeOpenRouter:
         with self._lock:
             self._keys[api_key].forever = fault
 
+    def fail_changes(self, fault: Fault | None) -> None:
+        """Answer every ``PATCH /keys/{hash}`` with ``fault`` (None: change keys again)."""
+        with self._lock:
+            self._change_fault = fault
+
     def clear_faults(self, api_key: str) -> None:
         """Forget the key's scripted faults (queued and forever): it answers normally again."""
         with self._lock:
@@ -264,6 +270,10 @@ class FakeOpenRouter:
                 rows = list(key.rows)
         if method == "PATCH":
             with self._lock:  # a change is applied whole, never beside a listing
+                fault = self._change_fault
+                if fault is not None:
+                    headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                    return fault.status, fault.body or error_body(fault.status), headers
                 return change_key(raw, path, key)
         return answer(raw, path, query, key, self.today, rows)
 

@@ -47,6 +47,10 @@ class AccountKey(Base):
     disabled: Mapped[bool] = mapped_column(Boolean(), nullable=False, default=False)
     limit: Mapped[Decimal | None] = mapped_column(MONEY, nullable=True)
     limit_reset: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    # Added by 0010: whether BYOK spend counts against the limit, and when disabled, limit,
+    # limit_reset and this were last read (by a sync's or a poll's /keys).
+    include_byok_in_limit: Mapped[bool | None] = mapped_column(Boolean(), nullable=True)
+    settings_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_upstream_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     updated_upstream_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
