@@ -69,7 +69,7 @@ def _listed(ctx: Context) -> Iterator[_Listed]:
     with OpenRouterClient(ctx.settings.openrouter) as client:
         accounts, failed = list_accounts(client, keyring, sources)
         problems = [f"account {s.id} ({s.name}) could not be listed: {why}" for s, why in failed]
-        yield _Listed(client, accounts, management_hashes(keyring, sources), problems)
+        yield _Listed(client, accounts, management_hashes(keyring, sources, accounts), problems)
 
 
 def _plan(ctx: Context, listed: _Listed) -> list[KeyPlan]:

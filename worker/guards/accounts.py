@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.core.errors import NotFoundError, OpenRouterError
+from worker.core.errors import (
+    NotFoundError,
+    NotManagementKeyError,
+    OpenRouterError,
+    UnauthorizedError,
+)
 from worker.core.logs import get_logger
 from worker.core.outcomes import describe_failure
 from worker.openrouter import CatalogKey, OpenRouterClient
@@ -49,14 +54,18 @@ class Account:
 
 
 def management_sources(factory: sessionmaker[Session]) -> list[Source]:
-    """The active registered management keys of active users (the accounts)."""
+    """The active registered keys of active users that are (or may be: not known yet)
+    management keys, the accounts."""
     with transaction(factory) as session:
-        return [s for s in snapshots.poll_sources(session) if s.kind == KIND_MANAGEMENT]
+        return [s for s in snapshots.poll_sources(session) if s.kind in (KIND_MANAGEMENT, None)]
 
 
-def management_hashes(keyring: Keyring, sources: Iterable[Source]) -> set[str]:
-    """The ``/keys`` hashes the registered management keys would have: never to be changed."""
-    found = set()
+def management_hashes(
+    keyring: Keyring, sources: Iterable[Source], accounts: Iterable[Account] = ()
+) -> set[str]:
+    """The ``/keys`` hashes the registered management keys would have, never to be changed:
+    those known to be management keys, and those that just listed their account's keys."""
+    found = {listed_hash(account.secret) for account in accounts}
     for source in sources:
         if source.kind == KIND_MANAGEMENT:
             secret = keyring.decrypt(source.key_encrypted, user_id=source.user_id, key_id=source.id)
@@ -82,6 +91,11 @@ def list_accounts(
         secret = keyring.decrypt(source.key_encrypted, user_id=source.user_id, key_id=source.id)
         try:
             listed.append(Account(source, secret, client.list_account_keys(secret)))
+        except (NotManagementKeyError, UnauthorizedError) as exc:
+            if source.kind is None:
+                continue  # a key not known to be a management key, and it is not one
+            reason, message = describe_failure(exc)
+            failed.append((source, message))
         except OpenRouterError as exc:
             reason, message = describe_failure(exc)
             log.warning("guard_account_not_listed", api_key_id=source.id, reason=reason)

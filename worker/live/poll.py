@@ -311,9 +311,7 @@ def run_poll(
             summary.fired = evaluate_all(session, settings, now)
             if _guarded(settings):
                 # Every registered management key: known as one, or answering as one now.
-                management = management_hashes(keyring, sources) | {
-                    listed_hash(a.secret) for a in listed_accounts.values()
-                }
+                management = management_hashes(keyring, sources, listed_accounts.values())
                 summary.actions_planned = len(
                     react(session, settings, summary.fired, listed_accounts, management, now)
                 )
