@@ -101,7 +101,14 @@ def test_account_keys_lists_the_catalogue_newest_first(
     assert set(listed[0]) == {
         "account_id", "account_name", "name", "hash", "disabled", "limit", "gone",
         "registered_key_id", "created_at", "last_seen_at", "fetch_error",
+        # the live poll's figures and the last guard action (none before a poll)
+        "today", "month", "limit_remaining", "limit_reset", "as_of", "last_guard_action",
     }  # fmt: skip
+    assert (listed[0]["today"], listed[0]["as_of"], listed[0]["last_guard_action"]) == (
+        None,
+        None,
+        None,
+    )
     assert (listed[0]["account_id"], listed[0]["account_name"], listed[0]["gone"]) == (
         management,
         "acme",

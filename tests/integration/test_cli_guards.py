@@ -227,3 +227,33 @@ def test_history_and_list_show_the_actions(cli: Cli, tmp_path: Path, account: Fa
     assert out.splitlines()[0] == "mode: dry-run; apply_limits: False"
     assert "in force: 2 action(s) sent and not undone" in out
     assert MANAGEMENT not in out
+
+
+def test_account_keys_shows_today_the_limit_left_and_the_last_guard_action(
+    cli: Cli, tmp_path: Path, account: FakeAccount
+) -> None:
+    account.keys[0].spend_today = Decimal("3.5")
+    write_config(tmp_path)
+    assert cli("sync")[0] == 0 and cli("poll")[0] == 0
+    cli("limits", "apply", "--yes")
+    assert cli("poll")[0] == 0
+    code, out, _ = cli("account-keys", "--json")
+    assert code == 0
+    by_name = {k["name"]: k for k in json.loads(out)}
+    ci = by_name["ci-main"]
+    assert (ci["today"], ci["limit"], ci["limit_reset"], ci["limit_remaining"]) == (
+        "3.500000000",
+        "25.000000000",
+        "daily",
+        "21.500000000",
+    )
+    assert ci["as_of"] is not None
+    assert {k: ci["last_guard_action"][k] for k in ("id", "action", "status")} == {
+        "id": 1,
+        "action": "limit",
+        "status": "sent",
+    }
+    assert by_name["other"]["last_guard_action"] is None
+    code, out, _ = cli("account-keys")
+    row = next(line for line in out.splitlines() if "ci-main" in line)
+    assert "$25.00 daily" in row and "#1 limit sent" in row and "$3.50" in row

@@ -4,6 +4,7 @@ OpenRouter's analytics agree with the stored ``/activity`` rows."""
 from __future__ import annotations
 
 import argparse
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from worker.commands.args import example, key_id, positive_int
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def cmd_account_keys(ctx: Context, args: argparse.Namespace) -> int:
-    from worker.store.catalogue import listing
+    from worker.reports.account_keys import account_keys
     from worker.store.models import ApiKey
 
     with ctx.sessions()() as session:
@@ -25,7 +26,7 @@ def cmd_account_keys(ctx: Context, args: argparse.Namespace) -> int:
             raise NotFoundError(
                 f"no API key with id {args.account}: see `openrouter-watcher keys list`"
             )
-        keys = listing(session, args.account)
+        keys = account_keys(session, args.account)
     if args.json:
         ctx.print_json(keys)
         return 0
@@ -36,22 +37,41 @@ def cmd_account_keys(ctx: Context, args: argparse.Namespace) -> int:
         )
         return 0
     ctx.print_table(
-        ["ACCOUNT", "NAME", "HASH", "DISABLED", "LIMIT", "GONE", "REGISTERED AS", "CREATED"],
+        [
+            "ACCOUNT", "NAME", "HASH", "DISABLED", "LIMIT", "GONE", "REGISTERED AS", "CREATED",
+            "TODAY", "MONTH", "LIMIT LEFT", "LAST GUARD", "AS OF (UTC)",
+        ],
         [
             [
                 f"{k.account_id} {k.account_name}",
                 k.name,
                 k.hash[:HASH_SHOWN] + "…",
                 "yes" if k.disabled else "",
-                render.dollars(k.limit) if k.limit is not None else "",
+                _limit(k.limit, k.limit_reset),
                 "gone" if k.gone else "",
                 k.registered_key_id or "",
                 k.created_at,
+                k.today,
+                k.month,
+                k.limit_remaining,
+                _guard(k.last_guard_action),
+                k.as_of,
             ]
             for k in keys
         ],
-    )
+    )  # fmt: skip
     return 0
+
+
+def _limit(limit: Decimal | None, reset: str | None) -> str:
+    if limit is None:
+        return ""
+    return render.dollars(limit) + (f" {reset}" if reset else "")
+
+
+def _guard(action: dict[str, Any] | None) -> str:
+    """``#3 cap sent``: the key's last guard action (guards history has the rest)."""
+    return f"#{action['id']} {action['action']} {action['status']}" if action else ""
 
 
 def cmd_reconcile(ctx: Context, args: argparse.Namespace) -> int:

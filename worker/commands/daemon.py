@@ -180,7 +180,10 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     factory = ctx.sessions()
     with factory() as session:
         status = collect_status(
-            session, ctx.settings.schedule, sync_running=lock_is_held(ctx.engine)
+            session,
+            ctx.settings.schedule,
+            sync_running=lock_is_held(ctx.engine),
+            limits=ctx.settings.limits,
         )
     if args.json:
         ctx.print_json(status.to_json())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -15,8 +16,12 @@ from sqlalchemy import Date, func, select
 from sqlalchemy.orm import Session
 
 from worker.config import ScheduleSettings
+from worker.config.limits import LimitTable
+from worker.reports.limits import Drift, describe, drifted
 from worker.reports.live import Figures, registered
+from worker.store import guards
 from worker.store.catalogue import SharedAccount, shared_accounts
+from worker.store.guards import Action
 from worker.store.models import (
     ApiKey,
     SyncKeyResult,
@@ -26,6 +31,9 @@ from worker.store.models import (
     UTCDateTime,
     utcnow,
 )
+from worker.store.models.guards import ABANDONED, FAILED
+
+GUARD_FAILURES_SHOWN = 50  # the newest actions looked at for failures
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,10 @@ class Status:
     cut_short: RunStatus | None = None
     # Active management keys of one OpenRouter account (see store.catalogue).
     shared: tuple[SharedAccount, ...] = ()
+    # Keys whose settings differ from their [[limits]] table, and guard actions that could
+    # not be done in the last week (see docs/guards.md).
+    drift: tuple[Drift, ...] = ()
+    guard_failures: tuple[Action, ...] = ()
 
     @property
     def healthy(self) -> bool:
@@ -131,14 +143,22 @@ class Status:
             if k.active and k.last_status == "warning"
         ]
         names = {k.api_key_id: k.name for k in self.keys}
-        return found + [
-            f"keys {pair.first_key_id} ({names[pair.first_key_id]}) and {pair.second_key_id} "
-            f"({names[pair.second_key_id]}) are management keys of the same OpenRouter account "
-            f"(their key lists share {pair.shared_keys} keys): both store its activity, so "
-            "totals over both count it twice; keep one (`openrouter-watcher keys disable ID` "
-            "stops the doubling from the next sync)"
-            for pair in self.shared
-        ]
+        return (
+            found
+            + [
+                f"keys {pair.first_key_id} ({names[pair.first_key_id]}) and {pair.second_key_id} "
+                f"({names[pair.second_key_id]}) are management keys of the same OpenRouter account "
+                f"(their key lists share {pair.shared_keys} keys): both store its activity, so "
+                "totals over both count it twice; keep one (`openrouter-watcher keys disable ID` "
+                "stops the doubling from the next sync)"
+                for pair in self.shared
+            ]
+            + [describe(drift) for drift in self.drift]
+            + [
+                f"guard action {a.id} ({a.rule}, key {a.key_name!r}) {a.status}: {a.error}"
+                for a in self.guard_failures
+            ]
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The ``status --json`` document (rendered by :func:`worker.core.render.to_json`)."""
@@ -258,6 +278,7 @@ def collect_status(
     sync_running: bool = False,
     user_id: int | None = None,
     live: bool = True,
+    limits: Sequence[LimitTable] = (),
 ) -> Status:
     """Gather the status of every key (:func:`key_states`) and the last run, in a handful of
     GROUP BY queries.
@@ -266,9 +287,11 @@ def collect_status(
     marked running was cut short. ``user_id``: only that user's keys, and the last run as that
     user saw it (its keys' ok and failed counts, ``failed`` only if one of them failed): what
     an API token of a user who is not an admin may see. ``live=False``: without the live
-    figures (a caller that reads them for every key itself).
+    figures (a caller that reads them for every key itself). ``limits``: the declared
+    ``[[limits]]``, whose drift is reported among the warnings.
     """
     keys = key_states(session, now, user_id=user_id, live=live)
+    seen = {k.api_key_id for k in keys}
     run = session.scalars(select(SyncRun).order_by(SyncRun.id.desc()).limit(1)).first()
     running = session.scalars(
         select(SyncRun).where(SyncRun.status == "running").order_by(SyncRun.id.desc()).limit(1)
@@ -282,6 +305,13 @@ def collect_status(
         next_run_at=next_run_time(schedule, now),
         cut_short=None if sync_running else _run_status(running),
         shared=tuple(shared_accounts(session, among={k.api_key_id for k in keys if k.active})),
+        drift=tuple(d for d in drifted(session, limits) if d.account_id in seen),
+        guard_failures=tuple(
+            a
+            for a in guards.history(session, user_id=user_id, last=GUARD_FAILURES_SHOWN)
+            if a.status in (FAILED, ABANDONED)
+            and (now or utcnow()) - a.created_at < dt.timedelta(days=7)
+        ),
     )
 
 

@@ -6,7 +6,7 @@
 - ``GET /api/v1/status``: the document of ``status --json``
   (:func:`worker.reports.status.collect_status`);
 - ``GET /api/v1/account-keys``: the document of ``account-keys --json``
-  (:func:`worker.store.catalogue.listing`), ``account`` for one account;
+  (:func:`worker.reports.account_keys.account_keys`), ``account`` for one account;
 - ``GET /api/v1/alerts``: the document of ``alerts history --json``
   (:func:`worker.store.alerts.history`), ``since`` a UTC day.
 
@@ -35,10 +35,10 @@ from worker.core.errors import NotFoundError, UsageError
 from worker.daemon.http.auth import authenticate
 from worker.daemon.http.context import HttpContext
 from worker.daemon.http.responses import ApiError, json_response
+from worker.reports import account_keys as catalogue
 from worker.reports.report import DIMENSIONS, Filters, build_report, report_dict
 from worker.reports.status import collect_status
 from worker.store.alerts import history
-from worker.store.catalogue import listing
 
 USAGE_PARAMETERS = ("since", "until", "last", "by", "user", "key", "model")
 _OPTION_RE = re.compile(r"--([a-z]+)")
@@ -133,6 +133,7 @@ def status(ctx: HttpContext) -> Callable[[Request], Response]:
                 ctx.clock(),
                 sync_running=ctx.sync_running(),
                 user_id=scope.only_user_id,
+                limits=ctx.settings.limits,
             )
         return json_response(result.to_json())
 
@@ -149,7 +150,9 @@ def account_keys(ctx: HttpContext) -> Callable[[Request], Response]:
         with ctx.session_factory() as session:
             if account_id is not None:
                 scope.visible_key(session, account_id, "account")
-            keys = listing(session, account_id, user_id=scope.only_user_id)
+            keys = catalogue.account_keys(
+                session, account_id, user_id=scope.only_user_id, now=ctx.clock()
+            )
         return json_response(keys)
 
     return endpoint
