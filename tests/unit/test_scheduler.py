@@ -71,7 +71,7 @@ def _run_one_job(level: str, fmt: str) -> str:
     finally:
         scheduler.shutdown(wait=True)
     logging.getLogger("apscheduler.scheduler").warning("an APScheduler warning")
-    get_logger("worker.daemon.service").info("sync_heartbeat")
+    get_logger("worker.scheduler").info("sync_heartbeat")
     return stream.getvalue()
 
 

@@ -56,7 +56,7 @@ from worker.store.db import check_schema
 from worker.store.models import ApiKey, User
 from worker.vault.crypto import Keyring
 
-log = get_logger("worker.daemon.service")
+log = get_logger("worker.scheduler")  # the name its lines have always had
 
 NO_KEYS_HINT = (
     "no OpenRouter keys registered: add one with  "

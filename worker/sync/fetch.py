@@ -29,7 +29,7 @@ from worker.store.usage_write import KEY_USAGE_STATS, USAGE_STATS, KeyRows, Usag
 from worker.sync.catalogue import KeyJob
 from worker.vault.crypto import Keyring
 
-log = get_logger(__name__)
+log = get_logger("worker.fetch")  # the name its lines have always had
 
 
 @dataclass(slots=True)

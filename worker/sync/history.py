@@ -51,7 +51,7 @@ from worker.store.usage_write import (
 )
 from worker.sync.summary import HistoryTally, RunSummary
 
-log = get_logger("worker.sync.history")
+log = get_logger("worker.history")
 
 # (subjects finished, rows written) so far: see the module docstring.
 OnProgress = Callable[[int, WriteCounts], None]

@@ -59,7 +59,7 @@ from worker.sync.summary import ProgressCallback, ProgressTracker, RunSummary
 from worker.sync.writes import store
 from worker.vault.crypto import Keyring
 
-log = get_logger(__name__)
+log = get_logger("worker.sync")  # the name its lines have always had
 
 T = TypeVar("T")
 

@@ -35,7 +35,7 @@ from worker.sync.catalogue import KeyJob
 from worker.sync.fetch import Fetched
 from worker.sync.summary import RunSummary
 
-log = get_logger("worker.sync.run")
+log = get_logger("worker.sync")
 
 # A group commit holds at most this many rows: it keeps one write transaction (which blocks
 # other SQLite writers) to a fraction of a second.

@@ -8,13 +8,16 @@
 - ``GET /api/v1/account-keys``: the document of ``account-keys --json``
   (:func:`worker.reports.account_keys.account_keys`), ``account`` for one account;
 - ``GET /api/v1/alerts``: the document of ``alerts history --json``
-  (:func:`worker.store.alerts.history`), ``since`` a UTC day.
+  (:func:`worker.store.alerts.history`), ``since`` a UTC day;
+- ``GET /api/v1/guards``: the document of ``guards history --json``
+  (:func:`worker.store.guards.history`), ``last`` the newest N.
 
 A token of a user who is not an admin sees that user's keys and accounts only (an account is
 its management key, so it is its owner's, and so are all its keys): without ``user`` its usage
 is that user's, and naming another user, another user's key or account is a 404, exactly as
 if it did not exist. Its alerts are those about its registered keys, its accounts and their
-keys; the daily digest, which sums every account, is an admin's only. An unknown or repeated
+keys; the daily digest, which sums every account, is an admin's only. Its guard actions are
+those on its accounts' keys. An unknown or repeated
 parameter, or a malformed value, is a 400 naming it.
 """
 
@@ -38,6 +41,7 @@ from worker.daemon.http.responses import ApiError, json_response
 from worker.reports import account_keys as catalogue
 from worker.reports.report import DIMENSIONS, Filters, build_report, report_dict
 from worker.reports.status import collect_status
+from worker.store import guards
 from worker.store.alerts import history
 
 USAGE_PARAMETERS = ("since", "until", "last", "by", "user", "key", "model")
@@ -173,6 +177,20 @@ def alerts(ctx: HttpContext) -> Callable[[Request], Response]:
     return endpoint
 
 
+def guard_actions(ctx: HttpContext) -> Callable[[Request], Response]:
+    """``GET /api/v1/guards``."""
+
+    def endpoint(request: Request) -> Response:
+        scope = authenticate(request, ctx)
+        params = query(request, ("last",))
+        last = _positive("last", params["last"]) if "last" in params else None
+        with ctx.session_factory() as session:
+            actions = guards.history(session, user_id=scope.only_user_id, last=last)
+        return json_response(actions)
+
+    return endpoint
+
+
 def routes(ctx: HttpContext) -> list[Route]:
     """The ``/api/v1`` routes (plain functions: Starlette runs them in its thread pool)."""
     return [
@@ -180,4 +198,5 @@ def routes(ctx: HttpContext) -> list[Route]:
         Route("/api/v1/status", status(ctx), methods=["GET"]),
         Route("/api/v1/account-keys", account_keys(ctx), methods=["GET"]),
         Route("/api/v1/alerts", alerts(ctx), methods=["GET"]),
+        Route("/api/v1/guards", guard_actions(ctx), methods=["GET"]),
     ]

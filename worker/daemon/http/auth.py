@@ -29,7 +29,7 @@ from worker.vault import tokens
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-log = get_logger("worker.daemon.http")
+log = get_logger("worker.http")
 
 MAX_ID = 2**31 - 1  # api_keys.id is a 32-bit INTEGER
 REALM = 'Bearer realm="openrouter-watcher"'

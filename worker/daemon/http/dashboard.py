@@ -64,7 +64,8 @@ PAGE = """<!doctype html>
 </form>
 <main id="panels" aria-live="polite"></main>
 <noscript><p>The dashboard needs JavaScript to send your token; the data is also at
-/api/v1/usage, /api/v1/status, /api/v1/account-keys and /api/v1/alerts.</p></noscript>
+/api/v1/usage, /api/v1/status, /api/v1/account-keys, /api/v1/alerts and
+/api/v1/guards.</p></noscript>
 </body>
 </html>
 """
@@ -341,6 +342,28 @@ def _alerts(d: figures.Dashboard) -> str:
     return f'<section class="panel"><h2>Last alerts</h2>{body}</section>'
 
 
+def _guards(d: figures.Dashboard) -> str:
+    """The last guard actions: what the watcher did (or would do, in dry-run) to which key."""
+    rows = [
+        [
+            esc(render.cell(a.sent_at or a.created_at)),
+            esc(a.rule),
+            esc(f"{a.key_name} ({a.account_name})"),
+            esc(a.action),
+            f'<span class="failed" title="{esc(a.error or "")}">{esc(a.status)}</span>'
+            if a.status in ("failed", "abandoned")
+            else esc(a.status),
+        ]
+        for a in d.guards
+    ]
+    body = (
+        _table(["at (UTC)", "rule", "key", "action", "status"], rows, "guards")
+        if rows
+        else '<p class="sub" id="no-guards">No guard action yet (docs/guards.md).</p>'
+    )
+    return f'<section class="panel"><h2>Guards</h2>{body}</section>'
+
+
 def render_panels(d: figures.Dashboard) -> str:
     """The panels' HTML for one token's figures."""
     who = esc(d.scope.email) + (" (admin: every user's keys)" if d.scope.admin else "")
@@ -354,7 +377,7 @@ def render_panels(d: figures.Dashboard) -> str:
         )
     else:
         parts += [_daily(d), _month(d), _tops(d)]
-    parts += [_alerts(d), _syncs(d)]
+    parts += [_alerts(d), _guards(d), _syncs(d)]
     return "".join(parts)
 
 

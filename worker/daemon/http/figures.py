@@ -13,11 +13,12 @@ charts:
 - now, from the live poll (:func:`worker.reports.live.figures`): each account's spend today
   and this month, balance and runway (and each ordinary key registered on its own: its limit
   left), and the keys that spent most today;
-- the last alerts about the scope's keys and accounts (:func:`worker.store.alerts.history`).
+- the last alerts about the scope's keys and accounts (:func:`worker.store.alerts.history`),
+  and the last guard actions on them (:func:`worker.store.guards.history`).
 
 Queries: one grouped (date, model) query over the 30 days (the chart, the top models, the
 totals), one per-day query over the previous month and this one, one report per account and
-one per key, the status, the live figures, the last ten alerts.
+one per key, the status, the live figures, the last ten alerts and guard actions.
 
 A registered ordinary key that a registered account lists is not an account here: its spend is
 that account's, so today's total counts it once.
@@ -37,13 +38,16 @@ from worker.daemon.http.auth import Scope
 from worker.reports.live import Figures, figures
 from worker.reports.report import ZERO, Filters, Row, Totals, build_report, by_day_and_model
 from worker.reports.status import Status, collect_status
+from worker.store import guards
 from worker.store.alerts import HistoryItem, history
+from worker.store.guards import Action
 from worker.store.snapshots import SELF
 
 TOP_MODELS = 8
 TOP_KEYS = 8
 TOP_ACCOUNTS = 8
 LAST_ALERTS = 10
+LAST_GUARDS = 10
 ALERT_DAYS = 30  # the alerts panel looks this far back
 OTHER = "other"
 
@@ -92,6 +96,7 @@ class Dashboard:
     accounts_now: list[Figures]  # each active account (or ordinary key on its own), live
     keys_today: list[Figures]  # the keys of those accounts that spent most today
     alerts: list[HistoryItem]  # the last ones, newest first
+    guards: list[Action]  # the last guard actions on the scope's keys, newest first
 
     @property
     def today(self) -> Decimal | None:
@@ -207,6 +212,7 @@ def collect(
         user_id=scope.only_user_id,
         last=LAST_ALERTS,
     )
+    actions = guards.history(session, user_id=scope.only_user_id, last=LAST_GUARDS)
     return Dashboard(
         scope=scope,
         range=period,
@@ -224,4 +230,5 @@ def collect(
         accounts_now=[f for f in found if f.key_hash == SELF],
         keys_today=spent_today[:TOP_KEYS],
         alerts=alerts[::-1],
+        guards=actions[::-1],
     )

@@ -47,12 +47,14 @@ from worker.core.logs import get_logger
 from worker.daemon import metrics
 from worker.daemon.http.context import HttpContext
 from worker.reports.choices import HASH_SHOWN
+from worker.reports.limits import drifted
 from worker.reports.live import EVERY_SCOPE, Figures, figures, own_figures
 from worker.reports.report import build_report
 from worker.reports.status import key_states
+from worker.store import guards
 from worker.store.snapshots import SELF
 
-log = get_logger("worker.daemon.http")
+log = get_logger("worker.http")
 P = metrics.PREFIX
 ACCOUNT_LABELS = ("account_id", "account", "kind")
 KEY_LABELS = (*ACCOUNT_LABELS, "key", "key_hash")
@@ -86,6 +88,8 @@ class Scraped:
 
     accounts: list[AccountFigures]
     keys: list[Figures]  # the listed keys of the active accounts
+    guard_actions: list[tuple[str, str, str, int]]  # (rule, action, status, how many)
+    drifted: dict[int, int] | None  # account id → keys drifted (None: no [[limits]])
 
 
 def scrape(ctx: HttpContext) -> Scraped:
@@ -107,6 +111,9 @@ def scrape(ctx: HttpContext) -> Scraped:
             scopes=EVERY_SCOPE,
             api_key_ids=[key.api_key_id for key in active],
         )
+        guard_actions = guards.counts(session)
+        limits = ctx.settings.limits
+        drift = drifted(session, limits) if limits else []
     own = own_figures(found)
     accounts = [
         AccountFigures(
@@ -121,7 +128,13 @@ def scrape(ctx: HttpContext) -> Scraped:
         )
         for key in active
     ]
-    return Scraped(accounts, [f for f in found if f.key_hash != SELF])
+    counted: dict[int, int] | None = None
+    if limits:
+        counted = {a.account_id: 0 for a in accounts}
+        for item in drift:
+            if item.account_id in counted:
+                counted[item.account_id] += 1
+    return Scraped(accounts, [f for f in found if f.key_hash != SELF], guard_actions, counted)
 
 
 def _gauge(name: str, documentation: str, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
@@ -161,6 +174,7 @@ class DatabaseCollector(Collector):
         yield from _account_metrics(scraped.accounts)
         yield from _account_live_metrics(scraped.accounts)
         yield from _key_live_metrics(scraped.keys)
+        yield from _guard_metrics(scraped)
 
 
 def _account_metrics(accounts: list[AccountFigures]) -> Iterator[Metric]:
@@ -270,6 +284,29 @@ def _key_live_metrics(keys: list[Figures]) -> Iterator[Metric]:
         for k in keys
     ]
     yield from _figure_gauges("key", KEY_LABELS, labelled)
+
+
+def _guard_metrics(scraped: Scraped) -> Iterator[Metric]:
+    actions = _gauge(
+        "guard_actions",
+        "Guard actions recorded (docs/guards.md), by rule, action (disable, cap, limit) and "
+        "outcome (planned in dry-run, pending, sent, failed, abandoned, restored, kept)",
+        ("rule", "action", "outcome"),
+    )
+    for rule, action, status, count in scraped.guard_actions:
+        actions.add_metric([rule, action, status], count)
+    yield actions
+    if scraped.drifted is not None:
+        drift = _gauge(
+            "limits_drifted_keys",
+            "Keys of the account whose settings differ from their [[limits]] table, as the "
+            "last listing saw them",
+            ("account_id", "account"),
+        )
+        names = {a.account_id: a.account for a in scraped.accounts}
+        for account_id, count in scraped.drifted.items():
+            drift.add_metric([str(account_id), names[account_id]], count)
+        yield drift
 
 
 def metrics_endpoint(ctx: HttpContext) -> Callable[[Request], Response]:

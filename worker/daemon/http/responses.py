@@ -25,7 +25,7 @@ from worker.core import render
 from worker.core.errors import DatabaseUnavailableError
 from worker.core.logs import get_logger, mask_key_like, mask_text
 
-log = get_logger("worker.daemon.http")
+log = get_logger("worker.http")
 
 JSON = "application/json"
 # No caching anywhere: the answers are per token and change with every sync.

@@ -26,7 +26,7 @@ from worker.config import HttpSettings, parse_listen
 from worker.core.errors import HttpListenError, WatcherError
 from worker.core.logs import get_logger
 
-log = get_logger("worker.daemon.http")
+log = get_logger("worker.http")
 START_TIMEOUT = 10.0
 
 
