@@ -16,10 +16,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings
+from worker.config.limits import LimitTable
 from worker.config.rules import AlertRule, Channel
 from worker.live.poll import PollSummary, run_poll
+from worker.reports.limits import drifted
 from worker.store import guards as store
 from worker.store.models import AlertEvent, GuardAction
+from worker.sync.run import run_sync
 from worker.testing.clock import PinnedClock, noon
 from worker.testing.fake_account import FakeAccount, FakeAccountKey, generate_account, key_hash
 from worker.testing.fake_openrouter import FakeOpenRouter, Fault
@@ -355,3 +358,80 @@ def test_the_database_keeps_one_action_per_rule_key_and_period(
     assert first is not None and again is None and other_day is not None
     with session_factory() as session:
         assert len(session.scalars(select(GuardAction)).all()) == 2
+
+
+LIMIT_CI = (LimitTable("[[limits]] #1 (keys 'ci-*')", ("ci-*",), (), Decimal(25), "daily", None),)
+
+
+def test_the_daemon_applies_the_declared_limits_only_when_told_and_once(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    fake: FakeOpenRouter,
+    account: FakeAccount,
+    mgmt: int,
+    hook: WebhookReceiver,
+) -> None:
+    reporting = dataclasses.replace(configured(settings, hook), limits=LIMIT_CI)
+    assert run_sync(session_factory, reporting, keyring).status == "ok"  # the catalogue
+    poll(session_factory, reporting, keyring)
+    with session_factory() as session:
+        drift = drifted(session, LIMIT_CI)
+    assert sorted(d.key for d in drift) == ["ci-docs", "ci-main"]  # reported, not applied
+    assert actions(session_factory) == [] and patches(fake) == []
+
+    applying = reporting.replace("guards", apply_limits=True)
+    summary = poll(session_factory, applying, keyring)
+    assert (summary.actions_planned, summary.guards.sent) == (2, 2)
+    assert [(k.limit, k.limit_reset) for k in account.keys[:2]] == [(Decimal(25), "daily")] * 2
+    poll(session_factory, applying, keyring)  # nothing drifted any more: nothing more
+    assert patches(fake) == [200, 200]
+    with session_factory() as session:
+        assert drifted(session, LIMIT_CI) == []
+
+    # A person raises ci-main's limit again; the next poll puts it back, once.
+    account.keys[0].limit = Decimal(500)
+    poll(session_factory, applying, keyring)
+    poll(session_factory, applying, keyring)
+    assert account.keys[0].limit == Decimal(25) and patches(fake) == [200, 200, 200]
+
+
+def test_a_refused_limit_is_not_asked_again_every_poll(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    fake: FakeOpenRouter,
+    account: FakeAccount,
+    mgmt: int,
+    hook: WebhookReceiver,
+) -> None:
+    fake.fail_changes(Fault(status=403))
+    applying = dataclasses.replace(
+        configured(settings, hook).replace("guards", apply_limits=True), limits=LIMIT_CI
+    )
+    for _ in range(3):
+        poll(session_factory, applying, keyring)
+    assert patches(fake) == [403, 403]  # one per drifted key, then never again
+    assert {a.status for a in actions(session_factory)} == {"failed"}
+
+
+def test_in_dry_run_the_daemon_plans_the_limits_once_and_sends_nothing(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    fake: FakeOpenRouter,
+    account: FakeAccount,
+    mgmt: int,
+    hook: WebhookReceiver,
+) -> None:
+    planning = dataclasses.replace(
+        configured(settings, hook, mode="dry-run").replace("guards", apply_limits=True),
+        limits=LIMIT_CI,
+    )
+    for _ in range(3):
+        poll(session_factory, planning, keyring)
+    assert [(a.key_name, a.status) for a in actions(session_factory)] == [
+        ("ci-main", "planned"),
+        ("ci-docs", "planned"),
+    ]
+    assert patches(fake) == []
