@@ -5,8 +5,10 @@
 line against a throw-away SQLite database in ``./data/demo/`` (recreated on every run, its
 master key beside it): migrate, add users (alice an admin), add keys (verified against the
 fake's ``/key``), sync, and report. Then a live poll, whose alert rule fires and is delivered
-to a local webhook receiver (Apprise's ``json://``), which prints what it got. Production
-differs only in the base URL and the channel's URL.
+to a local webhook receiver (Apprise's ``json://``), which prints what it got: the rule is a
+guard in dry-run, so the alert says it would cap the key, and nothing is changed. Then a
+declared limit, planned and enforced at the fake (``limits apply --yes``), and the guards'
+audit trail. Production differs only in the base URL and the channel's URL.
 
 ``python -m worker.demo dashboard`` (`make dashboard`) serves that database's dashboard, API
 and metrics until Ctrl-C: the real daemon (``openrouter-watcher run``) against the fake
@@ -93,12 +95,22 @@ DEMO_RULES = """\
 name = "demo-webhook"
 url_env = "DEMO_WEBHOOK_URL"
 
+# A guard in dry-run ([guards] mode is "dry-run" unless set to "enforce"): "key 2" spent past
+# $5 today, so the alert says it would cap the key at what it spent; nothing is sent.
 [[alerts]]
 name = "daily-spend"
 metric = "spend_today"
-above = [5, 50]
+above = 5
 per = "key"
+keys = ["key 2"]
+act = "cap"
 notify = ["demo-webhook"]
+
+# A declared limit, enforced by `limits apply --yes`: "key 1" may spend $10 a day.
+[[limits]]
+keys = ["key 1"]
+limit = 10
+reset = "daily"
 """
 
 
@@ -173,6 +185,9 @@ def main() -> int:
             (("poll",), None),
             (("status",), None),
             (("alerts", "list"), None),
+            (("limits", "plan"), None),
+            (("limits", "apply", "--yes"), None),
+            (("guards", "history"), None),
         ]
         for argv, stdin in steps:
             code = _run(*argv, stdin=stdin)

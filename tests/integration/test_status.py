@@ -161,3 +161,7 @@ def test_make_demo_runs_the_whole_pipeline_offline(
     assert "[local webhook receiver got] [openrouter-watcher] daily-spend:" in out
     assert "sk-or-v1-demo" not in out + err
     assert (tmp_path / "data" / "demo" / "demo.db").exists()
+    # One guard in dry-run (the alert says what it would do), one declared limit enforced.
+    assert 'Guard (dry-run): would cap to $7.42 a day key "key 2"' in out
+    assert 'changed key "key 1" of account "team": no limit → $10.00 daily' in out
+    assert "1 changed, 0 failed, 0 already as declared" in out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from worker.config.limits import LimitTable, table_for
 from worker.core.key_settings import KeySettings
+from worker.core.render import dollars
 from worker.store import guards as store
 from worker.store.models import KIND_MANAGEMENT, ApiKey
 
@@ -76,7 +78,7 @@ def drifted(session: Session, tables: Sequence[LimitTable]) -> list[Drift]:
 def describe(drift: Drift) -> str:
     """One line for people: what differs, as OpenRouter has it and as declared."""
     parts = [
-        f"{name} {_shown(drift.current[name])} (declared {_shown(drift.wanted[name])})"
+        f"{name} {_shown(drift.current[name], name)} (declared {_shown(drift.wanted[name], name)})"
         for name in drift.wanted
     ]
     return (
@@ -85,9 +87,9 @@ def describe(drift: Drift) -> str:
     )
 
 
-def _shown(value: Any) -> str:
+def _shown(value: Any, name: str) -> str:
     if value is None:
         return "none"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return str(value)
+    return dollars(Decimal(value)) if name == "limit" else str(value)
