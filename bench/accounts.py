@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,12 @@ def serve(spec: dict[str, Any]) -> int:
         seed=1,
         secrets=False,
     )
+    # The guards scenario: the first `named` keys are ci-0000 …, the first `limited` of them
+    # already at the declared $25 a day.
+    for index, key in enumerate(account.keys[: shape.get("named", 0)]):
+        key.name = f"ci-{index:04d}"
+        if index < shape.get("limited", 0):
+            key.limit, key.limit_reset = Decimal(25), "daily"
     fake = FakeOpenRouter(today=today)
     fake.add_account(key_secret(0), account)
 

@@ -10,7 +10,8 @@ one module each (each imports only ``harness``; this one imports them):
 * ``latency``: 50 ms per answer at several concurrencies, next to the ideal; the fetches
   alone; the sync-CPU-per-request and HTTP-only guards;
 * ``scale``: K = 100 … 5,000 keys, wall time and peak RSS;
-* ``accounts``: every key of an account, a year of history; the requests guard.
+* ``accounts``: every key of an account, a year of history; the requests guard;
+* ``guards``: ``limits plan`` and ``limits apply`` over a 1,000-key account.
 
 It is also every child process's entry point (``python bench/run.py serve|scenario|prepare
 SPEC``, started by ``harness``), handing each to the module concerned: the fake OpenRouter,
@@ -36,6 +37,7 @@ from typing import Any
 
 import accounts
 import cli_start
+import guards
 import harness
 import latency
 import scale
@@ -53,6 +55,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "scale": (100, 1000, 5000),
         "account": (1000, 3),  # keys, models
         "history": (100, 20),
+        "guards": (1000, 200),  # keys, keys matched by [[limits]]
         "cli_runs": 5,
     },
     "small": {
@@ -63,6 +66,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "scale": (100, 500, 1000),
         "account": (200, 3),
         "history": (10, 5),
+        "guards": (200, 40),
         "cli_runs": 3,
     },
 }
@@ -91,6 +95,7 @@ CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "throughput": throughput.child,
     "http_only": latency.http_only,
     "account": accounts.child,
+    "guards": guards.child,
 }
 
 
@@ -225,6 +230,7 @@ def main() -> int:
             )
             add(scale.scale(params["scale"], workdir))
             add(accounts.rows(params, workdir))
+            add(guards.rows(params, workdir))
         finally:
             if pg is not None:
                 pg.stop()
