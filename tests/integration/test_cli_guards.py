@@ -257,3 +257,60 @@ def test_account_keys_shows_today_the_limit_left_and_the_last_guard_action(
     code, out, _ = cli("account-keys")
     row = next(line for line in out.splitlines() if "ci-main" in line)
     assert "$25.00 daily" in row and "#1 limit sent" in row and "$3.50" in row
+
+
+CONFLICT = LIMITS + '\n[[limits]]\nkeys = ["*-main"]\nlimit = 1\nreset = "none"\n'
+
+
+def test_the_daemon_refuses_to_start_on_tables_that_match_one_key_twice(
+    cli: Cli, tmp_path: Path, account: FakeAccount
+) -> None:
+    write_config(tmp_path, CONFLICT)
+    assert cli("sync")[0] == 0  # the catalogue: the keys are known
+    code, _, err = cli("run", env={"OPENROUTER_WATCHER_HTTP_LISTEN": ""})
+    assert code == 2
+    assert "both match key 'ci-main' of account 'production'" in err.splitlines()[-1]
+
+
+def test_a_poll_with_such_tables_still_evaluates_its_alerts_and_applies_nothing(
+    cli: Cli, tmp_path: Path, account: FakeAccount, fake: FakeOpenRouter
+) -> None:
+    write_config(tmp_path, '[guards]\nmode = "enforce"\napply_limits = true\n' + CONFLICT)
+    code, out, err = cli("poll", "--json", env={"OPENROUTER_WATCHER_LOGGING_LEVEL": "ERROR"})
+    assert code == 0, err
+    assert json.loads(out)["guard_actions"]["planned"] == 0
+    assert "limits_not_applied" in err
+    assert [r for r in requests_of(fake) if r.startswith("/keys/")] == []
+
+
+def test_no_secret_in_any_guard_output_log_or_the_database(
+    cli: Cli, tmp_path: Path, account: FakeAccount, sqlite_url: str
+) -> None:
+    hook = "json://127.0.0.1:9/hook-Secret-Token-0123456789abcdef"
+    write_config(
+        tmp_path,
+        '[guards]\nmode = "enforce"\napply_limits = true\n' + LIMITS
+        + f'\n[[channels]]\nname = "ops"\nurl = "{hook}"\n'
+        + '\n[[alerts]]\nname = "r"\nmetric = "spend_today"\nabove = 0\nper = "key"\n'
+        + 'keys = ["ci-*"]\nact = "disable"\nnotify = ["ops"]\n',
+    )  # fmt: skip
+    loud = {"OPENROUTER_WATCHER_LOGGING_LEVEL": "DEBUG", "OPENROUTER_WATCHER_DATABASE_ECHO": "true"}
+    said = []
+    for argv in (
+        ("sync",),
+        ("poll", "--json"),
+        ("limits", "plan", "--json"),
+        ("limits", "apply", "--yes", "--json"),
+        ("guards", "history", "--json"),
+        ("guards", "list", "--json"),
+        ("guards", "undo", "1"),
+        ("account-keys", "--json"),
+        ("status", "--json"),
+    ):
+        _code, out, err = cli(*argv, env=loud)
+        said.append(out + err)
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    stored = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+    for secret in (MANAGEMENT, "hook-Secret-Token-0123456789abcdef"):
+        assert all(secret not in text for text in said)
+        assert secret.encode() not in stored

@@ -24,7 +24,7 @@ from worker.alerts.messages import Subject, compose, subject_of
 from worker.config import Settings
 from worker.config.rules import HYSTERESIS, AlertRule
 from worker.core.logs import get_logger
-from worker.reports.limits import Drift, drifted
+from worker.reports.limits import Drift, drifted_or_none
 from worker.reports.live import Figures, figures
 from worker.store import alerts as store
 from worker.store.models import KIND_MANAGEMENT, AlertEvent, AlertState, to_money
@@ -121,7 +121,7 @@ def evaluate_all(session: Session, settings: Settings, now: dt.datetime) -> list
         needs_syncs = any(r.metric == "sync_failing" for r in settings.alerts)
         failing = store.sync_failures(session) if needs_syncs else []
         needs_drift = any(r.metric == "limits_drift" for r in settings.alerts)
-        drift = drifted(session, settings.limits) if needs_drift else []
+        drift = drifted_or_none(session, settings.limits) if needs_drift else []
         known = store.states(session, [r.name for r in settings.alerts])
         for rule in settings.alerts:
             for candidate in candidates(rule, found, failing, drift):

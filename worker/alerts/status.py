@@ -13,7 +13,7 @@ from worker.alerts.evaluate import candidates, period_of
 from worker.alerts.messages import show
 from worker.config import Settings
 from worker.core.days import utc_now
-from worker.reports.limits import drifted
+from worker.reports.limits import drifted_or_none
 from worker.reports.live import figures
 from worker.store import alerts as store
 
@@ -56,7 +56,7 @@ def rule_status(
     now = now or utc_now()
     found = figures(session, now=now, burn_rate_hours=settings.live.burn_rate_hours)
     failing = store.sync_failures(session)
-    drift = drifted(session, settings.limits)
+    drift = drifted_or_none(session, settings.limits)
     states = store.states(session, [r.name for r in settings.alerts])
     rows = []
     for rule in settings.alerts:

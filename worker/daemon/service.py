@@ -219,6 +219,15 @@ class SyncDaemon:
                 or 0
             )
 
+    def _check_limits(self) -> None:
+        """A key that two [[limits]] tables match is a configuration error (exit 2) at start,
+        as it is for `limits plan`: the daemon does not run on a policy that says two things."""
+        if self.settings.limits:
+            from worker.reports.limits import drifted
+
+            with self.session_factory() as session:
+                drifted(session, self.settings.limits)
+
     def _advise_when_no_keys(self) -> None:
         # A first `make run` otherwise shows only empty syncs, with no hint of the next step.
         if self.count_active_keys():
@@ -287,6 +296,7 @@ class SyncDaemon:
                 log.info("daemon_stopped", reason="stopped while waiting for the database")
                 return 0
             self._advise_when_no_keys()
+            self._check_limits()
             self._add_jobs()
             self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
             self.scheduler.add_listener(self._on_scheduler_start, EVENT_SCHEDULER_START)

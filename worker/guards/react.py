@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from worker.alerts.fired import Fired
 from worker.config import Settings
 from worker.config.rules import AlertRule
+from worker.core.errors import ConfigError
 from worker.core.logs import get_logger
 from worker.guards.accounts import Account
 from worker.guards.limits import before_of, plan
@@ -78,7 +79,10 @@ def react(
         if new is not None:
             created.append(new)
     if settings.guards.apply_limits and settings.limits:
-        created += _apply_limits(session, settings, list(accounts.values()), management, now)
+        try:
+            created += _apply_limits(session, settings, list(accounts.values()), management, now)
+        except ConfigError as exc:  # two tables on one key, a management key: never guess
+            log.error("limits_not_applied", error=str(exc))
     return created
 
 

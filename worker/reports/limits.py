@@ -19,10 +19,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worker.config.limits import LimitTable, table_for
+from worker.core.errors import ConfigError
 from worker.core.key_settings import KeySettings
+from worker.core.logs import get_logger
 from worker.core.render import dollars
 from worker.store import guards as store
 from worker.store.models import KIND_MANAGEMENT, ApiKey
+
+log = get_logger("worker.guards")
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,17 @@ def drifted(session: Session, tables: Sequence[LimitTable]) -> list[Drift]:
                 )
             )
     return found
+
+
+def drifted_or_none(session: Session, tables: Sequence[LimitTable]) -> list[Drift]:
+    """:func:`drifted` for the daemon's own readers (the alerts, ``/metrics``): a
+    configuration error is logged (the daemon refused it at start-up; the catalogue changed
+    since) and reads as no drift, rather than stopping the poll or the scrape."""
+    try:
+        return drifted(session, tables)
+    except ConfigError as exc:
+        log.error("limits_not_checked", error=str(exc))
+        return []
 
 
 def describe(drift: Drift) -> str:

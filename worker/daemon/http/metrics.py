@@ -47,7 +47,7 @@ from worker.core.logs import get_logger
 from worker.daemon import metrics
 from worker.daemon.http.context import HttpContext
 from worker.reports.choices import HASH_SHOWN
-from worker.reports.limits import drifted
+from worker.reports.limits import drifted_or_none
 from worker.reports.live import EVERY_SCOPE, Figures, figures, own_figures
 from worker.reports.report import build_report
 from worker.reports.status import key_states
@@ -113,7 +113,7 @@ def scrape(ctx: HttpContext) -> Scraped:
         )
         guard_actions = guards.counts(session)
         limits = ctx.settings.limits
-        drift = drifted(session, limits) if limits else []
+        drift = drifted_or_none(session, limits) if limits else []
     own = own_figures(found)
     accounts = [
         AccountFigures(
