@@ -417,7 +417,7 @@ def test_alerts_test_delivers_by_mail_and_exits_1_when_delivery_fails(
             '[[alerts]]\nname = "r1"\nmetric = "spend_yearly"\nabove = 1\nnotify = ["ops"]\n',
             "[[alerts]] rule 'r1' in {config}: metric 'spend_yearly' is not one of "
             "spend_today, spend_month, limit_used_percent, balance, runway_days, spike, "
-            "sync_failing",
+            "sync_failing, limits_drift",
         ),
         (
             '[[alerts]]\nname = "r2"\nmetric = "balance"\nbelow = 5\nnotify = ["pager"]\n',
