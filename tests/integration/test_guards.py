@@ -435,3 +435,32 @@ def test_in_dry_run_the_daemon_plans_the_limits_once_and_sends_nothing(
         ("ci-docs", "planned"),
     ]
     assert patches(fake) == []
+
+
+def test_limits_drift_is_an_alert_metric_per_account_and_per_key(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    keyring: Keyring,
+    fake: FakeOpenRouter,
+    account: FakeAccount,
+    mgmt: int,
+    hook: WebhookReceiver,
+) -> None:
+    per_account = AlertRule(
+        name="drift", metric="limits_drift", direction="above", thresholds=(Decimal(1),),
+        per="account", notify=("ops",),
+    )  # fmt: skip
+    per_key = dataclasses.replace(per_account, name="drift-key", per="key")
+    watching = dataclasses.replace(
+        configured(settings, hook, per_account, per_key, mode="dry-run"), limits=LIMIT_CI
+    )
+    assert run_sync(session_factory, watching, keyring).status == "ok"
+    poll(session_factory, watching, keyring)
+
+    fired = {(e.rule, e.subject_name, e.value) for e in events(session_factory)}
+    assert ("drift", 'account "production"', Decimal(2)) in fired  # ci-main and ci-docs
+    assert {name for rule, name, _ in fired if rule == "drift-key"} == {
+        'key "ci-main" of account "production"',
+        'key "ci-docs" of account "production"',
+    }
+    assert any("[[limits]]" in r["json"]["title"] for r in hook.received)
