@@ -35,13 +35,14 @@ def release_writes(engine: Engine) -> None:
 
 
 def writer_sleeps(engine: Engine) -> bool:
-    """Whether the sync's connection (the lock holder) is inside a held write."""
+    """Whether a connection of the sync (its writes go through pooled connections, its lock
+    is held on one of its own) is inside a held write."""
     with engine.connect() as conn:
         return bool(
             conn.exec_driver_sql(
-                "SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
-                "WHERE l.locktype = 'advisory' AND l.granted AND a.wait_event = 'PgSleep' "
-                "AND a.xact_start IS NOT NULL"
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                "AND xact_start IS NOT NULL AND datname = current_database() "
+                "AND pid <> pg_backend_pid()"
             ).scalar()
         )
 

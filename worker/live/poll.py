@@ -24,14 +24,16 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from worker.alerts.deliver import DeliveryCounts, Notifier, drain
 from worker.alerts.evaluate import evaluate_all
@@ -49,7 +51,7 @@ from worker.openrouter.keys import listed_hash
 from worker.store import catalogue as catalogue_store
 from worker.store import snapshots
 from worker.store.db import transaction
-from worker.store.locking import poll_lock
+from worker.store.locking import Fence, LockLostError, poll_lock
 from worker.store.models import KIND_MANAGEMENT
 from worker.store.snapshots import SELF, Observation, Source
 from worker.vault.crypto import Keyring
@@ -305,16 +307,13 @@ def run_poll(
             for a in answers
             if a.scope == "account" and a.error is None and a.secret is not None
         }
-        cutoff = now - dt.timedelta(days=settings.live.retention_days)
-        with transaction(session_factory) as session:
-            summary.pruned = snapshots.prune(session, cutoff)
-            summary.fired = evaluate_all(session, settings, now)
-            if _guarded(settings):
-                # Every registered management key: known as one, or answering as one now.
-                management = management_hashes(keyring, sources, listed_accounts.values())
-                summary.actions_planned = len(
-                    react(session, settings, summary.fired, listed_accounts, management, now)
-                )
+        # Every registered management key: known as one, or answering as one now.
+        management = (
+            management_hashes(keyring, sources, listed_accounts.values())
+            if _guarded(settings)
+            else set()
+        )
+        _evaluate(session_factory, settings, summary, listed_accounts, management, now)
         summary.guards = _guard(session_factory, client, settings, listed_accounts, now)
     finally:
         summary.requests = client.requests_made - before
@@ -340,6 +339,32 @@ def run_poll(
     return summary
 
 
+def _evaluate(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    summary: PollSummary,
+    accounts: dict[int, Account],
+    management: set[str],
+    now: dt.datetime,
+) -> None:
+    """Prune, evaluate the alerts and plan the guards' actions, in one transaction. Another
+    daemon evaluating the same states at the same moment (around a failover) makes this
+    transaction fail whole (the states' version counters, the unique constraints): what it
+    fired is then the other's, and nothing here is kept twice."""
+    cutoff = now - dt.timedelta(days=settings.live.retention_days)
+    try:
+        with transaction(session_factory) as session:
+            summary.pruned = snapshots.prune(session, cutoff)
+            summary.fired = evaluate_all(session, settings, now)
+            if _guarded(settings):
+                summary.actions_planned = len(
+                    react(session, settings, summary.fired, accounts, management, now)
+                )
+    except (StaleDataError, IntegrityError) as exc:
+        summary.pruned, summary.fired, summary.actions_planned = 0, [], 0
+        log.warning("alerts_evaluated_elsewhere", error=f"{type(exc).__name__}: {exc}"[:300])
+
+
 def _guarded(settings: Settings) -> bool:
     """Whether a rule acts or the daemon applies the declared limits."""
     return any(rule.act for rule in settings.alerts) or bool(
@@ -357,6 +382,8 @@ def _guard(
     """Send the guards' pending changes and due restores; the poll's figures stand whatever."""
     try:
         return send_guards(session_factory, client, settings, accounts, now)
+    except LockLostError:
+        raise  # no further write: the poll stops
     except Exception:
         log.exception("guard_actions_failed")
         return GuardCounts()
@@ -372,17 +399,25 @@ def _deliver(
         return drain(
             session_factory, settings, notifier or Notifier(settings.channels, settings.live)
         )
+    except LockLostError:
+        raise  # no further write: the poll stops
     except Exception:
         log.exception("alert_delivery_failed")
         return DeliveryCounts()
 
 
 def locked_poll(
-    engine: Engine, settings: Settings, keyring: Keyring, **kwargs: Any
+    engine: Engine,
+    settings: Settings,
+    keyring: Keyring,
+    *,
+    fences: Sequence[Fence] = (),
+    **kwargs: Any,
 ) -> PollSummary | None:
     """:func:`run_poll` while holding the database's poll lock; None if another poll holds it
-    (a poll never waits for a sync: the two locks are separate)."""
-    with poll_lock(engine) as locked:
+    (a poll never waits for a sync: the two locks are separate). ``fences``: checked before
+    every transaction too (the daemon's: that it still leads)."""
+    with poll_lock(engine, heartbeat=settings.ha.heartbeat_seconds, fences=fences) as locked:
         if locked is None:
             log.info("poll_skipped", reason="another poll is running against this database")
             return None

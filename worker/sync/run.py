@@ -52,7 +52,7 @@ from worker.store import keys as key_store
 from worker.store import ledger
 from worker.store.db import make_session_factory, transaction
 from worker.store.keys import ActiveKey
-from worker.store.locking import LockLostError, sync_lock
+from worker.store.locking import Fence, LockLostError, sync_lock
 from worker.sync import catalogue, history
 from worker.sync.fetch import Fetched, fetch_catalogued, fetch_registered, is_ordinary
 from worker.sync.summary import ProgressCallback, ProgressTracker, RunSummary
@@ -75,6 +75,7 @@ def run_sync(
     client: OpenRouterClient | None = None,
     stop: threading.Event | None = None,
     progress: ProgressCallback | None = None,
+    instance: str | None = None,
 ) -> RunSummary:
     """Run one sync over every active key (or ``key_ids``); returns what happened.
 
@@ -85,6 +86,7 @@ def run_sync(
     :class:`NotFoundError` for an unknown or inactive id in ``key_ids``, before anything is
     fetched or recorded. ``client`` defaults to one built from the settings, closed at the end.
     ``progress`` is handed a :class:`~worker.core.outcomes.Progress` whenever the work advances.
+    ``instance``: the daemon running it, for the ledger.
     """
     today = utc_today()
     run_days = window_days(today) if days is None else check_days(days, today)
@@ -102,7 +104,7 @@ def run_sync(
                     f"no active API key with id {', '.join(map(str, missing))}: "
                     "see `openrouter-watcher keys list`"
                 )
-        run_id = ledger.start_run(session, trigger)
+        run_id = ledger.start_run(session, trigger, instance=instance)
 
     summary = RunSummary(run_id=run_id, trigger=trigger, status="running", days=run_days)
     own_client = client is None
@@ -341,15 +343,17 @@ def locked_sync(
     keyring: Keyring,
     *,
     trigger: str,
+    fences: Sequence[Fence] = (),
     **kwargs: Any,
 ) -> RunSummary | None:
     """:func:`run_sync` while holding the database's sync lock; None if another sync holds it.
 
     Every entry point (the daemon, ``sync``, ``backfill``) goes through here, so two syncs never
-    write at the same time on one database, whichever processes start them: the run writes
-    only through the lock's own sessions (see :mod:`worker.store.locking`).
+    write at the same time on one database, whichever processes start them: every transaction
+    of the run first checks that the lock is still held (see :mod:`worker.store.locking`), and
+    ``fences`` (the daemon's: that it still leads).
     """
-    with sync_lock(engine) as locked:
+    with sync_lock(engine, heartbeat=settings.ha.heartbeat_seconds, fences=fences) as locked:
         if locked is None:
             log.info(
                 "sync_skipped",
