@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 # The newest revision in alembic/versions: bump it with every new migration (a test compares it
 # with Alembic's own head, so a forgotten bump fails the suite, not a deployment).
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 VERSION_TABLE = "alembic_version"
 _VERSIONS = table(VERSION_TABLE, column("version_num", String))  # Alembic's, read without it
 

@@ -17,11 +17,20 @@ RUN_STATUSES = ("ok", "failed", "interrupted")
 _RESULTS: Table = SyncKeyResult.__table__  # type: ignore[assignment]
 
 
-def start_run(session: Session, trigger: str, *, started_at: dt.datetime | None = None) -> int:
-    """Create a ``sync_runs`` row in status ``running``; returns its id."""
+def start_run(
+    session: Session,
+    trigger: str,
+    *,
+    started_at: dt.datetime | None = None,
+    instance: str | None = None,
+) -> int:
+    """Create a ``sync_runs`` row in status ``running``; returns its id. ``instance``: the
+    daemon running it (None: a command)."""
     if trigger not in TRIGGERS:
         raise ValueError(f"unknown trigger {trigger!r} (expected one of {', '.join(TRIGGERS)})")
-    run = SyncRun(trigger=trigger, status="running", started_at=started_at or utcnow())
+    run = SyncRun(
+        trigger=trigger, status="running", started_at=started_at or utcnow(), instance=instance
+    )
     session.add(run)
     session.flush()
     return run.id

@@ -1,7 +1,8 @@
 """The tables, as SQLAlchemy 2 typed declarative models, by group: ``base`` (the column
 types and conventions), ``accounts`` (users, keys, their usage, tokens), ``catalogue`` (the
 keys of each account and their usage), ``ledger`` (sync runs), ``live`` (snapshots, alerts),
-``budget`` (the analytics requests of the last minute), ``guards`` (changes made to keys).
+``budget`` (the analytics requests of the last minute), ``guards`` (changes made to keys),
+``ha`` (the daemons sharing the database).
 
 Alembic owns the schema: these models are what the migrations must produce, and a test asserts
 that Alembic's autogenerate comparison between the two is empty. Every model is importable
@@ -27,6 +28,7 @@ from worker.store.models.base import (
 from worker.store.models.budget import AnalyticsRequest
 from worker.store.models.catalogue import AccountKey, KeyUsageStats
 from worker.store.models.guards import GuardAction
+from worker.store.models.ha import Instance
 from worker.store.models.ledger import SyncKeyResult, SyncRun
 from worker.store.models.live import (
     AlertEvent,
@@ -54,6 +56,7 @@ __all__ = [
     "ApiToken",
     "Base",
     "GuardAction",
+    "Instance",
     "KeyUsageStats",
     "LiveSnapshot",
     "LiveSubject",

@@ -39,6 +39,8 @@ class SyncRun(Base):
     keys_failed: Mapped[int] = mapped_column(
         Integer, nullable=False, default=0, server_default=text("0")
     )
+    # Added by 0011: the daemon that ran it ([ha] instance_name; None: a command).
+    instance: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
     key_results: Mapped[list[SyncKeyResult]] = relationship(
         back_populates="run", cascade="all, delete-orphan", passive_deletes=True

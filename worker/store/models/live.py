@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -95,6 +96,13 @@ class AlertState(Base):
     firing: Mapped[bool] = mapped_column(Boolean(), nullable=False, default=False)
     period: Mapped[str | None] = mapped_column(String(20), nullable=True)  # when it last fired
     fired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Added by 0011: every UPDATE compares and moves it (SQLAlchemy's version counter), so of
+    # two daemons evaluating at once only one fires; the other's transaction fails whole.
+    version: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=1, server_default=text("1")
+    )
+
+    __mapper_args__ = {"version_id_col": version}
 
 
 class AlertEvent(Base):
