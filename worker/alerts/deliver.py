@@ -4,7 +4,11 @@ generic webhooks and the rest, instead of hand-written senders.
 Why after the poll's commit, in the poll job, and not a queue of its own: the alerts are in the
 database before anything is sent (the outbox, ``alert_notifications``), so a crash or a
 restart loses nothing and repeats nothing; sending right after the poll keeps one job and one
-lock (two processes never send the same notification). It is bounded so it never holds up the
+lock. Each notification is claimed before it is sent (``sending``, a conditional UPDATE), so
+two senders (two daemons around a failover) never send the same one; a sender that dies
+between its claim and its record leaves the claim, which the next drain hands back after
+:func:`claim_timeout`: the one case where a receiver may get a message twice (at-least-once,
+documented in docs/alerts.md). It is bounded so it never holds up the
 figures: each attempt has short connect and read timeouts, each notification at most
 ``[live] delivery_attempts`` attempts within ``delivery_deadline_seconds`` (tenacity, with
 exponential backoff), and a channel that fails is not tried again until the next poll, which
@@ -176,6 +180,12 @@ class Notifier:
         return int(retrying.statistics.get("attempt_number", 1))
 
 
+def claim_timeout(live: LiveSettings) -> dt.timedelta:
+    """How old a claim is before it counts as its sender's death: well past the longest one
+    notification can take (its deadline plus one last attempt's connect and read)."""
+    return dt.timedelta(seconds=2 * live.delivery_deadline_seconds + 4 * SOCKET_TIMEOUT + 30)
+
+
 def drain(
     session_factory: sessionmaker[Session], settings: Settings, notifier: Notifier
 ) -> DeliveryCounts:
@@ -189,11 +199,18 @@ def drain(
     with transaction(session_factory) as session:
         cutoff = now - dt.timedelta(hours=settings.live.give_up_hours)
         counts.abandoned = store.abandon_stale(session, cutoff)
+        reclaimed = store.reclaim_interrupted(session, now - claim_timeout(settings.live))
         todo = store.outgoing(session)
+    if reclaimed:
+        log.warning("alert_delivery_reclaimed", notifications=reclaimed, error=store.INTERRUPTED)
     broken: set[str] = set()
     for item in todo:
         if item.channel in broken:
             counts.deferred += 1
+            continue
+        with transaction(session_factory) as session:
+            claimed = store.claim(session, item.id, utc_now())
+        if not claimed:  # another sender has it (or has sent it) since the list was read
             continue
         status, error, attempts = "sent", None, 0
         try:

@@ -21,6 +21,11 @@ from worker.store.models import (
 )
 
 OPEN = ("pending", "failed")  # notifications still to deliver
+SENDING = "sending"  # claimed by one sender, which records the result next
+INTERRUPTED = (
+    "interrupted while sending (the sender stopped before recording the result): it may have "
+    "reached the receiver, and is sent again"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,28 @@ def abandon_stale(session: Session, before: dt.datetime) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+def reclaim_interrupted(session: Session, before: dt.datetime) -> int:
+    """Hand back for sending the notifications claimed before ``before`` and never recorded
+    (their sender died mid-send): the one case where a receiver may see a message twice."""
+    result = session.execute(
+        update(AlertNotification)
+        .where(AlertNotification.status == SENDING, AlertNotification.last_attempt_at < before)
+        .values(status="failed", error=INTERRUPTED)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def claim(session: Session, notification_id: int, at: dt.datetime) -> bool:
+    """Take one notification for sending, if no other sender has: the UPDATE's own WHERE is
+    the check, so of two senders (say, two daemons around a failover) exactly one wins."""
+    result = session.execute(
+        update(AlertNotification)
+        .where(AlertNotification.id == notification_id, AlertNotification.status.in_(OPEN))
+        .values(status=SENDING, last_attempt_at=at)
+    )
+    return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+
 def outgoing(session: Session) -> list[Outgoing]:
     """Notifications still to deliver, oldest first."""
     rows = session.execute(
@@ -129,7 +156,8 @@ def record_attempts(
     status: str,
     error: str | None,
 ) -> None:
-    """Record a delivery's attempts and their result (``sent``, ``failed``, ``abandoned``)."""
+    """Record a delivery's attempts and their result (``sent``, ``failed``, ``abandoned``),
+    ending its claim."""
     values: dict[str, object] = {
         "attempts": AlertNotification.attempts + attempts,
         "last_attempt_at": at,
