@@ -147,7 +147,10 @@ def test_each_token_sees_only_its_own_users_usage_and_status(served: Served) -> 
         "keys",
         "last_run",
         "next_run_at",
+        "daemons",
     }
+    # The daemons and their hosts are shown to admins only; no daemon ran on this database.
+    assert alice_status["daemons"] is None
 
 
 def test_an_admin_token_sees_every_user(served_sqlite: Served) -> None:

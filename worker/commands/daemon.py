@@ -15,6 +15,7 @@ from worker.vault.crypto import CREDENTIAL_NAME, Keyring, create_key_file
 
 if TYPE_CHECKING:
     from worker.commands.context import Context
+    from worker.reports.daemons import Daemons
     from worker.reports.status import LiveFigures, Status
 
 
@@ -151,6 +152,8 @@ def _format_status(status: Status) -> list[str]:
                 f"(figures as of {as_of})"
             )
     lines += [f"warning: {render.safe(line)}" for line in status.warnings]
+    if status.daemons is not None:
+        lines += _format_daemons(status.daemons)
     if status.cut_short is not None:
         lines.append(status.problems[-1])
     run = status.last_run
@@ -162,6 +165,22 @@ def _format_status(status: Status) -> list[str]:
     else:
         lines.append("last run: never")
     lines.append(f"next scheduled run: {render.cell(status.next_run_at)} UTC")
+    return lines
+
+
+def _format_daemons(daemons: Daemons) -> list[str]:
+    """The daemons sharing the database, who leads, and the problem when none has for too
+    long."""
+    lines = render.table(
+        ("DAEMON", "HOST", "PID", "VERSION", "ROLE", "SINCE (UTC)", "LAST HEARD"),
+        [
+            (d.name, d.host, d.pid, d.version, d.role, d.since, f"{d.heartbeat_age_seconds} s ago")
+            for d in daemons.daemons
+        ],
+    )
+    lines.append(f"leader: {render.safe(daemons.leader) if daemons.leader else 'none'}")
+    if daemons.problem is not None:
+        lines.append(daemons.problem)
     return lines
 
 
@@ -184,6 +203,7 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
             ctx.settings.schedule,
             sync_running=lock_is_held(ctx.engine),
             limits=ctx.settings.limits,
+            ha=ctx.settings.ha,
         )
     if args.json:
         ctx.print_json(status.to_json())

@@ -1,7 +1,7 @@
 """Configuration: a TOML file and the environment → one frozen, validated :class:`Settings`,
 its ``[[channels]]``, ``[[alerts]]`` and ``[[limits]]`` tables included.
 
-``sections`` (every option of ``[database]`` … ``[guards]``, with its default, documentation
+``sections`` (every option of ``[database]`` … ``[ha]``, with its default, documentation
 and check), ``load`` (the file's precedence, the environment overrides, one error naming every
 problem), ``rules`` (channels and alert rules), ``limits`` (the declared spend limits). The
 names below are the package's public face: ``from worker.config import Settings``.
@@ -25,6 +25,7 @@ from worker.config.sections import (
     DigestSettings,
     EncryptionSettings,
     GuardSettings,
+    HaSettings,
     HttpSettings,
     LiveSettings,
     LoggingSettings,
@@ -45,6 +46,7 @@ __all__ = [
     "DigestSettings",
     "EncryptionSettings",
     "GuardSettings",
+    "HaSettings",
     "HttpSettings",
     "LiveSettings",
     "LoggingSettings",

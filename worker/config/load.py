@@ -33,6 +33,7 @@ from worker.config.sections import (
     DigestSettings,
     EncryptionSettings,
     GuardSettings,
+    HaSettings,
     HttpSettings,
     LiveSettings,
     LoggingSettings,
@@ -61,6 +62,7 @@ class Settings:
     live: LiveSettings = field(default_factory=LiveSettings)
     digest: DigestSettings = field(default_factory=DigestSettings)
     guards: GuardSettings = field(default_factory=GuardSettings)
+    ha: HaSettings = field(default_factory=HaSettings)
     # Arrays of tables ([[channels]], [[alerts]]: worker.config.rules; [[limits]]:
     # worker.config.limits).
     channels: tuple[Channel, ...] = ()
@@ -262,6 +264,14 @@ def load_settings(
     for var in env:
         if var.startswith(ENV_PREFIX) and var not in known_env:
             problems.append(f"unknown environment variable {var}")
+
+    ha = sections.get("ha")
+    if ha is not None and ha.heartbeat_seconds >= ha.takeover_seconds:
+        problems.append(
+            f"[ha] heartbeat_seconds ({ha.heartbeat_seconds:g}) must be less than "
+            f"takeover_seconds ({ha.takeover_seconds:g}): a leader beats several times before "
+            "it is taken over"
+        )
 
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))

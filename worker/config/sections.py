@@ -318,3 +318,27 @@ class GuardSettings:
     def enforce(self) -> bool:
         """Whether guard actions are sent to OpenRouter (else only planned and announced)."""
         return self.mode == "enforce"
+
+
+@dataclass(frozen=True, kw_only=True)
+class HaSettings:
+    instance_name: str = _opt(
+        "",
+        "This daemon's name in status, /healthz and /metrics (empty: the host name and the "
+        "process id, e.g. host-a:4242)",
+    )
+    heartbeat_seconds: float = _opt(
+        10.0,
+        "How often each lock's own connection is touched (well inside idle_session_timeout "
+        "and TCP keepalive settings), each daemon records itself, and a standby tries to lead",
+        lo=0.5,
+        hi=300,
+    )
+    takeover_seconds: float = _opt(
+        30.0,
+        "A leader not heard from for this long is taken over by a standby (on PostgreSQL its "
+        "lock's connection is ended); a database without a leader for this long plus one "
+        "heartbeat is a problem in status",
+        lo=2,
+        hi=3600,
+    )

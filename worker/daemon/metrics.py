@@ -8,7 +8,7 @@ nothing behind anyone's back and ``/metrics`` shows exactly this list.
 
 Label values are bounded by construction: trigger, run status, a key's result code, a row
 operation, an OpenRouter endpoint path, an outcome class, and the names of the configured
-alert rules and channels. Never a key, a user, a date or a channel's URL.
+alert rules and channels, a leadership change. Never a key, a user, a date or a channel's URL.
 """
 
 from __future__ import annotations
@@ -99,6 +99,13 @@ ALERT_DELIVERIES_FAILED = Counter(
     "Notifications the daemon's polls could not deliver (every attempt of one poll failed, "
     "or the channel is gone), by channel name",
     ["channel"],
+    registry=REGISTRY,
+)
+LEADERSHIP_CHANGES = Counter(
+    f"{PREFIX}_leadership_changes",
+    "Times this daemon became the leader (acquired) or lost the lead (lost: its lock's "
+    "connection closed)",
+    ["change"],
     registry=REGISTRY,
 )
 HTTP_AUTH_FAILURES = Counter(

@@ -11,6 +11,12 @@ server meet, and how the process starts and stops.
 - The HTTP server (:mod:`worker.daemon.http`, ``[http] listen``) serves beside the scheduler
   once the database answers; its address is claimed before the wait (:meth:`SyncDaemon.
   serve_http`), so a taken port stops ``run`` at once (exit 2).
+- Leadership (:mod:`worker.daemon.leader`): several daemons may share one database; once the
+  database answers, this one records itself and joins the election. Every daemon schedules
+  the jobs and serves HTTP; only the leader's jobs run. A daemon that takes over from a dead
+  leader runs the poll at once, and the sync when one was due (:meth:`SyncJob.due`). A
+  daemon whose code expects another schema revision than the database's (an upgrade
+  started elsewhere) stops, exit 2.
 - SIGTERM / SIGINT: start no further key, let the key in flight commit or roll back, let the
   HTTP requests in flight finish, exit 0 within ``shutdown_grace_seconds``. A second signal
   exits at once; the database cannot hold a half-written key because every key is written in
@@ -42,16 +48,20 @@ from apscheduler.events import (
     JobExecutionEvent,
     SchedulerEvent,
 )
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings
-from worker.core.errors import DatabaseUnavailableError
+from worker.core.days import utc_now
+from worker.core.errors import DatabaseUnavailableError, SchemaError
 from worker.core.logs import get_logger
+from worker.daemon import metrics
 from worker.daemon.http.server import HttpServer
-from worker.daemon.jobs import LivePoller, SyncJob
+from worker.daemon.jobs import JOB_CRON, JOB_POLL, LivePoller, SyncJob
+from worker.daemon.leader import Leadership
 from worker.store.db import check_schema
 from worker.store.models import ApiKey, User
 from worker.vault.crypto import Keyring
@@ -113,9 +123,19 @@ class SyncDaemon:
         self.database_backoff = database_backoff or Backoff()
         self.notice = notice
         self.http = http
+        self.leadership = Leadership(
+            engine,
+            settings.ha,
+            on_elected=self._on_elected,
+            on_lost=lambda: metrics.LEADERSHIP_CHANGES.labels(change="lost").inc(),
+            on_schema_changed=self._on_schema_changed,
+        )
+        self._schema_error: SchemaError | None = None
         # The sync and the live poll: jobs of their own, so a poll never waits for a sync.
-        self.sync = SyncJob(settings, engine, keyring, self.stop, self.next_run_time)
-        self.poller = LivePoller(settings, engine, keyring, self.stop)
+        self.sync = SyncJob(
+            settings, engine, keyring, self.stop, self.next_run_time, self.leadership
+        )
+        self.poller = LivePoller(settings, engine, keyring, self.stop, self.leadership)
         self.scheduler = BlockingScheduler(
             timezone=dt.UTC,
             job_defaults={
@@ -138,6 +158,27 @@ class SyncDaemon:
     def _add_jobs(self) -> None:
         self.sync.add_jobs(self.scheduler)
         self.poller.add_jobs(self.scheduler)
+
+    def _on_elected(self) -> None:
+        """This daemon just took over (not at its start): run the poll now, and the sync if
+        one was due (the dead leader's was cut short, or its time passed meanwhile)."""
+        metrics.LEADERSHIP_CHANGES.labels(change="acquired").inc()
+        now = utc_now()
+        due = [JOB_POLL] if self.poller.interval_seconds else []
+        if self.sync.due(now):
+            due.append(JOB_CRON)
+        for job_id in due:
+            with contextlib.suppress(JobLookupError, SchedulerNotRunningError):
+                self.scheduler.modify_job(job_id, next_run_time=dt.datetime.now(dt.UTC))
+        log.info("takeover_work_scheduled", jobs=due)
+
+    def _on_schema_changed(self, error: SchemaError) -> None:
+        """The database moved to a revision this code does not know: stop (exit 2) rather
+        than write to tables it misreads."""
+        if self.stop.is_set():
+            return
+        self._schema_error = error
+        self._request_stop("schema_revision_changed")
 
     def _on_job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
@@ -168,6 +209,7 @@ class SyncDaemon:
             scheduler_alive=self.scheduler_alive,
             next_run_at=self.next_run_time,
             sync_running=lambda: lock_is_held(self.engine),
+            role=self.leadership.role,
         )
         server = HttpServer(
             build_app(ctx), settings.http, grace_seconds=settings.schedule.shutdown_grace_seconds
@@ -178,8 +220,9 @@ class SyncDaemon:
 
     # -- start-up ----------------------------------------------------------------------------
 
-    def wait_for_database(self) -> bool:
-        """Check the schema, retrying while the database cannot be reached.
+    def wait_for_database(self, then: Callable[[], None] | None = None) -> bool:
+        """Check the schema, then run ``then`` (the rest of the start-up that reads the
+        database), retrying both while the database cannot be reached.
 
         Returns False if a signal stopped the wait. A database that answers but is not at the
         head revision raises :class:`worker.core.errors.SchemaError` at once: no retry fixes that.
@@ -190,6 +233,8 @@ class SyncDaemon:
             attempt += 1
             try:
                 check_schema(self.engine)
+                if then is not None:
+                    then()
             except DatabaseUnavailableError as exc:
                 delay = self.database_backoff.delay(attempt)
                 log.warning(
@@ -235,6 +280,13 @@ class SyncDaemon:
         log.warning("no_keys_registered", hint=NO_KEYS_HINT)
         if self.notice is not None:
             print(NO_KEYS_HINT, file=self.notice)
+
+    def _prepare(self) -> None:
+        """What the start-up reads and writes once the database answers; run again from the
+        start when the database goes away meanwhile (a restart just then)."""
+        self._advise_when_no_keys()
+        self._check_limits()
+        self.leadership.start()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -284,7 +336,8 @@ class SyncDaemon:
     def run(self) -> int:
         """Await the database, start the scheduler and block until a signal stops it.
 
-        Returns the exit code (0). A schema behind head raises SchemaError (exit code 2).
+        Returns the exit code (0). A schema behind head raises SchemaError (exit code 2), at
+        start or when another daemon's upgrade moves it while this one runs.
         """
         watcher = threading.Thread(target=self._watch_signals, name="signals", daemon=True)
         watcher.start()
@@ -292,11 +345,11 @@ class SyncDaemon:
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
         try:
-            if not self.wait_for_database():
+            if not self.wait_for_database(then=self._prepare):
                 log.info("daemon_stopped", reason="stopped while waiting for the database")
                 return 0
-            self._advise_when_no_keys()
-            self._check_limits()
+            if self.leadership.is_leader:
+                metrics.LEADERSHIP_CHANGES.labels(change="acquired").inc()
             self._add_jobs()
             self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
             self.scheduler.add_listener(self._on_scheduler_start, EVENT_SCHEDULER_START)
@@ -321,11 +374,15 @@ class SyncDaemon:
             ):
                 log.warning("shutdown_grace_expired", grace_seconds=grace)
                 self._exit_now(0)
+            self.leadership.stop()  # after the jobs: a standby takes over at its next heartbeat
             if self.http is not None:
                 self.http.stop(timeout=deadline - time.monotonic())
+            if self._schema_error is not None:
+                raise self._schema_error
             log.info("daemon_stopped")
             return 0
         finally:
+            self.leadership.stop()  # idempotent
             if self.http is not None:
                 self.http.stop(timeout=0)  # idempotent; releases the socket on every path
             for sig, handler in previous.items():

@@ -15,8 +15,9 @@ from typing import Any
 from sqlalchemy import Date, func, select
 from sqlalchemy.orm import Session
 
-from worker.config import ScheduleSettings
+from worker.config import HaSettings, ScheduleSettings
 from worker.config.limits import LimitTable
+from worker.reports.daemons import Daemons, daemons
 from worker.reports.limits import Drift, describe, drifted
 from worker.reports.live import Figures, registered
 from worker.store import guards
@@ -110,6 +111,8 @@ class Status:
     # not be done in the last week (see docs/guards.md).
     drift: tuple[Drift, ...] = ()
     guard_failures: tuple[Action, ...] = ()
+    # The daemons sharing the database (None: none ever ran on it).
+    daemons: Daemons | None = None
 
     @property
     def healthy(self) -> bool:
@@ -124,6 +127,8 @@ class Status:
             for k in self.keys
             if k.active and k.last_status == "failed"
         ]
+        if self.daemons is not None and self.daemons.problem is not None:
+            found.append(self.daemons.problem)
         run = self.cut_short
         if run is not None:
             found.append(
@@ -169,6 +174,7 @@ class Status:
             "keys": self.keys,
             "last_run": self.last_run,
             "next_run_at": self.next_run_at,
+            "daemons": self.daemons.to_json() if self.daemons is not None else None,
         }
 
 
@@ -279,6 +285,7 @@ def collect_status(
     user_id: int | None = None,
     live: bool = True,
     limits: Sequence[LimitTable] = (),
+    ha: HaSettings | None = None,
 ) -> Status:
     """Gather the status of every key (:func:`key_states`) and the last run, in a handful of
     GROUP BY queries.
@@ -288,7 +295,8 @@ def collect_status(
     user saw it (its keys' ok and failed counts, ``failed`` only if one of them failed): what
     an API token of a user who is not an admin may see. ``live=False``: without the live
     figures (a caller that reads them for every key itself). ``limits``: the declared
-    ``[[limits]]``, whose drift is reported among the warnings.
+    ``[[limits]]``, whose drift is reported among the warnings. ``ha``: with the daemons
+    sharing the database (:mod:`worker.reports.daemons`) and whether one leads.
     """
     keys = key_states(session, now, user_id=user_id, live=live)
     seen = {k.api_key_id for k in keys}
@@ -312,6 +320,7 @@ def collect_status(
             if a.status in (FAILED, ABANDONED)
             and (now or utcnow()) - a.created_at < dt.timedelta(days=7)
         ),
+        daemons=daemons(session, ha) if ha is not None else None,
     )
 
 

@@ -138,6 +138,8 @@ def status(ctx: HttpContext) -> Callable[[Request], Response]:
                 sync_running=ctx.sync_running(),
                 user_id=scope.only_user_id,
                 limits=ctx.settings.limits,
+                # The daemons and their hosts are the operator's business: admins only.
+                ha=ctx.settings.ha if scope.only_user_id is None else None,
             )
         return json_response(result.to_json())
 

@@ -4,7 +4,9 @@ Healthy (200) when the scheduler is running and every active key's last sync suc
 ``[http] healthy_within_hours`` (default 26: a daily sync plus two hours of slack). A key added
 within that time that has not been synced yet is waiting for its first run, not unhealthy.
 Otherwise 503 with the reasons, one line each. No token: keys are named by id only, and the
-answer holds no name, email, address or error text.
+answer holds no name, email, address or error text. Every daemon answers, a standby on the same
+terms as the leader (it serves the same database), with its ``[ha] instance_name``, its
+``role`` (leader or standby), since when, and the leader's name.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def check(ctx: HttpContext) -> tuple[bool, dict[str, Any]]:
         reasons += key_problems(keys, added, now=now, within=within)
     except DatabaseUnavailableError:
         reasons.append("the database cannot be reached")
-    document = {
+    document: dict[str, Any] = {
         "status": "unhealthy" if reasons else "ok",
         "scheduler": "running" if alive else "stopped",
         "active_keys": active,
@@ -87,6 +89,15 @@ def check(ctx: HttpContext) -> tuple[bool, dict[str, Any]]:
         "checked_at": now,
         "reasons": reasons,
     }
+    role = ctx.role()
+    if role is not None:
+        # A standby serves too: healthy on the same terms, and says who leads.
+        document |= {
+            "instance": role.instance,
+            "role": role.role,
+            "role_since": role.since,
+            "leader": role.leader,
+        }
     return not reasons, document
 
 

@@ -46,7 +46,9 @@ from worker.core.days import month_so_far
 from worker.core.logs import get_logger
 from worker.daemon import metrics
 from worker.daemon.http.context import HttpContext
+from worker.daemon.leader import Role
 from worker.reports.choices import HASH_SHOWN
+from worker.reports.daemons import SILENT, Daemons, daemons
 from worker.reports.limits import drifted_or_none
 from worker.reports.live import EVERY_SCOPE, Figures, figures, own_figures
 from worker.reports.report import build_report
@@ -90,6 +92,7 @@ class Scraped:
     keys: list[Figures]  # the listed keys of the active accounts
     guard_actions: list[tuple[str, str, str, int]]  # (rule, action, status, how many)
     drifted: dict[int, int] | None  # account id → keys drifted (None: no [[limits]])
+    daemons: Daemons | None  # the daemons sharing the database (None: none recorded)
 
 
 def scrape(ctx: HttpContext) -> Scraped:
@@ -114,6 +117,7 @@ def scrape(ctx: HttpContext) -> Scraped:
         guard_actions = guards.counts(session)
         limits = ctx.settings.limits
         drift = drifted_or_none(session, limits) if limits else []
+        shared = daemons(session, ctx.settings.ha)
     own = own_figures(found)
     accounts = [
         AccountFigures(
@@ -134,7 +138,8 @@ def scrape(ctx: HttpContext) -> Scraped:
         for item in drift:
             if item.account_id in counted:
                 counted[item.account_id] += 1
-    return Scraped(accounts, [f for f in found if f.key_hash != SELF], guard_actions, counted)
+    others = [f for f in found if f.key_hash != SELF]
+    return Scraped(accounts, others, guard_actions, counted, shared)
 
 
 def _gauge(name: str, documentation: str, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
@@ -156,6 +161,7 @@ class DatabaseCollector(Collector):
         running = _gauge("scheduler_running", "1 while the daemon's scheduler runs")
         running.add_metric([], 1 if ctx.scheduler_alive() else 0)
         yield running
+        yield from _role_metrics(ctx.role())
         next_run = ctx.next_run_at()
         if next_run is not None:
             gauge = _gauge("next_sync_timestamp_seconds", "When the next scheduled sync starts")
@@ -175,6 +181,46 @@ class DatabaseCollector(Collector):
         yield from _account_live_metrics(scraped.accounts)
         yield from _key_live_metrics(scraped.keys)
         yield from _guard_metrics(scraped)
+        yield from _daemon_metrics(scraped.daemons)
+
+
+def _role_metrics(role: Role | None) -> Iterator[Metric]:
+    """This daemon's part in the election (none outside a daemon)."""
+    if role is None:
+        return
+    info = _gauge(
+        "instance_info", "This daemon: its [ha] instance_name and role", ("instance", "role")
+    )
+    info.add_metric([role.instance, role.role], 1)
+    leads = _gauge("instance_leader", "1 while this daemon leads (runs the scheduled work)")
+    leads.add_metric([], 1 if role.role == "leader" else 0)
+    since = _gauge("instance_role_since_timestamp_seconds", "When this daemon's role last changed")
+    since.add_metric([], role.since.timestamp())
+    yield from (info, leads, since)
+
+
+def _daemon_metrics(found: Daemons | None) -> Iterator[Metric]:
+    """The database's leadership, whichever daemon answers (absent: no daemon recorded)."""
+    if found is None:
+        return
+    present = _gauge(
+        "leader_present",
+        "1 if a daemon leads (its heartbeat within [ha] takeover_seconds plus one heartbeat)",
+    )
+    present.add_metric([], 1 if found.leader is not None else 0)
+    yield present
+    if found.leaderless_seconds is not None:
+        leaderless = _gauge(
+            "leaderless_seconds", "How long no daemon has led while some daemon expected one"
+        )
+        leaderless.add_metric([], found.leaderless_seconds)
+        yield leaderless
+    by_role = _gauge(
+        "instances", "Daemons recorded in the database, by role (silent: not heard from)", ("role",)
+    )
+    for role in ("leader", "standby", "stopped", SILENT):
+        by_role.add_metric([role], sum(1 for d in found.daemons if d.role == role))
+    yield by_role
 
 
 def _account_metrics(accounts: list[AccountFigures]) -> Iterator[Metric]:
