@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser test lint migrate run demo dashboard bench clean fuzz
+.PHONY: install browser promtool test test-long lint migrate run demo dashboard bench clean fuzz
 
 # The tests start about a hundred Python processes (xdist workers, the CLI, daemons): with
 # PYTHONDONTWRITEBYTECODE set (as on our CI machines) each one compiles the worker and pytest
@@ -30,10 +30,21 @@ browser: $(CHROMIUM)
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
+# The shipped Prometheus rules (deploy/) are checked by promtool, from Debian's prometheus
+# package (the server is not started: no service runs here): installed once.
+PROMTOOL ?= /usr/bin/promtool
+promtool: $(PROMTOOL)
+$(PROMTOOL):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+
 # Three workers on two cores: a third of the tests wait (on a daemon, a deadline, a browser)
 # rather than compute; worksteal evens out the slow ones at the end.
-test: $(STAMP) $(CHROMIUM)
-	$(BIN)/python -m pytest -n 3 --dist worksteal --cov=worker --cov-report=term --cov-fail-under=90
+test: $(STAMP) $(CHROMIUM) $(PROMTOOL)
+	PROMTOOL=$(PROMTOOL) $(BIN)/python -m pytest -n 3 --dist worksteal --cov=worker --cov-report=term --cov-fail-under=90
+
+# The long fault variants (a 30-second sync under idle_session_timeout = 5s, …): minutes.
+test-long: $(STAMP)
+	$(BIN)/python -m pytest -m long tests/faults
 
 # The property tests (tests/property) with many more examples than `make test` runs.
 fuzz: $(STAMP)

@@ -143,13 +143,15 @@ def serve(spec: dict[str, Any]) -> int:
             super().__init__(today=today, latency=spec.get("latency", 0.0))
             self.cache: dict[tuple[int, tuple[tuple[str, str], ...]], Any] = {}
 
-        def _route(self, raw: bytes, path: str, query: dict[str, str], key: Any) -> Any:
+        def _route(
+            self, raw: bytes, method: str, path: str, query: dict[str, str], key: Any
+        ) -> Any:
             if key is None or key.account is not None or not path.endswith("/activity"):
-                return super()._route(raw, path, query, key)
+                return super()._route(raw, method, path, query, key)
             cache_key = (id(key.rows), tuple(sorted(query.items())))
             hit = self.cache.get(cache_key)
             if hit is None:
-                hit = self.cache[cache_key] = super()._route(raw, path, query, key)
+                hit = self.cache[cache_key] = super()._route(raw, method, path, query, key)
             return hit
 
     fake = CachedFake()

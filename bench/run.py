@@ -11,7 +11,8 @@ one module each (each imports only ``harness``; this one imports them):
   alone; the sync-CPU-per-request and HTTP-only guards;
 * ``scale``: K = 100 … 5,000 keys, wall time and peak RSS;
 * ``accounts``: every key of an account, a year of history; the requests guard;
-* ``guards``: ``limits plan`` and ``limits apply`` over a 1,000-key account.
+* ``guards``: ``limits plan`` and ``limits apply`` over a 1,000-key account;
+* ``ha``: two daemons on one PostgreSQL: what the standby costs, the takeover times.
 
 It is also every child process's entry point (``python bench/run.py serve|scenario|prepare
 SPEC``, started by ``harness``), handing each to the module concerned: the fake OpenRouter,
@@ -38,6 +39,7 @@ from typing import Any
 import accounts
 import cli_start
 import guards
+import ha
 import harness
 import latency
 import scale
@@ -56,6 +58,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "account": (1000, 3),  # keys, models
         "history": (100, 20),
         "guards": (1000, 200),  # keys, keys matched by [[limits]]
+        "ha": (10, 60.0),  # keys, seconds per window
         "cli_runs": 5,
     },
     "small": {
@@ -67,6 +70,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "account": (200, 3),
         "history": (10, 5),
         "guards": (200, 40),
+        "ha": (10, 30.0),
         "cli_runs": 3,
     },
 }
@@ -231,6 +235,8 @@ def main() -> int:
             add(scale.scale(params["scale"], workdir))
             add(accounts.rows(params, workdir))
             add(guards.rows(params, workdir))
+            if pg is not None:
+                add(ha.rows(params, workdir, pg))
         finally:
             if pg is not None:
                 pg.stop()

@@ -27,7 +27,13 @@ _counter = itertools.count()
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark by directory (unit / integration / faults / property) and mark every PostgreSQL
-    case `postgres`."""
+    case `postgres`; leave out the long variants (marker `long`, minutes each) unless the
+    marker expression asks for them (`make test-long`: ``-m long``)."""
+    if "long" not in (config.option.markexpr or ""):
+        long = [item for item in items if item.get_closest_marker("long") is not None]
+        if long:
+            config.hook.pytest_deselected(items=long)
+            items[:] = [item for item in items if item.get_closest_marker("long") is None]
     for item in items:
         path = Path(str(item.fspath))
         if "unit" in path.parts:

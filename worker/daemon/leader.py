@@ -23,6 +23,7 @@ import datetime as dt
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
@@ -175,10 +176,8 @@ class Leadership:
                 self._beat(instances.LEADER)
         if not self.is_leader:
             self._beat(instances.STANDBY)
-            if self._take():
+            if self._take() or (self._postgres and self._take_over_a_silent_leader()):
                 self._elected(first)
-            elif self._postgres:
-                self._take_over_a_silent_leader()
         with self.factory() as session:
             current = instances.leader(session)
         self.leader_name = current.name if current is not None else None
@@ -258,18 +257,18 @@ class Leadership:
         if stack is not None:
             stack.close()
 
-    def _take_over_a_silent_leader(self) -> None:
+    def _take_over_a_silent_leader(self) -> bool:
         """A leader whose heartbeat is older than ``takeover_seconds`` but whose lock's
         connection the server still keeps (a frozen process, a host gone without a word): end
-        that connection, so the lock is free for the next round."""
+        that connection and take the lock once the server has let it go (True)."""
         with transaction(self.factory) as session:
             now = instances.db_now(session)
             current = instances.leader(session)
         if current is None or current.name == self.name or current.backend_pid is None:
-            return
+            return False
         silent = (now - current.heartbeat_at).total_seconds()
         if silent < self.settings.takeover_seconds:
-            return
+            return False
         with self.engine.begin() as conn:
             ended = conn.execute(
                 text(
@@ -279,5 +278,13 @@ class Leadership:
                 {"pid": current.backend_pid, "hi": LEADER_LOCK_ID >> 32,
                  "lo": LEADER_LOCK_ID & 0xFFFFFFFF},
             ).scalars().all()  # fmt: skip
-        if ended:
-            log.warning("leader_taken_over", leader=current.name, silent_seconds=round(silent, 1))
+        if not ended:
+            return False
+        log.warning("leader_taken_over", leader=current.name, silent_seconds=round(silent, 1))
+        # The backend exits a moment after the signal; its lock goes with it.
+        deadline = time.monotonic() + min(5.0, self.settings.heartbeat_seconds)
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if self._take():
+                return True
+            self._stop.wait(0.05)
+        return False

@@ -103,7 +103,9 @@ def daemons(session: Session, ha: HaSettings) -> Daemons | None:
     leaderless: float | None = None
     if not live and any(i.role != STOPPED for i in seen):
         # Since the last change: a leader last heard of, a daemon that stepped down, stopped
-        # or started (a standby that started waits for a leader from then).
+        # or started (a standby that started waits for a leader from then: a standby that
+        # restarts while none leads moves this; it takes the lead within a heartbeat, or
+        # is reported once the bound has passed again).
         since = max(
             [i.heartbeat_at for i in seen if i.role == LEADER] + [i.role_since for i in seen]
         )
