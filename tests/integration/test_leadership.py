@@ -157,14 +157,14 @@ def test_the_leaders_heartbeat_keeps_its_lock_through_idle_session_timeout(
 ) -> None:
     database = postgres_url.rsplit("/", 1)[1]
     with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
-        conn.execute(f"ALTER DATABASE \"{database}\" SET idle_session_timeout = '1500ms'")
+        conn.execute(f"ALTER DATABASE \"{database}\" SET idle_session_timeout = '1200ms'")
     try:
         engine.dispose()  # new connections get the setting
         leader = elect("a")
         lock = leader._lock
         assert lock is not None
-        # Four times the timeout, heard of all along: each heartbeat moves the leader's row.
-        wait_until(lambda: _lead_held_for(engine, "a") >= 6, timeout=15, what="6 s of beats")
+        # Three times the timeout, heard of all along: each heartbeat moves the leader's row.
+        wait_until(lambda: _lead_held_for(engine, "a") >= 4, timeout=15, what="4 s of beats")
         assert leader.is_leader and not lock.lost.is_set()
         with engine.connect() as conn:
             assert lock.held(conn)

@@ -246,6 +246,9 @@ class Leadership:
         log.error("leadership_lost", instance=self.name, reason=why)
         self._step_down()
         self._since = utc_now()
+        # Say so at once where the database still answers (else at the next round).
+        with suppress(WatcherError, DBAPIError):
+            self._beat(instances.STANDBY)
         self._on_lost()
 
     def _step_down(self) -> None:
