@@ -10,7 +10,9 @@ and a digest delivered to a real webhook receiver.
   that poll stops before its next write, one leader after, nothing sent twice;
 - PostgreSQL restarted under two daemons: both live on, one leads again, nothing twice;
 - ``idle_session_timeout`` shorter than a sync, longer than the heartbeat: the sync holds
-  (a short run here; the issue's 5 s / 2 s / 30 s one is ``make test-long``).
+  (a short run here; the issue's 5 s / 2 s / 30 s one is ``make test-long``);
+- the schema moved to another revision under a running daemon (another host's upgrade): it
+  stops with one line, exit 2.
 
 Each daemon beats every 0.5 s and takes over after 2 s, polls every second.
 """
@@ -29,11 +31,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from tests.faults.conftest import Running, World, wait_until
 from worker.store import instances
-from worker.store.db import create_db_engine, init_db
+from worker.store.db import HEAD_REVISION, create_db_engine, init_db
 from worker.store.models import Instance, SyncRun
 from worker.testing.logs import json_events
 from worker.testing.postgres import PostgresServer, find_bindir
@@ -326,3 +328,26 @@ def test_a_sync_longer_than_idle_session_timeout_holds_its_locks_by_the_heartbea
 
 def _seconds(start: str, end: str) -> float:
     return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_daemon_stops_with_exit_2_when_another_upgrades_the_schema_under_it(
+    db_url: str, make_world: Callable[..., World], hook: WebhookReceiver, tmp_path: Path
+) -> None:
+    world = make_world(db_url, keys=1)
+    pair = Pair(world, hook, tmp_path)
+    daemon = pair.start("a")
+    wait_until(lambda: pair.role("a") == "leader", what="a leads")
+    with world.engine.begin() as conn:  # what `migrate` of a newer release leaves
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+
+    done = daemon.done(timeout=20)
+
+    assert done.code == 2
+    errors = [line for line in done.err.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: database is at revision 9999, this daemon's code expects {HEAD_REVISION}: it "
+        "stops (upgrade its code, or run the matching version)"
+    ]
+    assert "Traceback" not in done.err + done.out
+    assert pair.role("a") == "stopped"

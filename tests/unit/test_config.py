@@ -99,6 +99,11 @@ def test_env_name_rule_is_uniform() -> None:
         ('[openrouter]\nbase_url = "ftp://x"\n', r"must start with http"),
         ('[encryption]\nprevious_keys = "k"\n', r"must be a list of strings"),
         ("[sync\n", r"is not valid TOML"),
+        (
+            "[ha]\nheartbeat_seconds = 30\ntakeover_seconds = 30\n",
+            r"\[ha\] heartbeat_seconds \(30\) must be less than takeover_seconds \(30\)",
+        ),
+        ("[ha]\nheartbeat_seconds = 0.1\n", r"\[ha\] heartbeat_seconds in .* must be at least 0.5"),
     ],
 )
 def test_bad_file_values_name_the_key_and_file(tmp_path: Path, toml: str, message: str) -> None:
@@ -146,6 +151,11 @@ def test_encryption_values_are_never_echoed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(path, env={})
     assert "12345678901" not in str(info.value)
+
+
+def test_ha_defaults_beat_well_inside_the_takeover(tmp_path: Path) -> None:
+    ha = load_settings(_write(tmp_path / "c.toml", '[ha]\ninstance_name = "host-a"\n'), env={}).ha
+    assert (ha.instance_name, ha.heartbeat_seconds, ha.takeover_seconds) == ("host-a", 10.0, 30.0)
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
