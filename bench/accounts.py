@@ -67,11 +67,16 @@ def serve(spec: dict[str, Any]) -> int:
 
     def final() -> dict[str, Any]:
         paths: dict[str, int] = {}
+        refused: dict[str, int] = {}  # answers other than 200, by path and status
         for request in fake.requests:
             paths[request.path] = paths.get(request.path, 0) + 1
+            if request.status != 200:
+                where = f"{request.path} {request.status}"
+                refused[where] = refused.get(where, 0) + 1
         return {
             "requests": fake.request_count(),
             "paths": paths,
+            "refused": refused,
             "page_size": account.page_size,
         }
 
@@ -215,7 +220,9 @@ def rows(params: dict[str, Any], workdir: Path) -> Findings:
             {
                 "wall": f"{fmt_s(run['wall'])} ({fmt_s(waited)} of it waiting on the rate "
                 f"limit; {fmt_s(run['wall'] - waited)} without)",
-                "requests": f"{run['requests']:,} ({run['history_requests']:,} analytics)",
+                "requests": f"{run['requests']:,} ({run['history_requests']:,} analytics; "
+                f"{fake.stats.get('refused', {}).get('/api/v1/analytics/query 429', 0)} of "
+                "them answered 429)",
                 "rows/s written": f"{rate(run['rows_written'], run['wall'] - waited)} "
                 f"({run['rows_written']:,} rows, {run['history_rows']:,} of them history; "
                 "rate-limit wait excluded)",

@@ -193,7 +193,7 @@ def main() -> int:
 
     started = time.perf_counter()
     rows: list[Row] = []
-    guards: list[Guard] = []
+    guard_lines: list[Guard] = []  # not `guards`: that is the scenario module
 
     def add(found: Findings) -> None:
         for row in found.rows:
@@ -209,7 +209,7 @@ def main() -> int:
                 flush=True,
             )
         rows.extend(found.rows)
-        guards.extend(found.guards)
+        guard_lines.extend(found.guards)
 
     with tempfile.TemporaryDirectory(prefix="orw-bench-") as tmp:
         workdir = Path(tmp)
@@ -240,7 +240,7 @@ def main() -> int:
         finally:
             if pg is not None:
                 pg.stop()
-    table = render(rows, guards, info, scale_name, time.perf_counter() - started)
+    table = render(rows, guard_lines, info, scale_name, time.perf_counter() - started)
     print()
     print(table)
     RESULTS.write_text(table)
