@@ -28,17 +28,17 @@ from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 import worker
 from worker.config import HaSettings
 from worker.core.days import utc_now
-from worker.core.errors import DatabaseUnavailableError, SchemaError, WatcherError
+from worker.core.errors import SchemaError, WatcherError
 from worker.core.logs import get_logger
 from worker.store import instances
 from worker.store.db import HEAD_REVISION, current_revision, make_session_factory, transaction
-from worker.store.locking import LEADER_LOCK_ID, HeldLock, LockLostError, file_lock
+from worker.store.locking import LEADER_LOCK_ID, HeldLock, LockLostError, end_holder, file_lock
 
 log = get_logger("worker.leader")
 
@@ -88,6 +88,7 @@ class Leadership:
         self._id: int | None = None
         self._leads = threading.Event()
         self._stop = threading.Event()
+        self._stopped = False
         self._thread: threading.Thread | None = None
         self._since = utc_now()
         self.leader_name: str | None = None
@@ -111,11 +112,9 @@ class Leadership:
             raise LeadershipLostError()
         if lock is not None:
             try:
-                held = lock.held(conn)
-            except (DBAPIError, DatabaseUnavailableError) as exc:
+                lock.fence(conn)
+            except LockLostError as exc:
                 raise LeadershipLostError() from exc
-            if not held:
-                raise LeadershipLostError()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -137,7 +136,10 @@ class Leadership:
 
     def stop(self) -> None:
         """Stop electing, give the lock up (a standby takes it at its next heartbeat) and record
-        this daemon stopped."""
+        this daemon stopped. Once: later calls do nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.settings.heartbeat_seconds + 5)
@@ -170,24 +172,18 @@ class Leadership:
             self._on_schema_changed(error)
             return
         if self.is_leader:
-            if self._lock is not None and not self._still_held():
+            if self._lock is not None and self._lock.lost.is_set():
+                # Its heartbeat found the lock's connection gone (the fence refuses writes
+                # already: it asks pg_locks before every transaction).
                 self._depose("its lock's connection closed")
             elif self._lock is None:  # SQLite: the file lock holds while the process lives
                 self._beat(instances.LEADER)
         if not self.is_leader:
             self._beat(instances.STANDBY)
-            if self._take() or (self._postgres and self._take_over_a_silent_leader()):
+            if self._take() or self._take_over_a_silent_leader():
                 self._elected(first)
-        with self.factory() as session:
-            current = instances.leader(session)
-        self.leader_name = current.name if current is not None else None
-
-    def _still_held(self) -> bool:
-        lock = self._lock
-        if lock is None or lock.lost.is_set():
-            return False
-        with self.engine.connect() as conn:
-            return lock.held(conn)
+        if self.is_leader:
+            self.leader_name = self.name
 
     def _beat(self, role: str) -> None:
         assert self._id is not None
@@ -215,9 +211,7 @@ class Leadership:
                 return False
             try:
                 with self.engine.begin() as conn:
-                    instances.beat(
-                        conn, instance_id, instances.LEADER, backend_pid=lock.backend_pid
-                    )
+                    beat(conn)
             except BaseException:
                 lock.release()  # never a lock held by a daemon that does not know it leads
                 raise
@@ -261,27 +255,20 @@ class Leadership:
             stack.close()
 
     def _take_over_a_silent_leader(self) -> bool:
-        """A leader whose heartbeat is older than ``takeover_seconds`` but whose lock's
-        connection the server still keeps (a frozen process, a host gone without a word): end
-        that connection and take the lock once the server has let it go (True)."""
-        with transaction(self.factory) as session:
+        """Note who leads; and if that leader's heartbeat is older than ``takeover_seconds``
+        while the server still keeps its lock's connection (a frozen process, a host gone
+        without a word; PostgreSQL only): end that connection and take the lock once the
+        server has let it go (True)."""
+        with self.factory() as session:
             now = instances.db_now(session)
             current = instances.leader(session)
-        if current is None or current.name == self.name or current.backend_pid is None:
+        self.leader_name = current.name if current is not None else None
+        if not self._postgres or current is None or current.backend_pid is None:
             return False
         silent = (now - current.heartbeat_at).total_seconds()
-        if silent < self.settings.takeover_seconds:
+        if current.name == self.name or silent < self.settings.takeover_seconds:
             return False
-        with self.engine.begin() as conn:
-            ended = conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = "
-                    "'advisory' AND pid = :pid AND classid = :hi AND objid = :lo AND granted"
-                ),
-                {"pid": current.backend_pid, "hi": LEADER_LOCK_ID >> 32,
-                 "lo": LEADER_LOCK_ID & 0xFFFFFFFF},
-            ).scalars().all()  # fmt: skip
-        if not ended:
+        if not end_holder(self.engine, LEADER_LOCK_ID, current.backend_pid):
             return False
         log.warning("leader_taken_over", leader=current.name, silent_seconds=round(silent, 1))
         # The backend exits a moment after the signal; its lock goes with it.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, select, text, update
+from sqlalchemy import Connection, case, select, text, update
 from sqlalchemy.orm import Session
 
 from worker.store.models import Instance, UTCDateTime
@@ -84,10 +84,11 @@ def beat(
 ) -> None:
     """The daemon is alive, in ``role`` (``role_since`` moves when the role changes)."""
     now = db_now(session)
-    current = session.execute(select(Instance.role).where(Instance.id == instance_id)).scalar()
-    values: dict[str, object] = {"heartbeat_at": now, "role": role}
-    if current != role:
-        values["role_since"] = now
+    values: dict[str, object] = {
+        "heartbeat_at": now,
+        "role": role,
+        "role_since": case((Instance.role == role, Instance.role_since), else_=now),
+    }
     if role == LEADER:
         values["backend_pid"] = backend_pid
     session.execute(update(Instance).where(Instance.id == instance_id).values(**values))
@@ -116,9 +117,3 @@ def leader(session: Session) -> InstanceView | None:
         select(Instance).where(Instance.role == LEADER).order_by(Instance.heartbeat_at.desc())
     ).first()
     return _view(row) if row is not None else None
-
-
-def forget_old(session: Session, before: dt.datetime) -> int:
-    """Drop the daemons not heard of since ``before`` (stopped or dead long ago)."""
-    result = session.execute(delete(Instance).where(Instance.heartbeat_at < before))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -48,6 +48,10 @@ _ANY_HOLDER = text(
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
     "AND classid = :hi AND objid = :lo AND objsubid = 1 AND granted"
 )
+_END_HOLDER = text(
+    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid = :pid "
+    "AND classid = :hi AND objid = :lo AND objsubid = 1 AND granted"
+)
 Fence = Callable[[Connection], None]  # raises LockLostError when a lock is no longer held
 
 
@@ -109,7 +113,8 @@ class HeldLock:
                     text("SELECT pg_try_advisory_lock(:id)"), {"id": self.lock_id}
                 ).scalar()
             )
-            self.backend_pid = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            if taken:
+                self.backend_pid = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
             conn.commit()
         except BaseException:
             with suppress(DBAPIError, DatabaseUnavailableError):
@@ -250,6 +255,14 @@ def file_lock(engine: Engine, suffix: str) -> Iterator[bool]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def end_holder(engine: Engine, lock_id: int, pid: int) -> bool:
+    """PostgreSQL: end the session ``pid`` if it holds ``lock_id`` (a holder gone silent), so
+    the lock is free once that session exits; whether it was ended."""
+    with engine.begin() as conn:
+        ended = conn.execute(_END_HOLDER, {"pid": pid, **_halves(lock_id)}).scalars().all()
+    return bool(ended)
 
 
 def lock_is_held(engine: Engine, lock_id: int = ADVISORY_LOCK_ID) -> bool:
